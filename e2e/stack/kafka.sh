@@ -1,0 +1,462 @@
+# shellcheck shell=bash
+# Apache Kafka part of the local e2e stack: single-node KRaft clusters as local JVMs.
+#
+# Source it from the stack entrypoint, or run one function for debugging:
+#   bash e2e/stack/kafka.sh kafka_up east-regional 19092
+#
+# Functions (all return non-zero on failure; none calls `exit` when sourced):
+#   kafka_fetch                 jars -> $TRIBUTARY_CACHE/kafka-<version>/lib (idempotent)
+#   kafka_up NAME PORT          start (format at first start) + wait until it answers
+#   kafka_start NAME            restart a stopped cluster, same data and port
+#   kafka_stop NAME             SIGTERM, wait, then SIGKILL
+#   kafka_kill NAME             SIGKILL now (failure tests)
+#   kafka_status NAME           prints "NAME running|stopped port=P [pid=N]"; rc 0 running, 1 not
+#   kafka_down_all              stop every cluster under $STATE/kafka
+#   kafka_wait NAME [SECS]      wait until the broker answers ApiVersions
+#   kafka_port REGION_IDX ROLE  port scheme: ROLE regional|0 / aggregate|1
+#   kafka_bootstrap NAME        prints 127.0.0.1:PORT
+#   kafka_tool CLASS ARGS...    run a Kafka tool main class (WARN logs to stderr)
+#   kafka_mm2 CONFIGFILE [ARGS] MirrorMaker 2 dedicated mode, in the foreground
+#
+# Environment:
+#   KAFKA_VERSION          default 4.2.0
+#   TRIBUTARY_CACHE        default ~/.cache/tributary   (jars, outside the repo)
+#   TRIBUTARY_STATE_DIR    default <repo>/e2e/.state    (data, pids, logs)
+#   KAFKA_HEAP_OPTS        broker heap, default "-Xms128m -Xmx512m"
+#   KAFKA_JVM_OPTS         broker JVM flags (GC, metaspace, JIT; see _kafka_jvm_opts)
+#   KAFKA_TOOL_HEAP_OPTS   tools/MM2 heap, default "-Xms64m -Xmx512m"
+#   KAFKA_START_TIMEOUT    seconds, default 90;  KAFKA_STOP_TIMEOUT seconds, default 30
+#   KAFKA_EXTRA_PROPS      extra server.properties lines appended at each start
+
+_KAFKA_SH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+_KAFKA_REPO="$(cd "$_KAFKA_SH_DIR/../.." && pwd)"
+
+: "${KAFKA_VERSION:=4.2.0}"
+
+_kafka_cache() { echo "${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/kafka-$KAFKA_VERSION"; }
+_kafka_state() { echo "${TRIBUTARY_STATE_DIR:-$_KAFKA_REPO/e2e/.state}"; }
+_kafka_dir() { echo "$(_kafka_state)/kafka/$1"; }
+_kafka_pidfile() { echo "$(_kafka_state)/pids/kafka-$1.pid"; }
+_kafka_logfile() { echo "$(_kafka_state)/logs/kafka-$1.log"; }
+_kafka_log() { echo "[kafka] $*" >&2; }
+_kafka_err() { echo "[kafka] ERROR: $*" >&2; }
+
+_kafka_check_name() {
+  [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || { _kafka_err "bad cluster name '${1:-}'"; return 1; }
+}
+
+_kafka_java() {
+  local j="${JAVA:-}"
+  [[ -z "$j" && -n "${JAVA_HOME:-}" ]] && j="$JAVA_HOME/bin/java"
+  [[ -z "$j" ]] && j="$(command -v java 2>/dev/null)"
+  [[ -x "$j" ]] || { _kafka_err "java not found (need Java 17+)"; return 1; }
+  echo "$j"
+}
+
+# ---------------------------------------------------------------------------
+# fetch
+
+# Marker content: version + hash of the pom, so editing the pom re-fetches.
+_kafka_marker_want() {
+  echo "kafka=$KAFKA_VERSION pom=$(sha256sum "$_KAFKA_REPO/e2e/kafka/pom.xml" | cut -c1-16)"
+}
+
+kafka_fetch() {
+  local cache want
+  cache="$(_kafka_cache)"
+  want="$(_kafka_marker_want)" || return 1
+  if [[ -f "$cache/.complete" && "$(cat "$cache/.complete")" == "$want" ]]; then
+    return 0
+  fi
+  mkdir -p "$cache" || return 1
+  (
+    # one fetch at a time (several kafka_up may run in parallel)
+    flock 9
+    if [[ -f "$cache/.complete" && "$(cat "$cache/.complete")" == "$want" ]]; then exit 0; fi
+    command -v mvn >/dev/null || { _kafka_err "mvn not found"; exit 1; }
+    _kafka_log "fetching Apache Kafka $KAFKA_VERSION jars with Maven into $cache/lib"
+    rm -rf "$cache/lib.tmp" "$cache/.complete"
+    local t0=$SECONDS
+    if ! mvn -q -B -f "$_KAFKA_REPO/e2e/kafka/pom.xml" \
+        -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime \
+        -DoutputDirectory="$cache/lib.tmp" \
+        dependency:copy-dependencies >"$cache/fetch.log" 2>&1; then
+      tail -n 40 "$cache/fetch.log" >&2
+      _kafka_err "maven fetch of Kafka $KAFKA_VERSION failed (full log: $cache/fetch.log)"
+      exit 1
+    fi
+    ls "$cache/lib.tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || { _kafka_err "no kafka_2.13 jar fetched"; exit 1; }
+    rm -rf "$cache/lib" && mv "$cache/lib.tmp" "$cache/lib" && echo "$want" >"$cache/.complete"
+    _kafka_log "fetched $(ls "$cache/lib" | wc -l) jars in $((SECONDS - t0))s"
+  ) 9>"$cache/.lock"
+}
+
+# ---------------------------------------------------------------------------
+# JVM options
+
+_kafka_jvm_opts() {
+  # Small footprint, fast start: serial GC (no GC threads, compact), C1 only,
+  # capped metaspace / code cache / direct memory, small thread stacks.
+  echo "${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}" \
+    "${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:MaxMetaspaceSize=160m -XX:ReservedCodeCacheSize=64m -XX:MaxDirectMemorySize=128m -Xss512k -XX:+ExitOnOutOfMemoryError -XX:-OmitStackTraceInFastThrow -XX:+PerfDisableSharedMem -Djava.awt.headless=true -Dnetworkaddress.cache.ttl=10}"
+}
+
+_kafka_tool_jvm_opts() {
+  echo "${KAFKA_TOOL_HEAP_OPTS:--Xms64m -Xmx512m}" \
+    "${KAFKA_TOOL_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k -XX:+PerfDisableSharedMem -Djava.awt.headless=true}"
+}
+
+# ---------------------------------------------------------------------------
+# process helpers
+
+# pid of the running broker NAME, or fail. Checks the pid really is our JVM.
+_kafka_pid() {
+  local pf pid
+  pf="$(_kafka_pidfile "$1")"
+  [[ -f "$pf" ]] || return 1
+  pid="$(cat "$pf" 2>/dev/null)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dtributary.kafka=$1 " || return 1
+  # zombie (killed, not yet reaped by its parent) counts as dead
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+  echo "$pid"
+}
+
+_kafka_port_of() {
+  local f
+  f="$(_kafka_dir "$1")/port"
+  [[ -f "$f" ]] || return 1
+  cat "$f"
+}
+
+_kafka_tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Real Kafka round trip without a JVM: ApiVersionsRequest v0 (api_key 18,
+# correlation id 1, null client id); the broker answers only once it serves requests.
+# Response begins: int32 size, int32 correlation id (=1), int16 error code (=0).
+_kafka_api_versions_ok() {
+  local port="$1" hex
+  hex="$(timeout 3 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf "\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x01\xff\xff" >&3
+    head -c 10 <&3 | od -An -tx1 | tr -d " \n"
+  ' _ "$port" 2>/dev/null)" || return 1
+  [[ "${hex:8:12}" == "000000010000" ]]
+}
+
+_kafka_tail_log() {
+  local log
+  log="$(_kafka_logfile "$1")"
+  if [[ -f "$log" ]]; then
+    echo "----- last lines of $log -----" >&2
+    tail -n "${2:-40}" "$log" >&2
+    echo "-----" >&2
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# lifecycle
+
+_kafka_write_config() {
+  local name="$1" port="$2" dir cport
+  dir="$(_kafka_dir "$name")"
+  cport=$((port + 1))
+  cat >"$dir/server.properties" <<EOF
+# generated by e2e/stack/kafka.sh for cluster '$name' (rewritten at every start)
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+
+# single node: every internal topic at replication factor 1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+num.partitions=1
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+delete.topic.enable=true
+
+# small footprint
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+num.recovery.threads.per.data.dir=1
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=8388608
+log.segment.bytes=134217728
+log.retention.hours=24
+log.retention.check.interval.ms=60000
+socket.send.buffer.bytes=1048576
+socket.receive.buffer.bytes=1048576
+EOF
+  if [[ -n "${KAFKA_EXTRA_PROPS:-}" ]]; then
+    printf '\n# KAFKA_EXTRA_PROPS\n%s\n' "$KAFKA_EXTRA_PROPS" >>"$dir/server.properties"
+  fi
+}
+
+# Kafka Uuid string: 16 random bytes, base64url without padding, not starting with '-'.
+_kafka_random_uuid() {
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    [[ "$id" != -* && "$id" != AAAAAAAAAAAAAAAAAAAAA* ]] && break
+  done
+  echo "$id"
+}
+
+kafka_up() {
+  local name="${1:-}" port="${2:-}"
+  _kafka_check_name "$name" || return 1
+  [[ "$port" =~ ^[0-9]+$ ]] || { _kafka_err "usage: kafka_up NAME PORT"; return 1; }
+  local dir pf log java cache old pid
+  dir="$(_kafka_dir "$name")"; pf="$(_kafka_pidfile "$name")"; log="$(_kafka_logfile "$name")"
+
+  if old="$(_kafka_port_of "$name")" && [[ "$old" != "$port" ]]; then
+    _kafka_err "cluster '$name' was created with port $old, not $port (rm -rf $dir to recreate)"
+    return 1
+  fi
+  if pid="$(_kafka_pid "$name")"; then
+    _kafka_log "$name already running (pid $pid, port $port)"
+    return 0
+  fi
+
+  kafka_fetch || return 1
+  java="$(_kafka_java)" || return 1
+  cache="$(_kafka_cache)"
+  mkdir -p "$dir/data" "$(dirname "$pf")" "$(dirname "$log")" || return 1
+
+  local p
+  for p in "$port" $((port + 1)); do
+    if _kafka_tcp_open "$p"; then
+      _kafka_err "port $p is already in use by another process (cluster '$name')"
+      return 1
+    fi
+  done
+
+  echo "$port" >"$dir/port"
+  _kafka_write_config "$name" "$port" || return 1
+
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    local cid
+    cid="$(cat "$dir/cluster.id" 2>/dev/null || true)"
+    [[ -n "$cid" ]] || { cid="$(_kafka_random_uuid)" && echo "$cid" >"$dir/cluster.id"; }
+    _kafka_log "formatting $name (cluster id $cid)"
+    # shellcheck disable=SC2046
+    if ! "$java" $(_kafka_tool_jvm_opts) -cp "$cache/lib/*" \
+        -Dlog4j2.configurationFile="$_KAFKA_REPO/e2e/kafka/log4j2-tools.properties" \
+        kafka.tools.StorageTool format --config "$dir/server.properties" \
+        --cluster-id "$cid" --standalone --ignore-formatted >>"$log" 2>&1; then
+      _kafka_tail_log "$name" 20
+      _kafka_err "formatting storage of '$name' failed"
+      return 1
+    fi
+  fi
+
+  _kafka_log "starting $name on 127.0.0.1:$port (controller $((port + 1)))"
+  echo "===== $(date -Is) kafka_up $name port=$port =====" >>"$log"
+  # setsid: own session, survives the calling shell; the inner bash writes its own
+  # pid and then execs java, so the pid file holds the JVM's pid.
+  # shellcheck disable=SC2046
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pf" \
+    "$java" $(_kafka_jvm_opts) \
+    "-Dtributary.kafka=$name" \
+    -Dlog4j2.configurationFile="$_KAFKA_REPO/e2e/kafka/log4j2-broker.properties" \
+    -Dkafka.logs.dir="$(dirname "$log")" \
+    -cp "$cache/lib/*" kafka.Kafka "$dir/server.properties" \
+    </dev/null >>"$log" 2>&1 &
+  disown 2>/dev/null || true
+
+  kafka_wait "$name" "${KAFKA_START_TIMEOUT:-90}"
+}
+
+# Wait until NAME's broker answers an ApiVersions request and has logged
+# "Kafka Server started" since the last kafka_up marker.
+kafka_wait() {
+  local name="${1:-}" timeout="${2:-${KAFKA_START_TIMEOUT:-90}}"
+  _kafka_check_name "$name" || return 1
+  local port log pid deadline
+  port="$(_kafka_port_of "$name")" || { _kafka_err "unknown cluster '$name'"; return 1; }
+  log="$(_kafka_logfile "$name")"
+  deadline=$((SECONDS + timeout))
+  # give the launcher a moment to write the pid file
+  while ! pid="$(_kafka_pid "$name")"; do
+    if ((SECONDS >= deadline)) || { [[ -f "$(_kafka_pidfile "$name")" ]] && ! _kafka_pid_alive_any "$name"; }; then
+      _kafka_tail_log "$name"
+      _kafka_err "broker '$name' is not running (log: $log)"
+      return 1
+    fi
+    sleep 0.2
+  done
+  while :; do
+    if ! kill -0 "$pid" 2>/dev/null || ! _kafka_pid "$name" >/dev/null; then
+      _kafka_tail_log "$name"
+      _kafka_err "broker '$name' exited during startup (log: $log)"
+      return 1
+    fi
+    if _kafka_started_logged "$log" && _kafka_api_versions_ok "$port"; then
+      _kafka_log "$name is up on 127.0.0.1:$port (pid $pid)"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      _kafka_tail_log "$name"
+      _kafka_err "broker '$name' did not answer on 127.0.0.1:$port within ${timeout}s (log: $log)"
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+
+# pid file names a live process at all (the JVM may not have exec'd yet)
+_kafka_pid_alive_any() {
+  local pid
+  pid="$(cat "$(_kafka_pidfile "$1")" 2>/dev/null)"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+_kafka_started_logged() {
+  # only look after the last start marker
+  awk '/^===== .* kafka_up /{f=0} /Kafka Server started/{f=1} END{exit !f}' "$1" 2>/dev/null
+}
+
+kafka_start() {
+  local name="${1:-}" port
+  _kafka_check_name "$name" || return 1
+  port="$(_kafka_port_of "$name")" || { _kafka_err "cluster '$name' was never created (use kafka_up NAME PORT)"; return 1; }
+  kafka_up "$name" "$port"
+}
+
+kafka_stop() {
+  local name="${1:-}" pid timeout="${KAFKA_STOP_TIMEOUT:-30}" deadline
+  _kafka_check_name "$name" || return 1
+  if ! pid="$(_kafka_pid "$name")"; then
+    rm -f "$(_kafka_pidfile "$name")"
+    return 0
+  fi
+  _kafka_log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + timeout))
+  while _kafka_pid "$name" >/dev/null; do
+    if ((SECONDS >= deadline)); then
+      _kafka_log "$name did not stop within ${timeout}s, killing"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      break
+    fi
+    sleep 0.2
+  done
+  rm -f "$(_kafka_pidfile "$name")"
+}
+
+kafka_kill() {
+  local name="${1:-}" pid
+  _kafka_check_name "$name" || return 1
+  if pid="$(_kafka_pid "$name")"; then
+    _kafka_log "killing $name (pid $pid) with SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    local i
+    for i in $(seq 50); do _kafka_pid "$name" >/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$(_kafka_pidfile "$name")"
+}
+
+kafka_status() {
+  local name="${1:-}" port pid
+  _kafka_check_name "$name" || return 1
+  port="$(_kafka_port_of "$name" 2>/dev/null || echo '?')"
+  if pid="$(_kafka_pid "$name")"; then
+    echo "$name running port=$port pid=$pid"
+    return 0
+  fi
+  echo "$name stopped port=$port"
+  return 1
+}
+
+# names of all clusters ever created in this state dir
+kafka_list() {
+  local d
+  for d in "$(_kafka_state)"/kafka/*/; do
+    [[ -f "$d/port" ]] && basename "$d"
+  done
+  return 0
+}
+
+kafka_down_all() {
+  local n pids=() rc=0
+  for n in $(kafka_list); do
+    kafka_stop "$n" &
+    pids+=($!)
+  done
+  for n in "${pids[@]}"; do wait "$n" || rc=1; done
+  return $rc
+}
+
+# Port scheme: region index i (0,1,2...), role regional=0 / aggregate=1:
+#   PORT = 19092 + 200*i + 100*role; controller on PORT+1.
+kafka_port() {
+  local i="${1:?region index}" role="${2:?role}"
+  case "$role" in regional) role=0 ;; aggregate) role=1 ;; 0 | 1) ;; *)
+    _kafka_err "role must be regional|aggregate"; return 1 ;; esac
+  echo $((19092 + 200 * i + 100 * role))
+}
+
+kafka_bootstrap() {
+  local port
+  port="$(_kafka_port_of "${1:-}")" || { _kafka_err "unknown cluster '${1:-}'"; return 1; }
+  echo "127.0.0.1:$port"
+}
+
+# ---------------------------------------------------------------------------
+# tools
+
+# kafka_tool MAINCLASS ARGS...  e.g.
+#   kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:19092 --list
+kafka_tool() {
+  local cls="${1:-}"
+  [[ -n "$cls" ]] || { _kafka_err "usage: kafka_tool MAINCLASS ARGS..."; return 1; }
+  shift
+  kafka_fetch || return 1
+  local java
+  java="$(_kafka_java)" || return 1
+  # shellcheck disable=SC2046
+  "$java" $(_kafka_tool_jvm_opts) -cp "$(_kafka_cache)/lib/*" \
+    -Dlog4j2.configurationFile="$_KAFKA_REPO/e2e/kafka/log4j2-tools.properties" \
+    "$cls" "$@"
+}
+
+# MirrorMaker 2, dedicated mode, in the foreground (background it yourself).
+kafka_mm2() {
+  local cfg="${1:-}"
+  [[ -f "$cfg" ]] || { _kafka_err "usage: kafka_mm2 CONFIGFILE [--clusters A B]"; return 1; }
+  shift
+  kafka_tool org.apache.kafka.connect.mirror.MirrorMaker "$cfg" "$@"
+}
+
+# Shortcuts for the common tools (class names as of Kafka 4.x).
+kafka_topics() { kafka_tool org.apache.kafka.tools.TopicCommand "$@"; }
+kafka_groups() { kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@"; }
+kafka_producer_perf() { kafka_tool org.apache.kafka.tools.ProducerPerformance "$@"; }
+kafka_consumer_perf() { kafka_tool org.apache.kafka.tools.ConsumerPerformance "$@"; }
+
+# ---------------------------------------------------------------------------
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  set -uo pipefail
+  if [[ $# -lt 1 ]] || ! declare -F "$1" >/dev/null; then
+    echo "usage: bash $0 {kafka_fetch|kafka_up NAME PORT|kafka_start NAME|kafka_stop NAME|kafka_kill NAME|kafka_status NAME|kafka_down_all|kafka_list|kafka_wait NAME|kafka_port I ROLE|kafka_bootstrap NAME|kafka_tool CLASS ARGS...|kafka_mm2 CONFIG}" >&2
+    exit 2
+  fi
+  "$@"
+fi
