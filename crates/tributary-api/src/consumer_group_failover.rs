@@ -1,0 +1,293 @@
+//! `ConsumerGroupFailover`: one consumer group's disaster-recovery policy.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{DNS1123_LABEL, DNS1123_SUBDOMAIN, DURATION, TOPIC_NAME};
+
+/// Keeps one consumer group's position valid in every region and moves the group's active
+/// region on failure (automatic) or on request (`spec.activeRegion`). The operator maintains an
+/// active-region Lease (holder = active region, `leaseTransitions` = epoch), a ConfigMap
+/// `<name>-active` for consumers, and checkpoint-sync Jobs that keep standby regions warm.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "tributary.dev",
+    version = "v1alpha1",
+    kind = "ConsumerGroupFailover",
+    namespaced,
+    status = "ConsumerGroupFailoverStatus",
+    shortname = "cgf",
+    category = "tributary",
+    printcolumn = r#"{"name":"Group","type":"string","jsonPath":".spec.groupId"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeRegion"}"#,
+    printcolumn = r#"{"name":"Epoch","type":"integer","jsonPath":".status.epoch"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.activeRegion) || self.regions.exists(r, r.region == self.activeRegion)")
+    .message("activeRegion must be one of regions[].region").field_path(".activeRegion"))]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerGroupFailoverSpec {
+    /// The Kafka consumer group id. Immutable: a new group is a new object.
+    #[schemars(length(min = 1, max = 249))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("groupId is immutable"))]
+    pub group_id: String,
+
+    /// The (aggregate) topics the group consumes.
+    #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 249), regex(pattern = TOPIC_NAME)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(t, t != '.' && t != '..')").message("topic name must not be '.' or '..'"))]
+    pub topics: Vec<String>,
+
+    /// `ActivePassive`: only the active region consumes; on failover the group resumes in
+    /// another region from translated offsets. `ActiveActive`: every region consumes; the
+    /// active region is the primary for single-writer side effects.
+    pub mode: FailoverMode,
+
+    /// The regions the group may run in, in order of preference (at least two, unique).
+    #[schemars(length(min = 2, max = 16))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(r, self.exists_one(o, o.region == r.region))")
+        .message("regions must be unique"))]
+    pub regions: Vec<FailoverRegion>,
+
+    /// The active region, when set by hand or by GitOps: editing it switches (or fails back)
+    /// the group. Absent: the operator picks the first healthy region in preference order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
+    pub active_region: Option<String>,
+
+    /// When and how the operator moves the active region by itself.
+    #[serde(default)]
+    pub failover: FailoverPolicy,
+
+    /// How standby regions are kept warm.
+    #[serde(default)]
+    pub sync: SyncPolicy,
+}
+
+/// How the group runs across regions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum FailoverMode {
+    /// One region consumes at a time.
+    ActivePassive,
+    /// Every region consumes; one is primary.
+    ActiveActive,
+}
+
+/// One region the group may run in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRegion {
+    /// The region (a DNS-1123 label).
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
+    pub region: String,
+    /// Name of the AggregateCluster (same namespace) the group reads in this region.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
+    pub aggregate_cluster: String,
+    /// The group's consumer workload in this region. In `ActivePassive` the operator scales it
+    /// to `replicas` in the active region and to zero elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
+}
+
+/// A consumer Deployment or StatefulSet in the same namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: WorkloadKind,
+    /// Name of the workload.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
+    pub name: String,
+    /// Replicas while this region is active.
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: i32,
+}
+
+/// Kinds a workloadRef may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum WorkloadKind {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+}
+
+/// Automatic failover settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverPolicy {
+    /// Whether the operator fails over by itself when the active region is down.
+    #[serde(default = "default_true")]
+    pub automatic: bool,
+    /// How often each region's aggregate cluster is probed (Go duration, 1s to 5m).
+    #[serde(default = "default_probe_period")]
+    #[schemars(length(max = 32), regex(pattern = DURATION))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('5m')")
+        .message("probePeriod must be between 1s and 5m"))]
+    pub probe_period: String,
+    /// Consecutive failed probes after which a region counts as down.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: i32,
+    /// Duration of the active-region Lease (Go duration, 5s to 10m).
+    #[serde(default = "default_lease_duration")]
+    #[schemars(length(max = 32), regex(pattern = DURATION))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('10m')")
+        .message("leaseDuration must be between 5s and 10m"))]
+    pub lease_duration: String,
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            probe_period: default_probe_period(),
+            failure_threshold: default_failure_threshold(),
+            lease_duration: default_lease_duration(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_probe_period() -> String {
+    "5s".into()
+}
+fn default_failure_threshold() -> i32 {
+    3
+}
+fn default_lease_duration() -> String {
+    "15s".into()
+}
+
+/// Checkpoint-sync settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPolicy {
+    /// How often the group's committed offsets are translated into each standby region (Go
+    /// duration, 100ms to 10m).
+    #[serde(default = "default_sync_interval")]
+    #[schemars(length(max = 32), regex(pattern = DURATION))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('10m')")
+        .message("sync interval must be between 100ms and 10m"))]
+    pub interval: String,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        Self {
+            interval: default_sync_interval(),
+        }
+    }
+}
+
+fn default_sync_interval() -> String {
+    "1s".into()
+}
+
+/// Observed state of a ConsumerGroupFailover.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerGroupFailoverStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Degraded`, `FailingOver`, with reasons such as `RegionDown`, `SyncStale`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The region where the group is active now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_region: Option<String>,
+
+    /// Grows by one at every change of active region; the fencing token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+
+    /// Health and position of the group in each region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionStatus>,
+
+    /// The most recent change of active region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+}
+
+/// Health and position of the group in one region.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionStatus {
+    /// The region.
+    pub region: String,
+    /// Whether the region's aggregate cluster answered the last probes.
+    pub healthy: bool,
+    /// Consecutive failed probes.
+    #[serde(default)]
+    pub failed_probes: i32,
+    /// Records between the group's committed offsets and the log end, summed over partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_lag: Option<i64>,
+    /// When the group's offsets were last translated into this region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+}
+
+/// A change of active region.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// The region the group left (absent at the first activation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The region the group moved to.
+    pub to: String,
+    /// Why: `RegionDown`, `SpecChanged`, `Failback`.
+    pub reason: String,
+    /// The epoch the move produced.
+    pub epoch: i64,
+    /// When the move started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Time>,
+    /// When the group was committed in the new region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    /// Per aggregate partition, where the group resumed in the new region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resume_offsets: Vec<PartitionOffset>,
+    /// Per source partition, the source watermark: every record of that source below it had
+    /// been consumed. With provenance headers a consumer can drop exactly what it already saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watermarks: Vec<SourceWatermark>,
+}
+
+/// A topic partition and an offset.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A source region's watermark for one source partition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceWatermark {
+    /// Source region.
+    pub source_region: String,
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Every record of the source partition below this offset had been consumed.
+    pub offset: i64,
+}

@@ -1,0 +1,50 @@
+//! `tributary`: one binary, one subcommand per role (operator, replicator, checkpoint sync, ...).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Tributary: multi-region Apache Kafka disaster recovery on Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "tributary", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions (multi-document YAML), or write one file per kind.
+    Crd {
+        /// Write `<crd-name>.yaml` files into these directories instead of printing.
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { dirs } => write_crds(&dirs),
+    }
+}
+
+fn write_crds(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let crds = tributary_api::crds();
+    if dirs.is_empty() {
+        for crd in &crds {
+            print!("---\n{}", tributary_api::render_crd_yaml(crd)?);
+        }
+        return Ok(());
+    }
+    for dir in dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for crd in &crds {
+            let path = dir.join(tributary_api::crd_file_name(crd));
+            std::fs::write(&path, tributary_api::render_crd_yaml(crd)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
