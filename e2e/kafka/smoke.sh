@@ -37,14 +37,15 @@ for n in "${names[@]}"; do
     --timeout 60000 | tail -1 || fail "consume $n"
 done
 
-rss_total=0
+rss_total=0 pss_total=0
 for n in "${names[@]}"; do
   pid="$(_kafka_pid "$n")" || fail "$n not running"
   rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
-  rss_total=$((rss_total + rss))
-  echo "rss $n: $((rss / 1024)) MiB"
+  pss=$(awk '/^Pss:/{print $2}' "/proc/$pid/smaps_rollup")
+  rss_total=$((rss_total + rss)); pss_total=$((pss_total + pss))
+  echo "memory $n: rss $((rss / 1024)) MiB, pss $((pss / 1024)) MiB"
 done
-echo "rss total (${#names[@]} brokers): $((rss_total / 1024)) MiB"
+echo "memory total (${#names[@]} brokers): rss $((rss_total / 1024)) MiB, pss $((pss_total / 1024)) MiB"
 
 # failure: SIGKILL then restart; data and committed offsets must survive
 victim="${names[0]}"; bs="$(kafka_bootstrap "$victim")"
