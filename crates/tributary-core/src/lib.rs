@@ -1,0 +1,24 @@
+//! Tributary's domain, with no kube and no rdkafka: what replicators record about where
+//! records land ([`checkpoint`]), the bounded index over those records ([`index`]), offset
+//! translation between regions' aggregate clusters ([`translate`]), provenance headers and
+//! consumer-side deduplication ([`dedupe`]), and partition identities ([`topology`]).
+//!
+//! Everything here is pure and synchronous; Kafka I/O lives in the crates that speak Kafka.
+
+pub mod checkpoint;
+pub mod dedupe;
+pub mod index;
+pub mod topology;
+pub mod translate;
+
+pub use checkpoint::{
+    CheckpointEntry, CheckpointKey, CheckpointRecord, EncodedCheckpoint, OffsetCheckpoint,
+    OffsetRange, RouteOrigin,
+};
+pub use dedupe::{Deduper, Provenance};
+pub use index::{CheckpointIndex, CheckpointIndexes, ThinningPolicy};
+pub use topology::{AggregateLayout, AggregatePartition, Route, SourcePartition, TopicNaming};
+pub use translate::{
+    LogOffsets, ObservedRecord, ObservedTail, PartitionOutcome, StandbyCommit, TranslationPlan,
+    TranslationRequest, advance_only, translate,
+};
