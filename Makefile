@@ -1,0 +1,87 @@
+# Tributary — every command of the README is a target here.
+# `make test` installs what it needs (idempotently), lints, runs the unit tests, checks the
+# generated files, brings up the local stack (real kube-apiserver + Kafka) and runs the e2e tests.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+REGIONS ?= east,west
+REGION ?=
+STACK := bash e2e/stack/stack.sh
+STATE_DIR ?= $(CURDIR)/e2e/.state
+ENV_FILE := $(STATE_DIR)/env
+# Built by `make tools` from e2e/helm (pinned), cached under ~/.cache/tributary.
+HELM = $(shell source e2e/stack/k8s.sh >/dev/null && _k8s_vars && echo $$HELM_BIN)
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: prereqs
+prereqs: ## Install system packages and Rust components the build needs (idempotent).
+	@bash e2e/prereqs.sh
+
+.PHONY: tools
+tools: prereqs ## Build/fetch the stack's pinned tools (etcd, kube-apiserver, kube-controller-manager, kubectl, helm, Kafka) into ~/.cache/tributary.
+	@bash e2e/stack/k8s.sh k8s_build
+	@bash e2e/stack/kafka.sh kafka_fetch
+
+.PHONY: build
+build: prereqs ## Build every crate (debug).
+	$(CARGO) build --workspace --all-targets
+
+.PHONY: crds
+crds: ## Regenerate crds/ and the chart's copy from the API types.
+	$(CARGO) run -q -p tributary -- crd --dir crds --dir charts/tributary/crds
+
+.PHONY: check-generated
+check-generated: crds ## Fail when crds/ or charts/tributary/crds differ from the generated output.
+	@git diff --exit-code -- crds charts/tributary/crds || { echo "generated CRDs are stale: run 'make crds' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- crds charts/tributary/crds)" || { echo "untracked generated files under crds/: commit them" >&2; git status --porcelain -- crds charts/tributary/crds; exit 1; }
+
+.PHONY: fmt
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: prereqs tools ## cargo fmt --check, clippy -D warnings, helm lint.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(HELM) lint --strict charts/tributary
+
+.PHONY: unit-test
+unit-test: prereqs ## Unit and property tests (no stack needed).
+	$(CARGO) test --workspace --exclude tributary-e2e
+
+.PHONY: stack-up
+stack-up: tools ## Start the local stack: REGIONS=east,west (default) or east,west,central.
+	$(CARGO) build -p tributary -p tributary-node-agent
+	$(STACK) up $(REGIONS)
+
+.PHONY: stack-status
+stack-status: ## Show every process of the local stack.
+	$(STACK) status
+
+.PHONY: stack-down
+stack-down: ## Stop the local stack (data is kept under e2e/.state).
+	$(STACK) down
+
+.PHONY: region-down
+region-down: ## Kill one region: REGION=east (node NotReady, its pods and Kafka clusters killed).
+	@test -n "$(REGION)" || { echo "usage: make region-down REGION=east" >&2; exit 2; }
+	$(STACK) region-down $(REGION)
+
+.PHONY: region-up
+region-up: ## Bring one region back: REGION=east.
+	@test -n "$(REGION)" || { echo "usage: make region-up REGION=east" >&2; exit 2; }
+	$(STACK) region-up $(REGION)
+
+.PHONY: e2e
+e2e: stack-up ## End-to-end tests against the running stack.
+	source $(ENV_FILE) && TRIBUTARY_HELM=$(HELM) $(CARGO) test -p tributary-e2e -- --test-threads=2
+
+.PHONY: test
+test: lint unit-test check-generated e2e ## Everything: lint, unit tests, generated files, e2e on the real stack.
+	@echo "make test: all green"

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The local e2e stack's one entrypoint: a real Kubernetes control plane, one node agent per
+# region, and two single-node Kafka clusters (regional + aggregate) per region.
+#
+#   bash e2e/stack/stack.sh up [REGIONS]        default REGIONS=east,west (or $REGIONS)
+#   bash e2e/stack/stack.sh status
+#   bash e2e/stack/stack.sh down
+#   bash e2e/stack/stack.sh region-down REGION  node NotReady + its pods killed + its Kafka killed
+#   bash e2e/stack/stack.sh region-up REGION
+#   bash e2e/stack/stack.sh env                 print the env file's path
+#
+# `up` writes $STATE/env (sourced by tests and the demo): KUBECONFIG, TRIBUTARY_REGIONS, and
+# TRIBUTARY_KAFKA_<REGION>_{REGIONAL,AGGREGATE} bootstrap servers. Logs: $STATE/logs/.
+set -euo pipefail
+
+STACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$STACK_DIR/../.." && pwd)"
+export TRIBUTARY_STATE_DIR="${TRIBUTARY_STATE_DIR:-$REPO_ROOT/e2e/.state}"
+STATE="$TRIBUTARY_STATE_DIR"
+CARGO_TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+TRIBUTARY_BIN="${TRIBUTARY_BIN:-$CARGO_TARGET/debug/tributary}"
+NODE_AGENT_BIN="${NODE_AGENT_BIN:-$CARGO_TARGET/debug/tributary-node-agent}"
+
+# shellcheck source=e2e/stack/k8s.sh
+source "$STACK_DIR/k8s.sh"
+# shellcheck source=e2e/stack/kafka.sh
+source "$STACK_DIR/kafka.sh"
+
+log() { echo "[stack] $*" >&2; }
+die() { echo "[stack] ERROR: $*" >&2; exit 1; }
+
+regions() { tr ',' ' ' <"$STATE/regions"; }
+region_index() {
+  local i=0 r
+  for r in $(regions); do
+    [[ "$r" == "$1" ]] && { echo "$i"; return 0; }
+    i=$((i + 1))
+  done
+  die "unknown region '$1' (stack regions: $(regions))"
+}
+upper() { tr '[:lower:]-' '[:upper:]_' <<<"$1"; }
+
+agent_pidfile() { echo "$STATE/pids/agent-$1.pid"; }
+agent_running() {
+  local f pid
+  f="$(agent_pidfile "$1")"
+  [[ -f "$f" ]] && pid="$(cat "$f")" && kill -0 "$pid" 2>/dev/null
+}
+
+agent_start() {
+  local region="$1"
+  agent_running "$region" && return 0
+  [[ -x "$NODE_AGENT_BIN" ]] || die "no node agent at $NODE_AGENT_BIN (run: cargo build -p tributary-node-agent)"
+  [[ -x "$TRIBUTARY_BIN" ]] || die "no tributary binary at $TRIBUTARY_BIN (run: cargo build -p tributary)"
+  mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/agent-$region"
+  setsid nohup "$NODE_AGENT_BIN" \
+    --kubeconfig "$STATE/kubeconfig" \
+    --region "$region" \
+    --binary "$TRIBUTARY_BIN" \
+    --image-match tributary \
+    --state-dir "$STATE/agent-$region" \
+    >>"$STATE/logs/agent-$region.log" 2>&1 </dev/null &
+  echo $! >"$(agent_pidfile "$region")"
+  local deadline=$((SECONDS + 60))
+  until "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get node "tributary-$region" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; do
+    agent_running "$region" || { tail -20 "$STATE/logs/agent-$region.log" >&2; die "node agent $region exited"; }
+    ((SECONDS < deadline)) || die "node tributary-$region not Ready after 60s (see $STATE/logs/agent-$region.log)"
+    sleep 0.5
+  done
+}
+
+# SIGTERM is the agent's "stop region": it marks its Node NotReady and kills its pods.
+agent_stop() {
+  local region="$1" pid
+  agent_running "$region" || return 0
+  pid="$(cat "$(agent_pidfile "$region")")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$(agent_pidfile "$region")"
+}
+
+write_env() {
+  local f="$STATE/env" r
+  {
+    echo "# Written by e2e/stack/stack.sh up; source it."
+    printf 'export KUBECONFIG=%q\n' "$STATE/kubeconfig"
+    printf 'export TRIBUTARY_STATE_DIR=%q\n' "$STATE"
+    printf 'export TRIBUTARY_REGIONS=%q\n' "$(cat "$STATE/regions")"
+    printf 'export TRIBUTARY_BIN=%q\n' "$TRIBUTARY_BIN"
+    printf 'export TRIBUTARY_KAFKA_LIB=%q\n' "$(_kafka_cache)/lib"
+    printf 'export TRIBUTARY_KUBECTL=%q\n' "$KUBECTL"
+    printf 'export TRIBUTARY_HELM=%q\n' "$HELM_BIN"
+    for r in $(regions); do
+      printf 'export TRIBUTARY_KAFKA_%s_REGIONAL=%q\n' "$(upper "$r")" "$(kafka_bootstrap "$r-regional")"
+      printf 'export TRIBUTARY_KAFKA_%s_AGGREGATE=%q\n' "$(upper "$r")" "$(kafka_bootstrap "$r-aggregate")"
+    done
+  } >"$f.tmp"
+  mv "$f.tmp" "$f"
+  log "env written to $f"
+}
+
+cmd_up() {
+  local want="${1:-${REGIONS:-east,west}}" t0=$SECONDS r i pids=()
+  mkdir -p "$STATE"
+  if [[ -f "$STATE/regions" && "$(cat "$STATE/regions")" != "$want" ]]; then
+    log "regions change from $(cat "$STATE/regions") to $want: stopping the old stack first"
+    cmd_down
+  fi
+  echo "$want" >"$STATE/regions"
+  k8s_build
+  kafka_fetch
+  k8s_up
+  i=0
+  for r in $(regions); do
+    kafka_up "$r-regional" "$(kafka_port "$i" regional)" & pids+=($!)
+    kafka_up "$r-aggregate" "$(kafka_port "$i" aggregate)" & pids+=($!)
+    i=$((i + 1))
+  done
+  for p in "${pids[@]}"; do wait "$p" || die "a Kafka cluster did not start (see $STATE/logs/)"; done
+  for r in $(regions); do agent_start "$r"; done
+  write_env
+  log "stack up (regions $want) in $((SECONDS - t0))s"
+}
+
+cmd_down() {
+  local r
+  if [[ -f "$STATE/regions" ]]; then
+    for r in $(regions); do agent_stop "$r"; done
+  fi
+  kafka_down_all || true
+  k8s_down || true
+  rm -f "$STATE/env"
+  log "stack down"
+}
+
+cmd_status() {
+  [[ -f "$STATE/regions" ]] || { echo "stack: not initialised (run make stack-up)"; return 1; }
+  local r rc=0
+  k8s_status || rc=1
+  for r in $(regions); do
+    kafka_status "$r-regional" || rc=1
+    kafka_status "$r-aggregate" || rc=1
+    if agent_running "$r"; then echo "agent-$r running pid=$(cat "$(agent_pidfile "$r")")"; else echo "agent-$r stopped"; rc=1; fi
+  done
+  return $rc
+}
+
+cmd_region_down() {
+  local r="${1:?REGION}"
+  region_index "$r" >/dev/null
+  agent_stop "$r"
+  kafka_kill "$r-regional" || true
+  kafka_kill "$r-aggregate" || true
+  log "region $r down"
+}
+
+cmd_region_up() {
+  local r="${1:?REGION}"
+  region_index "$r" >/dev/null
+  kafka_start "$r-regional" & local a=$!
+  kafka_start "$r-aggregate" & local b=$!
+  wait "$a" && wait "$b" || die "Kafka of region $r did not restart"
+  agent_start "$r"
+  log "region $r up"
+}
+
+case "${1:-}" in
+  up) shift; cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  region-down) shift; cmd_region_down "$@" ;;
+  region-up) shift; cmd_region_up "$@" ;;
+  env) echo "$STATE/env" ;;
+  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+esac
