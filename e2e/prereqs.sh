@@ -3,8 +3,9 @@
 # Java, Maven, cmake): Debian packages and Rust components. Idempotent and quiet when done.
 set -euo pipefail
 
+# libcurl4-openssl-dev: librdkafka 2.12 includes <curl/curl.h> (header only) even when built without curl.
 need_pkgs=()
-for pkg in pkg-config libssl-dev zlib1g-dev openssl cmake util-linux procps iproute2; do
+for pkg in pkg-config libssl-dev zlib1g-dev openssl cmake util-linux procps iproute2 libcurl4-openssl-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then
