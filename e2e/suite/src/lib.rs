@@ -1,0 +1,164 @@
+//! Test support for end-to-end tests on the local stack (`make stack-up`): connect to it from
+//! its env file, run each test in a fresh random namespace (with a dump of pods, events and
+//! process logs when the test fails), apply YAML, wait with deadlines, and speak Kafka.
+//!
+//! Tests that need the stack call [`Stack::connect`]. It fails loudly when the stack's env is
+//! missing, unless `TRIBUTARY_SKIP_E2E=1` (set by `make unit-test`), where it returns `None`.
+
+pub mod kafka;
+pub mod kube_util;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use kube_util::{TestNamespace, apply_yaml, wait_until};
+
+/// The running local stack, as described by its env file.
+#[derive(Clone)]
+pub struct Stack {
+    pub client: kube::Client,
+    pub regions: Vec<String>,
+    pub state_dir: PathBuf,
+    pub kubectl: PathBuf,
+    pub helm: PathBuf,
+    pub tributary_bin: PathBuf,
+    bootstrap: BTreeMap<String, String>,
+}
+
+/// Which of a region's two Kafka clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Regional,
+    Aggregate,
+}
+
+impl Role {
+    fn env_suffix(self) -> &'static str {
+        match self {
+            Role::Regional => "REGIONAL",
+            Role::Aggregate => "AGGREGATE",
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Reads `KEY=value` exports from the stack's env file, so tests also work when run by hand
+/// with plain `cargo test` after `make stack-up`.
+fn env_file_vars() -> BTreeMap<String, String> {
+    let state = std::env::var("TRIBUTARY_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("e2e/.state"));
+    let Ok(text) = std::fs::read_to_string(state.join("env")) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+impl Stack {
+    /// Connects to the stack. `None` only when `TRIBUTARY_SKIP_E2E=1`; panics with a clear
+    /// message when the stack is not up.
+    pub async fn connect() -> Option<Stack> {
+        if std::env::var("TRIBUTARY_SKIP_E2E").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "SKIPPED: TRIBUTARY_SKIP_E2E=1 (this test needs the local stack: make stack-up)"
+            );
+            return None;
+        }
+        let file = env_file_vars();
+        let var =
+            |k: &str| -> Option<String> { std::env::var(k).ok().or_else(|| file.get(k).cloned()) };
+        let kubeconfig = var("KUBECONFIG")
+            .unwrap_or_else(|| panic!("the local stack is not up (no e2e/.state/env): run `make stack-up`, or set TRIBUTARY_SKIP_E2E=1"));
+        let regions: Vec<String> = var("TRIBUTARY_REGIONS")
+            .expect("env file has TRIBUTARY_REGIONS")
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let mut bootstrap = BTreeMap::new();
+        for r in &regions {
+            for role in [Role::Regional, Role::Aggregate] {
+                let key = format!(
+                    "TRIBUTARY_KAFKA_{}_{}",
+                    r.to_uppercase().replace('-', "_"),
+                    role.env_suffix()
+                );
+                bootstrap.insert(
+                    key.clone(),
+                    var(&key).unwrap_or_else(|| panic!("env file lacks {key}")),
+                );
+            }
+        }
+        let kube_config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("readable kubeconfig"),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("valid kubeconfig");
+        let client = kube::Client::try_from(kube_config).expect("kube client");
+        Some(Stack {
+            client,
+            regions,
+            state_dir: PathBuf::from(
+                var("TRIBUTARY_STATE_DIR").expect("env file has TRIBUTARY_STATE_DIR"),
+            ),
+            kubectl: PathBuf::from(
+                var("TRIBUTARY_KUBECTL").expect("env file has TRIBUTARY_KUBECTL"),
+            ),
+            helm: PathBuf::from(var("TRIBUTARY_HELM").expect("env file has TRIBUTARY_HELM")),
+            tributary_bin: PathBuf::from(var("TRIBUTARY_BIN").expect("env file has TRIBUTARY_BIN")),
+            bootstrap,
+        })
+    }
+
+    /// Bootstrap servers of one region's regional or aggregate cluster.
+    pub fn bootstrap(&self, region: &str, role: Role) -> &str {
+        let key = format!(
+            "TRIBUTARY_KAFKA_{}_{}",
+            region.to_uppercase().replace('-', "_"),
+            role.env_suffix()
+        );
+        self.bootstrap
+            .get(&key)
+            .unwrap_or_else(|| panic!("no {key} in the stack"))
+    }
+
+    /// Runs `e2e/stack/stack.sh <args>` (region-down, region-up, status).
+    pub fn stack_command(&self, args: &[&str]) -> std::process::Output {
+        let out = std::process::Command::new("bash")
+            .arg(repo_root().join("e2e/stack/stack.sh"))
+            .args(args)
+            .env("TRIBUTARY_STATE_DIR", &self.state_dir)
+            .output()
+            .expect("stack.sh runs");
+        assert!(
+            out.status.success(),
+            "stack.sh {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The tail of a process log under the stack's state dir.
+    pub fn log_tail(&self, relative: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.state_dir.join(relative)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// The repository's root (examples, charts, crds).
+pub fn repo_path(relative: &str) -> PathBuf {
+    repo_root().join(relative)
+}
+
+/// A deadline-friendly default for waits on the local stack (2 shared cores).
+pub const WAIT: Duration = Duration::from_secs(90);
