@@ -1,0 +1,291 @@
+//! The admin operations Tributary needs on a cluster: topic descriptions, creation and
+//! growth, per-partition start/end offsets, record deletion, cluster id.
+//!
+//! All methods are async. rdkafka's metadata calls block, so they run on tokio's blocking
+//! pool; call from inside a tokio runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use regex::Regex;
+
+use crate::error::{KafkaError, classify};
+use crate::settings::ClientSettings;
+
+/// A topic as the cluster describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub partitions: usize,
+}
+
+/// A topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: usize,
+    /// `None`: the broker's `default.replication.factor`.
+    pub replication_factor: Option<i32>,
+    /// Topic configs, e.g. `("cleanup.policy", "delete")`.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Log start (first offset still stored) and end (next offset to be written) of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// An admin client for one cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaAdmin {
+    cluster: Arc<str>,
+    client: Arc<AdminClient<DefaultClientContext>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaAdmin").field("cluster", &self.cluster).finish()
+    }
+}
+
+impl KafkaAdmin {
+    /// Connects lazily: creating the client does not contact the cluster.
+    pub fn new(settings: &ClientSettings) -> Result<Self, KafkaError> {
+        let client = settings
+            .client_config()?
+            .create::<AdminClient<DefaultClientContext>>()
+            .map_err(|e| classify(&settings.name, "creating an admin client", None, e))?;
+        Ok(Self {
+            cluster: settings.name.as_str().into(),
+            client: Arc::new(client),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Per-request timeout (default 10 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The name errors use for this cluster.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&AdminClient<DefaultClientContext>, Duration) -> T + Send + 'static,
+    ) -> T {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        match tokio::task::spawn_blocking(move || f(&client, timeout)).await {
+            Ok(value) => value,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    /// The cluster's id (also a cheap reachability probe).
+    pub async fn cluster_id(&self) -> Result<String, KafkaError> {
+        let cluster = self.cluster.clone();
+        self.blocking(move |client, timeout| {
+            client.inner().fetch_cluster_id(timeout).ok_or_else(|| KafkaError::Unreachable {
+                cluster: cluster.to_string(),
+                detail: format!("no cluster id within {timeout:?}"),
+            })
+        })
+        .await
+    }
+
+    /// Every non-internal topic, optionally only those whose whole name matches `pattern`.
+    pub async fn list_topics(
+        &self,
+        pattern: Option<&Regex>,
+    ) -> Result<Vec<TopicDescription>, KafkaError> {
+        let cluster = self.cluster.clone();
+        let mut topics = self
+            .blocking(move |client, timeout| {
+                client
+                    .inner()
+                    .fetch_metadata(None, timeout)
+                    .map_err(|e| classify(&cluster, "listing topics", None, e))
+                    .map(|metadata| {
+                        metadata
+                            .topics()
+                            .iter()
+                            .filter(|t| t.error().is_none() && !t.name().starts_with("__"))
+                            .map(|t| TopicDescription {
+                                name: t.name().to_owned(),
+                                partitions: t.partitions().len(),
+                            })
+                            .collect::<Vec<_>>()
+                    })
+            })
+            .await?;
+        if let Some(pattern) = pattern {
+            let whole = anchored(pattern).map_err(|e| KafkaError::Config {
+                cluster: self.cluster.to_string(),
+                detail: format!("topic pattern: {e}"),
+            })?;
+            topics.retain(|t| whole.is_match(&t.name));
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// The named topics that exist (missing ones are left out; compare to find them).
+    pub async fn describe_topics(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<TopicDescription>, KafkaError> {
+        let all = self.list_topics(None).await?;
+        Ok(all.into_iter().filter(|t| names.contains(&t.name)).collect())
+    }
+
+    /// One topic, `None` if it does not exist.
+    pub async fn describe_topic(&self, name: &str) -> Result<Option<TopicDescription>, KafkaError> {
+        Ok(self.describe_topics(&[name.to_owned()]).await?.into_iter().next())
+    }
+
+    /// Creates a topic. `Ok(false)` if it existed already (its settings are not checked).
+    pub async fn create_topic(&self, spec: &TopicSpec) -> Result<bool, KafkaError> {
+        let partitions = i32::try_from(spec.partitions).map_err(|_| KafkaError::Config {
+            cluster: self.cluster.to_string(),
+            detail: format!("topic {:?}: {} partitions is too many", spec.name, spec.partitions),
+        })?;
+        let mut topic = NewTopic::new(
+            &spec.name,
+            partitions,
+            TopicReplication::Fixed(spec.replication_factor.unwrap_or(-1)),
+        );
+        for (key, value) in &spec.configs {
+            topic = topic.set(key, value);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results = self
+            .client
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|e| classify(&self.cluster, "creating a topic", Some(&spec.name), e))?;
+        match results.into_iter().next() {
+            Some(Ok(_)) => Ok(true),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+            Some(Err((_, code))) => Err(classify(
+                &self.cluster,
+                &format!("creating topic {:?}", spec.name),
+                Some(&spec.name),
+                rdkafka::error::KafkaError::AdminOp(code),
+            )),
+            None => Ok(false),
+        }
+    }
+
+    /// Grows `topic` to `partitions` partitions (no-op if it has as many or more).
+    pub async fn grow_partitions(&self, topic: &str, partitions: usize) -> Result<(), KafkaError> {
+        let current = self
+            .describe_topic(topic)
+            .await?
+            .ok_or_else(|| KafkaError::TopicMissing {
+                cluster: self.cluster.to_string(),
+                topic: topic.to_owned(),
+            })?;
+        if current.partitions >= partitions {
+            return Ok(());
+        }
+        let growth = NewPartitions::new(topic, partitions);
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let too_few = |detail: String| KafkaError::TooFewPartitions {
+            cluster: self.cluster.to_string(),
+            topic: topic.to_owned(),
+            have: current.partitions,
+            need: partitions,
+            detail,
+        };
+        let results = self
+            .client
+            .create_partitions([&growth], &options)
+            .await
+            .map_err(|e| too_few(e.to_string()))?;
+        match results.into_iter().next() {
+            Some(Err((_, code))) => Err(too_few(code.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Log start and end offsets of `partitions` of `topic` (all partitions if empty).
+    pub async fn partition_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<PartitionOffsets>, KafkaError> {
+        let partitions = if partitions.is_empty() {
+            let description = self.describe_topic(topic).await?.ok_or_else(|| {
+                KafkaError::TopicMissing {
+                    cluster: self.cluster.to_string(),
+                    topic: topic.to_owned(),
+                }
+            })?;
+            (0..description.partitions as i32).collect()
+        } else {
+            partitions.to_vec()
+        };
+        let cluster = self.cluster.clone();
+        let topic = topic.to_owned();
+        self.blocking(move |client, timeout| {
+            partitions
+                .iter()
+                .map(|&partition| {
+                    client
+                        .inner()
+                        .fetch_watermarks(&topic, partition, timeout)
+                        .map(|(start, end)| PartitionOffsets {
+                            partition,
+                            start,
+                            end,
+                        })
+                        .map_err(|e| classify(&cluster, "reading offsets", Some(&topic), e))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Deletes the records of `topic`/`partition` below `before` (tests and tooling).
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        before: i64,
+    ) -> Result<(), KafkaError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(before))
+            .map_err(|e| classify(&self.cluster, "deleting records", Some(topic), e))?;
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let result = self
+            .client
+            .delete_records(&list, &options)
+            .await
+            .map_err(|e| classify(&self.cluster, "deleting records", Some(topic), e))?;
+        for element in result.elements() {
+            if let Err(e) = element.error() {
+                return Err(classify(&self.cluster, "deleting records", Some(topic), e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `pattern` made to match whole names only (Kafka include patterns are whole-name matches).
+pub fn anchored(pattern: &Regex) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{})$", pattern.as_str()))
+}

@@ -1,0 +1,193 @@
+//! Connection settings of one Kafka cluster and their translation into an rdkafka
+//! [`ClientConfig`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use rdkafka::ClientConfig;
+
+use crate::error::KafkaError;
+
+/// How to reach one Kafka cluster. Secrets are *paths*: the SASL password is read from its
+/// file each time a client config is built (so rotated Secrets are picked up on reconnect),
+/// and TLS files are handed to librdkafka by path.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// A human name for errors and logs, e.g. `east regional cluster`.
+    pub name: String,
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    pub tls: Option<TlsSettings>,
+    pub sasl: Option<SaslSettings>,
+    /// Extra librdkafka properties, applied last (they override what the fields set).
+    pub properties: Vec<(String, String)>,
+}
+
+/// TLS to the brokers. Without a CA file the system trust store is used; cert and key
+/// together enable mutual TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// SASL authentication (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaslSettings {
+    pub mechanism: String,
+    pub username: String,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: PathBuf,
+}
+
+/// Property names whose values are secret (redacted by `Debug`).
+fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "sasl.jaas", "ssl.key.pem", "token"]
+        .iter()
+        .any(|needle| key.contains(needle))
+}
+
+impl fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) { "<redacted>" } else { v.as_str() };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("ClientSettings")
+            .field("name", &self.name)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("tls", &self.tls)
+            .field("sasl", &self.sasl)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+impl ClientSettings {
+    /// Plaintext settings for `bootstrap_servers` (tests, local stacks).
+    pub fn plaintext(name: impl Into<String>, bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            bootstrap_servers: bootstrap_servers.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The librdkafka security protocol these settings imply.
+    pub fn security_protocol(&self) -> &'static str {
+        match (self.tls.is_some(), self.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        }
+    }
+
+    /// A client config with connection, TLS and SASL set; callers add role-specific
+    /// properties. Reads the SASL password file now. Never log the result's values.
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(KafkaError::Config {
+                cluster: self.name.clone(),
+                detail: "no bootstrap servers given".into(),
+            });
+        }
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("security.protocol", self.security_protocol())
+            // A cluster that is down must not make every call hang for minutes.
+            .set("socket.connection.setup.timeout.ms", "10000")
+            .set("reconnect.backoff.max.ms", "5000");
+        if let Some(tls) = &self.tls {
+            let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+            if let Some(ca) = &tls.ca_file {
+                config.set("ssl.ca.location", path(ca));
+            }
+            match (&tls.cert_file, &tls.key_file) {
+                (Some(cert), Some(key)) => {
+                    config
+                        .set("ssl.certificate.location", path(cert))
+                        .set("ssl.key.location", path(key));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(KafkaError::Config {
+                        cluster: self.name.clone(),
+                        detail: "TLS client certificate and key must be given together".into(),
+                    });
+                }
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            let password = std::fs::read_to_string(&sasl.password_file).map_err(|e| {
+                KafkaError::Config {
+                    cluster: self.name.clone(),
+                    detail: format!(
+                        "cannot read the SASL password file {}: {e}",
+                        sasl.password_file.display()
+                    ),
+                }
+            })?;
+            config
+                .set("sasl.mechanism", &sasl.mechanism)
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", password.trim_end_matches(['\r', '\n']));
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("tributary-kafka-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let password_file = dir.join("password");
+        std::fs::write(&password_file, "hunter2\n")?;
+        let settings = ClientSettings {
+            name: "east regional cluster".into(),
+            bootstrap_servers: "k:9092".into(),
+            tls: Some(TlsSettings::default()),
+            sasl: Some(SaslSettings {
+                mechanism: "SCRAM-SHA-512".into(),
+                username: "replicator".into(),
+                password_file,
+            }),
+            properties: vec![("ssl.key.password".into(), "topsecret".into())],
+        };
+        let config = settings.client_config()?;
+        assert_eq!(config.get("sasl.password"), Some("hunter2"));
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        let shown = format!("{settings:?} {config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        Ok(())
+    }
+
+    #[test]
+    fn unreadable_password_file_names_the_cluster_and_file() {
+        let settings = ClientSettings {
+            sasl: Some(SaslSettings {
+                mechanism: "PLAIN".into(),
+                username: "u".into(),
+                password_file: "/nonexistent/pw".into(),
+            }),
+            ..ClientSettings::plaintext("west aggregate cluster", "k:9092")
+        };
+        let err = settings.client_config().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("west aggregate cluster") && err.contains("/nonexistent/pw"), "{err}");
+    }
+}
