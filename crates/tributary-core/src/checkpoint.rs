@@ -87,15 +87,30 @@ impl OffsetCheckpoint {
 }
 
 /// Lower bounds for everything a route copies from one source partition: source offsets at
-/// or above `source_offset`, landing at or above `destination_offset`. Written once, before
-/// the route's first copy (the destination's log end offset at that moment).
+/// or above `source_offset`, landing at or above `destination_offset`. Written before the
+/// route's first copy (the destination's log end offset at that moment), and re-emitted with
+/// the same offsets while the route has copied nothing yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteOrigin {
     pub source_offset: u64,
     pub destination_offset: u64,
+    /// On a re-emitted origin: the route has still copied nothing, and its first copy lands at
+    /// or above this offset — so a source that never produced does not hold translation back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_copy_floor: Option<u64>,
 }
 
-/// Source offsets `[from, to)`.
+impl RouteOrigin {
+    pub fn new(source_offset: u64, destination_offset: u64) -> Self {
+        Self {
+            source_offset,
+            destination_offset,
+            next_copy_floor: None,
+        }
+    }
+}
+
+/// Offsets `[from, to)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct OffsetRange {
     pub from: u64,
@@ -230,6 +245,14 @@ impl CheckpointRecord {
                 if o.source_offset > MAX_OFFSET || o.destination_offset > MAX_OFFSET {
                     return invalid("origin", "offsets must be Kafka offsets (≤ i64::MAX)");
                 }
+                if o.next_copy_floor
+                    .is_some_and(|floor| floor < o.destination_offset || floor > MAX_OFFSET)
+                {
+                    return invalid(
+                        "next_copy_floor",
+                        "must be at or above destination_offset and a Kafka offset",
+                    );
+                }
             }
             CheckpointEntry::RetentionGap(gap) => {
                 if gap.from >= gap.to || gap.to > MAX_OFFSET + 1 {
@@ -276,10 +299,11 @@ pub fn encode(record: &CheckpointRecord) -> Result<EncodedCheckpoint, Checkpoint
 /// version); an unknown version or kind is an error the reader should count and skip —
 /// translating with fewer records is only more conservative, never wrong.
 pub fn decode(key: &[u8], value: &[u8]) -> Result<CheckpointRecord, CheckpointFormatError> {
-    let key: WireKey = serde_json::from_slice(key).map_err(|source| CheckpointFormatError::Json {
-        part: RecordPart::Key,
-        source,
-    })?;
+    let key: WireKey =
+        serde_json::from_slice(key).map_err(|source| CheckpointFormatError::Json {
+            part: RecordPart::Key,
+            source,
+        })?;
     let raw: serde_json::Value =
         serde_json::from_slice(value).map_err(|source| CheckpointFormatError::Json {
             part: RecordPart::Value,
@@ -358,12 +382,9 @@ mod tests {
     }
 
     #[test]
-    fn origin_and_retention_gap_encode_to_the_documented_bytes()
-    -> Result<(), CheckpointFormatError> {
-        let origin = encode(&record(CheckpointEntry::Origin(RouteOrigin {
-            source_offset: 0,
-            destination_offset: 88000,
-        })))?;
+    fn origin_and_retention_gap_encode_to_the_documented_bytes() -> Result<(), CheckpointFormatError>
+    {
+        let origin = encode(&record(CheckpointEntry::Origin(RouteOrigin::new(0, 88000))))?;
         assert_eq!(
             String::from_utf8_lossy(&origin.value),
             r#"{"v":1,"timestamp_ms":1732623600000,"kind":"origin","source_offset":0,"destination_offset":88000}"#
@@ -414,7 +435,10 @@ mod tests {
         ));
         assert!(matches!(
             decode(b"not json", br#"{"v":1}"#),
-            Err(CheckpointFormatError::Json { part: RecordPart::Key, .. })
+            Err(CheckpointFormatError::Json {
+                part: RecordPart::Key,
+                ..
+            })
         ));
     }
 
@@ -433,7 +457,10 @@ mod tests {
                 ..
             })
         ));
-        let empty_gap = record(CheckpointEntry::RetentionGap(OffsetRange { from: 4, to: 4 }));
+        let empty_gap = record(CheckpointEntry::RetentionGap(OffsetRange {
+            from: 4,
+            to: 4,
+        }));
         assert!(encode(&empty_gap).is_err());
         let key = br#"{"source_region":"east","destination_region":"west","topic":"orders","partition":3}"#;
         assert!(matches!(
@@ -464,10 +491,13 @@ mod tests {
                             .filter(|f| *f > d),
                     })
                 }),
-            (offset(), offset()).prop_map(|(s, d)| CheckpointEntry::Origin(RouteOrigin {
-                source_offset: s,
-                destination_offset: d
-            })),
+            (offset(), offset(), proptest::option::of(0..1000u64)).prop_map(|(s, d, floor_gap)| {
+                CheckpointEntry::Origin(RouteOrigin {
+                    source_offset: s,
+                    destination_offset: d,
+                    next_copy_floor: floor_gap.map(|g| d.saturating_add(g).min(MAX_OFFSET)),
+                })
+            }),
             (offset(), 1..1000u64).prop_map(|(from, len)| CheckpointEntry::RetentionGap(
                 OffsetRange {
                     from,

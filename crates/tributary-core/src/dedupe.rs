@@ -67,7 +67,9 @@ impl Provenance {
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ProvenanceError {
-    #[error("provenance header `{header}` is missing while other tributary.source.* headers are present")]
+    #[error(
+        "provenance header `{header}` is missing while other tributary.source.* headers are present"
+    )]
     Missing { header: &'static str },
     #[error("provenance header `{header}` is not UTF-8")]
     NotUtf8 { header: &'static str },

@@ -142,6 +142,44 @@ pub struct WatermarkEstimate {
     /// At most this many records of the source lie below the position at or above the
     /// watermark (consumed, but not covered by the watermark). 0 when exact.
     pub uncertainty: u64,
+    /// Destination offsets where those records can be (empty when exact). Offsets that
+    /// checkpoints show holding other sources' records are not theirs:
+    /// [`CheckpointIndex::count_landed_between`] lets translation subtract them.
+    pub unknown_positions: OffsetRange,
+}
+
+impl WatermarkEstimate {
+    fn exact(watermark: Option<u64>) -> Self {
+        Self {
+            watermark,
+            exact: true,
+            uncertainty: 0,
+            unknown_positions: OffsetRange { from: 0, to: 0 },
+        }
+    }
+
+    fn bounded(watermark: Option<u64>, uncertainty: u64, unknown_positions: OffsetRange) -> Self {
+        if uncertainty == 0 || unknown_positions.from >= unknown_positions.to {
+            return Self::exact(watermark);
+        }
+        Self {
+            watermark,
+            exact: false,
+            uncertainty,
+            unknown_positions,
+        }
+    }
+
+    /// Narrows the uncertainty to the unknown positions not known to hold other records.
+    pub fn excluding_known_records(self, known_elsewhere: u64) -> Self {
+        let free = (self.unknown_positions.to - self.unknown_positions.from)
+            .saturating_sub(known_elsewhere);
+        Self::bounded(
+            self.watermark,
+            self.uncertainty.min(free),
+            self.unknown_positions,
+        )
+    }
 }
 
 /// A destination offset from which a consumer sees every record of the source at or above a
@@ -164,6 +202,8 @@ pub struct CheckpointIndex {
     len: usize,
     latest_next_copy_floor: Option<u64>,
     origin: Option<RouteOrigin>,
+    /// From re-emitted origins: while nothing is copied, the first copy lands at or above it.
+    origin_next_copy_floor: Option<u64>,
     retention_gaps: VecDeque<OffsetRange>,
     latest_timestamp_ms: Option<i64>,
 }
@@ -270,6 +310,8 @@ impl CheckpointIndex {
                 {
                     self.origin = None;
                 }
+                // Once something is copied the origin's idle floor has served its purpose.
+                self.origin_next_copy_floor = None;
                 self.push(Entry::new(source, destination, contiguous));
                 self.latest_next_copy_floor = floor;
             }
@@ -293,14 +335,32 @@ impl CheckpointIndex {
         {
             return InsertOutcome::OriginContradicted;
         }
+        let floor = origin
+            .next_copy_floor
+            .filter(|f| *f >= origin.destination_offset && *f <= MAX_OFFSET);
+        // A floor only means something while nothing has been copied.
+        if self.is_empty() {
+            self.origin_next_copy_floor = self.origin_next_copy_floor.max(floor);
+        }
         self.origin = Some(match self.origin {
-            None => origin,
+            None => RouteOrigin {
+                next_copy_floor: None,
+                ..origin
+            },
             Some(known) => RouteOrigin {
                 source_offset: known.source_offset.min(origin.source_offset),
                 destination_offset: known.destination_offset.min(origin.destination_offset),
+                next_copy_floor: None,
             },
         });
         InsertOutcome::Appended
+    }
+
+    /// The lowest destination offset any record of the source can be at, if an origin says.
+    fn lowest_destination(&self) -> Option<u64> {
+        let idle_floor = self.origin_next_copy_floor.filter(|_| self.is_empty());
+        self.origin
+            .map(|origin| origin.destination_offset.max(idle_floor.unwrap_or(0)))
     }
 
     /// Records source offsets lost to the source's retention before this route copied them.
@@ -430,14 +490,9 @@ impl CheckpointIndex {
         match below {
             Some(below) => {
                 let floor = self.latest_next_copy_floor.filter(|_| below_is_latest);
-                let nothing_copied_between =
-                    above.is_some_and(|a| a.contiguous_with_previous());
+                let nothing_copied_between = above.is_some_and(|a| a.contiguous_with_previous());
                 if nothing_copied_between || floor.is_some_and(|f| f >= position) {
-                    return WatermarkEstimate {
-                        watermark: Some(below.source + 1),
-                        exact: true,
-                        uncertainty: 0,
-                    };
+                    return WatermarkEstimate::exact(Some(below.source + 1));
                 }
                 // Unknown records of the source may lie in (below, position).
                 let mut uncertainty = position - below.destination() - 1;
@@ -447,39 +502,46 @@ impl CheckpointIndex {
                 if let Some(floor) = floor {
                     uncertainty = uncertainty.min(position.saturating_sub(floor));
                 }
-                WatermarkEstimate {
-                    watermark: Some(below.source + 1),
-                    exact: uncertainty == 0,
-                    uncertainty,
-                }
+                let unknown = OffsetRange {
+                    from: (below.destination() + 1).max(floor.unwrap_or(0)),
+                    to: position,
+                };
+                WatermarkEstimate::bounded(Some(below.source + 1), uncertainty, unknown)
             }
             None => {
-                // No checkpoint below `position`: no record is *known* consumed.
-                let uncertainty = match (self.origin, above) {
-                    (Some(origin), _) if position <= origin.destination_offset => 0,
-                    (Some(origin), Some(above)) => (position - origin.destination_offset)
-                        .min(above.source - origin.source_offset),
-                    (Some(origin), None) => position - origin.destination_offset,
-                    (None, Some(above)) => position.min(above.source),
-                    (None, None) => position,
-                };
-                WatermarkEstimate {
-                    watermark: None,
-                    exact: uncertainty == 0,
-                    uncertainty,
+                // No checkpoint below `position`: no record is *known* consumed. Unknown ones
+                // lie at or above the lowest destination, with sources below `above`'s.
+                let lowest_source = self.origin.map_or(0, |o| o.source_offset);
+                let lowest_destination = self.lowest_destination().unwrap_or(0);
+                let mut uncertainty = position.saturating_sub(lowest_destination);
+                if let Some(above) = above {
+                    uncertainty = uncertainty.min(above.source.saturating_sub(lowest_source));
                 }
+                let unknown = OffsetRange {
+                    from: lowest_destination,
+                    to: position,
+                };
+                WatermarkEstimate::bounded(None, uncertainty, unknown)
             }
         }
+    }
+
+    /// How many retained checkpoints landed at destination offsets in `range`: those offsets
+    /// hold this source's records, so no other source's.
+    pub fn count_landed_between(&self, range: OffsetRange) -> u64 {
+        if range.from >= range.to {
+            return 0;
+        }
+        let below_to = self.partition_point(|e| e.destination() < range.to);
+        let below_from = self.partition_point(|e| e.destination() < range.from);
+        (below_to - below_from) as u64
     }
 
     /// Where a consumer must resume so that it sees every record of the source at or above
     /// `watermark` (every record of it, for `None`); `log_start` is the destination partition's
     /// first offset, the answer when the index knows nothing earlier.
     pub fn resume_position(&self, watermark: Option<u64>, log_start: u64) -> ResumeEstimate {
-        let lowest_known = || match self.origin {
-            Some(origin) => origin.destination_offset.max(log_start),
-            None => log_start,
-        };
+        let lowest_known = || self.lowest_destination().unwrap_or(0).max(log_start);
         let Some(watermark) = watermark else {
             return ResumeEstimate {
                 offset: lowest_known(),
@@ -492,8 +554,7 @@ impl CheckpointIndex {
             below_is_latest,
         } = self.bracket(self.partition_point(|e| e.source < watermark));
         if let Some(above) = above
-            && (above.source == watermark
-                || (below.is_some() && above.contiguous_with_previous()))
+            && (above.source == watermark || (below.is_some() && above.contiguous_with_previous()))
         {
             // `above` is the source's first record at or after the watermark.
             return ResumeEstimate {
@@ -595,7 +656,9 @@ impl CheckpointIndexes {
     pub fn apply(&mut self, record: &CheckpointRecord) -> InsertOutcome {
         let index = self.index_mut(&record.key);
         match record.entry {
-            CheckpointEntry::Checkpoint(checkpoint) => index.insert(checkpoint, record.timestamp_ms),
+            CheckpointEntry::Checkpoint(checkpoint) => {
+                index.insert(checkpoint, record.timestamp_ms)
+            }
             CheckpointEntry::Origin(origin) => index.record_origin(origin),
             CheckpointEntry::RetentionGap(gap) => index.record_retention_gap(gap),
         }
@@ -636,7 +699,11 @@ impl CheckpointIndexes {
                 partition,
             })
             .into_iter()
-            .flat_map(|sources| sources.iter().map(|(source, index)| (source.as_str(), index)))
+            .flat_map(|sources| {
+                sources
+                    .iter()
+                    .map(|(source, index)| (source.as_str(), index))
+            })
     }
 
     /// Every key with an index.
@@ -710,7 +777,10 @@ mod tests {
             index.first_at_or_after_source(21).map(|m| m.source),
             Some(30)
         );
-        assert_eq!(index.last_below_destination(205).map(|m| m.source), Some(10));
+        assert_eq!(
+            index.last_below_destination(205).map(|m| m.source),
+            Some(10)
+        );
         assert_eq!(
             index
                 .first_at_or_after_destination(205)
@@ -730,13 +800,10 @@ mod tests {
         assert_eq!(estimate.uncertainty, 9);
         // Right after a checkpoint whose successor is contiguous, the watermark is exact.
         let contiguous = index_of(&[(10, 100), (11, 150)]);
+        let estimate = contiguous.watermark_below(120);
         assert_eq!(
-            contiguous.watermark_below(120),
-            WatermarkEstimate {
-                watermark: Some(11),
-                exact: true,
-                uncertainty: 0
-            }
+            (estimate.watermark, estimate.exact, estimate.uncertainty),
+            (Some(11), true, 0)
         );
     }
 
@@ -819,10 +886,7 @@ mod tests {
     #[test]
     fn origin_bounds_a_source_without_checkpoints() {
         let mut index = CheckpointIndex::new(ThinningPolicy::default());
-        index.record_origin(RouteOrigin {
-            source_offset: 50,
-            destination_offset: 900,
-        });
+        index.record_origin(RouteOrigin::new(50, 900));
         assert_eq!(index.resume_position(None, 0).offset, 900);
         assert_eq!(
             index.resume_position(Some(50), 0),
@@ -834,6 +898,14 @@ mod tests {
         assert_eq!(index.watermark_below(900).watermark, None);
         assert!(index.watermark_below(900).exact);
         assert!(!index.watermark_below(901).exact);
+        // Re-emitted while idle: nothing copied below 2_000 either.
+        index.record_origin(RouteOrigin {
+            next_copy_floor: Some(2_000),
+            ..RouteOrigin::new(50, 900)
+        });
+        assert_eq!(index.resume_position(Some(50), 0).offset, 2_000);
+        assert!(index.watermark_below(2_000).exact);
+        assert_eq!(index.watermark_below(2_500).uncertainty, 500);
         // A checkpoint below the origin proves it wrong.
         index.insert(OffsetCheckpoint::new(60, 800), 0);
         assert_eq!(index.origin(), None);
@@ -864,17 +936,19 @@ mod tests {
             index.insert(OffsetCheckpoint::new(second * 10, second * 30), 0);
         }
         assert!(index.len() <= 512, "{} entries", index.len());
-        assert!(index.memory_bytes() <= 9 * 1024, "{} bytes", index.memory_bytes());
+        assert!(
+            index.memory_bytes() <= 9 * 1024,
+            "{} bytes",
+            index.memory_bytes()
+        );
         // The newest `recent` checkpoints are all there.
         let newest: Vec<_> = index.entries().rev().take(128).collect();
-        assert!(
-            newest
-                .windows(2)
-                .all(|w| w[0].source == w[1].source + 10)
-        );
+        assert!(newest.windows(2).all(|w| w[0].source == w[1].source + 10));
         // An hour back the bracket is at most (3600 − 128) / 32 + 2 checkpoints wide.
         let hour_ago = (86_400 - 3_600) * 30 + 1;
-        let below = index.last_below_destination(hour_ago).map(|m| m.destination);
+        let below = index
+            .last_below_destination(hour_ago)
+            .map(|m| m.destination);
         let above = index
             .first_at_or_after_destination(hour_ago)
             .map(|m| m.destination);

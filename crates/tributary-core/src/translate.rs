@@ -226,9 +226,9 @@ pub fn translate(request: &TranslationRequest<'_>) -> TranslationPlan {
             let outcome = match (committed, request.destination.get(aggregate)) {
                 (None, _) => PartitionOutcome::NotCommitted,
                 (Some(_), None) => PartitionOutcome::MissingInDestination,
-                (Some(committed), Some(log)) => {
-                    PartitionOutcome::Resume(translate_partition(request, aggregate, committed, *log))
-                }
+                (Some(committed), Some(log)) => PartitionOutcome::Resume(translate_partition(
+                    request, aggregate, committed, *log,
+                )),
             };
             PartitionPlan {
                 topic: aggregate.topic.clone(),
@@ -265,6 +265,7 @@ pub fn translate(request: &TranslationRequest<'_>) -> TranslationPlan {
 /// Per source: its watermark in A and where it resumes in B.
 struct SourceTranslation<'a> {
     source: SourcePartition,
+    from_index: &'a CheckpointIndex,
     to_index: &'a CheckpointIndex,
     watermark: WatermarkEstimate,
     resume: ResumeEstimate,
@@ -301,13 +302,11 @@ fn translate_partition(
                         // Every record in [tail start, committed) was read, so the last one of
                         // this source is the last one below the committed offset.
                         let from_checkpoints = from_index.watermark_below(committed);
-                        let watermark = from_checkpoints
-                            .watermark
-                            .max(Some(last_source_offset + 1));
                         WatermarkEstimate {
-                            watermark,
+                            watermark: from_checkpoints.watermark.max(Some(last_source_offset + 1)),
                             exact: true,
                             uncertainty: 0,
+                            unknown_positions: OffsetRange { from: 0, to: 0 },
                         }
                     }
                     // None of this source's records lie in the tail: it is as if the group
@@ -318,12 +317,14 @@ fn translate_partition(
                 let resume = to_index.resume_position(watermark.watermark, log.start);
                 SourceTranslation {
                     source,
+                    from_index,
                     to_index,
                     watermark,
                     resume,
                 }
             })
             .collect();
+    let translations = exclude_known_records(translations);
 
     let limiting = translations
         .iter()
@@ -365,18 +366,49 @@ fn translate_partition(
 
     ResumePlan {
         resume_offset,
-        exact: !sources.is_empty()
-            && sources.iter().all(|s| s.watermark_exact && s.resume_exact),
+        exact: !sources.is_empty() && sources.iter().all(|s| s.watermark_exact && s.resume_exact),
         max_duplicates: sources
             .iter()
             .fold(0u64, |sum, s| sum.saturating_add(s.max_duplicates)),
-        max_duplicates_after_dedupe: sources
-            .iter()
-            .fold(0u64, |sum, s| sum.saturating_add(s.max_duplicates_after_dedupe)),
+        max_duplicates_after_dedupe: sources.iter().fold(0u64, |sum, s| {
+            sum.saturating_add(s.max_duplicates_after_dedupe)
+        }),
         limited_by: limiting.map(|(_, source)| source),
         raised_to_log_start_from,
         sources,
     }
+}
+
+/// Tightens each inexact watermark: an offset in A where another source's checkpointed record
+/// landed holds no record of this source. With every record checkpointed, this alone makes
+/// watermarks exact.
+fn exclude_known_records(
+    mut translations: Vec<SourceTranslation<'_>>,
+) -> Vec<SourceTranslation<'_>> {
+    let narrowed: Vec<WatermarkEstimate> = translations
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.watermark.exact {
+                return t.watermark;
+            }
+            let known_elsewhere: u64 = translations
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, other)| {
+                    other
+                        .from_index
+                        .count_landed_between(t.watermark.unknown_positions)
+                })
+                .sum();
+            t.watermark.excluding_known_records(known_elsewhere)
+        })
+        .collect();
+    for (t, watermark) in translations.iter_mut().zip(narrowed) {
+        t.watermark = watermark;
+    }
+    translations
 }
 
 /// Per source, the source offset of its last record in the observed tail below `committed`.
