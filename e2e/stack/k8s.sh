@@ -30,50 +30,78 @@ K8S_VERSION="$(_k8s_modver "$K8S_REPO_ROOT/e2e/k8s/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(_k8s_modver "$K8S_REPO_ROOT/e2e/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(_k8s_modver "$K8S_REPO_ROOT/e2e/helm/go.mod" helm.sh/helm/v3)"
 
-TRIBUTARY_CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
-K8S_BIN_DIR="$TRIBUTARY_CACHE/k8s-$K8S_VERSION/bin"
-ETCD_BIN="$TRIBUTARY_CACHE/etcd-$ETCD_VERSION/bin/etcd"
-HELM_BIN="$TRIBUTARY_CACHE/helm-$HELM_VERSION/bin/helm"
-KUBECTL="$K8S_BIN_DIR/kubectl"
+# (Re)computed at source time and at the start of every public function, so env set after
+# sourcing (TRIBUTARY_STATE_DIR, TRIBUTARY_CACHE, K8S_*_PORT) still takes effect.
+_k8s_vars() {
+  TRIBUTARY_CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
+  K8S_BIN_DIR="$TRIBUTARY_CACHE/k8s-$K8S_VERSION/bin"
+  ETCD_BIN="$TRIBUTARY_CACHE/etcd-$ETCD_VERSION/bin/etcd"
+  HELM_BIN="$TRIBUTARY_CACHE/helm-$HELM_VERSION/bin/helm"
+  KUBECTL="$K8S_BIN_DIR/kubectl"
 
-K8S_STATE_DIR="${TRIBUTARY_STATE_DIR:-$K8S_REPO_ROOT/e2e/.state}"
-K8S_KUBECONFIG="$K8S_STATE_DIR/kubeconfig"
-K8S_PKI_DIR="$K8S_STATE_DIR/k8s/pki"
-K8S_ETCD_DATA="$K8S_STATE_DIR/k8s/etcd"
-K8S_ETCD_PORT="${K8S_ETCD_PORT:-23790}"
-K8S_ETCD_PEER_PORT="${K8S_ETCD_PEER_PORT:-23800}"
-K8S_API_PORT="${K8S_API_PORT:-16443}"
-K8S_KCM_PORT="${K8S_KCM_PORT:-16445}"
-K8S_API_URL="https://127.0.0.1:$K8S_API_PORT"
-K8S_ETCD_URL="http://127.0.0.1:$K8S_ETCD_PORT"
-K8S_SERVICE_CIDR="10.0.0.0/24"
+  K8S_STATE_DIR="${TRIBUTARY_STATE_DIR:-$K8S_REPO_ROOT/e2e/.state}"
+  K8S_KUBECONFIG="$K8S_STATE_DIR/kubeconfig"
+  K8S_PKI_DIR="$K8S_STATE_DIR/k8s/pki"
+  K8S_ETCD_DATA="$K8S_STATE_DIR/k8s/etcd"
+  K8S_ETCD_PORT="${K8S_ETCD_PORT:-23790}"
+  K8S_ETCD_PEER_PORT="${K8S_ETCD_PEER_PORT:-23800}"
+  K8S_API_PORT="${K8S_API_PORT:-16443}"
+  K8S_KCM_PORT="${K8S_KCM_PORT:-16445}"
+  K8S_API_URL="https://127.0.0.1:$K8S_API_PORT"
+  K8S_ETCD_URL="http://127.0.0.1:$K8S_ETCD_PORT"
+  K8S_SERVICE_CIDR="10.0.0.0/24"
+}
+_k8s_vars
 K8S_PROCS=(etcd kube-apiserver kube-controller-manager)
 
 _k8s_log() { echo "k8s: $*" >&2; }
 
 # ---------------------------------------------------------------------------- build
 
-# _k8s_go_build <module dir> <package> <output file>
+# _k8s_go_build <module dir> <package> <output file> [extra -ldflags]
 _k8s_go_build() {
-  local dir=$1 pkg=$2 out=$3 t0=$SECONDS
+  local dir=$1 pkg=$2 out=$3 xld=${4:-} t0=$SECONDS
   [[ -x "$out" ]] && return 0
   _k8s_log "building $(basename "$out") from $pkg (first build is slow) ..."
   mkdir -p "$(dirname "$out")" || return 1
   (cd "$dir" && GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly \
-      go build -trimpath -ldflags='-s -w' -o "$out.tmp.$$" "$pkg") || { rm -f "$out.tmp.$$"; return 1; }
+      go build -trimpath -ldflags="-s -w $xld" -o "$out.tmp.$$" "$pkg") || { rm -f "$out.tmp.$$"; return 1; }
   mv -f "$out.tmp.$$" "$out" || return 1
   _k8s_log "built $out in $((SECONDS - t0))s"
 }
 
+# Version stamps that the upstream Makefiles set (a plain `go build` of a module leaves
+# "v0.0.0-master+$Format:%H$", which breaks `kubectl version` and helm's kubeVersion checks).
+_k8s_version_ldflags() {
+  local v=$K8S_VERSION mm pkg out=""
+  mm=${v#v}; mm=${mm%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    out+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=${mm%%.*} -X $pkg.gitMinor=${mm#*.}"
+    out+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit="
+  done
+  echo "$out"
+}
+_k8s_helm_ldflags() {
+  local cg mj mn p
+  cg="$(cd "$K8S_REPO_ROOT/e2e/helm" && GOTOOLCHAIN=local go list -m -f '{{.Version}}' k8s.io/client-go)" || return 1
+  cg=${cg#v}; mj=$(( ${cg%%.*} + 1 )); mn=${cg#*.}; mn=${mn%%.*}   # client-go v0.N.x -> k8s 1.N
+  p=helm.sh/helm/v3
+  echo "-X $p/internal/version.version=$HELM_VERSION -X $p/internal/version.gitTreeState=clean" \
+       "-X $p/pkg/lint/rules.k8sVersionMajor=$mj -X $p/pkg/lint/rules.k8sVersionMinor=$mn" \
+       "-X $p/pkg/chartutil.k8sVersionMajor=$mj -X $p/pkg/chartutil.k8sVersionMinor=$mn"
+}
+
 # k8s_build: build (once) and cache etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 k8s_build() {
+  _k8s_vars
   local m="$K8S_REPO_ROOT/e2e" c
   command -v go >/dev/null || { _k8s_log "go not found"; return 1; }
   _k8s_go_build "$m/etcd" . "$ETCD_BIN" || return 1
   for c in kube-apiserver kube-controller-manager kubectl; do
-    _k8s_go_build "$m/k8s" "k8s.io/kubernetes/cmd/$c" "$K8S_BIN_DIR/$c" || return 1
+    [[ -x "$K8S_BIN_DIR/$c" ]] && continue
+    _k8s_go_build "$m/k8s" "k8s.io/kubernetes/cmd/$c" "$K8S_BIN_DIR/$c" "$(_k8s_version_ldflags)" || return 1
   done
-  _k8s_go_build "$m/helm" helm.sh/helm/v3/cmd/helm "$HELM_BIN" || return 1
+  [[ -x "$HELM_BIN" ]] || _k8s_go_build "$m/helm" helm.sh/helm/v3/cmd/helm "$HELM_BIN" "$(_k8s_helm_ldflags)" || return 1
 }
 
 # ---------------------------------------------------------------------------- pki
@@ -276,6 +304,7 @@ _k8s_start_kcm() {
 # k8s_up: build if needed, start etcd, kube-apiserver, kube-controller-manager (no-op for
 # those already running), write $K8S_KUBECONFIG, wait for /readyz and the default SA.
 k8s_up() {
+  _k8s_vars
   local t0=$SECONDS timeout=${K8S_UP_TIMEOUT:-120}
   k8s_build || return 1
   mkdir -p "$K8S_STATE_DIR/logs" "$K8S_STATE_DIR/pids" "$K8S_STATE_DIR/k8s" || return 1
@@ -301,6 +330,7 @@ _k8s_ready_or_dead() { _k8s_alive kube-apiserver || return 0; _k8s_ready; }
 # k8s_down: SIGTERM, then SIGKILL after $K8S_STOP_TIMEOUT s. K8S_WIPE=1 also removes the
 # etcd data, PKI, kubeconfigs and logs of these processes. Idempotent.
 k8s_down() {
+  _k8s_vars
   local name pid i t=${K8S_STOP_TIMEOUT:-5}
   for name in kube-controller-manager kube-apiserver etcd; do
     if pid="$(_k8s_pid "$name")"; then
@@ -323,6 +353,7 @@ k8s_down() {
 
 # k8s_status: one line per process, then apiserver readyz. Exit 0 only if all is up.
 k8s_status() {
+  _k8s_vars
   local name pid rss rc=0 r
   for name in "${K8S_PROCS[@]}"; do
     if pid="$(_k8s_pid "$name")"; then
@@ -339,6 +370,7 @@ k8s_status() {
 
 # k8s_env: prints exports for a shell (eval "$(bash e2e/stack/k8s.sh k8s_env)").
 k8s_env() {
+  _k8s_vars
   printf 'export KUBECONFIG=%q\n' "$K8S_KUBECONFIG"
   printf 'export PATH=%q:%q:%q:"$PATH"\n' "$K8S_BIN_DIR" "$(dirname "$HELM_BIN")" "$(dirname "$ETCD_BIN")"
 }
