@@ -7,9 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{
-    AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication,
-};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -54,7 +52,9 @@ pub struct KafkaAdmin {
 
 impl std::fmt::Debug for KafkaAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaAdmin").field("cluster", &self.cluster).finish()
+        f.debug_struct("KafkaAdmin")
+            .field("cluster", &self.cluster)
+            .finish()
     }
 }
 
@@ -99,10 +99,13 @@ impl KafkaAdmin {
     pub async fn cluster_id(&self) -> Result<String, KafkaError> {
         let cluster = self.cluster.clone();
         self.blocking(move |client, timeout| {
-            client.inner().fetch_cluster_id(timeout).ok_or_else(|| KafkaError::Unreachable {
-                cluster: cluster.to_string(),
-                detail: format!("no cluster id within {timeout:?}"),
-            })
+            client
+                .inner()
+                .fetch_cluster_id(timeout)
+                .ok_or_else(|| KafkaError::Unreachable {
+                    cluster: cluster.to_string(),
+                    detail: format!("no cluster id within {timeout:?}"),
+                })
         })
         .await
     }
@@ -149,19 +152,29 @@ impl KafkaAdmin {
         names: &[String],
     ) -> Result<Vec<TopicDescription>, KafkaError> {
         let all = self.list_topics(None).await?;
-        Ok(all.into_iter().filter(|t| names.contains(&t.name)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|t| names.contains(&t.name))
+            .collect())
     }
 
     /// One topic, `None` if it does not exist.
     pub async fn describe_topic(&self, name: &str) -> Result<Option<TopicDescription>, KafkaError> {
-        Ok(self.describe_topics(&[name.to_owned()]).await?.into_iter().next())
+        Ok(self
+            .describe_topics(&[name.to_owned()])
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Creates a topic. `Ok(false)` if it existed already (its settings are not checked).
     pub async fn create_topic(&self, spec: &TopicSpec) -> Result<bool, KafkaError> {
         let partitions = i32::try_from(spec.partitions).map_err(|_| KafkaError::Config {
             cluster: self.cluster.to_string(),
-            detail: format!("topic {:?}: {} partitions is too many", spec.name, spec.partitions),
+            detail: format!(
+                "topic {:?}: {} partitions is too many",
+                spec.name, spec.partitions
+            ),
         })?;
         let mut topic = NewTopic::new(
             &spec.name,
@@ -192,13 +205,13 @@ impl KafkaAdmin {
 
     /// Grows `topic` to `partitions` partitions (no-op if it has as many or more).
     pub async fn grow_partitions(&self, topic: &str, partitions: usize) -> Result<(), KafkaError> {
-        let current = self
-            .describe_topic(topic)
-            .await?
-            .ok_or_else(|| KafkaError::TopicMissing {
-                cluster: self.cluster.to_string(),
-                topic: topic.to_owned(),
-            })?;
+        let current =
+            self.describe_topic(topic)
+                .await?
+                .ok_or_else(|| KafkaError::TopicMissing {
+                    cluster: self.cluster.to_string(),
+                    topic: topic.to_owned(),
+                })?;
         if current.partitions >= partitions {
             return Ok(());
         }
@@ -229,12 +242,13 @@ impl KafkaAdmin {
         partitions: &[i32],
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
         let partitions = if partitions.is_empty() {
-            let description = self.describe_topic(topic).await?.ok_or_else(|| {
-                KafkaError::TopicMissing {
-                    cluster: self.cluster.to_string(),
-                    topic: topic.to_owned(),
-                }
-            })?;
+            let description =
+                self.describe_topic(topic)
+                    .await?
+                    .ok_or_else(|| KafkaError::TopicMissing {
+                        cluster: self.cluster.to_string(),
+                        topic: topic.to_owned(),
+                    })?;
             (0..description.partitions as i32).collect()
         } else {
             partitions.to_vec()

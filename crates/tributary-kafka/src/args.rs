@@ -12,32 +12,23 @@ macro_rules! connection_args {
         $(#[$doc])*
         #[derive(clap::Args, Clone, Debug, Default)]
         pub struct $name {
-            #[doc = concat!("Bootstrap servers of the ", $help_side, " cluster (host:port,...).")]
-            #[arg(id = concat!($flag, "_bootstrap"), long = concat!($flag, "-bootstrap"), env = concat!($env, "BOOTSTRAP"), value_name = "HOST:PORT,...")]
+            #[arg(id = concat!($flag, "_bootstrap"), long = concat!($flag, "-bootstrap"), env = concat!($env, "BOOTSTRAP"), value_name = "HOST:PORT,...", help = concat!("Bootstrap servers of the ", $help_side, " cluster (host:port,...)."))]
             pub bootstrap: String,
-            #[doc = concat!("Enable TLS to the ", $help_side, " cluster, trusting this CA bundle (PEM).")]
-            #[arg(id = concat!($flag, "_tls_ca_file"), long = concat!($flag, "-tls-ca-file"), env = concat!($env, "TLS_CA_FILE"), value_name = "FILE")]
+            #[arg(id = concat!($flag, "_tls_ca_file"), long = concat!($flag, "-tls-ca-file"), env = concat!($env, "TLS_CA_FILE"), value_name = "FILE", help = concat!("Enable TLS to the ", $help_side, " cluster, trusting this CA bundle (PEM)."))]
             pub tls_ca_file: Option<PathBuf>,
-            #[doc = concat!("Client certificate (PEM) for mutual TLS to the ", $help_side, " cluster.")]
-            #[arg(id = concat!($flag, "_tls_cert_file"), long = concat!($flag, "-tls-cert-file"), env = concat!($env, "TLS_CERT_FILE"), value_name = "FILE", requires = concat!($flag, "_tls_key_file"))]
+            #[arg(id = concat!($flag, "_tls_cert_file"), long = concat!($flag, "-tls-cert-file"), env = concat!($env, "TLS_CERT_FILE"), value_name = "FILE", requires = concat!($flag, "_tls_key_file"), help = concat!("Client certificate (PEM) for mutual TLS to the ", $help_side, " cluster."))]
             pub tls_cert_file: Option<PathBuf>,
-            #[doc = concat!("Client key (PEM) for mutual TLS to the ", $help_side, " cluster.")]
-            #[arg(id = concat!($flag, "_tls_key_file"), long = concat!($flag, "-tls-key-file"), env = concat!($env, "TLS_KEY_FILE"), value_name = "FILE", requires = concat!($flag, "_tls_cert_file"))]
+            #[arg(id = concat!($flag, "_tls_key_file"), long = concat!($flag, "-tls-key-file"), env = concat!($env, "TLS_KEY_FILE"), value_name = "FILE", requires = concat!($flag, "_tls_cert_file"), help = concat!("Client key (PEM) for mutual TLS to the ", $help_side, " cluster."))]
             pub tls_key_file: Option<PathBuf>,
-            #[doc = concat!("Use TLS to the ", $help_side, " cluster with the system trust store (implied by the TLS file flags).")]
-            #[arg(id = concat!($flag, "_tls"), long = concat!($flag, "-tls"), env = concat!($env, "TLS"))]
+            #[arg(id = concat!($flag, "_tls"), long = concat!($flag, "-tls"), env = concat!($env, "TLS"), help = concat!("Use TLS to the ", $help_side, " cluster with the system trust store (implied by the TLS file flags)."))]
             pub tls: bool,
-            #[doc = concat!("SASL mechanism for the ", $help_side, " cluster: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.")]
-            #[arg(id = concat!($flag, "_sasl_mechanism"), long = concat!($flag, "-sasl-mechanism"), env = concat!($env, "SASL_MECHANISM"), value_name = "MECHANISM", requires_all = [concat!($flag, "_sasl_username"), concat!($flag, "_sasl_password_file")])]
+            #[arg(id = concat!($flag, "_sasl_mechanism"), long = concat!($flag, "-sasl-mechanism"), env = concat!($env, "SASL_MECHANISM"), value_name = "MECHANISM", requires_all = [concat!($flag, "_sasl_username"), concat!($flag, "_sasl_password_file")], help = concat!("SASL mechanism for the ", $help_side, " cluster: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."))]
             pub sasl_mechanism: Option<String>,
-            #[doc = concat!("SASL user name for the ", $help_side, " cluster.")]
-            #[arg(id = concat!($flag, "_sasl_username"), long = concat!($flag, "-sasl-username"), env = concat!($env, "SASL_USERNAME"), value_name = "USER")]
+            #[arg(id = concat!($flag, "_sasl_username"), long = concat!($flag, "-sasl-username"), env = concat!($env, "SASL_USERNAME"), value_name = "USER", help = concat!("SASL user name for the ", $help_side, " cluster."))]
             pub sasl_username: Option<String>,
-            #[doc = concat!("File holding the SASL password for the ", $help_side, " cluster (read at runtime, never logged).")]
-            #[arg(id = concat!($flag, "_sasl_password_file"), long = concat!($flag, "-sasl-password-file"), env = concat!($env, "SASL_PASSWORD_FILE"), value_name = "FILE")]
+            #[arg(id = concat!($flag, "_sasl_password_file"), long = concat!($flag, "-sasl-password-file"), env = concat!($env, "SASL_PASSWORD_FILE"), value_name = "FILE", help = concat!("File holding the SASL password for the ", $help_side, " cluster (read at runtime, never logged)."))]
             pub sasl_password_file: Option<PathBuf>,
-            #[doc = concat!("Extra librdkafka property for the ", $help_side, " cluster clients, KEY=VALUE (repeatable; comma-separated in the env var).")]
-            #[arg(id = concat!($flag, "_property"), long = concat!($flag, "-property"), env = concat!($env, "PROPERTIES"), value_name = "KEY=VALUE", value_delimiter = ',')]
+            #[arg(id = concat!($flag, "_property"), long = concat!($flag, "-property"), env = concat!($env, "PROPERTIES"), value_name = "KEY=VALUE", help = concat!("Extra librdkafka property for the ", $help_side, " cluster clients, KEY=VALUE (repeatable)."))]
             pub property: Vec<String>,
         }
 

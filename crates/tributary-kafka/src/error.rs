@@ -6,9 +6,13 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum KafkaError {
-    #[error("{cluster} is unreachable ({detail}); check the bootstrap servers and that the cluster is up")]
+    #[error(
+        "{cluster} is unreachable ({detail}); check the bootstrap servers and that the cluster is up"
+    )]
     Unreachable { cluster: String, detail: String },
-    #[error("{cluster} refused our credentials or permissions ({detail}); check the TLS/SASL settings and ACLs")]
+    #[error(
+        "{cluster} refused our credentials or permissions ({detail}); check the TLS/SASL settings and ACLs"
+    )]
     Auth { cluster: String, detail: String },
     #[error("topic {topic:?} does not exist on {cluster}")]
     TopicMissing { cluster: String, topic: String },
@@ -22,13 +26,17 @@ pub enum KafkaError {
         need: usize,
         detail: String,
     },
-    #[error("record too large for {cluster} (topic {topic:?}): {detail}; raise max.message.bytes on the topic or message.max.bytes")]
+    #[error(
+        "record too large for {cluster} (topic {topic:?}): {detail}; raise max.message.bytes on the topic or message.max.bytes"
+    )]
     RecordTooLarge {
         cluster: String,
         topic: String,
         detail: String,
     },
-    #[error("another instance took over the transactional producer on {cluster} ({detail}); this instance is fenced")]
+    #[error(
+        "another instance took over the transactional producer on {cluster} ({detail}); this instance is fenced"
+    )]
     Fenced { cluster: String, detail: String },
     #[error("invalid settings for {cluster}: {detail}")]
     Config { cluster: String, detail: String },
@@ -59,7 +67,10 @@ impl KafkaError {
 
     /// Whether retrying later can help without a change of configuration.
     pub fn is_transient(&self) -> bool {
-        matches!(self, KafkaError::Unreachable { .. } | KafkaError::Kafka { .. })
+        matches!(
+            self,
+            KafkaError::Unreachable { .. } | KafkaError::Kafka { .. }
+        )
     }
 }
 

@@ -55,7 +55,11 @@ impl fmt::Debug for ClientSettings {
             .properties
             .iter()
             .map(|(k, v)| {
-                let v = if is_secret_property(k) { "<redacted>" } else { v.as_str() };
+                let v = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
                 (k.as_str(), v)
             })
             .collect();
@@ -126,15 +130,14 @@ impl ClientSettings {
             }
         }
         if let Some(sasl) = &self.sasl {
-            let password = std::fs::read_to_string(&sasl.password_file).map_err(|e| {
-                KafkaError::Config {
+            let password =
+                std::fs::read_to_string(&sasl.password_file).map_err(|e| KafkaError::Config {
                     cluster: self.name.clone(),
                     detail: format!(
                         "cannot read the SASL password file {}: {e}",
                         sasl.password_file.display()
                     ),
-                }
-            })?;
+                })?;
             config
                 .set("sasl.mechanism", &sasl.mechanism)
                 .set("sasl.username", &sasl.username)
@@ -187,7 +190,14 @@ mod tests {
             }),
             ..ClientSettings::plaintext("west aggregate cluster", "k:9092")
         };
-        let err = settings.client_config().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("west aggregate cluster") && err.contains("/nonexistent/pw"), "{err}");
+        let err = settings
+            .client_config()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("west aggregate cluster") && err.contains("/nonexistent/pw"),
+            "{err}"
+        );
     }
 }

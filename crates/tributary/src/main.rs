@@ -21,12 +21,15 @@ enum Command {
         #[arg(long = "dir", value_name = "DIR")]
         dirs: Vec<PathBuf>,
     },
+    /// Serve one route: copy a source region's topics into one region's aggregate cluster.
+    Replicate(tributary_replicator::ReplicateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { dirs } => write_crds(&dirs),
+        Command::Replicate(args) => tributary_replicator::run(args),
     }
 }
 

@@ -1,0 +1,268 @@
+//! `tributary replicate` flags (each also an env var `TRIBUTARY_<FLAG>`) and their
+//! validation into a [`RouteConfig`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use regex::Regex;
+use tributary_core::{Route, TopicNaming};
+use tributary_kafka::{ClientSettings, DestConnectionArgs, SourceConnectionArgs};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamingArg {
+    Identity,
+    Prefixed,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryArg {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionArg {
+    fn as_librdkafka(self) -> &'static str {
+        match self {
+            CompressionArg::None => "none",
+            CompressionArg::Gzip => "gzip",
+            CompressionArg::Snappy => "snappy",
+            CompressionArg::Lz4 => "lz4",
+            CompressionArg::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Serve one route: copy a source region's topics into one region's aggregate cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplicateArgs {
+    /// Route name (DNS-1123); names the consumer group `tributary.route.<route>` and the
+    /// transactional id.
+    #[arg(long, env = "TRIBUTARY_ROUTE")]
+    pub route: String,
+    /// Region of the source (regional) cluster.
+    #[arg(long, env = "TRIBUTARY_SOURCE_REGION")]
+    pub source_region: String,
+    /// Region of the destination (aggregate) cluster.
+    #[arg(long, env = "TRIBUTARY_DEST_REGION")]
+    pub dest_region: String,
+    #[command(flatten)]
+    pub source: SourceConnectionArgs,
+    #[command(flatten)]
+    pub dest: DestConnectionArgs,
+    /// Source topics to copy (comma-separated).
+    #[arg(long, env = "TRIBUTARY_TOPICS", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Copy every source topic whose whole name matches this regex (besides --topics).
+    #[arg(long, env = "TRIBUTARY_TOPIC_PATTERN")]
+    pub topic_pattern: Option<String>,
+    /// Aggregate topic names: identity (same name) or prefixed (`<source-region>.<topic>`).
+    #[arg(
+        long,
+        env = "TRIBUTARY_TOPIC_NAMING",
+        value_enum,
+        default_value = "identity"
+    )]
+    pub topic_naming: NamingArg,
+    #[arg(
+        long,
+        env = "TRIBUTARY_DELIVERY",
+        value_enum,
+        default_value = "at-least-once"
+    )]
+    pub delivery: DeliveryArg,
+    /// Producer linger (ms).
+    #[arg(long, env = "TRIBUTARY_LINGER_MS", default_value_t = 5)]
+    pub linger_ms: u32,
+    /// Producer batch size (bytes).
+    #[arg(long, env = "TRIBUTARY_BATCH_BYTES", default_value_t = 1_048_576)]
+    pub batch_bytes: u32,
+    #[arg(long, env = "TRIBUTARY_COMPRESSION", value_enum, default_value = "lz4")]
+    pub compression: CompressionArg,
+    /// How often checkpoints are written (Go duration: 1s, 500ms, 2m).
+    #[arg(long, env = "TRIBUTARY_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Checkpoint topic on the destination cluster (created if missing).
+    #[arg(
+        long,
+        env = "TRIBUTARY_CHECKPOINT_TOPIC",
+        default_value = "tributary.checkpoints"
+    )]
+    pub checkpoint_topic: String,
+    /// Retention of the checkpoint topic when this replicator creates it.
+    #[arg(long, env = "TRIBUTARY_CHECKPOINT_RETENTION", default_value = "168h", value_parser = parse_duration)]
+    pub checkpoint_retention: Duration,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TRIBUTARY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// On SIGTERM, how long to wait for in-flight records before giving up (keep it below
+    /// the pod's termination grace period).
+    #[arg(long, env = "TRIBUTARY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Parses Go-style durations: `1s`, `500ms`, `168h`, `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 500ms, 1s, 5m or 168h");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ms" => number / 1000.0,
+            "s" => number,
+            "m" => number * 60.0,
+            "h" => number * 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// The validated configuration of one route.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    pub name: String,
+    pub route: Route,
+    pub source: ClientSettings,
+    pub dest: ClientSettings,
+    pub topics: Vec<String>,
+    /// Anchored (whole-name) pattern.
+    pub pattern: Option<Regex>,
+    pub naming: TopicNaming,
+    pub delivery: Delivery,
+    pub linger_ms: u32,
+    pub batch_bytes: u32,
+    pub compression: &'static str,
+    pub checkpoint_interval: Duration,
+    pub checkpoint_topic: String,
+    pub checkpoint_retention: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl RouteConfig {
+    /// The consumer group holding this route's position (source cluster for
+    /// at-least-once, destination cluster for exactly-once).
+    pub fn group_id(&self) -> String {
+        format!("tributary.route.{}", self.name)
+    }
+
+    /// The transactional id: one per route (a route's instance owns all its partitions),
+    /// so a second instance of the same route fences the first.
+    pub fn transactional_id(&self) -> String {
+        format!("tributary.route.{}", self.name)
+    }
+
+    pub fn from_args(args: &ReplicateArgs) -> anyhow::Result<Self> {
+        let dns_label = Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")?;
+        for (flag, value) in [
+            ("--route", &args.route),
+            ("--source-region", &args.source_region),
+            ("--dest-region", &args.dest_region),
+        ] {
+            if !dns_label.is_match(value) {
+                bail!(
+                    "{flag} {value:?} must be a DNS-1123 label (lower-case letters, digits, '-')"
+                );
+            }
+        }
+        let topics: Vec<String> = args
+            .topics
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let pattern = args
+            .topic_pattern
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|p| Regex::new(&format!("^(?:{p})$")))
+            .transpose()
+            .context("--topic-pattern is not a valid regex")?;
+        if topics.is_empty() && pattern.is_none() {
+            bail!("give the topics to copy with --topics and/or --topic-pattern");
+        }
+        if args.checkpoint_interval < Duration::from_millis(100) {
+            bail!("--checkpoint-interval must be at least 100ms");
+        }
+        Ok(Self {
+            name: args.route.clone(),
+            route: Route::new(&args.source_region, &args.dest_region),
+            source: args.source.to_settings(format!(
+                "source cluster ({} regional, {})",
+                args.source_region, args.source.bootstrap
+            ))?,
+            dest: args.dest.to_settings(format!(
+                "destination cluster ({} aggregate, {})",
+                args.dest_region, args.dest.bootstrap
+            ))?,
+            topics,
+            pattern,
+            naming: match args.topic_naming {
+                NamingArg::Identity => TopicNaming::Identity,
+                NamingArg::Prefixed => TopicNaming::Prefixed,
+            },
+            delivery: match args.delivery {
+                DeliveryArg::AtLeastOnce => Delivery::AtLeastOnce,
+                DeliveryArg::ExactlyOnce => Delivery::ExactlyOnce,
+            },
+            linger_ms: args.linger_ms,
+            batch_bytes: args.batch_bytes,
+            compression: args.compression.as_librdkafka(),
+            checkpoint_interval: args.checkpoint_interval,
+            checkpoint_topic: args.checkpoint_topic.clone(),
+            checkpoint_retention: args.checkpoint_retention,
+            drain_timeout: args.drain_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("168h"), Ok(Duration::from_secs(168 * 3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("1d").is_err());
+    }
+}

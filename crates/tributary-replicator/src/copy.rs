@@ -1,0 +1,1248 @@
+//! The copy loop of one route ([`RouteReplicator`]): resolves the topics, prepares the
+//! destination, reads the stored position, then copies records partition `p` → `p` until
+//! it is stopped, the source's topics change, or an error ends the session (the
+//! supervisor in [`RouteReplicator::run`] then retries with backoff).
+//!
+//! Position and checkpoints:
+//! - `AtLeastOnce`: the source position is committed to the *source* cluster's group
+//!   `tributary.route.<route>` only for records the destination acknowledged.
+//! - `ExactlyOnce`: data and position are committed in one transaction on the
+//!   *destination* cluster (group `tributary.route.<route>` there, keyed by the destination
+//!   topic, which exists there whatever the naming), and read back from it on start.
+//! - Checkpoints come from delivery reports (the exact destination offset of a source
+//!   offset) and only name records that are durable (acknowledged, or committed in EOS).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{error, info, warn};
+use tributary_core::checkpoint::{self, CheckpointEntry, CheckpointKey, CheckpointRecord};
+use tributary_core::dedupe::PROVENANCE_HEADERS;
+use tributary_core::{OffsetCheckpoint, OffsetRange, RouteOrigin};
+use tributary_kafka::{KafkaAdmin, KafkaError, TopicSpec, classify};
+
+use crate::config::{Delivery, RouteConfig};
+use crate::http::Health;
+use crate::metrics::PartitionLabels;
+
+/// How long an exactly-once transaction collects records before it commits.
+const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
+/// How often an at-least-once route commits its source position.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the source's topics are re-listed (new topics, grown partitions).
+const TOPOLOGY_INTERVAL: Duration = Duration::from_secs(15);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a copy session ended without an error.
+#[derive(Debug)]
+enum SessionEnd {
+    Stopped,
+    Restart(String),
+}
+
+/// Serves one route until stopped.
+pub struct RouteReplicator {
+    pub config: RouteConfig,
+    pub health: Arc<Health>,
+    pub stop: Arc<AtomicBool>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl RouteReplicator {
+    /// Runs copy sessions until stopped; errors are logged, counted and retried with
+    /// exponential backoff (1 s to 30 s).
+    pub fn run(&self) {
+        let mut backoff = Duration::from_secs(1);
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.session() {
+                Ok(SessionEnd::Stopped) => break,
+                Ok(SessionEnd::Restart(reason)) => {
+                    info!(route = %self.config.name, "restarting the copy session: {reason}");
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    self.health.ready.store(false, Ordering::Relaxed);
+                    self.health.metrics.error(e.category());
+                    error!(
+                        route = %self.config.name,
+                        category = e.category(),
+                        "copy session failed, retrying in {backoff:?}: {e}"
+                    );
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        self.health.ready.store(false, Ordering::Relaxed);
+    }
+
+    fn session(&self) -> Result<SessionEnd, KafkaError> {
+        let cfg = &self.config;
+        let source_admin = KafkaAdmin::new(&cfg.source)?;
+        let dest_admin = KafkaAdmin::new(&cfg.dest)?;
+
+        // 1. What to copy, and where.
+        let source_cluster_id = self.runtime.block_on(source_admin.cluster_id())?;
+        self.runtime.block_on(dest_admin.cluster_id())?;
+        let topics = self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
+        if topics.is_empty() {
+            return Err(KafkaError::TopicMissing {
+                cluster: cfg.source.name.clone(),
+                topic: cfg
+                    .pattern
+                    .as_ref()
+                    .map(|p| format!("(none matches {})", p.as_str()))
+                    .unwrap_or_default(),
+            });
+        }
+        for (topic, partitions) in &topics {
+            let dest_topic = cfg.naming.aggregate_topic(&cfg.route.source_region, topic);
+            self.runtime
+                .block_on(prepare_dest_topic(&dest_admin, &dest_topic, *partitions))?;
+        }
+        self.runtime.block_on(dest_admin.create_topic(&TopicSpec {
+            name: cfg.checkpoint_topic.clone(),
+            partitions: 1,
+            replication_factor: None,
+            configs: vec![
+                ("cleanup.policy".into(), "delete".into()),
+                (
+                    "retention.ms".into(),
+                    cfg.checkpoint_retention.as_millis().to_string(),
+                ),
+            ],
+        }))?;
+
+        // 2. Clients.
+        let mut routes = Vec::new();
+        let mut slots = Vec::new();
+        for (topic, partitions) in &topics {
+            let dest = cfg.naming.aggregate_topic(&cfg.route.source_region, topic);
+            routes.push(TopicRoute {
+                source: topic.clone(),
+                dest,
+                base: slots.len(),
+            });
+            for p in 0..*partitions as i32 {
+                slots.push(Slot::new(routes.len() - 1, p));
+            }
+        }
+        let by_source: HashMap<String, usize> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.source.clone(), i))
+            .collect();
+        let by_dest: HashMap<String, usize> =
+            routes.iter().map(|r| (r.dest.clone(), r.base)).collect();
+        let ledger = Arc::new(DeliveryLedger {
+            cluster: cfg.dest.name.clone(),
+            by_dest,
+            state: Mutex::new(LedgerState {
+                slots: vec![Acked::default(); slots.len()],
+                failure: None,
+            }),
+            health: self.health.clone(),
+        });
+        let producer = self.create_producer(ledger.clone())?;
+        let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
+        let consumer = self.create_source_consumer()?;
+        let eos = cfg.delivery == Delivery::ExactlyOnce;
+        let dest_group = if eos {
+            // Fences any other instance of this route and aborts its open transaction,
+            // so the position read below is final.
+            producer
+                .init_transactions(REQUEST_TIMEOUT)
+                .map_err(|e| classify(&cfg.dest.name, "initialising transactions", None, e))?;
+            Some(self.create_dest_group_consumer()?)
+        } else {
+            None
+        };
+
+        // 3. Where to start.
+        let mut wanted = TopicPartitionList::new();
+        for slot in &slots {
+            let route = &routes[slot.route];
+            let topic = if eos { &route.dest } else { &route.source };
+            wanted.add_partition(topic, slot.partition);
+        }
+        let committed = match &dest_group {
+            Some(group) => group.committed_offsets(wanted, REQUEST_TIMEOUT),
+            None => consumer.committed_offsets(wanted, REQUEST_TIMEOUT),
+        }
+        .map_err(|e| {
+            let cluster = if eos {
+                &cfg.dest.name
+            } else {
+                &cfg.source.name
+            };
+            classify(cluster, "reading the route's committed position", None, e)
+        })?;
+        let mut assignment = TopicPartitionList::new();
+        for route in &routes {
+            let source_offsets = self
+                .runtime
+                .block_on(source_admin.partition_offsets(&route.source, &[]))?;
+            let dest_offsets = self
+                .runtime
+                .block_on(dest_admin.partition_offsets(&route.dest, &[]))?;
+            for slot in slots
+                .iter_mut()
+                .filter(|s| routes[s.route].source == route.source)
+            {
+                let key_topic = if eos { &route.dest } else { &route.source };
+                let stored = committed
+                    .find_partition(key_topic, slot.partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) if o >= 0 => Some(o),
+                        _ => None,
+                    });
+                let source = source_offsets
+                    .iter()
+                    .find(|o| o.partition == slot.partition)
+                    .copied();
+                let (low, high) = source.map(|o| (o.start, o.end)).unwrap_or((0, 0));
+                let start = match stored {
+                    Some(position) if position < low => {
+                        self.report_retention_gap(
+                            &checkpoints,
+                            route,
+                            slot.partition,
+                            position,
+                            low,
+                        );
+                        low
+                    }
+                    Some(position) if position > high => {
+                        warn!(
+                            route = %cfg.name, topic = %route.source, partition = slot.partition,
+                            "stored position {position} is beyond the source's end offset {high} (topic recreated?); starting at the end"
+                        );
+                        high
+                    }
+                    Some(position) => position,
+                    None => {
+                        let dest_end = dest_offsets
+                            .iter()
+                            .find(|o| o.partition == slot.partition)
+                            .map(|o| o.end)
+                            .unwrap_or(0);
+                        checkpoints.write(
+                            &cfg.route,
+                            &route.source,
+                            slot.partition,
+                            CheckpointEntry::Origin(RouteOrigin::new(low as u64, dest_end as u64)),
+                        );
+                        low
+                    }
+                };
+                slot.next_offset = start;
+                slot.committed = stored.unwrap_or(-1).max(start);
+                if eos && stored != Some(start) {
+                    // Store the (new) start so a restart does not report the gap again.
+                    slot.committed = -1;
+                }
+                assignment
+                    .add_partition_offset(&route.source, slot.partition, Offset::Offset(start))
+                    .map_err(|e| classify(&cfg.source.name, "assigning partitions", None, e))?;
+            }
+        }
+        checkpoints.flush();
+        consumer
+            .assign(&assignment)
+            .map_err(|e| classify(&cfg.source.name, "assigning partitions", None, e))?;
+        info!(
+            route = %cfg.name,
+            delivery = ?cfg.delivery,
+            topics = routes.len(),
+            partitions = slots.len(),
+            "copying {} → {}",
+            cfg.source.name,
+            cfg.dest.name
+        );
+        self.health.ready.store(true, Ordering::Relaxed);
+
+        let mut session = Session {
+            replicator: self,
+            routes,
+            by_source,
+            slots,
+            consumer: Arc::new(consumer),
+            producer,
+            ledger,
+            checkpoints,
+            dest_group,
+            source_cluster_id,
+        };
+        let end = session.copy(&source_admin, &topics);
+        if end.is_err() && eos {
+            let _ = session.producer.abort_transaction(Duration::from_secs(5));
+        }
+        end
+    }
+
+    fn report_retention_gap(
+        &self,
+        checkpoints: &CheckpointWriter,
+        route: &TopicRoute,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) {
+        let cfg = &self.config;
+        warn!(
+            route = %cfg.name,
+            topic = %route.source,
+            partition,
+            from,
+            to,
+            "retention gap: source records [{from}, {to}) of {}/{partition} were deleted before they were copied; they are lost to the aggregate",
+            route.source
+        );
+        self.health
+            .metrics
+            .retention_gap_records
+            .get_or_create(&PartitionLabels::new(&route.source, partition))
+            .inc_by((to - from) as u64);
+        checkpoints.write(
+            &cfg.route,
+            &route.source,
+            partition,
+            CheckpointEntry::RetentionGap(OffsetRange {
+                from: from as u64,
+                to: to as u64,
+            }),
+        );
+    }
+
+    fn create_producer(&self, ledger: Arc<DeliveryLedger>) -> Result<RouteProducer, KafkaError> {
+        let cfg = &self.config;
+        let mut config = cfg.dest.client_config()?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", cfg.linger_ms.to_string())
+            .set("batch.size", cfg.batch_bytes.to_string())
+            .set(
+                "message.max.bytes",
+                cfg.batch_bytes.max(1_000_000).to_string(),
+            )
+            .set("compression.type", cfg.compression)
+            .set("queue.buffering.max.messages", "500000")
+            .set("queue.buffering.max.kbytes", "524288")
+            .set("statistics.interval.ms", "0");
+        if cfg.delivery == Delivery::ExactlyOnce {
+            config
+                .set("transactional.id", cfg.transactional_id())
+                .set("transaction.timeout.ms", "60000");
+        }
+        config
+            .create_with_context(LedgerContext(ledger))
+            .map_err(|e| classify(&cfg.dest.name, "creating the producer", None, e))
+    }
+
+    fn create_source_consumer(&self) -> Result<BaseConsumer<LoggingContext>, KafkaError> {
+        let cfg = &self.config;
+        let mut config = cfg.source.client_config()?;
+        config
+            .set("group.id", cfg.group_id())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // Out of range must not silently jump: it is a retention gap to report.
+            .set("auto.offset.reset", "error")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "100")
+            .set("max.partition.fetch.bytes", "4194304")
+            .set("queued.max.messages.kbytes", "131072")
+            .set("statistics.interval.ms", "2000");
+        config
+            .create_with_context(LoggingContext::new(&cfg.source.name))
+            .map_err(|e| classify(&cfg.source.name, "creating the consumer", None, e))
+    }
+
+    fn create_dest_group_consumer(&self) -> Result<BaseConsumer<LoggingContext>, KafkaError> {
+        let cfg = &self.config;
+        let mut config = cfg.dest.client_config()?;
+        config
+            .set("group.id", cfg.group_id())
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        config
+            .create_with_context(LoggingContext::new(&cfg.dest.name))
+            .map_err(|e| classify(&cfg.dest.name, "creating the position reader", None, e))
+    }
+}
+
+/// Source topics to copy, with their partition counts.
+async fn resolve_topics(
+    cfg: &RouteConfig,
+    admin: &KafkaAdmin,
+) -> Result<BTreeMap<String, usize>, KafkaError> {
+    let all = admin.list_topics(None).await?;
+    let mut topics = BTreeMap::new();
+    for name in &cfg.topics {
+        let found =
+            all.iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| KafkaError::TopicMissing {
+                    cluster: cfg.source.name.clone(),
+                    topic: name.clone(),
+                })?;
+        topics.insert(found.name.clone(), found.partitions);
+    }
+    if let Some(pattern) = &cfg.pattern {
+        for t in all.iter().filter(|t| pattern.is_match(&t.name)) {
+            // Never copy our own bookkeeping, even if a pattern matches it.
+            if t.name != cfg.checkpoint_topic {
+                topics.insert(t.name.clone(), t.partitions);
+            }
+        }
+    }
+    Ok(topics)
+}
+
+/// Creates the destination topic with the source's partition count, or grows it; refuses
+/// when it has fewer partitions and cannot grow.
+async fn prepare_dest_topic(
+    admin: &KafkaAdmin,
+    topic: &str,
+    partitions: usize,
+) -> Result<(), KafkaError> {
+    match admin.describe_topic(topic).await? {
+        None => {
+            admin
+                .create_topic(&TopicSpec {
+                    name: topic.to_owned(),
+                    partitions,
+                    replication_factor: None,
+                    configs: vec![],
+                })
+                .await?;
+            info!(topic, partitions, "created destination topic");
+            Ok(())
+        }
+        Some(existing) if existing.partitions < partitions => {
+            admin.grow_partitions(topic, partitions).await?;
+            info!(
+                topic,
+                from = existing.partitions,
+                to = partitions,
+                "grew destination topic"
+            );
+            Ok(())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+struct TopicRoute {
+    source: String,
+    dest: String,
+    /// Index of partition 0's slot.
+    base: usize,
+}
+
+/// Main-thread state of one partition.
+struct Slot {
+    route: usize,
+    partition: i32,
+    partition_text: String,
+    /// Next source offset to consume (past copied and skipped records).
+    next_offset: i64,
+    /// Records handed to the producer in this session.
+    produced: u64,
+    /// Position last committed (ALO: to the source group; EOS: in a transaction).
+    committed: i64,
+    /// Durable (acknowledged / committed) copy, for checkpoints.
+    durable: Acked,
+    checkpointed_source: i64,
+    /// Source timestamp of the last consumed record.
+    last_timestamp_ms: i64,
+    skipped: u64,
+    reported_copied: u64,
+    reported_bytes: u64,
+}
+
+impl Slot {
+    fn new(route: usize, partition: i32) -> Self {
+        Self {
+            route,
+            partition,
+            partition_text: partition.to_string(),
+            next_offset: 0,
+            produced: 0,
+            committed: -1,
+            durable: Acked::default(),
+            checkpointed_source: -1,
+            last_timestamp_ms: 0,
+            skipped: 0,
+            reported_copied: 0,
+            reported_bytes: 0,
+        }
+    }
+}
+
+/// What delivery reports told us about one partition.
+#[derive(Clone, Copy, Debug)]
+struct Acked {
+    delivered: u64,
+    copied_bytes: u64,
+    /// Last acknowledged source offset and where it landed (-1: none yet).
+    source: i64,
+    dest: i64,
+    /// The acknowledged source offset before `source` in this session.
+    previous_source: Option<i64>,
+}
+
+impl Default for Acked {
+    fn default() -> Self {
+        Self {
+            delivered: 0,
+            copied_bytes: 0,
+            source: -1,
+            dest: -1,
+            previous_source: None,
+        }
+    }
+}
+
+struct LedgerState {
+    slots: Vec<Acked>,
+    failure: Option<KafkaError>,
+}
+
+/// Shared with the producer's delivery callback (which runs inside `poll`/`flush` on the
+/// copy thread, so the lock is uncontended).
+struct DeliveryLedger {
+    cluster: String,
+    by_dest: HashMap<String, usize>,
+    state: Mutex<LedgerState>,
+    health: Arc<Health>,
+}
+
+impl DeliveryLedger {
+    fn lock(&self) -> MutexGuard<'_, LedgerState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct LedgerContext(Arc<DeliveryLedger>);
+
+/// `BaseProducer<LedgerContext>` under a shorter name.
+type RouteProducer = BaseProducer<LedgerContext>;
+
+impl ClientContext for LedgerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        forward_log(&self.0.cluster, level, fac, message);
+    }
+    fn error(&self, error: RdError, reason: &str) {
+        warn!(cluster = %self.0.cluster, "producer: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for LedgerContext {
+    /// The source offset of the record.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, source_offset: usize) {
+        let ledger = &self.0;
+        let (message, error) = match result {
+            Ok(m) => (m, None),
+            Err((e, m)) => (m, Some(e)),
+        };
+        let Some(&base) = ledger.by_dest.get(message.topic()) else {
+            return;
+        };
+        let index = base + message.partition().max(0) as usize;
+        let mut state = ledger.lock();
+        if let Some(e) = error {
+            if state.failure.is_none() {
+                state.failure = Some(classify(
+                    &ledger.cluster,
+                    &format!(
+                        "writing {}/{} (source offset {source_offset})",
+                        message.topic(),
+                        message.partition()
+                    ),
+                    Some(message.topic()),
+                    e.clone(),
+                ));
+            }
+            return;
+        }
+        let Some(slot) = state.slots.get_mut(index) else {
+            return;
+        };
+        slot.delivered += 1;
+        slot.copied_bytes += (message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64;
+        if slot.source >= 0 {
+            slot.previous_source = Some(slot.source);
+        }
+        slot.source = source_offset as i64;
+        slot.dest = message.offset();
+        drop(state);
+        if let Some(ts) = message.timestamp().to_millis() {
+            let latency = (now_ms() - ts).max(0) as f64 / 1000.0;
+            ledger
+                .health
+                .metrics
+                .replication_latency_seconds
+                .observe(latency);
+        }
+    }
+}
+
+/// Forwards librdkafka's warnings and errors to our logs, naming the cluster.
+fn forward_log(cluster: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => error!(cluster, "librdkafka {fac}: {message}"),
+        RDKafkaLogLevel::Warning => warn!(cluster, "librdkafka {fac}: {message}"),
+        _ => {}
+    }
+}
+
+pub struct LoggingContext {
+    cluster: String,
+    /// Source high watermarks from librdkafka's statistics (consumer only): lag without
+    /// extra requests.
+    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl LoggingContext {
+    fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            high_watermarks: Mutex::default(),
+        }
+    }
+
+    fn high_watermark(&self, topic: &str, partition: i32) -> i64 {
+        let map = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(-1)
+    }
+}
+
+impl ClientContext for LoggingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        forward_log(&self.cluster, level, fac, message);
+    }
+    fn error(&self, error: RdError, reason: &str) {
+        warn!(cluster = %self.cluster, "{error}: {reason}");
+    }
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut map = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.hi_offset >= 0 {
+                    map.insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LoggingContext {}
+
+impl ProducerContext for LoggingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            warn!(cluster = %self.cluster, topic = m.topic(), "checkpoint write failed: {e}");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Writes checkpoint-topic records (plain idempotent producer on the destination).
+struct CheckpointWriter {
+    producer: BaseProducer<LoggingContext>,
+    topic: String,
+    health: Arc<Health>,
+}
+
+impl CheckpointWriter {
+    fn new(cfg: &RouteConfig, health: Arc<Health>) -> Result<Self, KafkaError> {
+        let mut config = cfg.dest.client_config()?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        let producer = config
+            .create_with_context(LoggingContext::new(&cfg.dest.name))
+            .map_err(|e| classify(&cfg.dest.name, "creating the checkpoint producer", None, e))?;
+        Ok(Self {
+            producer,
+            topic: cfg.checkpoint_topic.clone(),
+            health,
+        })
+    }
+
+    fn write(
+        &self,
+        route: &tributary_core::Route,
+        topic: &str,
+        partition: i32,
+        entry: CheckpointEntry,
+    ) {
+        let record = CheckpointRecord {
+            key: CheckpointKey::new(route.clone(), topic, partition as u32),
+            timestamp_ms: now_ms(),
+            entry,
+        };
+        let encoded = match checkpoint::encode(&record) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                error!(
+                    topic,
+                    partition, "refusing to write an invalid checkpoint: {e}"
+                );
+                return;
+            }
+        };
+        let mut next = BaseRecord::to(&self.topic)
+            .key(&encoded.key)
+            .payload(&encoded.value);
+        loop {
+            match self.producer.send(next) {
+                Ok(()) => break,
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::from_millis(5));
+                    next = back;
+                }
+                Err((e, _)) => {
+                    self.health.metrics.error("Checkpoint");
+                    warn!(topic = %self.topic, "checkpoint not written: {e}");
+                    return;
+                }
+            }
+        }
+        self.health.metrics.checkpoints_written.inc();
+        self.producer.poll(Duration::ZERO);
+    }
+
+    fn flush(&self) {
+        if let Err(e) = self.producer.flush(REQUEST_TIMEOUT) {
+            self.health.metrics.error("Checkpoint");
+            warn!(topic = %self.topic, "checkpoints not flushed: {e}");
+        }
+    }
+}
+
+struct Session<'a> {
+    replicator: &'a RouteReplicator,
+    routes: Vec<TopicRoute>,
+    by_source: HashMap<String, usize>,
+    slots: Vec<Slot>,
+    consumer: Arc<BaseConsumer<LoggingContext>>,
+    producer: RouteProducer,
+    ledger: Arc<DeliveryLedger>,
+    checkpoints: CheckpointWriter,
+    dest_group: Option<BaseConsumer<LoggingContext>>,
+    source_cluster_id: String,
+}
+
+/// Up to 20 decimal digits of a non-negative offset, without allocating.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+impl Session<'_> {
+    fn cfg(&self) -> &RouteConfig {
+        &self.replicator.config
+    }
+
+    fn stopping(&self) -> bool {
+        self.replicator.stop.load(Ordering::Relaxed)
+    }
+
+    fn copy(
+        &mut self,
+        source_admin: &KafkaAdmin,
+        topics: &BTreeMap<String, usize>,
+    ) -> Result<SessionEnd, KafkaError> {
+        let eos = self.cfg().delivery == Delivery::ExactlyOnce;
+        let checkpoint_interval = self.cfg().checkpoint_interval;
+        let mut last_commit = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut last_topology = Instant::now();
+        let mut in_transaction = false;
+        let mut transaction_records = 0u64;
+        let mut transaction_started = Instant::now();
+        let mut stats_at = Instant::now();
+
+        let end = loop {
+            if self.stopping() {
+                break SessionEnd::Stopped;
+            }
+            if eos && !in_transaction {
+                self.producer.begin_transaction().map_err(|e| {
+                    classify(&self.cfg().dest.name, "beginning a transaction", None, e)
+                })?;
+                in_transaction = true;
+                transaction_records = 0;
+                transaction_started = Instant::now();
+            }
+            // Copy what has arrived (bounded so the bookkeeping below keeps its pace).
+            let mut batch = 0;
+            let consumer = self.consumer.clone();
+            while batch < 10_000 {
+                let timeout = if batch == 0 {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::ZERO
+                };
+                match consumer.poll(timeout) {
+                    None => break,
+                    Some(Ok(message)) => {
+                        self.copy_record(&message)?;
+                        batch += 1;
+                    }
+                    Some(Err(e)) => {
+                        if let Some(end) = self.consumer_error(e)? {
+                            return Ok(end);
+                        }
+                        break;
+                    }
+                }
+            }
+            transaction_records += batch as u64;
+            self.producer.poll(Duration::ZERO);
+            if let Some(failure) = self.ledger.lock().failure.take() {
+                return Err(failure);
+            }
+
+            if eos {
+                if transaction_started.elapsed() >= TRANSACTION_INTERVAL {
+                    if transaction_records > 0 || self.position_moved() {
+                        self.commit_transaction()?;
+                        in_transaction = false;
+                    } else {
+                        transaction_started = Instant::now();
+                    }
+                }
+            } else if last_commit.elapsed() >= COMMIT_INTERVAL {
+                self.commit_source_position(CommitMode::Async)?;
+                last_commit = Instant::now();
+            }
+            if last_checkpoint.elapsed() >= checkpoint_interval {
+                self.write_checkpoints();
+                last_checkpoint = Instant::now();
+            }
+            if stats_at.elapsed() >= Duration::from_secs(1) {
+                self.update_metrics(last_checkpoint);
+                stats_at = Instant::now();
+            }
+            if last_topology.elapsed() >= TOPOLOGY_INTERVAL {
+                last_topology = Instant::now();
+                match self
+                    .replicator
+                    .runtime
+                    .block_on(resolve_topics(self.cfg(), source_admin))
+                {
+                    Ok(now) if &now != topics => {
+                        break SessionEnd::Restart(format!(
+                            "source topics changed: {topics:?} → {now:?}"
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.replicator.health.metrics.error(e.category());
+                        warn!("could not re-list source topics: {e}");
+                    }
+                }
+            }
+        };
+
+        // Drain: no more fetching; flush, commit, final checkpoint.
+        let drain = self.cfg().drain_timeout;
+        info!(route = %self.cfg().name, "draining in-flight records (up to {drain:?})");
+        if eos {
+            if in_transaction {
+                self.commit_transaction()?;
+            }
+        } else {
+            if let Err(e) = self.producer.flush(drain) {
+                warn!("not every in-flight record was acknowledged within {drain:?}: {e}");
+            }
+            if let Some(failure) = self.ledger.lock().failure.take() {
+                return Err(failure);
+            }
+            self.commit_source_position(CommitMode::Sync)?;
+        }
+        self.write_checkpoints();
+        self.checkpoints.flush();
+        self.update_metrics(Instant::now());
+        info!(route = %self.cfg().name, "final position committed and checkpoint written");
+        Ok(end)
+    }
+
+    fn copy_record(&mut self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+        let Some(&route_index) = self.by_source.get(message.topic()) else {
+            return Ok(());
+        };
+        let route = &self.routes[route_index];
+        let index = route.base + message.partition() as usize;
+        let slot = &mut self.slots[index];
+        let offset = message.offset();
+        slot.next_offset = offset + 1;
+        if let Some(ts) = message.timestamp().to_millis() {
+            slot.last_timestamp_ms = ts;
+        }
+        let headers = message.headers();
+        if let Some(headers) = headers
+            && headers.iter().any(|h| PROVENANCE_HEADERS.contains(&h.key))
+        {
+            // A copy of a copy: never again (no loops).
+            slot.skipped += 1;
+            return Ok(());
+        }
+        let mut copy = OwnedHeaders::new_with_capacity(
+            headers.map_or(0, |h| h.count()) + PROVENANCE_HEADERS.len(),
+        );
+        if let Some(headers) = headers {
+            for h in headers.iter() {
+                copy = copy.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        let mut digits = [0u8; 20];
+        let region = self.replicator.config.route.source_region.as_bytes();
+        copy = copy
+            .insert(Header {
+                key: PROVENANCE_HEADERS[0],
+                value: Some(region),
+            })
+            .insert(Header {
+                key: PROVENANCE_HEADERS[1],
+                value: Some(self.source_cluster_id.as_bytes()),
+            })
+            .insert(Header {
+                key: PROVENANCE_HEADERS[2],
+                value: Some(route.source.as_bytes()),
+            })
+            .insert(Header {
+                key: PROVENANCE_HEADERS[3],
+                value: Some(slot.partition_text.as_bytes()),
+            })
+            .insert(Header {
+                key: PROVENANCE_HEADERS[4],
+                value: Some(decimal(offset as u64, &mut digits)),
+            });
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&route.dest, offset as usize)
+                .partition(slot.partition)
+                .headers(copy);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(ts) = message.timestamp().to_millis() {
+            record = record.timestamp(ts);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The producer is the bottleneck: serve delivery reports and retry.
+                    self.producer.poll(Duration::from_millis(1));
+                    record = back;
+                }
+                Err((e, _)) => {
+                    return Err(classify(
+                        &self.replicator.config.dest.name,
+                        &format!(
+                            "writing {}/{} (source offset {offset})",
+                            route.dest, slot.partition
+                        ),
+                        Some(&route.dest),
+                        e,
+                    ));
+                }
+            }
+        }
+        slot.produced += 1;
+        Ok(())
+    }
+
+    /// `Some(end)` ends the session; `None` carries on (librdkafka retries by itself).
+    fn consumer_error(&mut self, e: RdError) -> Result<Option<SessionEnd>, KafkaError> {
+        let code = e.rdkafka_error_code();
+        match code {
+            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange) => {
+                Ok(Some(SessionEnd::Restart(format!(
+                    "a source position is out of range ({e}); checking for a retention gap"
+                ))))
+            }
+            Some(RDKafkaErrorCode::PartitionEOF) => Ok(None),
+            _ => {
+                let err = classify(&self.cfg().source.name, "reading", None, e);
+                if matches!(
+                    err,
+                    KafkaError::Auth { .. } | KafkaError::TopicMissing { .. }
+                ) {
+                    return Err(err);
+                }
+                self.replicator.health.metrics.error(err.category());
+                warn!(category = err.category(), "{err}");
+                Ok(None)
+            }
+        }
+    }
+
+    fn position_moved(&self) -> bool {
+        self.slots.iter().any(|s| s.next_offset > s.committed)
+    }
+
+    /// ALO: commits, per partition, the position after the last acknowledged record (or
+    /// the consumed position when nothing is in flight).
+    fn commit_source_position(&mut self, mode: CommitMode) -> Result<(), KafkaError> {
+        let acked = self.ledger.lock().slots.clone();
+        let mut list = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let a = acked[i];
+            slot.durable = a;
+            let position = if a.delivered == slot.produced {
+                slot.next_offset
+            } else if a.source >= 0 {
+                a.source + 1
+            } else {
+                continue;
+            };
+            if position > slot.committed {
+                let route = &self.routes[slot.route];
+                list.add_partition_offset(&route.source, slot.partition, Offset::Offset(position))
+                    .map_err(|e| {
+                        classify(&self.replicator.config.source.name, "committing", None, e)
+                    })?;
+                moved.push((i, position));
+            }
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        match self.consumer.commit(&list, mode) {
+            Ok(()) => {
+                for (i, position) in moved {
+                    self.slots[i].committed = position;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Not fatal: the next commit carries a later position.
+                let err = classify(
+                    &self.replicator.config.source.name,
+                    "committing the route's position",
+                    None,
+                    e,
+                );
+                self.replicator.health.metrics.error(err.category());
+                warn!("{err}");
+                if matches!(mode, CommitMode::Sync) {
+                    Err(err)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// EOS: the position joins the open transaction, which then commits; checkpoints may
+    /// name what it contained only afterwards.
+    fn commit_transaction(&mut self) -> Result<(), KafkaError> {
+        let dest = self.replicator.config.dest.name.clone();
+        let mut list = TopicPartitionList::new();
+        for slot in &self.slots {
+            if slot.next_offset > slot.committed {
+                let route = &self.routes[slot.route];
+                list.add_partition_offset(
+                    &route.dest,
+                    slot.partition,
+                    Offset::Offset(slot.next_offset),
+                )
+                .map_err(|e| classify(&dest, "committing", None, e))?;
+            }
+        }
+        let group = self
+            .dest_group
+            .as_ref()
+            .and_then(|c| c.group_metadata())
+            .ok_or_else(|| KafkaError::Config {
+                cluster: dest.clone(),
+                detail: "no consumer group metadata for the transaction".into(),
+            })?;
+        if list.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(&list, &group, REQUEST_TIMEOUT)
+                .map_err(|e| classify(&dest, "adding the position to the transaction", None, e))?;
+        }
+        self.producer
+            .commit_transaction(REQUEST_TIMEOUT)
+            .map_err(|e| classify(&dest, "committing a transaction", None, e))?;
+        self.replicator.health.metrics.transactions.inc();
+        // Every record of the transaction is acknowledged now; serve their reports.
+        loop {
+            self.producer.poll(Duration::ZERO);
+            let mut state = self.ledger.lock();
+            if let Some(failure) = state.failure.take() {
+                return Err(failure);
+            }
+            if state
+                .slots
+                .iter()
+                .zip(&self.slots)
+                .all(|(a, s)| a.delivered >= s.produced)
+            {
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let acked = self.ledger.lock().slots.clone();
+        for (slot, a) in self.slots.iter_mut().zip(acked) {
+            slot.durable = a;
+            slot.committed = slot.committed.max(slot.next_offset);
+        }
+        Ok(())
+    }
+
+    fn write_checkpoints(&mut self) {
+        if self.cfg().delivery == Delivery::AtLeastOnce {
+            let acked = self.ledger.lock().slots.clone();
+            for (slot, a) in self.slots.iter_mut().zip(acked) {
+                slot.durable = a;
+            }
+        }
+        let route = self.cfg().route.clone();
+        for slot in &mut self.slots {
+            let d = slot.durable;
+            if d.source < 0 || d.source == slot.checkpointed_source {
+                continue;
+            }
+            let topic = &self.routes[slot.route].source;
+            self.checkpoints.write(
+                &route,
+                topic,
+                slot.partition,
+                CheckpointEntry::Checkpoint(OffsetCheckpoint {
+                    source_offset: d.source as u64,
+                    destination_offset: d.dest as u64,
+                    previous_source_offset: d.previous_source.map(|p| p as u64),
+                    next_copy_floor: None,
+                }),
+            );
+            slot.checkpointed_source = d.source;
+        }
+        self.checkpoints.producer.poll(Duration::ZERO);
+    }
+
+    fn update_metrics(&mut self, last_checkpoint: Instant) {
+        let metrics = &self.replicator.health.metrics;
+        metrics
+            .checkpoint_age_seconds
+            .set(last_checkpoint.elapsed().as_secs_f64());
+        let acked = self.ledger.lock().slots.clone();
+        let now = now_ms();
+        for (slot, a) in self.slots.iter_mut().zip(acked) {
+            let topic = &self.routes[slot.route].source;
+            let labels = PartitionLabels::new(topic, slot.partition);
+            // Durable counts: EOS counts only committed records.
+            let counted = if self.replicator.config.delivery == Delivery::ExactlyOnce {
+                slot.durable
+            } else {
+                a
+            };
+            if counted.delivered > slot.reported_copied {
+                metrics
+                    .records_copied
+                    .get_or_create(&labels)
+                    .inc_by(counted.delivered - slot.reported_copied);
+                slot.reported_copied = counted.delivered;
+            }
+            if counted.copied_bytes > slot.reported_bytes {
+                metrics
+                    .bytes_copied
+                    .get_or_create(&labels)
+                    .inc_by(counted.copied_bytes - slot.reported_bytes);
+                slot.reported_bytes = counted.copied_bytes;
+            }
+            if slot.skipped > 0 {
+                metrics
+                    .records_skipped_loop
+                    .get_or_create(&labels)
+                    .inc_by(slot.skipped);
+                slot.skipped = 0;
+            }
+            let high = self
+                .consumer
+                .context()
+                .high_watermark(topic, slot.partition);
+            if high >= 0 {
+                let lag = (high - slot.next_offset).max(0);
+                metrics.lag_records.get_or_create(&labels).set(lag);
+                let seconds = if lag == 0 || slot.last_timestamp_ms == 0 {
+                    0.0
+                } else {
+                    (now - slot.last_timestamp_ms).max(0) as f64 / 1000.0
+                };
+                metrics.lag_seconds.get_or_create(&labels).set(seconds);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_formats_offsets() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1041, &mut buf), b"1041");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
+    }
+}
