@@ -654,7 +654,7 @@ impl CheckpointIndexes {
 
     /// Adds one decoded checkpoint-topic record.
     pub fn apply(&mut self, record: &CheckpointRecord) -> InsertOutcome {
-        let index = self.index_mut(&record.key);
+        let index = self.index_for_mut(&record.key);
         match record.entry {
             CheckpointEntry::Checkpoint(checkpoint) => {
                 index.insert(checkpoint, record.timestamp_ms)
@@ -665,7 +665,7 @@ impl CheckpointIndexes {
     }
 
     /// The index for `key`, created empty if absent (for bulk loading without decoding).
-    pub fn index_mut(&mut self, key: &CheckpointKey) -> &mut CheckpointIndex {
+    pub fn index_for_mut(&mut self, key: &CheckpointKey) -> &mut CheckpointIndex {
         let policy = self.policy;
         self.by_landing
             .entry(LandingPartition {
