@@ -23,6 +23,9 @@ enum Command {
     },
     /// Serve one route: copy a source region's topics into one region's aggregate cluster.
     Replicate(tributary_replicator::ReplicateArgs),
+    /// Run the operator: reconcile RegionalStreams and AggregateClusters (topics, one
+    /// replicator Deployment per route), with leader election, /metrics, /healthz, /readyz.
+    Operator(tributary_operator::OperatorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd { dirs } => write_crds(&dirs),
         Command::Replicate(args) => tributary_replicator::run(args),
+        Command::Operator(args) => tributary_operator::run_blocking(args),
     }
 }
 

@@ -1,0 +1,93 @@
+//! Conditions as Kubernetes wants them: `lastTransitionTime` moves only when the status flips,
+//! so re-writing the same state is a no-op for server-side apply.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// A condition to set; the transition time is filled in by [`merge`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Wanted {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The new conditions, keeping `lastTransitionTime` of those whose status did not change.
+pub fn merge(old: &[Condition], wanted: &[Wanted], generation: Option<i64>) -> Vec<Condition> {
+    wanted
+        .iter()
+        .map(|w| {
+            let status = if w.status { "True" } else { "False" }.to_string();
+            let previous = old.iter().find(|c| c.type_ == w.type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => Time(Timestamp::now()),
+            };
+            Condition {
+                type_: w.type_.into(),
+                status,
+                reason: w.reason.clone(),
+                message: truncate(&w.message, 1024),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// `(status, reason)` of a condition type, for transition checks.
+pub fn state_of(conditions: &[Condition], type_: &str) -> Option<(String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_is_kept_while_status_is_unchanged() {
+        let first = merge(
+            &[],
+            &[Wanted::new("Ready", true, "RoutesReady", "ok")],
+            Some(1),
+        );
+        let again = merge(
+            &first,
+            &[Wanted::new("Ready", true, "RoutesReady", "still ok")],
+            Some(2),
+        );
+        assert_eq!(first[0].last_transition_time, again[0].last_transition_time);
+        assert_eq!(again[0].observed_generation, Some(2));
+    }
+}

@@ -1,0 +1,76 @@
+//! What every reconcile is handed: the client, the Kafka seam, the prober's observations, the
+//! event recorder and metrics. The seam for tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use tributary_api::RegionalStream;
+
+use crate::kafka::ClusterAdmin;
+use crate::metrics::Metrics;
+use crate::prober::Prober;
+
+pub struct Context {
+    pub client: kube::Client,
+    pub admin: Arc<dyn ClusterAdmin>,
+    pub prober: Prober,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// The replicator image unless an AggregateCluster overrides it (env `TRIBUTARY_IMAGE`).
+    pub default_image: Option<String>,
+    /// Every RegionalStream, for source selection (ready before AggregateClusters reconcile).
+    pub streams: Store<RegionalStream>,
+    /// Consecutive failures per object, for back-off.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Context")
+    }
+}
+
+impl Context {
+    /// Publishes an event; a failure is logged (it must not fail the reconcile).
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, regarding).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    pub fn note_failure(&self, key: &str) -> u32 {
+        let Ok(mut f) = self.failures.lock() else {
+            return 0;
+        };
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+
+    pub fn note_success(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(key);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Reconcile errors: one variant per pipeline step, each with a static category used for
+//! metrics labels, events and the retry policy.
+
+use std::time::Duration;
+
+/// What went wrong in one reconcile, by pipeline step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading what the object refers to (Secrets, RegionalStreams, Deployments) failed.
+    #[error("reading {what}: {source}")]
+    Dereference {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The spec cannot be acted on; retrying will not help until it changes.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// A Kafka cluster did not answer or refused an admin request.
+    #[error("Kafka cluster {cluster}: {message}")]
+    Kafka {
+        cluster: String,
+        message: String,
+        /// Whether a retry may succeed (unreachable, timeout) or not (bad config, denied).
+        transient: bool,
+    },
+    /// Applying a child object (server-side apply) failed.
+    #[error("applying {what}: {source}")]
+    Apply {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting an orphaned child failed.
+    #[error("pruning {what}: {source}")]
+    Prune {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing status failed.
+    #[error("writing status of {what}: {source}")]
+    Status {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// `Forbidden` from the API server: the operator's RBAC lacks a verb. Named in status and logs.
+pub fn is_forbidden(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 403)
+}
+
+impl Error {
+    /// A static, bounded label for metrics and the `reason` of events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Dereference { source, .. }
+            | Error::Apply { source, .. }
+            | Error::Prune { source, .. }
+            | Error::Status { source, .. }
+                if is_forbidden(source) =>
+            {
+                "Forbidden"
+            }
+            Error::Dereference { .. } => "Dereference",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Kafka { .. } => "ClusterUnreachable",
+            Error::Apply { .. } => "Apply",
+            Error::Prune { .. } => "Prune",
+            Error::Status { .. } => "Status",
+            Error::Finalizer(_) => "Finalizer",
+        }
+    }
+
+    /// How long to wait before the next attempt; `None`: wait for a change of the object.
+    pub fn retry_after(&self, attempt: u32) -> Option<Duration> {
+        match self {
+            Error::InvalidSpec(_) => None,
+            Error::Kafka {
+                transient: false, ..
+            } => None,
+            _ => {
+                // Exponential back-off, 2 s to 5 min: transient errors heal without hammering.
+                let secs = 2u64.saturating_pow(attempt.min(8)).clamp(2, 300);
+                Some(Duration::from_secs(secs))
+            }
+        }
+    }
+}
+
+/// Result of a reconcile step.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_spec_waits_for_a_change_and_transient_errors_back_off() {
+        assert_eq!(Error::InvalidSpec("x".into()).retry_after(3), None);
+        let kafka = Error::Kafka {
+            cluster: "east".into(),
+            message: "timeout".into(),
+            transient: true,
+        };
+        assert_eq!(kafka.retry_after(0), Some(Duration::from_secs(2)));
+        assert_eq!(kafka.retry_after(3), Some(Duration::from_secs(8)));
+        assert_eq!(kafka.retry_after(30), Some(Duration::from_secs(256)));
+        assert_eq!(kafka.category(), "ClusterUnreachable");
+    }
+}

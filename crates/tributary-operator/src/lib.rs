@@ -1,0 +1,25 @@
+//! The Tributary operator: reconciles `RegionalStream` (a region's topics on its regional
+//! cluster) and `AggregateCluster` (aggregate topics, the checkpoint topic, and one replicator
+//! Deployment per route) — see `DESIGN.md`.
+//!
+//! Pure steps (validate, build) are in [`model`], [`replicator`] and [`kafka::plan_topic_changes`];
+//! I/O is in the controllers, the [`prober`] (Kafka health as an external relation) and the
+//! [`kafka::ClusterAdmin`] seam.
+
+pub mod aggregate_cluster;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod kafka;
+pub mod kafka_admin;
+pub mod metrics;
+pub mod model;
+pub mod names;
+pub mod prober;
+pub mod regional_stream;
+pub mod replicator;
+pub mod run;
+pub mod secrets;
+mod status_util;
+
+pub use run::{OperatorArgs, run, run_blocking};

@@ -1,0 +1,127 @@
+//! The operator's Prometheus metrics. Labels are bounded: kind, static error category, route
+//! state — never object names.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<KindLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
+    pub routes: Family<StateLabels, Gauge>,
+    pub leader: Gauge,
+    /// Routes per state per AggregateCluster, summed into `routes`.
+    route_counts: Mutex<std::collections::BTreeMap<String, [i64; 4]>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+pub const ROUTE_STATES: [&str; 4] = ["Ready", "Pending", "Degraded", "Paused"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tributary_operator");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration =
+            Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram as fn() -> Histogram,
+            );
+        let routes = Family::<StateLabels, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by kind and error category",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile, by kind",
+            reconcile_duration.clone(),
+        );
+        registry.register("routes", "Routes by state", routes.clone());
+        registry.register(
+            "leader",
+            "1 while this instance holds the leader Lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            routes,
+            leader,
+            route_counts: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Records the route states of one AggregateCluster (`None` when it is gone).
+    pub fn set_routes(&self, aggregate: &str, states: Option<&[&str]>) {
+        let Ok(mut counts) = self.route_counts.lock() else {
+            return;
+        };
+        match states {
+            Some(states) => {
+                let mut c = [0i64; 4];
+                for s in states {
+                    if let Some(i) = ROUTE_STATES.iter().position(|x| x == s) {
+                        c[i] += 1;
+                    }
+                }
+                counts.insert(aggregate.to_string(), c);
+            }
+            None => {
+                counts.remove(aggregate);
+            }
+        }
+        for (i, state) in ROUTE_STATES.iter().enumerate() {
+            let total: i64 = counts.values().map(|c| c[i]).sum();
+            self.routes.get_or_create(&StateLabels { state }).set(total);
+        }
+    }
+}

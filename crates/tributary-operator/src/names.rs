@@ -1,0 +1,130 @@
+//! Deterministic names and labels of the objects the operator owns.
+
+use std::collections::BTreeMap;
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "tributary-operator";
+/// `app.kubernetes.io/managed-by` of every owned object.
+pub const MANAGED_BY: &str = "tributary-operator";
+/// Annotation that stops reconciling one object while set to `"true"`.
+pub const PAUSED_ANNOTATION: &str = "tributary.dev/paused";
+/// Finalizer for Kafka-side cleanup (only with `deletionPolicy: Delete`).
+pub const TOPICS_FINALIZER: &str = "tributary.dev/delete-topics";
+/// Label naming the AggregateCluster a replicator Deployment serves.
+pub const AGGREGATE_LABEL: &str = "tributary.dev/aggregate";
+/// Label naming the source RegionalStream of a replicator Deployment.
+pub const SOURCE_LABEL: &str = "tributary.dev/source";
+/// Label naming the route (the Deployment's own name); the selector of its pods.
+pub const ROUTE_LABEL: &str = "tributary.dev/route";
+/// Where the replicator pods must run.
+pub const REGION_TOPOLOGY_KEY: &str = "topology.kubernetes.io/region";
+
+const MAX_NAME: usize = 63;
+
+/// The replicator Deployment of route `source → aggregate`: `tributary-route-<source>-to-<aggregate>`,
+/// truncated and suffixed with a hash when longer than 63 characters (so it is still a valid
+/// label value and unique per route).
+pub fn route_deployment_name(source: &str, aggregate: &str) -> String {
+    let full = format!("tributary-route-{source}-to-{aggregate}");
+    if full.len() <= MAX_NAME {
+        return full;
+    }
+    let hash = format!("{:016x}", fnv1a64(full.as_bytes()));
+    let keep = MAX_NAME - 1 - 10;
+    let mut prefix: String = full.chars().take(keep).collect();
+    // A name must not end in '-' or '.' before the hash separator.
+    while prefix.ends_with(['-', '.']) {
+        prefix.pop();
+    }
+    format!("{prefix}-{}", &hash[..10])
+}
+
+/// The route's identity as the replicator writes it into checkpoints.
+pub fn route_id(source: &str, aggregate: &str) -> String {
+    format!("{source}-to-{aggregate}")
+}
+
+/// Labels of every replicator Deployment (and its pods) of route `source → aggregate`.
+pub fn route_labels(source: &str, aggregate: &str) -> BTreeMap<String, String> {
+    let mut labels = aggregate_selector_labels(aggregate);
+    labels.insert("app.kubernetes.io/name".into(), "tributary".into());
+    labels.insert(SOURCE_LABEL.into(), source.into());
+    labels.insert(ROUTE_LABEL.into(), route_deployment_name(source, aggregate));
+    labels
+}
+
+/// The labels that select the pods of one route Deployment (immutable once created).
+pub fn route_selector_labels(source: &str, aggregate: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/instance".to_string(),
+            aggregate.to_string(),
+        ),
+        (
+            ROUTE_LABEL.to_string(),
+            route_deployment_name(source, aggregate),
+        ),
+    ])
+}
+
+/// Labels shared by every replicator Deployment into one AggregateCluster: the prune selector.
+pub fn aggregate_selector_labels(aggregate: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/instance".to_string(),
+            aggregate.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "replicator".to_string(),
+        ),
+        (AGGREGATE_LABEL.to_string(), aggregate.to_string()),
+    ])
+}
+
+/// `k=v,k=v` of a label map, for list calls.
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// FNV-1a: stable across releases and platforms (std's hasher is not), so names never change.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_route_names_are_readable() {
+        assert_eq!(
+            route_deployment_name("east", "west"),
+            "tributary-route-east-to-west"
+        );
+    }
+
+    #[test]
+    fn long_route_names_are_truncated_to_63_and_stay_unique() {
+        let a = route_deployment_name(&"s".repeat(60), "aggregate-one");
+        let b = route_deployment_name(&"s".repeat(60), "aggregate-two");
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(a, route_deployment_name(&"s".repeat(60), "aggregate-one"));
+        let dns = regex::Regex::new(tributary_api::DNS1123_LABEL).expect("regex");
+        assert!(dns.is_match(&a), "{a}");
+    }
+}

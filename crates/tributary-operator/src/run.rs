@@ -1,0 +1,323 @@
+//! The operator process: logging, the HTTP endpoints, leader election on a Lease, the two
+//! controllers and the prober, graceful shutdown on SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use tributary_api::{AggregateCluster, RegionalStream};
+
+use crate::context::Context;
+use crate::kafka::ClusterAdmin;
+use crate::kafka_admin::RealClusterAdmin;
+use crate::metrics::Metrics;
+use crate::prober::Prober;
+use crate::{aggregate_cluster, names, regional_stream};
+
+/// `tributary operator` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// How often the prober asks each Kafka cluster for reachability, offsets and checkpoints.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// Image of replicator pods unless an AggregateCluster sets spec.replicator.image.
+    #[arg(long, env = "TRIBUTARY_IMAGE")]
+    pub image: Option<String>,
+    /// Elect a leader on a Lease so that several replicas can run (only the leader reconciles).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "tributary-operator-leader")]
+    pub lease_name: String,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This instance's identity in the Lease and in events.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    aggregate_cluster::parse_duration_ms(s)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 5s or 1m"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[derive(Clone)]
+struct Http {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+async fn metrics_handler(
+    State(h): State<Http>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    (
+        StatusCode::OK,
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        h.metrics.encode(),
+    )
+}
+
+async fn readyz(State(h): State<Http>) -> StatusCode {
+    if h.ready.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Resolves once SIGTERM or SIGINT arrives.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the operator until SIGTERM (exit 0) or until leadership is lost (error: the pod
+/// restarts and stands by, as client-go's leader election does).
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let http = Http {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(http);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("termination signal: finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "tributary".into()),
+            std::process::id()
+        )
+    });
+    ready.store(true, Ordering::Relaxed);
+
+    // Leader election: wait for the Lease (or for termination).
+    let mut leadership = None;
+    if args.leader_election {
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.lease_namespace)
+                .with_identity(&identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .with_context(|| {
+                    format!(
+                        "preparing the leader Lease {}/{}",
+                        args.lease_namespace, args.lease_name
+                    )
+                })?;
+        let (mut rx, task) = manager.watch().await;
+        tracing::info!(identity, lease = args.lease_name, "waiting for leadership");
+        let elected = tokio::select! {
+            r = rx.wait_for(|leader| *leader) => r.is_ok(),
+            _ = stopped() => false,
+        };
+        if !elected {
+            drop(rx);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            return Ok(());
+        }
+        tracing::info!(identity, "leading");
+        leadership = Some((rx, task));
+    }
+    metrics.leader.set(1);
+
+    let admin: Arc<dyn ClusterAdmin> = Arc::new(RealClusterAdmin::default());
+    let (prober, triggers) = Prober::new();
+    let prober_task = tokio::spawn(prober.clone().run(admin.clone(), args.probe_interval));
+
+    let streams_api: Api<RegionalStream> = Api::all(client.clone());
+    let aggregates_api: Api<AggregateCluster> = Api::all(client.clone());
+    let deployments_api: Api<Deployment> = Api::all(client.clone());
+
+    let stream_controller = Controller::new(streams_api.clone(), watcher::Config::default());
+    let streams = stream_controller.store();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: names::FIELD_MANAGER.into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        admin,
+        prober,
+        recorder,
+        metrics: metrics.clone(),
+        default_image: args.image.clone().filter(|s| !s.is_empty()),
+        streams: streams.clone(),
+        failures: Default::default(),
+    });
+
+    let stream_run = stream_controller
+        .reconcile_on(triggers.streams)
+        .graceful_shutdown_on(stopped())
+        .run(
+            regional_stream::reconcile,
+            regional_stream::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let aggregate_controller = Controller::new(aggregates_api, watcher::Config::default());
+    let aggregates = aggregate_controller.store();
+    let owned = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={},app.kubernetes.io/component=replicator",
+        names::MANAGED_BY
+    ));
+    let aggregate_run = aggregate_controller
+        .owns(deployments_api, owned)
+        // A source's change (topics, partitions, deletion) changes the routes of every
+        // AggregateCluster in its namespace.
+        .watches(
+            streams_api,
+            watcher::Config::default(),
+            move |rs: RegionalStream| {
+                let ns = rs.namespace();
+                aggregates
+                    .state()
+                    .iter()
+                    .filter(|a| a.namespace() == ns)
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_on(triggers.aggregates)
+        .graceful_shutdown_on(stopped())
+        .run(
+            aggregate_cluster::reconcile,
+            aggregate_cluster::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    // Routes are planned from the RegionalStreams: never before that cache is complete (an
+    // empty cache would prune every route).
+    let aggregate_run = async move {
+        if streams.wait_until_ready().await.is_ok() {
+            aggregate_run.await;
+        }
+    };
+
+    let lost = async {
+        match leadership.as_mut() {
+            Some((rx, _)) => {
+                let _ = rx.wait_for(|leader| !*leader).await;
+            }
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    let controllers = futures::future::join(stream_run, aggregate_run);
+    let result = tokio::select! {
+        _ = controllers => Ok(()),
+        _ = lost => Err(anyhow::anyhow!("lost the leader Lease {}/{}; exiting so that a new leader takes over cleanly", args.lease_namespace, args.lease_name)),
+    };
+    prober_task.abort();
+    metrics.leader.set(0);
+    if let Some((rx, task)) = leadership {
+        // Closing the channel makes the lease manager release the Lease: the next leader
+        // starts at once instead of after the lease duration.
+        drop(rx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    tracing::info!("operator stopped");
+    result
+}
+
+/// [`run`] on a multi-threaded runtime of its own (the binary's `main` is synchronous).
+pub fn run_blocking(args: OperatorArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(args))
+}

@@ -1,0 +1,89 @@
+//! Dereference of a Kafka connection: reads the referenced Secrets (in the object's namespace)
+//! into a [`ResolvedConnection`] held in memory. Values never reach status, events or logs.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use tributary_api::{KafkaConnection, SaslMechanism, SecretKeyRef};
+
+use crate::error::{Error, Result};
+use crate::kafka::ResolvedConnection;
+
+async fn read_key(secrets: &Api<Secret>, r: &SecretKeyRef, field: &str) -> Result<String> {
+    let secret = secrets
+        .get(&r.name)
+        .await
+        .map_err(|source| Error::Dereference {
+            what: format!("Secret {} ({field})", r.name),
+            source,
+        })?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "{field}: Secret {} has no key {:?}; add it or fix the reference",
+                r.name, r.key
+            ))
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        Error::InvalidSpec(format!(
+            "{field}: key {:?} of Secret {} is not UTF-8 text",
+            r.key, r.name
+        ))
+    })
+}
+
+/// Reads what `conn` references. `field` names the connection in errors (`spec.kafka`).
+pub async fn resolve(
+    client: &kube::Client,
+    namespace: &str,
+    name: String,
+    conn: &KafkaConnection,
+    field: &str,
+) -> Result<ResolvedConnection> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut resolved = ResolvedConnection {
+        name,
+        bootstrap_servers: conn.bootstrap_servers.clone(),
+        properties: conn.properties.clone(),
+        ..Default::default()
+    };
+    if let Some(tls) = &conn.tls {
+        resolved.tls = true;
+        if let Some(r) = &tls.ca {
+            resolved.tls_ca_pem = Some(read_key(&secrets, r, &format!("{field}.tls.ca")).await?);
+        }
+        if let Some(r) = &tls.client_cert {
+            resolved.tls_cert_pem =
+                Some(read_key(&secrets, r, &format!("{field}.tls.clientCert")).await?);
+        }
+        if let Some(r) = &tls.client_key {
+            resolved.tls_key_pem =
+                Some(read_key(&secrets, r, &format!("{field}.tls.clientKey")).await?);
+        }
+    }
+    if let Some(sasl) = &conn.sasl {
+        let password =
+            read_key(&secrets, &sasl.password, &format!("{field}.sasl.password")).await?;
+        let mechanism = match sasl.mechanism {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        };
+        resolved.sasl = Some((
+            mechanism.into(),
+            sasl.username.clone(),
+            password.trim_end_matches(['\r', '\n']).to_string(),
+        ));
+    }
+    Ok(resolved)
+}
