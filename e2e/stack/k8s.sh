@@ -106,53 +106,62 @@ k8s_build() {
 
 # ---------------------------------------------------------------------------- pki
 
-# _k8s_cert <name> <subject> <extensions...>: key + cert signed by the CA, in $K8S_PKI_DIR.
+# _k8s_ca <name> <CN>: self-signed CA key + cert in $K8S_PKI_DIR.
+_k8s_ca() {
+  local d="$K8S_PKI_DIR" name=$1
+  printf '%s\n' "[req]" "distinguished_name = dn" "x509_extensions = v3_ca" "prompt = no" \
+    "[dn]" "CN = $2" "[v3_ca]" "basicConstraints = critical, CA:TRUE" \
+    "keyUsage = critical, keyCertSign, cRLSign, digitalSignature" "subjectKeyIdentifier = hash" > "$d/$name.cnf"
+  openssl genrsa -out "$d/$name.key" 2048 2>/dev/null &&
+  openssl req -x509 -new -key "$d/$name.key" -config "$d/$name.cnf" -days 3650 -sha256 -out "$d/$name.crt" 2>/dev/null &&
+  rm -f "$d/$name.cnf"
+}
+
+# _k8s_cert <ca> <name> <subject> <extensions...>: key + cert signed by <ca>, in $K8S_PKI_DIR.
 _k8s_cert() {
-  local name=$1 subj=$2; shift 2
+  local ca=$1 name=$2 subj=$3; shift 3
   local d="$K8S_PKI_DIR"
-  printf '%s\n' "$@" > "$d/$name.ext"
+  printf '%s\n' "basicConstraints = CA:FALSE" "keyUsage = critical, digitalSignature, keyEncipherment" "$@" > "$d/$name.ext"
   openssl genrsa -out "$d/$name.key" 2048 2>/dev/null &&
   openssl req -new -key "$d/$name.key" -subj "$subj" -out "$d/$name.csr" 2>/dev/null &&
-  openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+  openssl x509 -req -in "$d/$name.csr" -CA "$d/$ca.crt" -CAkey "$d/$ca.key" -set_serial "0x$(openssl rand -hex 16)" \
     -days 3650 -sha256 -extfile "$d/$name.ext" -out "$d/$name.crt" 2>/dev/null &&
   rm -f "$d/$name.csr" "$d/$name.ext"
 }
 
+_k8s_have_cert() { [[ -s "$K8S_PKI_DIR/$1.crt" && -s "$K8S_PKI_DIR/$1.key" ]]; }
+
+# _k8s_pki: creates whatever is missing (a new CA re-issues its leaf certs); never rotates
+# existing material, so tokens and kubeconfigs stay valid across restarts.
 _k8s_pki() {
-  local d="$K8S_PKI_DIR" f ok=1
-  for f in ca.crt ca.key apiserver.crt apiserver.key admin.crt admin.key \
-           kube-controller-manager.crt kube-controller-manager.key sa.key sa.pub; do
-    [[ -s "$d/$f" ]] || ok=0
-  done
-  [[ $ok == 1 ]] && return 0
+  local d="$K8S_PKI_DIR" new_ca=0 new_fp=0
+  mkdir -p "$d" && chmod 700 "$d" || return 1
   command -v openssl >/dev/null || { _k8s_log "openssl not found"; return 1; }
-  _k8s_log "generating PKI in $d"
-  rm -rf "$d" && mkdir -p "$d" && chmod 700 "$d" || return 1
-  cat > "$d/ca.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-x509_extensions = v3_ca
-prompt = no
-[dn]
-CN = tributary-e2e-ca
-[v3_ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign, digitalSignature
-subjectKeyIdentifier = hash
-EOF
-  openssl genrsa -out "$d/ca.key" 2048 2>/dev/null &&
-  openssl req -x509 -new -key "$d/ca.key" -config "$d/ca.cnf" -days 3650 -sha256 -out "$d/ca.crt" 2>/dev/null &&
-  rm -f "$d/ca.cnf" || return 1
-  local leaf_ku="keyUsage = critical, digitalSignature, keyEncipherment"
-  _k8s_cert apiserver "/CN=kube-apiserver" "basicConstraints = CA:FALSE" "$leaf_ku" \
-    "extendedKeyUsage = serverAuth" \
-    "subjectAltName = IP:127.0.0.1, DNS:localhost, IP:10.0.0.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local" || return 1
-  _k8s_cert admin "/O=system:masters/CN=admin" "basicConstraints = CA:FALSE" "$leaf_ku" \
-    "extendedKeyUsage = clientAuth" || return 1
-  _k8s_cert kube-controller-manager "/CN=system:kube-controller-manager" "basicConstraints = CA:FALSE" "$leaf_ku" \
-    "extendedKeyUsage = clientAuth" || return 1
-  openssl genrsa -out "$d/sa.key" 2048 2>/dev/null &&
-  openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null || return 1
+  if ! _k8s_have_cert ca; then
+    _k8s_log "generating PKI in $d"
+    _k8s_ca ca tributary-e2e-ca && new_ca=1 || return 1
+  fi
+  if ! _k8s_have_cert front-proxy-ca; then
+    _k8s_ca front-proxy-ca tributary-e2e-front-proxy-ca && new_fp=1 || return 1
+  fi
+  if [[ $new_ca == 1 ]] || ! _k8s_have_cert apiserver; then
+    _k8s_cert ca apiserver "/CN=kube-apiserver" "extendedKeyUsage = serverAuth" \
+      "subjectAltName = IP:127.0.0.1, DNS:localhost, IP:10.0.0.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local" || return 1
+  fi
+  if [[ $new_ca == 1 ]] || ! _k8s_have_cert admin; then
+    _k8s_cert ca admin "/O=system:masters/CN=admin" "extendedKeyUsage = clientAuth" || return 1
+    rm -f "$K8S_KUBECONFIG"
+  fi
+  if [[ $new_ca == 1 ]] || ! _k8s_have_cert kube-controller-manager; then
+    _k8s_cert ca kube-controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage = clientAuth" || return 1
+  fi
+  if [[ $new_fp == 1 ]] || ! _k8s_have_cert front-proxy-client; then
+    _k8s_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client" "extendedKeyUsage = clientAuth" || return 1
+  fi
+  if ! [[ -s "$d/sa.key" && -s "$d/sa.pub" ]]; then
+    openssl genrsa -out "$d/sa.key" 2048 2>/dev/null &&
+    openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null || return 1
+  fi
   chmod 600 "$d"/*.key
 }
 
@@ -256,6 +265,9 @@ _k8s_start_apiserver() {
   local p="$K8S_PKI_DIR"
   # --enable-aggregator-routing: webhooks/aggregated APIs are reached at endpoint (pod) IPs,
   # never at a ClusterIP in $K8S_SERVICE_CIDR (nothing routes that range here).
+  # --endpoint-reconciler-type=none: the `kubernetes` Service cannot have 127.0.0.1 as an
+  # endpoint (loopback is rejected); in-pod clients must use KUBERNETES_SERVICE_HOST=127.0.0.1
+  # and KUBERNETES_SERVICE_PORT=$K8S_API_PORT (set by whatever runs the pod).
   # shellcheck disable=SC2086
   _k8s_start kube-apiserver "$K8S_BIN_DIR/kube-apiserver" \
     --advertise-address=127.0.0.1 \
@@ -274,6 +286,14 @@ _k8s_start_apiserver() {
     --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,NodeRestriction,DefaultTolerationSeconds,Priority,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
     --allow-privileged=true \
     --enable-aggregator-routing=true \
+    --endpoint-reconciler-type=none \
+    --requestheader-client-ca-file="$p/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$p/front-proxy-client.crt" \
+    --proxy-client-key-file="$p/front-proxy-client.key" \
     --profiling=false \
     ${K8S_APISERVER_EXTRA_ARGS:-}
 }
@@ -334,11 +354,11 @@ k8s_down() {
   local name pid i t=${K8S_STOP_TIMEOUT:-5}
   for name in kube-controller-manager kube-apiserver etcd; do
     if pid="$(_k8s_pid "$name")"; then
-      kill -TERM "$pid" 2>/dev/null
+      kill -TERM "$pid" 2>/dev/null || true
       for ((i = 0; i < t * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       if kill -0 "$pid" 2>/dev/null; then
         _k8s_log "$name (pid $pid) ignored SIGTERM, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null || true
         for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       fi
     fi
@@ -351,7 +371,8 @@ k8s_down() {
   return 0
 }
 
-# k8s_status: one line per process, then apiserver readyz. Exit 0 only if all is up.
+# k8s_status: one line per process, then apiserver readyz. Returns 0 only if all is up
+# (so under `set -e` call it as `k8s_status || true` when only printing).
 k8s_status() {
   _k8s_vars
   local name pid rss rc=0 r
@@ -363,7 +384,7 @@ k8s_status() {
       printf '%-24s stopped\n' "$name"; rc=1
     fi
   done
-  r="$(_k8s_readyz)"; [[ "$r" == ok ]] || { r="not ready${r:+ ($r)}"; rc=1; }
+  r="$(_k8s_readyz)" || true; [[ "$r" == ok ]] || { r="not ready${r:+ ($r)}"; rc=1; }
   printf '%-24s %s (%s)\n' "apiserver-readyz" "$r" "$K8S_API_URL"
   return $rc
 }
