@@ -15,7 +15,8 @@
 //! So a position `a` checkpoints older than the newest is bracketed by retained checkpoints at
 //! most `(a − recent) / per_level + 2` checkpoints apart (about 3 % of the age with the
 //! defaults), and an index holds `recent + per_level · ⌈log₂(n / per_level)⌉` entries after
-//! `n` checkpoints: 512 entries (8 KiB) for a day at one a second, ~770 for a year.
+//! `n` checkpoints: ~460 entries (16 bytes each, ~7.5 KiB) for a day at one a second, ~770
+//! for a year.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

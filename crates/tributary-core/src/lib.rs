@@ -19,6 +19,6 @@ pub use dedupe::{Deduper, Provenance};
 pub use index::{CheckpointIndex, CheckpointIndexes, ThinningPolicy};
 pub use topology::{AggregateLayout, AggregatePartition, Route, SourcePartition, TopicNaming};
 pub use translate::{
-    LogOffsets, ObservedRecord, ObservedTail, PartitionOutcome, StandbyCommit, TranslationPlan,
-    TranslationRequest, advance_only, translate,
+    LogOffsets, ObservedRecord, ObservedTail, PartitionOutcome, PartitionPlan, ResumePlan,
+    SourcePlan, StandbyCommit, TranslationPlan, TranslationRequest, advance_only, translate,
 };

@@ -207,6 +207,10 @@ impl StandbyCommit {
 }
 
 /// Never move a standby's committed offset backwards outside a failover.
+///
+/// This is safe only while the group moves forward in A. If its offsets in A go backwards
+/// (someone rewound the group there), the caller must commit the plan as is — as at a
+/// failover — or the standby would stay ahead of records the group will now re-read in A.
 pub fn advance_only(current: Option<u64>, planned: u64) -> StandbyCommit {
     match current {
         Some(current) if current >= planned => StandbyCommit::Keep(current),
@@ -214,7 +218,8 @@ pub fn advance_only(current: Option<u64>, planned: u64) -> StandbyCommit {
     }
 }
 
-/// Translates the group's committed offsets in A into resume offsets in B.
+/// Translates the group's committed offsets in A into resume offsets in B. Pure and
+/// infallible: what it cannot know it answers conservatively, and says so in the plan.
 pub fn translate(request: &TranslationRequest<'_>) -> TranslationPlan {
     let mut partitions: BTreeSet<&AggregatePartition> = request.committed.keys().collect();
     partitions.extend(request.destination.keys());
@@ -302,11 +307,17 @@ fn translate_partition(
                         // Every record in [tail start, committed) was read, so the last one of
                         // this source is the last one below the committed offset.
                         let from_checkpoints = from_index.watermark_below(committed);
-                        WatermarkEstimate {
-                            watermark: from_checkpoints.watermark.max(Some(last_source_offset + 1)),
-                            exact: true,
-                            uncertainty: 0,
-                            unknown_positions: OffsetRange { from: 0, to: 0 },
+                        if from_checkpoints.watermark > Some(last_source_offset + 1) {
+                            // A checkpoint knows a later record the tail missed: the tail is
+                            // incomplete, so trust only the checkpoints.
+                            from_checkpoints
+                        } else {
+                            WatermarkEstimate {
+                                watermark: Some(last_source_offset + 1),
+                                exact: true,
+                                uncertainty: 0,
+                                unknown_positions: OffsetRange { from: 0, to: 0 },
+                            }
                         }
                     }
                     // None of this source's records lie in the tail: it is as if the group
