@@ -81,20 +81,24 @@ agent_stop() {
   rm -f "$(agent_pidfile "$region")"
 }
 
+# One `export KEY='value'` line; values are paths and host:port lists (no single quotes), so
+# the file is both valid shell and trivially parsed by the test support crate.
+env_line() { printf "export %s='%s'\n" "$1" "$2"; }
+
 write_env() {
   local f="$STATE/env" r
   {
     echo "# Written by e2e/stack/stack.sh up; source it."
-    printf 'export KUBECONFIG=%q\n' "$STATE/kubeconfig"
-    printf 'export TRIBUTARY_STATE_DIR=%q\n' "$STATE"
-    printf 'export TRIBUTARY_REGIONS=%q\n' "$(cat "$STATE/regions")"
-    printf 'export TRIBUTARY_BIN=%q\n' "$TRIBUTARY_BIN"
-    printf 'export TRIBUTARY_KAFKA_LIB=%q\n' "$(_kafka_cache)/lib"
-    printf 'export TRIBUTARY_KUBECTL=%q\n' "$KUBECTL"
-    printf 'export TRIBUTARY_HELM=%q\n' "$HELM_BIN"
+    env_line KUBECONFIG "$STATE/kubeconfig"
+    env_line TRIBUTARY_STATE_DIR "$STATE"
+    env_line TRIBUTARY_REGIONS "$(cat "$STATE/regions")"
+    env_line TRIBUTARY_BIN "$TRIBUTARY_BIN"
+    env_line TRIBUTARY_KAFKA_LIB "$(_kafka_cache)/lib"
+    env_line TRIBUTARY_KUBECTL "$KUBECTL"
+    env_line TRIBUTARY_HELM "$HELM_BIN"
     for r in $(regions); do
-      printf 'export TRIBUTARY_KAFKA_%s_REGIONAL=%q\n' "$(upper "$r")" "$(kafka_bootstrap "$r-regional")"
-      printf 'export TRIBUTARY_KAFKA_%s_AGGREGATE=%q\n' "$(upper "$r")" "$(kafka_bootstrap "$r-aggregate")"
+      env_line "TRIBUTARY_KAFKA_$(upper "$r")_REGIONAL" "$(kafka_bootstrap "$r-regional")"
+      env_line "TRIBUTARY_KAFKA_$(upper "$r")_AGGREGATE" "$(kafka_bootstrap "$r-aggregate")"
     done
   } >"$f.tmp"
   mv "$f.tmp" "$f"
