@@ -24,13 +24,15 @@ pub const REPLICATOR_PORT: i32 = 8080;
 /// Where Secret material of the source and destination connections is mounted.
 const SECRETS_ROOT: &str = "/var/run/tributary";
 
-/// Builds the Deployment serving `route` into the aggregate cluster of `plan`.
+/// Builds the Deployment serving `route` into the aggregate cluster of `plan`. The image is
+/// `spec.replicator.image` if set, else `default_image` (the operator's own).
 pub fn build_route_deployment(
     plan: &AggregatePlan,
     route: &RoutePlan,
-    image: &str,
+    default_image: &str,
     owner: OwnerReference,
 ) -> Deployment {
+    let image = plan.replicator.image.as_deref().unwrap_or(default_image);
     let labels = names::route_labels(&route.source, &plan.name);
     let mut mounts = SecretMounts::default();
     let mut args = vec![
