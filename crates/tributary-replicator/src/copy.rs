@@ -37,7 +37,7 @@ use crate::metrics::PartitionLabels;
 /// How long an exactly-once transaction collects records before it commits.
 const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
 /// How often an at-least-once route commits its source position.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the source's topics are re-listed (new topics, grown partitions).
 const TOPOLOGY_INTERVAL: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

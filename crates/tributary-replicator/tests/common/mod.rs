@@ -1,0 +1,401 @@
+//! Helpers for the replicator's tests on real Kafka: cluster addresses from the stack's env
+//! file, unique names, a replicator child process, and plain produce/read helpers.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use tributary_kafka::{ClientSettings, KafkaAdmin, TopicSpec};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Bootstrap servers of `<REGION>`'s regional or aggregate cluster, from the env the stack
+/// writes (`e2e/.state/env`: `TRIBUTARY_KAFKA_<REGION>_{REGIONAL,AGGREGATE}`).
+pub fn cluster(region: &str, role: &str) -> Option<String> {
+    std::env::var(format!(
+        "TRIBUTARY_KAFKA_{}_{}",
+        region.to_uppercase(),
+        role.to_uppercase()
+    ))
+    .ok()
+    .filter(|v| !v.is_empty())
+}
+
+/// East regional, west aggregate, east aggregate — or `None` (and a loud message) when the
+/// stack's env is absent.
+pub fn stack(test: &str) -> Option<(String, String, String)> {
+    match (
+        cluster("east", "regional"),
+        cluster("west", "aggregate"),
+        cluster("east", "aggregate"),
+    ) {
+        (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+        _ => {
+            eprintln!(
+                "\n*** SKIPPED {test}: TRIBUTARY_KAFKA_EAST_REGIONAL / _WEST_AGGREGATE / _EAST_AGGREGATE are not set.\n\
+                 *** Run it through `make e2e` or `source e2e/.state/env` after `make stack-up`.\n"
+            );
+            None
+        }
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test run uses: `<prefix>-<pid>-<ms>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() % 100_000_000);
+    format!(
+        "{prefix}-{}-{ms}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(28999)
+}
+
+pub fn admin(bootstrap: &str) -> KafkaAdmin {
+    KafkaAdmin::new(&ClientSettings::plaintext(bootstrap, bootstrap))
+        .unwrap_or_else(|e| panic!("admin for {bootstrap}: {e}"))
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: usize) {
+    let rt = runtime();
+    rt.block_on(admin(bootstrap).create_topic(&TopicSpec {
+        name: topic.to_owned(),
+        partitions,
+        replication_factor: None,
+        configs: vec![],
+    }))
+    .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
+}
+
+pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap_or_else(|e| panic!("producer for {bootstrap}: {e}"))
+}
+
+/// Produces `count` records to `topic`/`partition` (key `k<i>`, value `<tag>-<i>` padded to
+/// `size` bytes, one app header), at most `rate` records/s (0: unlimited).
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    tag: &str,
+    count: usize,
+    size: usize,
+    rate: usize,
+) {
+    let producer = producer(bootstrap);
+    let started = Instant::now();
+    for i in 0..count {
+        let key = format!("k{i}");
+        let mut value = format!("{tag}-{i}");
+        if value.len() < size {
+            value.push_str(&".".repeat(size - value.len()));
+        }
+        let headers = OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "app",
+            value: Some(tag.as_bytes()),
+        });
+        let mut record = BaseRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    std::thread::sleep(Duration::from_millis(2));
+                    record = back;
+                }
+            }
+        }
+        if rate > 0 && i % 100 == 0 {
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("flush to {topic}: {e}"));
+}
+
+/// One record as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Read {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    pub fn source_offset(&self) -> Option<i64> {
+        self.header("tributary.source.offset")?.parse().ok()
+    }
+}
+
+/// Every record of every partition of `topic` up to the current end (the last stable
+/// offset for `read_committed`), per partition in offset order.
+pub fn read_all(bootstrap: &str, topic: &str, read_committed: bool) -> BTreeMap<i32, Vec<Read>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer for {bootstrap}: {e}"));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut list = TopicPartitionList::new();
+    for p in &partitions {
+        list.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    consumer
+        .assign(&list)
+        .unwrap_or_else(|e| panic!("assign: {e}"));
+    let mut out: BTreeMap<i32, Vec<Read>> = partitions.iter().map(|p| (*p, vec![])).collect();
+    let mut at_end = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < partitions.len() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                out.entry(m.partition()).or_default().push(Read {
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    timestamp: m.timestamp().to_millis(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+                at_end.remove(&m.partition());
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// End offsets of all partitions of `topic`.
+pub fn end_offsets(bootstrap: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let rt = runtime();
+    rt.block_on(admin(bootstrap).partition_offsets(topic, &[]))
+        .map(|v| v.into_iter().map(|o| (o.partition, o.end)).collect())
+        .unwrap_or_default()
+}
+
+/// A `tributary-replicate` child process; its stderr is kept for assertions.
+pub struct Replicator {
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+}
+
+pub struct RouteSpec<'a> {
+    pub route: &'a str,
+    pub source_region: &'a str,
+    pub dest_region: &'a str,
+    pub source: &'a str,
+    pub dest: &'a str,
+    pub topics: &'a str,
+    pub naming: &'a str,
+    pub delivery: &'a str,
+    pub checkpoint_topic: &'a str,
+}
+
+impl Replicator {
+    pub fn start(spec: &RouteSpec<'_>) -> Self {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
+            .args([
+                "--route",
+                spec.route,
+                "--source-region",
+                spec.source_region,
+                "--dest-region",
+                spec.dest_region,
+                "--source-bootstrap",
+                spec.source,
+                "--dest-bootstrap",
+                spec.dest,
+                "--topics",
+                spec.topics,
+                "--topic-naming",
+                spec.naming,
+                "--delivery",
+                spec.delivery,
+                "--checkpoint-topic",
+                spec.checkpoint_topic,
+                "--checkpoint-interval",
+                "500ms",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning tributary-replicate: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if std::env::var_os("TRIBUTARY_TEST_VERBOSE").is_some() {
+                        eprintln!("[replicator] {line}");
+                    }
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                }
+            });
+        }
+        Self { child, port, log }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        false
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The value of an unlabelled-or-labelled metric line starting with `prefix`, summed.
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        let Ok(body) = http_get(self.port, "/metrics") else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// Waits until `check` holds, or panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Decoded checkpoint-topic records of `topic` (all routes).
+pub fn read_checkpoints(bootstrap: &str, topic: &str) -> Vec<tributary_core::CheckpointRecord> {
+    read_all(bootstrap, topic, false)
+        .into_values()
+        .flatten()
+        .filter_map(|r| {
+            tributary_core::checkpoint::decode(
+                r.key.as_deref().unwrap_or_default(),
+                r.value.as_deref().unwrap_or_default(),
+            )
+            .ok()
+        })
+        .collect()
+}

@@ -1,0 +1,461 @@
+//! The replicator on real Kafka (the e2e stack's clusters): content and order, provenance,
+//! no loops, kill -9 in both delivery modes, exact checkpoints, retention gaps.
+//!
+//! Needs `TRIBUTARY_KAFKA_{EAST_REGIONAL,WEST_AGGREGATE,EAST_AGGREGATE}` (from
+//! `e2e/.state/env`); without them each test says SKIPPED loudly and passes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::producer::{BaseRecord, Producer};
+use tributary_core::CheckpointEntry;
+
+fn produce_spread(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    tag: &str,
+    count: usize,
+    size: usize,
+    rate: usize,
+) {
+    let producer = producer(bootstrap);
+    let started = Instant::now();
+    let pad = ".".repeat(size);
+    for i in 0..count {
+        let key = format!("{tag}-k{i}");
+        let mut value = format!("{tag}-{i}-");
+        value.push_str(&pad[..size.saturating_sub(value.len())]);
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "app",
+            value: Some(tag.as_bytes()),
+        });
+        let mut record = BaseRecord::to(topic)
+            .partition((i % partitions as usize) as i32)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    std::thread::sleep(Duration::from_millis(2));
+                    record = back;
+                }
+            }
+        }
+        if rate > 0 && i % 200 == 0 {
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("flush to {topic}: {e}"));
+}
+
+fn total(offsets: &BTreeMap<i32, i64>) -> i64 {
+    offsets.values().sum()
+}
+
+#[test]
+fn content_and_order_survive_concurrent_producers_with_provenance() -> TestResult {
+    let Some((east, west_aggregate, _)) =
+        stack("content_and_order_survive_concurrent_producers_with_provenance")
+    else {
+        return Ok(());
+    };
+    let topic = unique("orders");
+    let partitions = 8;
+    create_topic(&east, &topic, partitions as usize);
+    let route = unique("order");
+    let checkpoints = unique("ckpt");
+    let _replicator = Replicator::start(&RouteSpec {
+        route: &route,
+        source_region: "east",
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoints,
+    });
+    // Four producers at once, each over every partition.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (east, topic) = (&east, &topic);
+            s.spawn(move || {
+                produce_spread(east, topic, partitions, &format!("p{t}"), 8000, 200, 0)
+            });
+        }
+    });
+    let dest_topic = format!("east.{topic}");
+    wait_for(
+        "all 32000 records in the aggregate",
+        Duration::from_secs(60),
+        || total(&end_offsets(&west_aggregate, &dest_topic)) >= 32_000,
+    );
+    let source = read_all(&east, &topic, false);
+    let dest = read_all(&west_aggregate, &dest_topic, false);
+    for (p, src) in &source {
+        let copies = &dest[p];
+        assert_eq!(copies.len(), src.len(), "partition {p}: record count");
+        for (s, d) in src.iter().zip(copies) {
+            assert_eq!(d.key, s.key, "partition {p} offset {}: key", s.offset);
+            assert_eq!(d.value, s.value, "partition {p} offset {}: value", s.offset);
+            assert_eq!(
+                d.timestamp, s.timestamp,
+                "partition {p} offset {}: timestamp",
+                s.offset
+            );
+            assert_eq!(d.header("app"), s.header("app"), "application header kept");
+            assert_eq!(
+                d.source_offset(),
+                Some(s.offset),
+                "provenance offset, in order"
+            );
+            assert_eq!(d.header("tributary.source.region"), Some("east"));
+            assert_eq!(d.header("tributary.source.topic"), Some(topic.as_str()));
+            assert_eq!(
+                d.header("tributary.source.partition"),
+                Some(p.to_string().as_str())
+            );
+            assert!(
+                d.header("tributary.source.cluster")
+                    .is_some_and(|c| !c.is_empty())
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn two_way_wiring_does_not_loop() -> TestResult {
+    let Some((_, west_aggregate, east_aggregate)) = stack("two_way_wiring_does_not_loop") else {
+        return Ok(());
+    };
+    let topic = unique("both-ways");
+    create_topic(&east_aggregate, &topic, 2);
+    create_topic(&west_aggregate, &topic, 2);
+    produce_spread(&east_aggregate, &topic, 2, "east", 500, 50, 0);
+    produce_spread(&west_aggregate, &topic, 2, "west", 500, 50, 0);
+    let checkpoints = unique("ckpt");
+    let (east_to_west, west_to_east) = (unique("e2w"), unique("w2e"));
+    let a = Replicator::start(&RouteSpec {
+        route: &east_to_west,
+        source_region: "east",
+        dest_region: "west",
+        source: &east_aggregate,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "identity",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoints,
+    });
+    let b = Replicator::start(&RouteSpec {
+        route: &west_to_east,
+        source_region: "west",
+        dest_region: "east",
+        source: &west_aggregate,
+        dest: &east_aggregate,
+        topics: &topic,
+        naming: "identity",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoints,
+    });
+    wait_for(
+        "each side to hold both sides' records",
+        Duration::from_secs(45),
+        || {
+            total(&end_offsets(&east_aggregate, &topic)) >= 1000
+                && total(&end_offsets(&west_aggregate, &topic)) >= 1000
+        },
+    );
+    wait_for(
+        "each replicator to count 500 skipped copies",
+        Duration::from_secs(20),
+        || {
+            a.metric_sum("tributary_replicator_records_skipped_loop_total") >= 500.0
+                && b.metric_sum("tributary_replicator_records_skipped_loop_total") >= 500.0
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        total(&end_offsets(&east_aggregate, &topic)),
+        1000,
+        "east: no copy of a copy"
+    );
+    assert_eq!(
+        total(&end_offsets(&west_aggregate, &topic)),
+        1000,
+        "west: no copy of a copy"
+    );
+    assert_eq!(
+        a.metric_sum("tributary_replicator_records_copied_total"),
+        500.0
+    );
+    assert_eq!(
+        b.metric_sum("tributary_replicator_records_copied_total"),
+        500.0
+    );
+    Ok(())
+}
+
+#[test]
+fn checkpoints_agree_with_destination_offsets() -> TestResult {
+    let Some((east, west_aggregate, _)) = stack("checkpoints_agree_with_destination_offsets")
+    else {
+        return Ok(());
+    };
+    let topic = unique("ckpt-data");
+    create_topic(&east, &topic, 4);
+    // The aggregate already holds other records, so destination offsets differ from source
+    // offsets and a checkpoint that merely repeated the source offset would be caught.
+    create_topic(&west_aggregate, &topic, 4);
+    produce_spread(&west_aggregate, &topic, 4, "other", 400, 20, 0);
+    produce_spread(&east, &topic, 4, "east", 6000, 100, 0);
+    let route = unique("ckpt");
+    let checkpoint_topic = unique("checkpoints");
+    let mut replicator = Replicator::start(&RouteSpec {
+        route: &route,
+        source_region: "east",
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "identity",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoint_topic,
+    });
+    wait_for("the copy", Duration::from_secs(45), || {
+        total(&end_offsets(&west_aggregate, &topic)) >= 6400
+    });
+    // More while it runs, so several checkpoints per partition are written.
+    produce_spread(&east, &topic, 4, "east2", 2000, 100, 2000);
+    wait_for("the second copy", Duration::from_secs(45), || {
+        total(&end_offsets(&west_aggregate, &topic)) >= 8400
+    });
+    assert!(replicator.terminate(), "clean exit on SIGTERM");
+
+    let dest = read_all(&west_aggregate, &topic, false);
+    let records = read_checkpoints(&west_aggregate, &checkpoint_topic);
+    let mut checked = 0;
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    for record in &records {
+        assert_eq!(record.key.topic, topic);
+        assert_eq!(record.key.route.source_region, "east");
+        if let CheckpointEntry::Checkpoint(c) = record.entry {
+            let p = record.key.partition as i32;
+            let at = dest[&p]
+                .iter()
+                .find(|r| r.offset == c.destination_offset as i64)
+                .unwrap_or_else(|| {
+                    panic!("no record at destination offset {}", c.destination_offset)
+                });
+            assert_eq!(
+                at.source_offset(),
+                Some(c.source_offset as i64),
+                "partition {p}: the record at destination offset {} is source offset {:?}, checkpoint says {}",
+                c.destination_offset,
+                at.source_offset(),
+                c.source_offset
+            );
+            if let Some(previous) = c.previous_source_offset {
+                assert!(previous < c.source_offset);
+            }
+            last.insert(record.key.partition, c.source_offset);
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 8,
+        "at least two checkpoints per partition, got {checked}"
+    );
+    let source_ends = end_offsets(&east, &topic);
+    for (p, end) in source_ends {
+        assert_eq!(
+            last.get(&(p as u32)).copied(),
+            Some(end as u64 - 1),
+            "partition {p}: the final checkpoint names the last copied record"
+        );
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r.entry, CheckpointEntry::Origin(o) if o.destination_offset == 100)),
+        "origin written before the first copy, at the destination's end offset"
+    );
+    Ok(())
+}
+
+/// 200k records flow in while the replicator is killed with SIGKILL every few seconds.
+fn kill_9_while_records_flow(delivery: &str, test: &str) -> TestResult {
+    let Some((east, west_aggregate, _)) = stack(test) else {
+        return Ok(());
+    };
+    let topic = unique("kill9");
+    let partitions = 8;
+    create_topic(&east, &topic, partitions as usize);
+    let route = unique("kill9");
+    let checkpoint_topic = unique("checkpoints");
+    let spec = RouteSpec {
+        route: &route,
+        source_region: "east",
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "identity",
+        delivery,
+        checkpoint_topic: &checkpoint_topic,
+    };
+    let total_records = 200_000;
+    let mut kills = 0;
+    std::thread::scope(|s| {
+        let producing =
+            s.spawn(|| produce_spread(&east, &topic, partitions, "k", total_records, 100, 16_000));
+        let mut replicator = Replicator::start(&spec);
+        while !producing.is_finished() {
+            std::thread::sleep(Duration::from_millis(2500));
+            replicator.kill9();
+            kills += 1;
+            replicator = Replicator::start(&spec);
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        replicator.kill9();
+        kills += 1;
+        let replicator = Replicator::start(&spec);
+        let source_ends = end_offsets(&east, &topic);
+        assert_eq!(total(&source_ends), total_records as i64);
+        let copied_all = || {
+            let dest_ends = end_offsets(&west_aggregate, &topic);
+            source_ends
+                .iter()
+                .all(|(p, end)| dest_ends.get(p).is_some_and(|d| d >= end))
+        };
+        wait_for(
+            "the aggregate to catch up",
+            Duration::from_secs(60),
+            copied_all,
+        );
+        if delivery == "exactly-once" {
+            // The last transaction commits within ~100 ms of its records.
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        drop(replicator);
+    });
+    assert!(kills >= 3, "killed {kills} times");
+
+    let source_ends = end_offsets(&east, &topic);
+    let dest = read_all(&west_aggregate, &topic, delivery == "exactly-once");
+    let mut duplicates = 0;
+    for (p, end) in &source_ends {
+        let seen: Vec<i64> = dest[p].iter().filter_map(Read::source_offset).collect();
+        let mut unique_offsets = seen.clone();
+        unique_offsets.sort_unstable();
+        unique_offsets.dedup();
+        duplicates += seen.len() - unique_offsets.len();
+        let expected: Vec<i64> = (0..*end).collect();
+        assert_eq!(
+            unique_offsets.len(),
+            expected.len(),
+            "partition {p}: lost {} records",
+            expected.len() as i64 - unique_offsets.len() as i64
+        );
+        assert_eq!(
+            unique_offsets, expected,
+            "partition {p}: every source offset copied"
+        );
+        if delivery == "exactly-once" {
+            assert_eq!(
+                seen, expected,
+                "partition {p}: each record exactly once, in order"
+            );
+        }
+    }
+    eprintln!("{test}: {kills} kills, {duplicates} duplicates visible to the reader");
+    Ok(())
+}
+
+#[test]
+fn at_least_once_survives_kill_9_without_loss() -> TestResult {
+    kill_9_while_records_flow(
+        "at-least-once",
+        "at_least_once_survives_kill_9_without_loss",
+    )
+}
+
+#[test]
+fn exactly_once_survives_kill_9_and_read_committed_sees_each_record_once() -> TestResult {
+    kill_9_while_records_flow(
+        "exactly-once",
+        "exactly_once_survives_kill_9_and_read_committed_sees_each_record_once",
+    )
+}
+
+#[test]
+fn retention_gap_is_reported_with_its_range() -> TestResult {
+    let Some((east, west_aggregate, _)) = stack("retention_gap_is_reported_with_its_range") else {
+        return Ok(());
+    };
+    let topic = unique("gap");
+    create_topic(&east, &topic, 1);
+    produce_spread(&east, &topic, 1, "a", 1000, 50, 0);
+    let route = unique("gap");
+    let checkpoint_topic = unique("checkpoints");
+    let spec = RouteSpec {
+        route: &route,
+        source_region: "east",
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "identity",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoint_topic,
+    };
+    let mut first = Replicator::start(&spec);
+    wait_for("the first 1000 records", Duration::from_secs(45), || {
+        total(&end_offsets(&west_aggregate, &topic)) >= 1000
+    });
+    assert!(first.terminate(), "clean exit on SIGTERM");
+
+    // While the route is down, 1000 more arrive and retention deletes up to 1500.
+    produce_spread(&east, &topic, 1, "b", 1000, 50, 0);
+    runtime().block_on(admin(&east).delete_records(&topic, 0, 1500))?;
+
+    let second = Replicator::start(&spec);
+    wait_for("the records after the gap", Duration::from_secs(45), || {
+        total(&end_offsets(&west_aggregate, &topic)) >= 1500
+    });
+    wait_for("the gap metric", Duration::from_secs(10), || {
+        second.metric_sum("tributary_replicator_retention_gap_records_total") == 500.0
+    });
+    let log = second.log();
+    assert!(
+        log.contains("retention gap") && log.contains("[1000, 1500)"),
+        "warning names the lost range:\n{log}"
+    );
+    let gaps: Vec<_> = read_checkpoints(&west_aggregate, &checkpoint_topic)
+        .into_iter()
+        .filter_map(|r| match r.entry {
+            CheckpointEntry::RetentionGap(g) => Some((r.key.partition, g.from, g.to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        gaps,
+        vec![(0, 1000, 1500)],
+        "one gap marker in the checkpoint topic"
+    );
+    let dest = read_all(&west_aggregate, &topic, false);
+    let offsets: Vec<i64> = dest[&0].iter().filter_map(Read::source_offset).collect();
+    assert_eq!(offsets, (0..1000).chain(1500..2000).collect::<Vec<_>>());
+    Ok(())
+}
