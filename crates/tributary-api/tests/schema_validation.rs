@@ -134,6 +134,21 @@ fn check_openapi(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Str
                     schema["maxItems"]
                 ));
             }
+            if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
+                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let mut seen = std::collections::BTreeSet::new();
+                for (i, item) in items.iter().enumerate() {
+                    let key: Vec<String> = keys.iter().map(|k| item[k].to_string()).collect();
+                    if !seen.insert(key) {
+                        errors.push(format!("{path}[{i}]: Duplicate value: {item}"));
+                    }
+                }
+            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     check_openapi(item_schema, item, &format!("{path}[{i}]"), errors);
