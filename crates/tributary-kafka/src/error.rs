@@ -45,7 +45,7 @@ pub enum KafkaError {
         cluster: String,
         operation: String,
         #[source]
-        source: RdError,
+        source: Box<RdError>,
     },
 }
 
@@ -132,7 +132,7 @@ pub fn classify(cluster: &str, operation: &str, topic: Option<&str>, err: RdErro
         _ => KafkaError::Kafka {
             cluster,
             operation: operation.to_owned(),
-            source: err,
+            source: Box::new(err),
         },
     }
 }

@@ -58,12 +58,9 @@ impl Metrics {
             checkpoints_written: Counter::default(),
             transactions: Counter::default(),
             errors: Family::default(),
-            replication_latency_seconds: Histogram::new(
-                [
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                ]
-                .into_iter(),
-            ),
+            replication_latency_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
             registry: Registry::default(),
         };
         registry.register(
