@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,kube_client=warn,kube_runtime=warn")
@@ -133,10 +134,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         move || pod_watch::run_pod_watch(agent.clone())
     }));
 
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = sigint.recv() => {}
-    }
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!(node = %node_name, signal = signal_name, "stop requested: region down");
     // Region down: abrupt for the pods, explicit for the Node.
     let killed = agent.procs.kill_all();
     scheduler.abort();
@@ -151,7 +153,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Err(_) => tracing::warn!(node = %node_name, "timed out marking the node NotReady"),
     }
-    Ok(())
+    // Exit now: pending pod tasks and connections have nothing left to do.
+    std::process::exit(0)
 }
 
 /// Runs a watch loop again whenever it ends.

@@ -196,10 +196,12 @@ pub async fn run_pod(agent: Arc<Agent>, pod: Pod, mut rx: mpsc::UnboundedReceive
                     }
                     runner.pod = pod;
                 }
-                Some(PodMsg::Gone) | None => {
+                // A closed channel without a stop is a dropped watch: treat the pod as gone.
+                Some(PodMsg::Gone) | None if !runner.agent.procs.is_stopping() => {
                     runner.stop_for_good().await;
                     return;
                 }
+                Some(PodMsg::Gone) | None => return,
             },
             _ = tokio::time::sleep(TICK) => {}
         }
