@@ -190,6 +190,7 @@ impl RouteReplicator {
             classify(cluster, "reading the route's committed position", None, e)
         })?;
         let mut assignment = TopicPartitionList::new();
+        let mut fresh = TopicPartitionList::new();
         for route in &routes {
             let source_offsets = self
                 .runtime
@@ -238,12 +239,21 @@ impl RouteReplicator {
                             .find(|o| o.partition == slot.partition)
                             .map(|o| o.end)
                             .unwrap_or(0);
+                        let origin = RouteOrigin::new(low as u64, dest_end as u64);
                         checkpoints.write(
                             &cfg.route,
                             &route.source,
                             slot.partition,
-                            CheckpointEntry::Origin(RouteOrigin::new(low as u64, dest_end as u64)),
+                            CheckpointEntry::Origin(origin),
                         );
+                        slot.origin = Some(origin);
+                        fresh
+                            .add_partition_offset(
+                                &route.source,
+                                slot.partition,
+                                Offset::Offset(low),
+                            )
+                            .map_err(|e| classify(&cfg.source.name, "committing", None, e))?;
                         low
                     }
                 };
@@ -259,6 +269,13 @@ impl RouteReplicator {
             }
         }
         checkpoints.flush();
+        if !eos && fresh.count() > 0 {
+            // A stored position from now on: a crash before the first regular commit must
+            // not make the next start write a second origin above copies already made.
+            consumer
+                .commit(&fresh, CommitMode::Sync)
+                .map_err(|e| classify(&cfg.source.name, "storing the start position", None, e))?;
+        }
         consumer
             .assign(&assignment)
             .map_err(|e| classify(&cfg.source.name, "assigning partitions", None, e))?;
@@ -284,6 +301,7 @@ impl RouteReplicator {
             checkpoints,
             dest_group,
             source_cluster_id,
+            floors: FloorProbe::start(cfg)?,
         };
         let end = session.copy(&source_admin, &topics);
         if end.is_err() && eos {
@@ -467,6 +485,11 @@ struct Slot {
     /// Durable (acknowledged / committed) copy, for checkpoints.
     durable: Acked,
     checkpointed_source: i64,
+    first_checkpointed: bool,
+    /// The last checkpoint written in this session (re-emitted with a floor while idle).
+    last_checkpoint: Option<OffsetCheckpoint>,
+    /// The origin written at the start of this session (fresh partitions only).
+    origin: Option<RouteOrigin>,
     /// Source timestamp of the last consumed record.
     last_timestamp_ms: i64,
     skipped: u64,
@@ -485,6 +508,9 @@ impl Slot {
             committed: -1,
             durable: Acked::default(),
             checkpointed_source: -1,
+            first_checkpointed: false,
+            last_checkpoint: None,
+            origin: None,
             last_timestamp_ms: 0,
             skipped: 0,
             reported_copied: 0,
@@ -503,6 +529,8 @@ struct Acked {
     dest: i64,
     /// The acknowledged source offset before `source` in this session.
     previous_source: Option<i64>,
+    /// The first record acknowledged in this session (source, destination).
+    first: Option<(i64, i64)>,
 }
 
 impl Default for Acked {
@@ -513,6 +541,7 @@ impl Default for Acked {
             source: -1,
             dest: -1,
             previous_source: None,
+            first: None,
         }
     }
 }
@@ -593,6 +622,9 @@ impl ProducerContext for LedgerContext {
         }
         slot.source = source_offset as i64;
         slot.dest = message.offset();
+        if slot.first.is_none() {
+            slot.first = Some((slot.source, slot.dest));
+        }
         drop(state);
         if let Some(ts) = message.timestamp().to_millis() {
             let latency = (now_ms() - ts).max(0) as f64 / 1000.0;
@@ -769,6 +801,7 @@ struct Session<'a> {
     checkpoints: CheckpointWriter,
     dest_group: Option<BaseConsumer<LoggingContext>>,
     source_cluster_id: String,
+    floors: FloorProbe,
 }
 
 /// Up to 20 decimal digits of a non-negative offset, without allocating.
@@ -848,6 +881,9 @@ impl Session<'_> {
             self.producer.poll(Duration::ZERO);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
+            }
+            while let Ok(floor) = self.floors.results.try_recv() {
+                self.write_floor(floor);
             }
 
             if eos {
@@ -1157,26 +1193,87 @@ impl Session<'_> {
             }
         }
         let route = self.cfg().route.clone();
-        for slot in &mut self.slots {
+        let eos = self.cfg().delivery == Delivery::ExactlyOnce;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
             let d = slot.durable;
-            if d.source < 0 || d.source == slot.checkpointed_source {
-                continue;
-            }
             let topic = &self.routes[slot.route].source;
-            self.checkpoints.write(
-                &route,
-                topic,
-                slot.partition,
-                CheckpointEntry::Checkpoint(OffsetCheckpoint {
+            if d.source >= 0 && !slot.first_checkpointed {
+                // The first record of every partition copied (KAFKA-10048).
+                if let Some((source, dest)) = d.first.filter(|(source, _)| *source != d.source) {
+                    self.checkpoints.write(
+                        &route,
+                        topic,
+                        slot.partition,
+                        CheckpointEntry::Checkpoint(OffsetCheckpoint::new(
+                            source as u64,
+                            dest as u64,
+                        )),
+                    );
+                }
+                slot.first_checkpointed = true;
+            }
+            if d.source >= 0 && d.source != slot.checkpointed_source {
+                let checkpoint = OffsetCheckpoint {
                     source_offset: d.source as u64,
                     destination_offset: d.dest as u64,
                     previous_source_offset: d.previous_source.map(|p| p as u64),
                     next_copy_floor: None,
-                }),
-            );
-            slot.checkpointed_source = d.source;
+                };
+                self.checkpoints.write(
+                    &route,
+                    topic,
+                    slot.partition,
+                    CheckpointEntry::Checkpoint(checkpoint),
+                );
+                slot.checkpointed_source = d.source;
+                slot.last_checkpoint = Some(checkpoint);
+                continue;
+            }
+            // Idle: everything handed to the producer is durable. Ask for the destination's
+            // end offset, to re-emit the last checkpoint (or origin) with a floor.
+            let settled =
+                d.delivered == slot.produced && (!eos || slot.committed >= slot.next_offset);
+            if settled && (slot.last_checkpoint.is_some() || slot.origin.is_some()) {
+                let _ = self.floors.requests.send(FloorRequest {
+                    slot: index,
+                    topic: self.routes[slot.route].dest.clone(),
+                    partition: slot.partition,
+                    produced: slot.produced,
+                });
+            }
         }
         self.checkpoints.producer.poll(Duration::ZERO);
+    }
+
+    /// Re-emits the last checkpoint (or the origin) with `next_copy_floor` = the
+    /// destination's end offset, if nothing was produced to the partition since the end
+    /// offset was asked for (so every later copy lands at or above it).
+    fn write_floor(&mut self, floor: FloorResult) {
+        let route = self.cfg().route.clone();
+        let Some(slot) = self.slots.get(floor.slot) else {
+            return;
+        };
+        if slot.produced != floor.produced || floor.end < 0 {
+            return;
+        }
+        let end = floor.end as u64;
+        let topic = &self.routes[slot.route].source;
+        let entry = match (slot.last_checkpoint, slot.origin) {
+            (Some(last), _) if end > last.destination_offset => {
+                CheckpointEntry::Checkpoint(OffsetCheckpoint {
+                    next_copy_floor: Some(end),
+                    ..last
+                })
+            }
+            (None, Some(origin)) if end >= origin.destination_offset => {
+                CheckpointEntry::Origin(RouteOrigin {
+                    next_copy_floor: Some(end),
+                    ..origin
+                })
+            }
+            _ => return,
+        };
+        self.checkpoints.write(&route, topic, slot.partition, entry);
     }
 
     fn update_metrics(&mut self, last_checkpoint: Instant) {
@@ -1244,5 +1341,61 @@ mod tests {
         assert_eq!(decimal(0, &mut buf), b"0");
         assert_eq!(decimal(1041, &mut buf), b"1041");
         assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
+    }
+}
+
+struct FloorRequest {
+    slot: usize,
+    topic: String,
+    partition: i32,
+    produced: u64,
+}
+
+struct FloorResult {
+    slot: usize,
+    produced: u64,
+    end: i64,
+}
+
+/// Reads destination end offsets on its own thread (a request per idle partition and
+/// checkpoint interval), so a slow cluster never stalls the copy loop.
+struct FloorProbe {
+    requests: std::sync::mpsc::Sender<FloorRequest>,
+    results: std::sync::mpsc::Receiver<FloorResult>,
+}
+
+impl FloorProbe {
+    fn start(cfg: &RouteConfig) -> Result<Self, KafkaError> {
+        let client: BaseConsumer<LoggingContext> = cfg
+            .dest
+            .client_config()?
+            .set("enable.auto.commit", "false")
+            .create_with_context(LoggingContext::new(&cfg.dest.name))
+            .map_err(|e| classify(&cfg.dest.name, "creating the offset reader", None, e))?;
+        let (requests, inbox) = std::sync::mpsc::channel::<FloorRequest>();
+        let (outbox, results) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("floor-probe".into())
+            .spawn(move || {
+                // Ends when the session drops its sender.
+                while let Ok(request) = inbox.recv() {
+                    let end = client
+                        .fetch_watermarks(&request.topic, request.partition, REQUEST_TIMEOUT)
+                        .map_or(-1, |(_, high)| high);
+                    let result = FloorResult {
+                        slot: request.slot,
+                        produced: request.produced,
+                        end,
+                    };
+                    if outbox.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| KafkaError::Config {
+                cluster: cfg.dest.name.clone(),
+                detail: format!("cannot start the offset reader thread: {e}"),
+            })?;
+        Ok(Self { requests, results })
     }
 }

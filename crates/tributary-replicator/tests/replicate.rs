@@ -241,10 +241,13 @@ fn checkpoints_agree_with_destination_offsets() -> TestResult {
     wait_for("the second copy", Duration::from_secs(45), || {
         total(&end_offsets(&west_aggregate, &topic)) >= 8400
     });
+    // Idle for a few intervals: the last checkpoints are re-emitted with a floor.
+    std::thread::sleep(Duration::from_secs(2));
     assert!(replicator.terminate(), "clean exit on SIGTERM");
 
     let dest = read_all(&west_aggregate, &topic, false);
     let records = read_checkpoints(&west_aggregate, &checkpoint_topic);
+    let mut floors = 0;
     let mut checked = 0;
     let mut last: BTreeMap<u32, u64> = BTreeMap::new();
     for record in &records {
@@ -268,6 +271,18 @@ fn checkpoints_agree_with_destination_offsets() -> TestResult {
             );
             if let Some(previous) = c.previous_source_offset {
                 assert!(previous < c.source_offset);
+            }
+            if let Some(floor) = c.next_copy_floor {
+                floors += 1;
+                assert!(
+                    dest[&p]
+                        .iter()
+                        .filter(|r| r
+                            .source_offset()
+                            .is_some_and(|s| s > c.source_offset as i64))
+                        .all(|r| r.offset >= floor as i64),
+                    "partition {p}: a later copy landed below the floor {floor}"
+                );
             }
             last.insert(record.key.partition, c.source_offset);
             checked += 1;
