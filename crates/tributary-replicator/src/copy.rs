@@ -1331,19 +1331,6 @@ impl Session<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::decimal;
-
-    #[test]
-    fn decimal_formats_offsets() {
-        let mut buf = [0u8; 20];
-        assert_eq!(decimal(0, &mut buf), b"0");
-        assert_eq!(decimal(1041, &mut buf), b"1041");
-        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
-    }
-}
-
 struct FloorRequest {
     slot: usize,
     topic: String,
@@ -1397,5 +1384,18 @@ impl FloorProbe {
                 detail: format!("cannot start the offset reader thread: {e}"),
             })?;
         Ok(Self { requests, results })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_formats_offsets() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1041, &mut buf), b"1041");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
     }
 }
