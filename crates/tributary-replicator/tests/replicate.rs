@@ -292,6 +292,10 @@ fn checkpoints_agree_with_destination_offsets() -> TestResult {
         checked >= 8,
         "at least two checkpoints per partition, got {checked}"
     );
+    assert!(
+        floors >= 4,
+        "idle partitions re-emit their checkpoint with a floor, got {floors}"
+    );
     let source_ends = end_offsets(&east, &topic);
     for (p, end) in source_ends {
         assert_eq!(
