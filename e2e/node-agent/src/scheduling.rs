@@ -242,13 +242,25 @@ pub async fn run_scheduler(client: kube::Client, node_name: String) -> anyhow::R
                 .filter_map(|p| p.metadata.uid.clone())
                 .collect();
             recently_bound.retain(|uid, _| live.contains(uid));
+            // Our own bindings the store has not caught up with count as bound here, so they
+            // are neither bound twice nor missing from this node's load.
             let snapshot: Vec<Arc<Pod>> = snapshot
                 .into_iter()
-                .filter(|p| {
-                    p.metadata
+                .map(|p| {
+                    let ours = p
+                        .metadata
                         .uid
                         .as_ref()
-                        .is_none_or(|u| !recently_bound.contains_key(u))
+                        .is_some_and(|u| recently_bound.contains_key(u));
+                    if ours && is_unscheduled(&p) {
+                        let mut bound = (*p).clone();
+                        if let Some(spec) = bound.spec.as_mut() {
+                            spec.node_name = Some(node_name.clone());
+                        }
+                        Arc::new(bound)
+                    } else {
+                        p
+                    }
                 })
                 .collect();
             for pod in assignments_for(&node_name, &snapshot, &ready_nodes) {
