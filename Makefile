@@ -89,3 +89,7 @@ test: lint check-generated e2e ## Everything: lint, generated files, unit and e2
 .PHONY: bench-translate
 bench-translate: ## Offset translation benchmark: 1000 partitions x 3 sources over a day of 1 s checkpoints.
 	$(CARGO) bench -q -p tributary-core --bench translate
+
+.PHONY: bench-replicator
+bench-replicator: ## Replicator benchmark: ours (both modes) vs MirrorMaker 2 vs producer-perf ceiling; results in BENCHMARKS.md.
+	bash e2e/bench/replicator.sh

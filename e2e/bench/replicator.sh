@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# `make bench-replicator`: our replicator (at-least-once and exactly-once) vs MirrorMaker 2
+# (dedicated mode, tuned) vs the destination's ingest ceiling (producer-perf-test), on the
+# same two loopback Kafka clusters and the same data: 16 partitions, 1 KiB and 100 B records.
+#
+# Per system and record size: records/s, MB/s and CPU-seconds per GB over the copy window
+# (first record landed → last record landed; process CPU from /proc, so start-up is not
+# counted for anyone), then p50/p99 replication latency at a fixed rate while caught up
+# (destination read time − source timestamp, which every system keeps).
+#
+# Ends with one line per delivery mode:
+#   replicator-bench: vs_mm2_per_cpu=<x.xx> vs_ceiling=<y.yy> p99_ms=<z> mode=<mode>
+# vs_mm2_per_cpu = MM2's CPU-s/GB ÷ ours (over both sizes); vs_ceiling = our MB/s ÷ the
+# ceiling's MB/s (the worse size); p99_ms = the worse size.
+#
+# Environment: BENCH_RECORDS_1K (default 2000000), BENCH_RECORDS_100B (default 8000000),
+# BENCH_LATENCY_SECONDS (10), BENCH_PORT (39092; uses PORT and PORT+100),
+# BENCH_STATE_DIR (default /tmp/tributary-bench; deleted at the end unless BENCH_KEEP=1).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO"
+: "${BENCH_RECORDS_1K:=2000000}"
+: "${BENCH_RECORDS_100B:=8000000}"
+: "${BENCH_LATENCY_SECONDS:=10}"
+: "${BENCH_PORT:=39092}"
+: "${BENCH_STATE_DIR:=/tmp/tributary-bench}"
+export TRIBUTARY_STATE_DIR="$BENCH_STATE_DIR"
+export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}"
+# shellcheck source=../stack/kafka.sh
+source "$REPO/e2e/stack/kafka.sh"
+
+SRC_PORT=$BENCH_PORT
+DST_PORT=$((BENCH_PORT + 100))
+SRC="127.0.0.1:$SRC_PORT"
+DST="127.0.0.1:$DST_PORT"
+CLK_TCK="$(getconf CLK_TCK)"
+OUT="$BENCH_STATE_DIR/out"
+BATCH_PROPS=(acks=all linger.ms=5 batch.size=1048576 compression.type=none enable.idempotence=true)
+
+log() { echo "[bench] $*" >&2; }
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  kafka_stop bench-src >/dev/null 2>&1 || true
+  kafka_stop bench-dst >/dev/null 2>&1 || true
+  [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$BENCH_STATE_DIR/kafka"
+}
+trap cleanup EXIT
+
+log "building (release)"
+cargo build -q --release -p tributary-replicator --bin tributary-replicate --example bench_probe
+BIN="$REPO/target/release/tributary-replicate"
+PROBE="$REPO/target/release/examples/bench_probe"
+
+mkdir -p "$OUT"
+rm -f "$OUT"/*.result
+kafka_up bench-src "$SRC_PORT"
+kafka_up bench-dst "$DST_PORT"
+
+topic() { # BOOTSTRAP NAME
+  kafka_topics --bootstrap-server "$1" --create --if-not-exists --topic "$2" --partitions 16 >/dev/null
+}
+
+perf() { # BOOTSTRAP TOPIC RECORDS SIZE RATE -> prints the summary line
+  kafka_producer_perf --topic "$2" --num-records "$3" --record-size "$4" --throughput "$5" \
+    --producer-props bootstrap.servers="$1" "${BATCH_PROPS[@]}" 2>/dev/null | tail -n 1
+}
+
+# Watches DEST_TOPIC until RECORDS are there; records the window and CPU of PID.
+measure_copy() { # NAME SIZE RECORDS DEST_TOPIC PID
+  local name=$1 size=$2 records=$3 dest=$4 pid=$5 line
+  line="$("$PROBE" ends --bootstrap "$DST" --topic "$dest" --target "$records" --pid "$pid" --clk-tck "$CLK_TCK" --timeout 1200)"
+  log "$name/$size: $line"
+  echo "system=$name size=$size records=$records $line" >>"$OUT/copy.result"
+}
+
+# Fixed-rate latency while the system is caught up.
+measure_latency() { # NAME SIZE SOURCE_TOPIC DEST_TOPIC
+  local name=$1 size=$2 src_topic=$3 dest=$4 rate count line
+  rate=$(( size >= 1024 ? 10000 : 20000 ))
+  count=$(( rate * BENCH_LATENCY_SECONDS ))
+  "$PROBE" latency --bootstrap "$DST" --topic "$dest" --count "$count" --timeout 300 >"$OUT/latency.$name.$size" &
+  local probe=$!
+  for _ in $(seq 1 300); do grep -q ready "$OUT/latency.$name.$size" 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  perf "$SRC" "$src_topic" "$count" "$size" "$rate" >/dev/null
+  wait "$probe"
+  line="$(grep p50_ms "$OUT/latency.$name.$size")"
+  log "$name/$size latency: $line"
+  echo "system=$name size=$size $line" >>"$OUT/latency.result"
+}
+
+run_ours() { # MODE SIZE RECORDS
+  local mode=$1 size=$2 records=$3 region
+  region=$([[ $mode == exactly-once ]] && echo eos || echo alo)
+  topic "$SRC" "lat-$region-$size"
+  "$BIN" --route "bench-$region-$size" --source-region "$region" --dest-region bench \
+    --source-bootstrap "$SRC" --dest-bootstrap "$DST" \
+    --topics "bench-$size,lat-$region-$size" --topic-naming prefixed --delivery "$mode" \
+    --linger-ms 5 --batch-bytes 1048576 --compression none \
+    --listen "127.0.0.1:$((BENCH_PORT + 300))" >"$OUT/replicator-$region-$size.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  measure_copy "$mode" "$size" "$records" "$region.bench-$size" "$pid"
+  measure_latency "$mode" "$size" "lat-$region-$size" "$region.lat-$region-$size"
+  kill -TERM "$pid"; wait "$pid" || true
+}
+
+run_mm2() { # SIZE RECORDS
+  local size=$1 records=$2 cfg="$OUT/mm2-$size.properties" pid=""
+  topic "$SRC" "lat-mm2-$size"
+  # Tuned per the high-volume guidance: big batches, linger, big fetches, more tasks.
+  cat >"$cfg" <<EOF
+clusters = src, dst
+src.bootstrap.servers = $SRC
+dst.bootstrap.servers = $DST
+src->dst.enabled = true
+dst->src.enabled = false
+src->dst.topics = bench-$size|lat-mm2-$size
+tasks.max = 4
+replication.factor = 1
+checkpoints.topic.replication.factor = 1
+heartbeats.topic.replication.factor = 1
+offset-syncs.topic.replication.factor = 1
+offset.storage.replication.factor = 1
+status.storage.replication.factor = 1
+config.storage.replication.factor = 1
+sync.topic.acls.enabled = false
+refresh.topics.interval.seconds = 5
+dst.producer.batch.size = 1048576
+dst.producer.linger.ms = 5
+dst.producer.compression.type = none
+dst.producer.acks = all
+dst.producer.buffer.memory = 134217728
+src.consumer.fetch.min.bytes = 1048576
+src.consumer.fetch.max.wait.ms = 100
+src.consumer.max.partition.fetch.bytes = 4194304
+src.consumer.fetch.max.bytes = 67108864
+src.consumer.max.poll.records = 5000
+EOF
+  KAFKA_TOOL_HEAP_OPTS="-Xms1g -Xmx1g" kafka_mm2 "$cfg" >"$OUT/mm2-$size.log" 2>&1 &
+  local shell_pid=$!
+  PIDS+=("$shell_pid")
+  for _ in $(seq 1 100); do
+    pid="$(pgrep -n -f "connect.mirror.MirrorMaker $cfg" || true)"
+    [[ -n "$pid" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$pid" ]] || { log "MirrorMaker 2 did not start (see $OUT/mm2-$size.log)"; return 1; }
+  PIDS+=("$pid")
+  measure_copy mm2 "$size" "$records" "src.bench-$size" "$pid"
+  measure_latency mm2 "$size" "lat-mm2-$size" "src.lat-mm2-$size"
+  kill -TERM "$pid"; wait "$shell_pid" || true
+}
+
+for spec in "1024:$BENCH_RECORDS_1K" "100:$BENCH_RECORDS_100B"; do
+  size=${spec%%:*}; records=${spec##*:}
+  log "=== $records records of $size B, 16 partitions ==="
+  topic "$SRC" "bench-$size"
+  log "loading the source: $(perf "$SRC" "bench-$size" "$records" "$size" -1)"
+  topic "$DST" "ceiling-$size"
+  line="$(perf "$DST" "ceiling-$size" "$records" "$size" -1)"
+  log "ceiling: $line"
+  echo "system=ceiling size=$size records=$records $line" >>"$OUT/copy.result"
+  run_ours at-least-once "$size" "$records"
+  run_ours exactly-once "$size" "$records"
+  run_mm2 "$size" "$records"
+done
+
+python3 - "$OUT" <<'PY'
+import re, sys
+out = sys.argv[1]
+copy = {}
+for line in open(f"{out}/copy.result"):
+    kv = dict(re.findall(r"(\w+)=(\S+)", line))
+    size, system = int(kv["size"]), kv["system"]
+    records = int(kv["records"])
+    gb = records * size / 1e9
+    if system == "ceiling":
+        m = re.search(r"([\d.]+) records/sec \(([\d.]+) MB/sec\)", line)
+        rps, mbps = float(m.group(1)), float(m.group(2))
+        copy[(system, size)] = dict(rps=rps, mbps=mbps, cpu=None, gb=gb)
+        continue
+    secs = (int(kv["done_ms"]) - int(kv["first_ms"])) / 1000
+    cpu = float(kv["cpu_done"]) - float(kv["cpu_first"])
+    copy[(system, size)] = dict(rps=records / secs, mbps=records * size / secs / 2**20, cpu=cpu, gb=gb)
+lat = {}
+for line in open(f"{out}/latency.result"):
+    kv = dict(re.findall(r"(\w+)=(\S+)", line))
+    lat[(kv["system"], int(kv["size"]))] = (int(kv["p50_ms"]), int(kv["p99_ms"]))
+
+print("\n| system | record size | records/s | MB/s | CPU-s per GB | p50 ms | p99 ms |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+for (system, size), r in sorted(copy.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+    cpu = f"{r['cpu'] / r['gb']:.2f}" if r["cpu"] is not None else "–"
+    p50, p99 = lat.get((system, size), ("–", "–"))
+    print(f"| {system} | {size} B | {r['rps']:,.0f} | {r['mbps']:.1f} | {cpu} | {p50} | {p99} |")
+print()
+sizes = sorted({s for (_, s) in copy})
+for mode in ("at-least-once", "exactly-once"):
+    ours_cpu = sum(copy[(mode, s)]["cpu"] for s in sizes) / sum(copy[(mode, s)]["gb"] for s in sizes)
+    mm2_cpu = sum(copy[("mm2", s)]["cpu"] for s in sizes) / sum(copy[("mm2", s)]["gb"] for s in sizes)
+    vs_ceiling = min(copy[(mode, s)]["mbps"] / copy[("ceiling", s)]["mbps"] for s in sizes)
+    p99 = max(lat[(mode, s)][1] for s in sizes)
+    print(f"replicator-bench: vs_mm2_per_cpu={mm2_cpu / ours_cpu:.2f} vs_ceiling={vs_ceiling:.2f} p99_ms={p99} mode={mode}")
+PY
