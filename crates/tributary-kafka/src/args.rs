@@ -60,6 +60,16 @@ connection_args!(
     /// The destination (aggregate) cluster: `--dest-*` flags, `TRIBUTARY_DEST_*` variables.
     DestConnectionArgs, "dest", "TRIBUTARY_DEST_", "destination"
 );
+connection_args!(
+    /// The active region's aggregate cluster of a checkpoint sync: `--from-*` flags,
+    /// `TRIBUTARY_FROM_*` variables.
+    FromConnectionArgs, "from", "TRIBUTARY_FROM_", "active (from) region's aggregate"
+);
+connection_args!(
+    /// The standby region's aggregate cluster of a checkpoint sync: `--to-*` flags,
+    /// `TRIBUTARY_TO_*` variables.
+    ToConnectionArgs, "to", "TRIBUTARY_TO_", "standby (to) region's aggregate"
+);
 
 #[allow(clippy::too_many_arguments)]
 fn to_settings(

@@ -12,7 +12,7 @@ mod error;
 mod settings;
 
 pub use admin::{KafkaAdmin, PartitionOffsets, TopicDescription, TopicSpec};
-pub use args::{DestConnectionArgs, SourceConnectionArgs};
+pub use args::{DestConnectionArgs, FromConnectionArgs, SourceConnectionArgs, ToConnectionArgs};
 pub use error::{KafkaError, classify};
 pub use rdkafka;
 pub use settings::{ClientSettings, SaslSettings, TlsSettings};

@@ -1,0 +1,182 @@
+//! `tributary checkpoint-sync`: keeps one consumer group's position warm in a standby
+//! region's aggregate cluster (B), translated from the active region's (A), and does the
+//! final, authoritative translation at a failover.
+//!
+//! [`config`] owns the flags, [`sync`] a round's Kafka I/O around `tributary_core::translate`,
+//! [`metrics`] and [`http`] the Prometheus/health endpoints. [`run`] wires them: rounds run
+//! on the calling thread (librdkafka calls block), the HTTP server and signal handling on a
+//! small tokio runtime.
+//!
+//! Exit status: 0 when stopped by a signal or when the epoch file shows a later epoch
+//! (superseded); non-zero for bad flags and, with `--once`, for any failed round (the plan is
+//! printed only after its commit was read back from B).
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod sync;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tracing::{info, warn};
+
+pub use config::{CheckpointSyncArgs, Mode, SyncConfig};
+pub use sync::{CheckpointSync, RoundOutcome, RoundReport, SyncError};
+
+use crate::config::LogFormat;
+use crate::http::Health;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // Another subcommand may have set a subscriber already; keep it.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs `tributary checkpoint-sync`.
+pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let cfg = SyncConfig::from_args(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .enable_all()
+        .thread_name("tributary-checkpoint-sync")
+        .build()
+        .context("starting the async runtime")?;
+    let health = Arc::new(Health::new());
+    if let Some(epoch) = cfg.epoch {
+        health.metrics.epoch.set(epoch.min(i64::MAX as u64) as i64);
+    }
+    let mode = cfg.mode;
+    let plan_file = cfg.plan_file.clone();
+    info!(
+        group = %cfg.group,
+        from = %cfg.from.name,
+        to = %cfg.to.name,
+        mode = ?mode,
+        epoch = ?cfg.epoch,
+        "tributary checkpoint-sync starting"
+    );
+    let mut sync = CheckpointSync::new(cfg, health.clone(), runtime.handle().clone())?;
+
+    if mode != Mode::Standby {
+        let report = sync.round().map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint-sync {}: {e} (category {})",
+                if mode == Mode::Final {
+                    "--once --final failed, nothing to resume from"
+                } else {
+                    "--once failed"
+                },
+                e.category()
+            )
+        })?;
+        if let RoundOutcome::SkippedGroupActive { members } = report.outcome {
+            warn!(
+                members,
+                "not committed: the group has active members in the standby region"
+            );
+        }
+        let json = serde_json::to_string_pretty(&report.plan).context("encoding the plan")?;
+        if let Some(path) = &plan_file {
+            write_atomically(path, json.as_bytes())
+                .with_context(|| format!("writing the plan to {} (--plan-file)", path.display()))?;
+        }
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{json}").context("printing the plan")?;
+        info!(resume = %sync::describe_resume(&report.plan), "plan committed");
+        return Ok(());
+    }
+
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
+    let server = runtime.spawn(http::serve(listener, health.clone(), http_stop_rx));
+    let stop = Arc::new(AtomicBool::new(false));
+    let signal_stop = stop.clone();
+    runtime.spawn(async move {
+        wait_for_termination().await;
+        info!("termination requested: stopping after the current round");
+        signal_stop.store(true, Ordering::Relaxed);
+    });
+
+    let interval = sync.config().interval;
+    let mut result = Ok(());
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        match sync.round() {
+            Ok(report) => {
+                if report.checkpoints_caught_up {
+                    health.ready.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(SyncError::Superseded { ours, current, .. }) => {
+                info!(
+                    ours,
+                    current, "epoch superseded: this standby sync is done, exiting"
+                );
+                break;
+            }
+            Err(e) => {
+                health.metrics.error(e.category());
+                warn!(category = e.category(), "round failed: {e}");
+                if let SyncError::Kafka(k) = &e
+                    && k.category() == "Config"
+                {
+                    result = Err(anyhow::anyhow!("{e}"));
+                    break;
+                }
+            }
+        }
+        health
+            .metrics
+            .sync_age_seconds
+            .set(sync.sync_age().as_secs_f64());
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < interval {
+            std::thread::sleep(Duration::from_millis(50).min(interval));
+        }
+    }
+    health.alive.store(false, Ordering::Relaxed);
+    let _ = http_stop.send(true);
+    let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a
+/// partial plan.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

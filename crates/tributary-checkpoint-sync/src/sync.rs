@@ -1,0 +1,893 @@
+//! One checkpoint sync ([`CheckpointSync`]): the Kafka side of a translation round.
+//!
+//! A round reads the group's committed offsets in A, catches the in-memory checkpoint index
+//! up with both aggregates' checkpoint topics (incrementally: each feed resumes where the
+//! last round stopped), reads A's records just below the committed offsets for their
+//! provenance (exact watermarks), asks `tributary_core::translate` for a plan, and commits it
+//! for the same group id in B:
+//! - standby (`Standby`, `Once`): only while the group has no members in B, and never
+//!   backwards (`TranslationPlan::standby_commits`), unless the group was rewound in A;
+//! - failover (`Final`): the plan as is — it is authoritative.
+//!
+//! Every commit is read back; a partition that did not take is an error, never a success.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+use tributary_core::checkpoint::{self, CheckpointKey};
+use tributary_core::dedupe::parse_provenance;
+use tributary_core::{
+    AggregateLayout, AggregatePartition, CheckpointIndexes, LogOffsets, ObservedRecord,
+    ObservedTail, PartitionOutcome, Route, StandbyCommit, ThinningPolicy, TranslationPlan,
+    TranslationRequest, translate,
+};
+use tributary_kafka::{ClientSettings, KafkaAdmin, KafkaError, classify};
+
+use crate::config::{Mode, SyncConfig, parse_epoch};
+use crate::http::Health;
+use crate::metrics::PartitionLabels;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(
+        "group {group:?} has {members} active member(s) in {cluster}; refusing to move its offsets while it consumes there (stop its consumers first)"
+    )]
+    GroupActive {
+        group: String,
+        cluster: String,
+        members: usize,
+    },
+    #[error(
+        "the commit into {cluster} did not take for every partition of group {group:?} ({detail}); the standby's offsets are NOT in sync"
+    )]
+    PartialCommit {
+        group: String,
+        cluster: String,
+        detail: String,
+    },
+    #[error(
+        "epoch {ours} is superseded: {path} holds epoch {current}; this sync must not act any more"
+    )]
+    Superseded {
+        ours: u64,
+        current: u64,
+        path: String,
+    },
+}
+
+impl SyncError {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            SyncError::Kafka(e) => e.category(),
+            SyncError::GroupActive { .. } => "GroupActive",
+            SyncError::PartialCommit { .. } => "PartialCommit",
+            SyncError::Superseded { .. } => "Superseded",
+        }
+    }
+}
+
+/// What a round did in B.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoundOutcome {
+    /// B's offsets now are `committed` (moved by this round) and `kept` (left where they were
+    /// because the plan lay behind them).
+    Synced {
+        committed: BTreeMap<AggregatePartition, u64>,
+        kept: BTreeMap<AggregatePartition, u64>,
+    },
+    /// The group has members in B: nothing committed.
+    SkippedGroupActive { members: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct RoundReport {
+    pub plan: TranslationPlan,
+    pub outcome: RoundOutcome,
+    /// Both checkpoint topics were read to the end they had when the round started.
+    pub checkpoints_caught_up: bool,
+}
+
+/// A standby's decisions: the plan, never backwards, except for partitions the group was
+/// rewound on in A (then the plan is committed as is, per `advance_only`'s contract).
+pub fn standby_decisions(
+    plan: &TranslationPlan,
+    current: &BTreeMap<AggregatePartition, u64>,
+    rewound_in_from: &BTreeSet<AggregatePartition>,
+) -> BTreeMap<AggregatePartition, StandbyCommit> {
+    let mut decisions = plan.standby_commits(current);
+    for (partition, offset) in plan.resume_offsets() {
+        if rewound_in_from.contains(&partition) && current.get(&partition) != Some(&offset) {
+            decisions.insert(partition, StandbyCommit::Commit(offset));
+        }
+    }
+    decisions
+}
+
+fn consumer(
+    settings: &ClientSettings,
+    group: &str,
+    what: &str,
+) -> Result<BaseConsumer, KafkaError> {
+    let mut config = settings.client_config()?;
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        // Aborted copies were never seen by the group: their provenance must not count.
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "8192");
+    config
+        .create()
+        .map_err(|e| classify(&settings.name, what, None, e))
+}
+
+/// One aggregate cluster's checkpoint topic, read incrementally into the index.
+struct CheckpointFeed {
+    cluster: String,
+    topic: String,
+    consumer: BaseConsumer,
+    /// Next offset to read per assigned partition.
+    next: BTreeMap<i32, i64>,
+    warned_missing: bool,
+}
+
+impl CheckpointFeed {
+    fn new(settings: &ClientSettings, topic: &str, group: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
+            cluster: settings.name.clone(),
+            topic: topic.to_owned(),
+            consumer: consumer(
+                settings,
+                &format!("tributary.checkpoint-sync.{group}.reader"),
+                "creating the checkpoint reader",
+            )?,
+            next: BTreeMap::new(),
+            warned_missing: false,
+        })
+    }
+
+    fn classify(&self, operation: &str, e: RdError) -> KafkaError {
+        classify(&self.cluster, operation, Some(&self.topic), e)
+    }
+
+    /// Reads until every partition reached the end it had when called, or `budget` passed.
+    /// `Ok(true)` when caught up. Any prefix keeps translation correct, only less precise.
+    fn catch_up(
+        &mut self,
+        indexes: &mut CheckpointIndexes,
+        health: &Health,
+        budget: Duration,
+    ) -> Result<bool, KafkaError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT)
+            .map_err(|e| self.classify("reading checkpoint-topic metadata", e))?;
+        let partitions: Vec<i32> = match metadata.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                t.partitions().iter().map(|p| p.id()).collect()
+            }
+            _ => {
+                if !self.warned_missing {
+                    warn!(cluster = %self.cluster, topic = %self.topic,
+                        "checkpoint topic does not exist (yet): no route into this region has written checkpoints; translation stays conservative");
+                    self.warned_missing = true;
+                }
+                return Ok(true);
+            }
+        };
+        if partitions.iter().any(|p| !self.next.contains_key(p)) {
+            let mut list = TopicPartitionList::new();
+            for p in &partitions {
+                let offset = match self.next.get(p) {
+                    Some(next) => Offset::Offset(*next),
+                    None => Offset::Beginning,
+                };
+                list.add_partition_offset(&self.topic, *p, offset)
+                    .map_err(|e| self.classify("assigning the checkpoint topic", e))?;
+                self.next.entry(*p).or_insert(0);
+            }
+            self.consumer
+                .assign(&list)
+                .map_err(|e| self.classify("assigning the checkpoint topic", e))?;
+        }
+        let mut pending = BTreeMap::new();
+        for p in &partitions {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, *p, REQUEST_TIMEOUT)
+                .map_err(|e| self.classify("reading checkpoint-topic offsets", e))?;
+            if self.next.get(p).copied().unwrap_or(0) < high {
+                pending.insert(*p, high);
+            }
+        }
+        let deadline = Instant::now() + budget;
+        while !pending.is_empty() && Instant::now() < deadline {
+            match self.consumer.poll(POLL) {
+                Some(Ok(m)) => {
+                    let p = m.partition();
+                    self.next.insert(p, m.offset() + 1);
+                    match checkpoint::decode(
+                        m.key().unwrap_or_default(),
+                        m.payload().unwrap_or_default(),
+                    ) {
+                        Ok(record) => {
+                            indexes.apply(&record);
+                            health.metrics.checkpoint_records_read.inc();
+                        }
+                        Err(e) => {
+                            health.metrics.checkpoint_records_invalid.inc();
+                            debug!(cluster = %self.cluster, partition = p, offset = m.offset(),
+                                "skipping a checkpoint record that does not decode: {e}");
+                        }
+                    }
+                    if pending.get(&p).is_some_and(|high| m.offset() + 1 >= *high) {
+                        pending.remove(&p);
+                    }
+                }
+                Some(Err(RdError::PartitionEOF(p))) => {
+                    pending.remove(&p);
+                }
+                Some(Err(e)) => return Err(self.classify("reading the checkpoint topic", e)),
+                None => {}
+            }
+        }
+        Ok(pending.is_empty())
+    }
+}
+
+/// A tail read of A below a committed offset, kept while the offset does not move.
+struct CachedTail {
+    committed: u64,
+    tail: ObservedTail,
+}
+
+/// The Kafka side of one group's sync from A to B.
+pub struct CheckpointSync {
+    cfg: SyncConfig,
+    health: Arc<Health>,
+    runtime: tokio::runtime::Handle,
+    from_admin: KafkaAdmin,
+    to_admin: KafkaAdmin,
+    /// `group.id` = the group, in A: reads its committed offsets (never subscribes).
+    from_group: BaseConsumer,
+    /// `group.id` = the group, in B: reads, commits (never subscribes), lists members.
+    to_group: BaseConsumer,
+    tail_reader: BaseConsumer,
+    feeds: Vec<CheckpointFeed>,
+    indexes: CheckpointIndexes,
+    previous_from: BTreeMap<AggregatePartition, u64>,
+    tails: BTreeMap<AggregatePartition, CachedTail>,
+    last_synced: Instant,
+}
+
+impl CheckpointSync {
+    /// Creates the clients (lazily connecting: nothing is contacted yet).
+    pub fn new(
+        cfg: SyncConfig,
+        health: Arc<Health>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, KafkaError> {
+        let group = cfg.group.clone();
+        let feeds = vec![
+            CheckpointFeed::new(&cfg.from, &cfg.checkpoint_topic, &group)?,
+            CheckpointFeed::new(&cfg.to, &cfg.checkpoint_topic, &group)?,
+        ];
+        Ok(Self {
+            from_admin: KafkaAdmin::new(&cfg.from)?.with_timeout(REQUEST_TIMEOUT),
+            to_admin: KafkaAdmin::new(&cfg.to)?.with_timeout(REQUEST_TIMEOUT),
+            from_group: consumer(&cfg.from, &group, "creating the group offset reader")?,
+            to_group: consumer(&cfg.to, &group, "creating the group offset committer")?,
+            tail_reader: consumer(
+                &cfg.from,
+                &format!("tributary.checkpoint-sync.{group}.tail"),
+                "creating the provenance reader",
+            )?,
+            feeds,
+            indexes: CheckpointIndexes::new(ThinningPolicy::default()),
+            previous_from: BTreeMap::new(),
+            tails: BTreeMap::new(),
+            last_synced: Instant::now(),
+            cfg,
+            health,
+            runtime,
+        })
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.cfg
+    }
+
+    /// Seconds since B's offsets last matched a fresh translation (since start if never).
+    pub fn sync_age(&self) -> Duration {
+        self.last_synced.elapsed()
+    }
+
+    /// `Err(Superseded)` once the epoch file shows a later epoch than ours. An unreadable
+    /// file is logged and counted, not fatal: the operator may be rewriting it.
+    pub fn check_epoch(&self) -> Result<(), SyncError> {
+        let (Some(ours), Some(path)) = (self.cfg.epoch, &self.cfg.epoch_file) else {
+            return Ok(());
+        };
+        match std::fs::read_to_string(path).map(|t| parse_epoch(&t)) {
+            Ok(Some(current)) if current > ours => Err(SyncError::Superseded {
+                ours,
+                current,
+                path: path.display().to_string(),
+            }),
+            Ok(Some(_)) => Ok(()),
+            Ok(None) | Err(_) => {
+                self.health.metrics.error("EpochFile");
+                warn!(path = %path.display(), "cannot read an epoch from the epoch file; continuing with epoch {ours}");
+                Ok(())
+            }
+        }
+    }
+
+    /// One round: translate and (per mode) commit.
+    pub fn round(&mut self) -> Result<RoundReport, SyncError> {
+        self.check_epoch()?;
+        let from_cluster = self.cfg.from.name.clone();
+        let to_cluster = self.cfg.to.name.clone();
+
+        // The group's partitions as A has them.
+        let described = self
+            .runtime
+            .block_on(self.from_admin.describe_topics(&self.cfg.topics))?;
+        let mut layout = AggregateLayout::new(self.cfg.naming);
+        let mut from_partitions = Vec::new();
+        for topic in &self.cfg.topics {
+            let Some(description) = described.iter().find(|d| &d.name == topic) else {
+                warn!(cluster = %from_cluster, topic = %topic, "the group's topic does not exist in the active region's aggregate cluster");
+                continue;
+            };
+            if let Some(selector) = self.cfg.naming.source_of(topic) {
+                for region in &self.cfg.sources {
+                    if selector.admits(region) {
+                        layout.add_source_topic(
+                            region,
+                            selector.topic,
+                            description.partitions as u32,
+                        );
+                    }
+                }
+            }
+            from_partitions.extend((0..description.partitions as i32).map(|p| (topic.clone(), p)));
+        }
+
+        let committed = read_committed(&self.from_group, &from_cluster, &from_partitions)?;
+        let rewound: BTreeSet<AggregatePartition> = committed
+            .iter()
+            .filter(|(p, c)| self.previous_from.get(*p).is_some_and(|prev| prev > *c))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !rewound.is_empty() {
+            warn!(group = %self.cfg.group, partitions = ?rewound, "the group was rewound in the active region: committing the plan as is for those partitions");
+        }
+
+        let budget = match self.cfg.mode {
+            Mode::Standby => self.cfg.interval.max(Duration::from_secs(2)),
+            Mode::Once | Mode::Final => self.cfg.catch_up_timeout,
+        };
+        let mut caught_up = true;
+        for feed in &mut self.feeds {
+            caught_up &= feed.catch_up(&mut self.indexes, &self.health, budget)?;
+        }
+        self.health
+            .metrics
+            .index_entries
+            .set(self.indexes.entry_count() as i64);
+        if !caught_up {
+            warn!(
+                "checkpoint topics not read to their end within {budget:?}: this plan is correct but less precise"
+            );
+        }
+
+        let mut destination = BTreeMap::new();
+        for topic in &self.cfg.topics {
+            match self
+                .runtime
+                .block_on(self.to_admin.partition_offsets(topic, &[]))
+            {
+                Ok(offsets) => {
+                    for o in offsets {
+                        destination.insert(
+                            AggregatePartition::new(topic, o.partition as u32),
+                            LogOffsets {
+                                start: o.start.max(0) as u64,
+                                end: o.end.max(0) as u64,
+                            },
+                        );
+                    }
+                }
+                Err(KafkaError::TopicMissing { .. }) => {
+                    warn!(cluster = %to_cluster, topic = %topic, "the group's topic does not exist in the standby region's aggregate cluster yet");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        let observed = self.observe_tails(&layout, &committed)?;
+        let plan = translate(&TranslationRequest {
+            group_id: &self.cfg.group,
+            from_region: &self.cfg.from_region,
+            to_region: &self.cfg.to_region,
+            layout: &layout,
+            checkpoints: &self.indexes,
+            committed: &committed,
+            destination: &destination,
+            observed: &observed,
+        });
+        self.health
+            .metrics
+            .plan_max_duplicates
+            .set(plan.max_duplicates.min(i64::MAX as u64) as i64);
+        self.health.metrics.plan_exact.set(i64::from(plan.exact));
+
+        // Members of the group in B: never move a consuming group.
+        let members = self.active_members()?;
+        if members > 0 {
+            if self.cfg.mode == Mode::Final {
+                return Err(SyncError::GroupActive {
+                    group: self.cfg.group.clone(),
+                    cluster: to_cluster,
+                    members,
+                });
+            }
+            self.health.metrics.commits_skipped_group_active.inc();
+            info!(group = %self.cfg.group, members, "group has active members in the standby region: not committing");
+            self.previous_from = committed;
+            return Ok(RoundReport {
+                plan,
+                outcome: RoundOutcome::SkippedGroupActive { members },
+                checkpoints_caught_up: caught_up,
+            });
+        }
+
+        let (to_commit, kept) = match self.cfg.mode {
+            Mode::Final => (plan.resume_offsets(), BTreeMap::new()),
+            Mode::Standby | Mode::Once => {
+                let parts: Vec<(String, i32)> = destination
+                    .keys()
+                    .map(|p| (p.topic.clone(), p.partition as i32))
+                    .collect();
+                let current = read_committed(&self.to_group, &to_cluster, &parts)?;
+                let mut to_commit = BTreeMap::new();
+                let mut kept = BTreeMap::new();
+                for (partition, decision) in standby_decisions(&plan, &current, &rewound) {
+                    match decision {
+                        StandbyCommit::Commit(offset)
+                            if current.get(&partition) != Some(&offset) =>
+                        {
+                            to_commit.insert(partition, offset);
+                        }
+                        other => {
+                            kept.insert(partition, other.offset());
+                        }
+                    }
+                }
+                (to_commit, kept)
+            }
+        };
+        // The epoch may have moved while we read: nothing acts for an old epoch.
+        self.check_epoch()?;
+        if !to_commit.is_empty() {
+            self.commit(&to_commit)?;
+            info!(group = %self.cfg.group, cluster = %to_cluster, partitions = to_commit.len(),
+                max_duplicates = plan.max_duplicates, exact = plan.exact, "committed translated offsets");
+        }
+        self.health
+            .metrics
+            .partitions_committed
+            .inc_by(to_commit.len() as u64);
+        self.health
+            .metrics
+            .partitions_kept
+            .inc_by(kept.len() as u64);
+        for (partition, log) in &destination {
+            let effective = to_commit.get(partition).or_else(|| kept.get(partition));
+            if let Some(offset) = effective {
+                self.health
+                    .metrics
+                    .translated_lag_records
+                    .get_or_create(&PartitionLabels {
+                        topic: partition.topic.clone(),
+                        partition: partition.partition.to_string(),
+                    })
+                    .set(log.end.saturating_sub(*offset).min(i64::MAX as u64) as i64);
+            }
+        }
+        self.previous_from = committed;
+        if caught_up {
+            self.last_synced = Instant::now();
+        }
+        self.health.metrics.rounds.inc();
+        Ok(RoundReport {
+            plan,
+            outcome: RoundOutcome::Synced {
+                committed: to_commit,
+                kept,
+            },
+            checkpoints_caught_up: caught_up,
+        })
+    }
+
+    fn active_members(&self) -> Result<usize, KafkaError> {
+        let list = self
+            .to_group
+            .fetch_group_list(Some(&self.cfg.group), REQUEST_TIMEOUT)
+            .map_err(|e| classify(&self.cfg.to.name, "describing the consumer group", None, e))?;
+        Ok(list
+            .groups()
+            .iter()
+            .filter(|g| g.name() == self.cfg.group)
+            .map(|g| g.members().len())
+            .sum())
+    }
+
+    /// Commits `offsets` for the group in B and reads them back.
+    fn commit(&self, offsets: &BTreeMap<AggregatePartition, u64>) -> Result<(), SyncError> {
+        let cluster = &self.cfg.to.name;
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            list.add_partition_offset(
+                &partition.topic,
+                partition.partition as i32,
+                Offset::Offset(*offset as i64),
+            )
+            .map_err(|e| classify(cluster, "preparing the commit", None, e))?;
+        }
+        if let Err(e) = self.to_group.commit(&list, CommitMode::Sync) {
+            self.health.metrics.error("CommitFailed");
+            let code = e.rdkafka_error_code();
+            if matches!(
+                code,
+                Some(
+                    RDKafkaErrorCode::UnknownMemberId
+                        | RDKafkaErrorCode::IllegalGeneration
+                        | RDKafkaErrorCode::RebalanceInProgress
+                )
+            ) {
+                // The broker refuses a non-member's commit to a group that has members: one
+                // joined between our check and the commit.
+                self.health.metrics.commits_skipped_group_active.inc();
+                return Err(SyncError::GroupActive {
+                    group: self.cfg.group.clone(),
+                    cluster: cluster.clone(),
+                    members: 1,
+                });
+            }
+            return Err(classify(cluster, "committing offsets", None, e).into());
+        }
+        let parts: Vec<(String, i32)> = offsets
+            .keys()
+            .map(|p| (p.topic.clone(), p.partition as i32))
+            .collect();
+        let back = read_committed(&self.to_group, cluster, &parts)?;
+        let wrong: Vec<String> = offsets
+            .iter()
+            .filter(|(p, o)| back.get(*p) != Some(*o))
+            .map(|(p, o)| format!("{p}: wanted {o}, found {:?}", back.get(p)))
+            .collect();
+        if !wrong.is_empty() {
+            return Err(SyncError::PartialCommit {
+                group: self.cfg.group.clone(),
+                cluster: cluster.clone(),
+                detail: wrong.join("; "),
+            });
+        }
+        self.health.metrics.commits.inc();
+        Ok(())
+    }
+
+    /// Reads A's records from the last checkpoint of every source below each committed
+    /// offset up to it (at most `observe_tail_max` records), for exact watermarks. A
+    /// partition whose read does not complete is left out (checkpoints answer for it).
+    fn observe_tails(
+        &mut self,
+        layout: &AggregateLayout,
+        committed: &BTreeMap<AggregatePartition, u64>,
+    ) -> Result<BTreeMap<AggregatePartition, ObservedTail>, KafkaError> {
+        let mut out = BTreeMap::new();
+        if self.cfg.observe_tail_max == 0 {
+            return Ok(out);
+        }
+        let mut wanted: BTreeMap<AggregatePartition, (u64, u64)> = BTreeMap::new();
+        for (partition, &c) in committed {
+            let start = self
+                .tail_start(layout, partition, c)
+                .max(c.saturating_sub(self.cfg.observe_tail_max));
+            match self.tails.get(partition) {
+                Some(cached) if cached.committed == c && cached.tail.start <= start => {
+                    out.insert(partition.clone(), cached.tail.clone());
+                }
+                _ if start >= c => {
+                    out.insert(
+                        partition.clone(),
+                        ObservedTail {
+                            start: c,
+                            records: Vec::new(),
+                        },
+                    );
+                }
+                _ => {
+                    wanted.insert(partition.clone(), (start, c));
+                }
+            }
+        }
+        // One topic at a time: end-of-partition events name only the partition number.
+        let topics: BTreeSet<String> = wanted.keys().map(|p| p.topic.clone()).collect();
+        for topic in topics {
+            let of_topic: BTreeMap<AggregatePartition, (u64, u64)> = wanted
+                .iter()
+                .filter(|(p, _)| p.topic == topic)
+                .map(|(p, range)| (p.clone(), *range))
+                .collect();
+            let read = self.read_tails(&of_topic)?;
+            for (partition, tail) in read {
+                let c = of_topic[&partition].1;
+                self.tails.insert(
+                    partition.clone(),
+                    CachedTail {
+                        committed: c,
+                        tail: tail.clone(),
+                    },
+                );
+                out.insert(partition, tail);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The lowest A offset from which every source's last record below `c` can be found:
+    /// the last checkpoint below `c` of each source (0 for a source nothing is known of).
+    fn tail_start(&self, layout: &AggregateLayout, partition: &AggregatePartition, c: u64) -> u64 {
+        let Some(selector) = self.cfg.naming.source_of(&partition.topic) else {
+            return 0;
+        };
+        let mut regions: BTreeSet<String> = layout
+            .declared_sources(partition)
+            .into_iter()
+            .map(|s| s.region)
+            .collect();
+        regions.extend(
+            self.indexes
+                .sources_into(&self.cfg.from_region, selector.topic, partition.partition)
+                .map(|(r, _)| r.to_owned())
+                .filter(|r| selector.admits(r)),
+        );
+        let mut start = c;
+        for region in regions {
+            let key = CheckpointKey::new(
+                Route::new(&region, &self.cfg.from_region),
+                selector.topic,
+                partition.partition,
+            );
+            let anchor = match self.indexes.get(&key) {
+                None => Some(0),
+                Some(index) => match index.last_below_destination(c) {
+                    Some(mapped) => Some(mapped.destination),
+                    None => match index.origin() {
+                        // Nothing of this source lies below `c`.
+                        Some(origin) if origin.destination_offset >= c => None,
+                        Some(origin) => Some(origin.destination_offset),
+                        None => Some(0),
+                    },
+                },
+            };
+            if let Some(anchor) = anchor {
+                start = start.min(anchor);
+            }
+        }
+        start
+    }
+
+    /// Reads the ranges `[start, c)` of partitions of one topic.
+    fn read_tails(
+        &self,
+        wanted: &BTreeMap<AggregatePartition, (u64, u64)>,
+    ) -> Result<BTreeMap<AggregatePartition, ObservedTail>, KafkaError> {
+        let cluster = &self.cfg.from.name;
+        let mut list = TopicPartitionList::new();
+        for (partition, (start, _)) in wanted {
+            list.add_partition_offset(
+                &partition.topic,
+                partition.partition as i32,
+                Offset::Offset(*start as i64),
+            )
+            .map_err(|e| classify(cluster, "assigning for a provenance read", None, e))?;
+        }
+        self.tail_reader
+            .assign(&list)
+            .map_err(|e| classify(cluster, "assigning for a provenance read", None, e))?;
+        let mut tails: BTreeMap<AggregatePartition, ObservedTail> = wanted
+            .iter()
+            .map(|(p, (start, _))| {
+                (
+                    p.clone(),
+                    ObservedTail {
+                        start: *start,
+                        records: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut pending: BTreeSet<AggregatePartition> = wanted.keys().cloned().collect();
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        while !pending.is_empty() && Instant::now() < deadline {
+            match self.tail_reader.poll(POLL) {
+                Some(Ok(m)) => {
+                    let partition = AggregatePartition::new(m.topic(), m.partition() as u32);
+                    let Some((_, c)) = wanted.get(&partition) else {
+                        continue;
+                    };
+                    let offset = m.offset().max(0) as u64;
+                    if offset >= *c {
+                        pending.remove(&partition);
+                        continue;
+                    }
+                    let provenance = m.headers().and_then(|headers| {
+                        parse_provenance(
+                            headers.iter().map(|h| (h.key, h.value.unwrap_or_default())),
+                        )
+                        .ok()
+                        .flatten()
+                    });
+                    if let Some(tail) = tails.get_mut(&partition) {
+                        tail.records.push(ObservedRecord { offset, provenance });
+                    }
+                    if offset + 1 >= *c {
+                        pending.remove(&partition);
+                    }
+                }
+                Some(Err(RdError::PartitionEOF(p))) => {
+                    // At the end of what is readable: everything below `c` that the group
+                    // could see has been read.
+                    pending.retain(|partition| partition.partition as i32 != p);
+                }
+                Some(Err(e)) => return Err(classify(cluster, "reading provenance", None, e)),
+                None => {}
+            }
+        }
+        let _ = self.tail_reader.unassign();
+        // Incomplete reads are left out: checkpoints answer for those partitions.
+        tails.retain(|p, _| !pending.contains(p));
+        Ok(tails)
+    }
+}
+
+/// The group's committed offsets for `partitions` (absent: never committed).
+fn read_committed(
+    consumer: &BaseConsumer,
+    cluster: &str,
+    partitions: &[(String, i32)],
+) -> Result<BTreeMap<AggregatePartition, u64>, KafkaError> {
+    let mut out = BTreeMap::new();
+    if partitions.is_empty() {
+        return Ok(out);
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    let list = consumer
+        .committed_offsets(list, REQUEST_TIMEOUT)
+        .map_err(|e| classify(cluster, "reading the group's committed offsets", None, e))?;
+    for element in list.elements() {
+        if let Err(e) = element.error() {
+            return Err(classify(
+                cluster,
+                "reading the group's committed offsets",
+                Some(element.topic()),
+                e,
+            ));
+        }
+        if let Offset::Offset(offset) = element.offset()
+            && offset >= 0
+        {
+            out.insert(
+                AggregatePartition::new(element.topic(), element.partition() as u32),
+                offset as u64,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The resumed partitions of a plan, for logs: `topic/p→offset`.
+pub fn describe_resume(plan: &TranslationPlan) -> String {
+    plan.partitions
+        .iter()
+        .filter_map(|p| match &p.outcome {
+            PartitionOutcome::Resume(r) => {
+                Some(format!("{}/{}→{}", p.topic, p.partition, r.resume_offset))
+            }
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_core::{PartitionPlan, ResumePlan};
+
+    fn plan(resume: &[(u32, u64)]) -> TranslationPlan {
+        TranslationPlan {
+            v: 1,
+            group_id: "g".into(),
+            from_region: "east".into(),
+            to_region: "west".into(),
+            exact: true,
+            max_duplicates: 0,
+            max_duplicates_after_dedupe: 0,
+            partitions: resume
+                .iter()
+                .map(|&(partition, offset)| PartitionPlan {
+                    topic: "orders".into(),
+                    partition,
+                    committed_offset: Some(offset),
+                    outcome: PartitionOutcome::Resume(ResumePlan {
+                        resume_offset: offset,
+                        exact: true,
+                        max_duplicates: 0,
+                        max_duplicates_after_dedupe: 0,
+                        limited_by: None,
+                        raised_to_log_start_from: None,
+                        sources: vec![],
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    fn p(partition: u32) -> AggregatePartition {
+        AggregatePartition::new("orders", partition)
+    }
+
+    #[test]
+    fn standby_never_moves_backwards_unless_rewound_in_the_active_region() {
+        let plan = plan(&[(0, 10), (1, 20), (2, 30)]);
+        let current = BTreeMap::from([(p(0), 15), (p(1), 5)]);
+        let decisions = standby_decisions(&plan, &current, &BTreeSet::new());
+        assert_eq!(decisions[&p(0)], StandbyCommit::Keep(15));
+        assert_eq!(decisions[&p(1)], StandbyCommit::Commit(20));
+        assert_eq!(decisions[&p(2)], StandbyCommit::Commit(30));
+
+        let rewound = BTreeSet::from([p(0)]);
+        let decisions = standby_decisions(&plan, &current, &rewound);
+        assert_eq!(decisions[&p(0)], StandbyCommit::Commit(10));
+    }
+
+    #[test]
+    fn errors_have_bounded_categories() {
+        let e = SyncError::GroupActive {
+            group: "g".into(),
+            cluster: "west aggregate cluster".into(),
+            members: 2,
+        };
+        assert_eq!(e.category(), "GroupActive");
+        assert!(e.to_string().contains("west aggregate cluster"));
+        let e: SyncError = KafkaError::Unreachable {
+            cluster: "east aggregate cluster (127.0.0.1:1)".into(),
+            detail: "x".into(),
+        }
+        .into();
+        assert_eq!(e.category(), "Unreachable");
+    }
+}
