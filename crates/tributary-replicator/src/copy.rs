@@ -81,7 +81,12 @@ impl RouteReplicator {
                     while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(100));
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = if matches!(e, KafkaError::Fenced { .. }) {
+                        // Another instance owns the route now; do not fence it straight back.
+                        Duration::from_secs(30)
+                    } else {
+                        (backoff * 2).min(Duration::from_secs(30))
+                    };
                 }
             }
         }
