@@ -19,8 +19,12 @@ use tributary_api::{KafkaConnection, SaslMechanism, SecretKeyRef};
 use crate::model::{AggregatePlan, RoutePlan};
 use crate::names;
 
-/// Port of the replicator's /healthz, /readyz and /metrics.
-pub const REPLICATOR_PORT: i32 = 8080;
+/// Port of a route's replicator for /healthz, /readyz and /metrics: stable per route and
+/// distinct between routes (20000-29999), so that replicators can also share one host
+/// network (hostNetwork pods; the local e2e stack runs pods as host processes).
+pub fn replicator_port(deployment: &str) -> i32 {
+    20_000 + (names::stable_hash(deployment) % 10_000) as i32
+}
 /// Where Secret material of the source and destination connections is mounted.
 const SECRETS_ROOT: &str = "/var/run/tributary";
 
@@ -34,6 +38,7 @@ pub fn build_route_deployment(
 ) -> Deployment {
     let image = plan.replicator.image.as_deref().unwrap_or(default_image);
     let labels = names::route_labels(&route.source, &plan.name);
+    let port = replicator_port(&route.deployment);
     let mut mounts = SecretMounts::default();
     let mut args = vec![
         "replicate".to_string(),
@@ -80,7 +85,7 @@ pub fn build_route_deployment(
         format!("--checkpoint-interval={}", plan.checkpoints.interval),
         format!("--checkpoint-topic={}", plan.checkpoints.topic),
         format!("--checkpoint-retention={}", plan.checkpoints.retention),
-        format!("--listen=0.0.0.0:{REPLICATOR_PORT}"),
+        format!("--listen=0.0.0.0:{port}"),
         "--log-format=json".to_string(),
     ]);
 
@@ -106,7 +111,7 @@ pub fn build_route_deployment(
         }]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
-            container_port: REPLICATOR_PORT,
+            container_port: port,
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),

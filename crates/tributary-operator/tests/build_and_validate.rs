@@ -110,7 +110,11 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
         .find(|d| d.name_any() == "tributary-route-east-payments-to-central")
         .expect("east route");
     let args = args_of(east);
-    let want = [
+    let listen = format!(
+        "--listen=0.0.0.0:{}",
+        tributary_operator::replicator::replicator_port("tributary-route-east-payments-to-central")
+    );
+    let want: Vec<&str> = vec![
         "replicate",
         "--route=east-payments-to-central",
         "--source-region=east",
@@ -136,10 +140,20 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
         "--checkpoint-interval=2s",
         "--checkpoint-topic=dr.checkpoints",
         "--checkpoint-retention=72h",
-        "--listen=0.0.0.0:8080",
+        &listen,
         "--log-format=json",
     ];
     assert_eq!(args, want);
+    let mut ports: Vec<i32> = (0..9)
+        .map(|i| {
+            tributary_operator::replicator::replicator_port(&format!(
+                "tributary-route-r{i}-to-a{i}"
+            ))
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 9, "routes get distinct ports");
     // Secret names only appear as volume sources, never in args or env.
     let rendered_args = serde_json::to_string(&args).expect("json");
     for secret in [

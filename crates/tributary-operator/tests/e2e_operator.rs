@@ -1,0 +1,318 @@
+//! The operator on the real local stack (`make stack-up`): installed by the Helm chart, running
+//! under its ServiceAccount's RBAC as a pod of the node agent, reconciling two regions.
+//!
+//! One scenario in order (one operator release at a time: operators watch every namespace):
+//! topics and N×N routes become Available → records of every region reach every aggregate and
+//! lag goes to 0 → re-applying changes nothing → a restarted operator converges to the same
+//! objects → deleting a RegionalStream prunes its routes → the chart's RBAC minus one verb
+//! fails with a clear Forbidden in status and logs.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
+use tributary_api::{AggregateCluster, RegionalStream, find_condition};
+use tributary_e2e::kafka::{consume_all, produce};
+use tributary_e2e::{Role, Stack, TestNamespace, apply_yaml, repo_path, wait_until};
+
+const SLOW: Duration = Duration::from_secs(180);
+
+fn run(bin: &std::path::Path, stack: &Stack, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(args)
+        .env("KUBECONFIG", stack.state_dir.join("kubeconfig"))
+        .output()
+        .expect("tool runs");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{}{}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// RegionalStreams and AggregateClusters for every region of the stack, with topic names
+/// unique to this run (the stack's Kafka clusters outlive test namespaces).
+fn manifests(stack: &Stack, suffix: &str) -> String {
+    let mut yaml = String::new();
+    for r in &stack.regions {
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: tributary.dev/v1alpha1
+kind: RegionalStream
+metadata:
+  name: {r}
+  labels: {{tributary.dev/region: {r}}}
+spec:
+  region: {r}
+  kafka: {{bootstrapServers: ["{regional}"]}}
+  topics:
+    - {{name: orders-{suffix}, partitions: 4, replicationFactor: 1, config: {{retention.ms: "604800000"}}}}
+    - {{name: payments-{suffix}, partitions: 2, replicationFactor: 1}}
+---
+apiVersion: tributary.dev/v1alpha1
+kind: AggregateCluster
+metadata:
+  name: {r}
+spec:
+  region: {r}
+  kafka: {{bootstrapServers: ["{aggregate}"]}}
+  topicNaming: Identity
+  replicator:
+    replicas: 1
+    resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
+  checkpoints: {{interval: 1s, topic: checkpoints-{suffix}, retention: 168h}}
+"#,
+            regional = stack.bootstrap(r, Role::Regional),
+            aggregate = stack.bootstrap(r, Role::Aggregate),
+        ));
+    }
+    yaml
+}
+
+fn ready_reason(agg: &AggregateCluster) -> Option<(String, String, String)> {
+    let c = find_condition(&agg.status.as_ref()?.conditions, "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn versions(deployments: &[Deployment]) -> BTreeMap<String, (String, i64)> {
+    deployments
+        .iter()
+        .map(|d| {
+            (
+                d.name_any(),
+                (
+                    d.resource_version().unwrap_or_default(),
+                    d.metadata.generation.unwrap_or(0),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn routes_only() -> ListParams {
+    ListParams::default().labels("app.kubernetes.io/component=replicator")
+}
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn operator_pid(pods: &Api<Pod>) -> Option<i32> {
+    let list = pods
+        .list(
+            &ListParams::default()
+                .labels("app.kubernetes.io/name=tributary,app.kubernetes.io/component!=replicator"),
+        )
+        .await
+        .ok()?;
+    list.items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(|p| {
+            let s = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+            s.state.as_ref()?.running.as_ref()?;
+            s.container_id
+                .as_ref()?
+                .strip_prefix("agent://")?
+                .parse()
+                .ok()
+        })
+}
+
+fn operator_log(stack: &Stack, ns: &str) -> String {
+    let mut text = String::new();
+    for r in &stack.regions {
+        let dir = stack.state_dir.join(format!("agent-{r}/pods"));
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{ns}_tributary-{ns}")) {
+                text.push_str(
+                    &std::fs::read_to_string(entry.path().join("operator.log")).unwrap_or_default(),
+                );
+            }
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    TestNamespace::run(&stack, "operator-e2e", |t| async move {
+        let stack = t.stack.clone();
+        let ns = t.name.clone();
+        let release = format!("tributary-{ns}");
+        let chart = repo_path("charts/tributary");
+        let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
+        let n = stack.regions.len();
+
+        // Install the operator with the chart (image repository must end in /tributary).
+        run(&stack.helm, &stack, &[
+            "install", &release, chart.to_str().expect("path"), "--namespace", &ns,
+            "--set", "image.repository=local/tributary", "--set", "image.tag=dev",
+            "--set", "replicaCount=1", "--set", "logFormat=json",
+            "--wait", "--timeout", "120s",
+        ]);
+        let pods: Api<Pod> = t.api();
+        let pid = wait_until("the operator process", SLOW, || operator_pid(&pods)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle_rss = rss_kib(pid).unwrap_or(0);
+
+        // Apply both regions; all topics and N×N Deployments become Available.
+        let started = Instant::now();
+        let yaml = manifests(&stack, &suffix);
+        apply_yaml(&stack.client, &ns, &yaml).await.expect("apply manifests");
+        let deployments: Api<Deployment> = t.api();
+        let aggs: Api<AggregateCluster> = t.api();
+        let streams: Api<RegionalStream> = t.api();
+        wait_until(&format!("{} available route Deployments", n * n), SLOW, || async {
+            let list = deployments.list(&ListParams::default().labels("app.kubernetes.io/component=replicator")).await.ok()?;
+            let available = list.items.iter().filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1)).count();
+            (list.items.len() == n * n && available == n * n).then_some(())
+        })
+        .await;
+        wait_until("every AggregateCluster Ready with all routes", SLOW, || async {
+            let list = aggs.list(&ListParams::default()).await.ok()?;
+            list.items.iter().all(|a| {
+                ready_reason(a).is_some_and(|(s, _, _)| s == "True")
+                    && a.status.as_ref().and_then(|s| s.routes_ready.clone()) == Some(format!("{n}/{n}"))
+            }).then_some(())
+        })
+        .await;
+        let time_to_ready = started.elapsed();
+        let rs_list = streams.list(&ListParams::default()).await.expect("list RegionalStreams");
+        for rs in &rs_list.items {
+            let st = rs.status.clone().unwrap_or_default();
+            assert_eq!(st.topics_ready.as_deref(), Some("2/2"), "{}: {st:?}", rs.name_any());
+        }
+        let pod_list = pods.list(&ListParams::default().labels("app.kubernetes.io/component=replicator")).await.expect("pods");
+        for p in &pod_list.items {
+            let region = p.labels().get("app.kubernetes.io/instance").cloned().unwrap_or_default();
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+            assert_eq!(node, format!("tributary-{region}"), "replicator {} runs in its aggregate's region", p.name_any());
+        }
+
+        // Records of every region reach every aggregate; lag goes to 0.
+        let topic = format!("orders-{suffix}");
+        for r in &stack.regions {
+            let records: Vec<(i32, String, String)> = (0..100).map(|i| (i % 4, format!("k{i}"), format!("{r}-{i}"))).collect();
+            produce(stack.bootstrap(r, Role::Regional), &topic, &records).await;
+        }
+        let expected = 100 * n;
+        for r in &stack.regions {
+            let bootstrap = stack.bootstrap(r, Role::Aggregate).to_string();
+            let topic = topic.clone();
+            let got = tokio::task::spawn_blocking(move || consume_all(&bootstrap, &topic, expected, Duration::from_secs(120)))
+                .await
+                .expect("consumer");
+            assert_eq!(got.len(), expected, "aggregate of {r} holds every region's records");
+        }
+        let lag_started = Instant::now();
+        wait_until("lag 0 on every route", SLOW, || async {
+            let list = aggs.list(&ListParams::default()).await.ok()?;
+            list.items.iter().all(|a| {
+                a.status.as_ref().is_some_and(|s| s.routes.len() == n && s.routes.iter().all(|r| r.lag_records == Some(0)))
+            }).then_some(())
+        })
+        .await;
+        let loaded_rss = match operator_pid(&pods).await {
+            Some(p) => rss_kib(p).unwrap_or(0),
+            None => 0,
+        };
+        eprintln!(
+            "MEASURED: {n} regions, {} routes Ready in {:.1}s after apply; lag 0 reported {:.1}s after the records were consumed; operator RSS idle {} KiB, with routes {} KiB",
+            n * n,
+            time_to_ready.as_secs_f64(),
+            lag_started.elapsed().as_secs_f64(),
+            idle_rss,
+            loaded_rss
+        );
+
+        // Re-applying the same manifests changes nothing (GitOps: no drift, no rollout).
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let before = versions(&deployments.list(&routes_only()).await.expect("list").items);
+        let agg_before: BTreeMap<String, String> = aggs.list(&ListParams::default()).await.expect("list").items.iter().map(|a| (a.name_any(), a.resource_version().unwrap_or_default())).collect();
+        apply_yaml(&stack.client, &ns, &yaml).await.expect("re-apply");
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let after = versions(&deployments.list(&routes_only()).await.expect("list").items);
+        assert_eq!(before, after, "re-applying must not touch the Deployments");
+        let agg_after: BTreeMap<String, String> = aggs.list(&ListParams::default()).await.expect("list").items.iter().map(|a| (a.name_any(), a.resource_version().unwrap_or_default())).collect();
+        assert_eq!(agg_before, agg_after, "re-applying must not rewrite AggregateClusters (spec or status)");
+
+        // A restarted operator converges to the same objects.
+        pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app.kubernetes.io/name=tributary,app.kubernetes.io/component!=replicator")).await.expect("delete operator pod");
+        let new_pid = wait_until("a new operator process", SLOW, || async {
+            operator_pid(&pods).await.filter(|p| *p != pid)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let after_restart = versions(&deployments.list(&routes_only()).await.expect("list").items);
+        assert_eq!(before, after_restart, "a restarted operator must converge without changing the Deployments");
+
+        // Deleting a RegionalStream prunes its routes (and only those).
+        let gone = stack.regions[n - 1].clone();
+        streams.delete(&gone, &DeleteParams::default()).await.expect("delete RegionalStream");
+        wait_until(&format!("routes from {gone} pruned"), SLOW, || async {
+            let list = deployments.list(&ListParams::default().labels("app.kubernetes.io/component=replicator")).await.ok()?;
+            let from_gone = list.items.iter().filter(|d| d.labels().get("tributary.dev/source") == Some(&gone)).count();
+            (from_gone == 0 && list.items.len() == n * (n - 1)).then_some(())
+        })
+        .await;
+
+        // RBAC minus one verb (delete on Deployments): pruning fails with a clear Forbidden.
+        let roles: Api<ClusterRole> = Api::all(stack.client.clone());
+        let mut role = roles.get(&release).await.expect("chart's ClusterRole");
+        let original = role.clone();
+        for rule in role.rules.iter_mut().flatten() {
+            if rule.resources.iter().flatten().any(|r| r == "deployments") {
+                rule.verbs.retain(|v| v != "delete");
+            }
+        }
+        role.metadata.managed_fields = None;
+        roles.replace(&release, &Default::default(), &role).await.expect("remove the verb");
+        let victim = stack.regions[0].clone();
+        streams.delete(&victim, &DeleteParams::default()).await.expect("delete RegionalStream");
+        let (_, reason, message) = wait_until("Forbidden in an AggregateCluster's status", SLOW, || async {
+            let list = aggs.list(&ListParams::default()).await.ok()?;
+            list.items.iter().filter_map(ready_reason).find(|(s, reason, _)| s == "False" && reason == "Forbidden")
+        })
+        .await;
+        assert!(message.contains("forbidden") && message.contains("delete") && message.contains("deployments"), "{reason}: {message}");
+        let log = operator_log(&stack, &ns);
+        assert!(log.contains("Forbidden") && log.contains("forbidden"), "operator log names the Forbidden error");
+
+        // Restoring the RBAC heals it.
+        let mut restored = roles.get(&release).await.expect("role");
+        restored.rules = original.rules.clone();
+        restored.metadata.managed_fields = None;
+        roles.replace(&release, &Default::default(), &restored).await.expect("restore the verb");
+        wait_until(&format!("routes from {victim} pruned after RBAC restored"), SLOW, || async {
+            let list = deployments.list(&ListParams::default().labels("app.kubernetes.io/component=replicator")).await.ok()?;
+            list.items.iter().all(|d| d.labels().get("tributary.dev/source") != Some(&victim)).then_some(())
+        })
+        .await;
+        let _ = new_pid;
+
+        run(&stack.helm, &stack, &["uninstall", &release, "--namespace", &ns, "--wait"]);
+        // The operator is gone; cluster-scoped RBAC went with the release.
+        assert!(roles.get_opt(&release).await.expect("get").is_none());
+    })
+    .await;
+}
