@@ -26,6 +26,9 @@ enum Command {
     /// Run the operator: reconcile RegionalStreams and AggregateClusters (topics, one
     /// replicator Deployment per route), with leader election, /metrics, /healthz, /readyz.
     Operator(tributary_operator::OperatorArgs),
+    /// Keep a consumer group's position warm in a standby region (translated from the active
+    /// region's aggregate cluster), or move it at a failover (`--once --final`).
+    CheckpointSync(tributary_checkpoint_sync::CheckpointSyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crd { dirs } => write_crds(&dirs),
         Command::Replicate(args) => tributary_replicator::run(args),
         Command::Operator(args) => tributary_operator::run_blocking(args),
+        Command::CheckpointSync(args) => tributary_checkpoint_sync::run(args),
     }
 }
 
