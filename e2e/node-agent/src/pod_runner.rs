@@ -23,7 +23,7 @@ use crate::node::now;
 use crate::phase::{RestartPolicy, Seen, pod_phase};
 use crate::probe::{self, Check};
 use crate::procs::{ProcessTable, signal_group};
-use crate::sources::{POD_IP, Sources};
+use crate::sources::{HOST_IP, Sources, pod_ip};
 use crate::token::{ApiServer, PodTokens, write_pod_kubeconfig};
 use crate::volumes::{self, Backing};
 
@@ -709,7 +709,7 @@ impl PodRunner {
             }
             p.next = now_i + p.period;
             let result = match &p.check {
-                Ok(check) => probe::run(check, p.timeout).await,
+                Ok(check) => probe::run(check, &pod_ip(&self.uid), p.timeout).await,
                 Err(e) => Err(e.clone()),
             };
             match result {
@@ -961,8 +961,8 @@ impl PodRunner {
         let mut status = json!({
             "phase": phase,
             "conditions": conditions,
-            "hostIP": POD_IP, "hostIPs": [{"ip": POD_IP}],
-            "podIP": POD_IP, "podIPs": [{"ip": POD_IP}],
+            "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
+            "podIP": pod_ip(&self.uid), "podIPs": [{"ip": pod_ip(&self.uid)}],
             "startTime": self.start_time,
             "containerStatuses": statuses(false),
         });

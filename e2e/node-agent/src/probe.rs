@@ -1,4 +1,4 @@
-//! Readiness probes against 127.0.0.1 (every pod shares the host's network here).
+//! Readiness probes against the pod's IP (an address of its own in 127.0.0.0/8).
 
 use std::time::Duration;
 
@@ -75,18 +75,18 @@ pub fn check_for(probe: &Probe, container: &Container) -> Result<Check, String> 
 }
 
 /// Runs the check once; `Ok` means the probe passed (HTTP 200-399, as the kubelet counts).
-pub async fn run(check: &Check, timeout: Duration) -> Result<(), String> {
+pub async fn run(check: &Check, ip: &str, timeout: Duration) -> Result<(), String> {
     let attempt = async {
         match check {
             Check::HttpGet {
                 port,
                 path,
                 headers,
-            } => http_get(*port, path, headers).await,
-            Check::TcpSocket { port } => TcpStream::connect(("127.0.0.1", *port))
+            } => http_get(ip, *port, path, headers).await,
+            Check::TcpSocket { port } => TcpStream::connect((ip, *port))
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("connect :{port}: {e}")),
+                .map_err(|e| format!("connect {ip}:{port}: {e}")),
             Check::Unsupported(_) => Ok(()),
         }
     };
@@ -95,12 +95,17 @@ pub async fn run(check: &Check, timeout: Duration) -> Result<(), String> {
         .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
 }
 
-async fn http_get(port: u16, path: &str, headers: &[(String, String)]) -> Result<(), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
+async fn http_get(
+    ip: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(), String> {
+    let mut stream = TcpStream::connect((ip, port))
         .await
-        .map_err(|e| format!("GET :{port}{path}: {e}"))?;
+        .map_err(|e| format!("GET {ip}:{port}{path}: {e}"))?;
     let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: kube-probe/1.35\r\nAccept: */*\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.35\r\nAccept: */*\r\n"
     );
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
@@ -162,14 +167,14 @@ mod tests {
             path: "/readyz".into(),
             headers: vec![],
         };
-        assert!(run(&ok, Duration::from_secs(2)).await.is_ok());
+        assert!(run(&ok, "127.0.0.1", Duration::from_secs(2)).await.is_ok());
         let bad = Check::HttpGet {
             port: serve_once("503 Service Unavailable").await,
             path: "/readyz".into(),
             headers: vec![],
         };
         assert!(
-            run(&bad, Duration::from_secs(2))
+            run(&bad, "127.0.0.1", Duration::from_secs(2))
                 .await
                 .expect_err("503 fails")
                 .contains("503")
@@ -184,6 +189,7 @@ mod tests {
                     path: "/".into(),
                     headers: vec![]
                 },
+                "127.0.0.1",
                 Duration::from_secs(2)
             )
             .await

@@ -114,8 +114,21 @@ impl Sources {
     }
 }
 
-/// The pod's IP as this agent reports it: every pod shares the host's loopback.
-pub const POD_IP: &str = "127.0.0.1";
+/// The node's IP: the host's loopback.
+pub const HOST_IP: &str = "127.0.0.1";
+
+/// The pod's IP: an address of its own in 127.0.0.0/8, derived from the pod's uid. Pods share
+/// the host's network, but a process that binds its pod IP (e.g. `--listen=$(POD_IP):8080`)
+/// does not collide with the same port of another pod, and probes reach it there. Linux
+/// routes all of 127.0.0.0/8 to `lo`, so no address needs configuring.
+pub fn pod_ip(uid: &str) -> String {
+    // FNV-1a: stable across agent restarts, so a pod keeps its IP.
+    let h = uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let (a, b, c) = ((h >> 16) as u8, (h >> 8) as u8, h as u8);
+    format!("127.{}.{}.{}", 1 + a % 254, b, 1 + c % 254)
+}
 
 /// Downward API `fieldRef` values, as the kubelet resolves them.
 pub fn field_ref(pod: &Pod, node_name: &str, path: &str) -> Result<String, String> {
@@ -148,7 +161,8 @@ pub fn field_ref(pod: &Pod, node_name: &str, path: &str) -> Result<String, Strin
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".into()),
-        "status.podIP" | "status.podIPs" | "status.hostIP" | "status.hostIPs" => POD_IP.to_string(),
+        "status.podIP" | "status.podIPs" => pod_ip(meta.uid.as_deref().unwrap_or_default()),
+        "status.hostIP" | "status.hostIPs" => HOST_IP.to_string(),
         other => return Err(format!("unsupported fieldRef fieldPath {other:?}")),
     })
 }
@@ -180,7 +194,7 @@ mod tests {
             Ok("tributary-east")
         );
         assert_eq!(
-            field_ref(&pod, "n", "status.podIP").as_deref(),
+            field_ref(&pod, "n", "status.hostIP").as_deref(),
             Ok("127.0.0.1")
         );
         assert_eq!(
@@ -192,5 +206,24 @@ mod tests {
             Ok("app=\"x\"\nb=\"y\"\n")
         );
         assert!(field_ref(&pod, "n", "spec.bogus").is_err());
+    }
+}
+
+#[cfg(test)]
+mod pod_ip_tests {
+    use super::pod_ip;
+
+    #[test]
+    fn pod_ips_are_stable_loopback_addresses_off_127_0_0() {
+        let a = pod_ip("2f1c0b9e-0000-4000-8000-000000000001");
+        assert_eq!(a, pod_ip("2f1c0b9e-0000-4000-8000-000000000001"));
+        assert_ne!(a, pod_ip("2f1c0b9e-0000-4000-8000-000000000002"));
+        let octets: Vec<u8> = a.split('.').map(|o| o.parse().expect("octet")).collect();
+        assert_eq!(octets[0], 127);
+        assert!(
+            octets[1] >= 1,
+            "never 127.0.x.x, where the host's own services listen"
+        );
+        assert!(octets[3] != 0 && octets[3] != 255);
     }
 }

@@ -34,45 +34,38 @@ fn process_alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test]
 async fn a_deployment_of_our_image_becomes_available_and_deleting_its_pod_stops_the_process() {
     let Some(stack) = Stack::connect().await else {
         return;
     };
     TestNamespace::run(&stack, "deploy", |ns| async move {
-        let port = free_port();
         // The image is the project's; the command is a plain HTTP server so that this test of the
-        // node agent does not depend on any one subcommand.
-        let yaml = format!(
-            r#"
+        // node agent does not depend on any one subcommand. Both replicas listen on the same
+        // port, each on its own pod IP, as the operator's pods do (`--listen=$(POD_IP):8080`).
+        let yaml = r#"
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: web}}
+metadata: {name: web}
 spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
+  replicas: 2
+  selector: {matchLabels: {app: web}}
   template:
-    metadata: {{labels: {{app: web}}}}
+    metadata: {labels: {app: web}}
     spec:
       terminationGracePeriodSeconds: 5
       containers:
         - name: web
           image: local/tributary:dev
-          command: ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+          command: ["python3", "-m", "http.server", "18080", "--bind", "$(POD_IP)"]
+          env:
+            - name: POD_IP
+              valueFrom: {fieldRef: {fieldPath: status.podIP}}
           readinessProbe:
-            httpGet: {{path: /, port: {port}}}
+            httpGet: {path: /, port: 18080}
             periodSeconds: 1
-"#
-        );
-        apply_yaml(&ns.stack.client, &ns.name, &yaml)
+"#;
+        apply_yaml(&ns.stack.client, &ns.name, yaml)
             .await
             .expect("apply Deployment");
         let deployments = ns.api::<Deployment>();
@@ -88,19 +81,27 @@ spec:
         .await;
 
         let pods = ns.api::<Pod>();
-        let pod = pods
+        let listed = pods
             .list(&ListParams::default().labels("app=web"))
             .await
             .expect("list pods")
-            .items
-            .remove(0);
+            .items;
+        let ips: std::collections::BTreeSet<String> = listed
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+            .collect();
+        assert_eq!(
+            ips.len(),
+            2,
+            "each replica has a pod IP of its own: {ips:?}"
+        );
+        for ip in &ips {
+            let answer = tokio::net::TcpStream::connect((ip.as_str(), 18080)).await;
+            assert!(answer.is_ok(), "the replica on {ip} answers on port 18080");
+        }
+        let pod = listed.into_iter().next().expect("a pod");
         let pid = container_pid(&pod).expect("running container reports agent://<pid>");
         assert!(process_alive(pid), "container process {pid} runs");
-        let body = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
-        assert!(
-            body.is_ok(),
-            "the container's HTTP server answers on {port}"
-        );
 
         let name = pod.metadata.name.clone().expect("pod name");
         pods.delete(&name, &DeleteParams::default())
