@@ -229,10 +229,10 @@ impl Follower {
         loop {
             if let Ok(tpl) = self.consumer.position() {
                 for e in tpl.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        if let Some(slot) = positions.get_mut(e.partition() as usize) {
-                            *slot = o;
-                        }
+                    if let Offset::Offset(o) = e.offset()
+                        && let Some(slot) = positions.get_mut(e.partition() as usize)
+                    {
+                        *slot = o;
                     }
                 }
             }
@@ -243,35 +243,30 @@ impl Follower {
             if done || Instant::now() >= deadline {
                 break;
             }
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    let (Some(k), Some(v)) = (m.key(), m.payload()) else {
-                        continue;
-                    };
-                    let Ok(rec) = tributary_core::checkpoint::decode(k, v) else {
-                        continue;
-                    };
-                    let route = format!(
-                        "{}->{}",
-                        rec.key.route.source_region, rec.key.route.destination_region
-                    );
-                    let next = match rec.entry {
-                        tributary_core::CheckpointEntry::Checkpoint(c) => {
-                            c.source_offset as i64 + 1
-                        }
-                        tributary_core::CheckpointEntry::Origin(o) => o.source_offset as i64,
-                        tributary_core::CheckpointEntry::RetentionGap(g) => g.to as i64,
-                    };
-                    let entry = self.progress.entry(route).or_default();
-                    let slot = entry
-                        .next_source_offsets
-                        .entry((rec.key.topic.clone(), rec.key.partition as i32))
-                        .or_insert(next);
-                    *slot = (*slot).max(next);
-                    entry.last_checkpoint_ms =
-                        Some(entry.last_checkpoint_ms.unwrap_or(0).max(rec.timestamp_ms));
-                }
-                Some(Err(_)) | None => {}
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(200)) {
+                let (Some(k), Some(v)) = (m.key(), m.payload()) else {
+                    continue;
+                };
+                let Ok(rec) = tributary_core::checkpoint::decode(k, v) else {
+                    continue;
+                };
+                let route = format!(
+                    "{}->{}",
+                    rec.key.route.source_region, rec.key.route.destination_region
+                );
+                let next = match rec.entry {
+                    tributary_core::CheckpointEntry::Checkpoint(c) => c.source_offset as i64 + 1,
+                    tributary_core::CheckpointEntry::Origin(o) => o.source_offset as i64,
+                    tributary_core::CheckpointEntry::RetentionGap(g) => g.to as i64,
+                };
+                let entry = self.progress.entry(route).or_default();
+                let slot = entry
+                    .next_source_offsets
+                    .entry((rec.key.topic.clone(), rec.key.partition as i32))
+                    .or_insert(next);
+                *slot = (*slot).max(next);
+                entry.last_checkpoint_ms =
+                    Some(entry.last_checkpoint_ms.unwrap_or(0).max(rec.timestamp_ms));
             }
         }
         Ok(())
@@ -390,10 +385,11 @@ impl ClusterAdmin for RealClusterAdmin {
             let mut merged: BTreeMap<String, String> = BTreeMap::new();
             if let Some(Ok(resource)) = current.into_iter().next() {
                 for e in resource.entries {
-                    if e.source == ConfigSource::DynamicTopic && !e.is_sensitive {
-                        if let Some(v) = e.value {
-                            merged.insert(e.name, v);
-                        }
+                    if e.source == ConfigSource::DynamicTopic
+                        && !e.is_sensitive
+                        && let Some(v) = e.value
+                    {
+                        merged.insert(e.name, v);
                     }
                 }
             }
@@ -438,14 +434,14 @@ impl ClusterAdmin for RealClusterAdmin {
                 .await
                 .map_err(|e| rd_failure(conn, "deleting topics", None, e))?;
             for r in results {
-                if let Err((name, code)) = r {
-                    if code != tributary_kafka::rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition {
-                        return Err(KafkaFailure {
-                            message: format!("{}: deleting topic {name:?} failed: {code}", conn.name),
-                            category: "Kafka",
-                            transient: true,
-                        });
-                    }
+                if let Err((name, code)) = r
+                    && code != tributary_kafka::rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                {
+                    return Err(KafkaFailure {
+                        message: format!("{}: deleting topic {name:?} failed: {code}", conn.name),
+                        category: "Kafka",
+                        transient: true,
+                    });
                 }
             }
             Ok(())

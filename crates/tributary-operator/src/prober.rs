@@ -297,7 +297,10 @@ impl Prober {
 
 /// The parts of an observation whose change deserves a status update: reachability, lag in
 /// records, and whether checkpoints are stale — not ages that tick every second.
-fn meaningful(o: &AggregateObservation) -> (Reach, Vec<(String, Reach, Option<i64>, bool)>) {
+/// `(route, source reach, lag, checkpoints stale)`.
+type RouteFingerprint = (String, Reach, Option<i64>, bool);
+
+fn meaningful(o: &AggregateObservation) -> (Reach, Vec<RouteFingerprint>) {
     (
         o.reach.clone(),
         o.routes

@@ -40,7 +40,7 @@ fn run(bin: &std::path::Path, stack: &Stack, args: &[&str]) -> String {
 
 /// RegionalStreams and AggregateClusters for every region of the stack, with topic names
 /// unique to this run (the stack's Kafka clusters outlive test namespaces).
-fn manifests(stack: &Stack, suffix: &str) -> String {
+fn manifests(stack: &Stack, suffix: &str, orders_partitions: i32) -> String {
     let mut yaml = String::new();
     for r in &stack.regions {
         yaml.push_str(&format!(
@@ -54,7 +54,7 @@ spec:
   region: {r}
   kafka: {{bootstrapServers: ["{regional}"]}}
   topics:
-    - {{name: orders-{suffix}, partitions: 4, replicationFactor: 1, config: {{retention.ms: "604800000"}}}}
+    - {{name: orders-{suffix}, partitions: {orders_partitions}, replicationFactor: 1, config: {{retention.ms: "604800000"}}}}
     - {{name: payments-{suffix}, partitions: 2, replicationFactor: 1}}
 ---
 apiVersion: tributary.dev/v1alpha1
@@ -177,7 +177,7 @@ async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() 
 
         // Apply both regions; all topics and N×N Deployments become Available.
         let started = Instant::now();
-        let yaml = manifests(&stack, &suffix);
+        let yaml = manifests(&stack, &suffix, 4);
         apply_yaml(&stack.client, &ns, &yaml).await.expect("apply manifests");
         let deployments: Api<Deployment> = t.api();
         let aggs: Api<AggregateCluster> = t.api();
@@ -265,6 +265,79 @@ async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() 
         tokio::time::sleep(Duration::from_secs(15)).await;
         let after_restart = versions(&deployments.list(&routes_only()).await.expect("list").items);
         assert_eq!(before, after_restart, "a restarted operator must converge without changing the Deployments");
+
+        // An unreachable source degrades only its own routes, with a reason and an event.
+        let ghost = format!(r#"
+apiVersion: tributary.dev/v1alpha1
+kind: RegionalStream
+metadata: {{name: ghost}}
+spec:
+  region: north
+  kafka: {{bootstrapServers: ["127.0.0.1:1"]}}
+  topics: [{{name: ghost-{suffix}, partitions: 1, replicationFactor: 1}}]
+"#);
+        apply_yaml(&stack.client, &ns, &ghost).await.expect("apply ghost");
+        wait_until("ghost routes Degraded, the others Ready", SLOW, || async {
+            let list = aggs.list(&ListParams::default()).await.ok()?;
+            list.items.iter().all(|a| {
+                let Some(st) = a.status.as_ref() else { return false };
+                st.routes.len() == n + 1
+                    && st.routes.iter().all(|r| if r.source == "ghost" {
+                        r.state == "Degraded" && r.message.as_deref().unwrap_or_default().contains("ClusterUnreachable")
+                    } else {
+                        r.state == "Ready"
+                    })
+                    && ready_reason(a).is_some_and(|(s, reason, _)| s == "False" && reason == "RouteDegraded")
+            }).then_some(())
+        })
+        .await;
+        let ghost_rs = streams.get("ghost").await.expect("ghost");
+        let c = find_condition(&ghost_rs.status.clone().unwrap_or_default().conditions, "Ready").cloned().expect("ghost Ready condition");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ClusterUnreachable"), "{}", c.message);
+        let events: Api<k8s_openapi::api::events::v1::Event> = t.api();
+        wait_until("a RouteDegraded event", SLOW, || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.iter().any(|e| e.reason.as_deref() == Some("RouteDegraded") && e.note.as_deref().unwrap_or_default().contains("ghost")).then_some(())
+        })
+        .await;
+        streams.delete("ghost", &DeleteParams::default()).await.expect("delete ghost");
+        wait_until("ghost routes pruned and every AggregateCluster Ready again", SLOW, || async {
+            let list = aggs.list(&ListParams::default()).await.ok()?;
+            let deps = deployments.list(&routes_only()).await.ok()?;
+            (deps.items.len() == n * n
+                && list.items.iter().all(|a| ready_reason(a).is_some_and(|(s, _, _)| s == "True")))
+                .then_some(())
+        })
+        .await;
+
+        // Growing a source topic grows the aggregate topics; records keep flowing.
+        apply_yaml(&stack.client, &ns, &manifests(&stack, &suffix, 6)).await.expect("grow partitions");
+        for r in &stack.regions {
+            let admin = tributary_kafka::KafkaAdmin::new(&tributary_kafka::ClientSettings::plaintext(
+                format!("{r} aggregate"),
+                stack.bootstrap(r, Role::Aggregate),
+            ))
+            .expect("admin");
+            let topic = topic.clone();
+            wait_until(&format!("{topic} grown to 6 partitions on {r}'s aggregate"), SLOW, || {
+                let admin = admin.clone();
+                let topic = topic.clone();
+                async move { admin.describe_topic(&topic).await.ok().flatten().filter(|t| t.partitions == 6).map(|_| ()) }
+            })
+            .await;
+        }
+        for r in &stack.regions {
+            produce(stack.bootstrap(r, Role::Regional), &topic, &[(5, "grown".into(), format!("{r}-p5"))]).await;
+        }
+        for r in &stack.regions {
+            let bootstrap = stack.bootstrap(r, Role::Aggregate).to_string();
+            let topic = topic.clone();
+            let got = tokio::task::spawn_blocking(move || consume_all(&bootstrap, &topic, expected + n, Duration::from_secs(120)))
+                .await
+                .expect("consumer");
+            let on_p5 = got.iter().filter(|rec| rec.partition == 5).count();
+            assert_eq!(on_p5, n, "aggregate of {r}: records of the new partition 5 arrive in partition 5 ({} records in all)", got.len());
+        }
 
         // Deleting a RegionalStream prunes its routes (and only those).
         let gone = stack.regions[n - 1].clone();
