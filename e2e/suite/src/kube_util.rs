@@ -237,3 +237,23 @@ pub async fn install_crds(client: &kube::Client) {
         .await;
     }
 }
+
+/// The pid and restart count of a pod's first container while it runs, from the node agent's
+/// `agent://<pid>` container id.
+pub fn running_container(pod: &Pod) -> Option<(i32, i32)> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    status.state.as_ref()?.running.as_ref()?;
+    let pid = status
+        .container_id
+        .as_ref()?
+        .strip_prefix("agent://")?
+        .parse()
+        .ok()?;
+    Some((pid, status.restart_count))
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.split_whitespace().nth(2) != Some("Z"))
+}

@@ -8,31 +8,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use tributary_e2e::kafka::{consume_all, create_topic, produce};
-use tributary_e2e::kube_util::apply_yaml;
+use tributary_e2e::kube_util::{apply_yaml, process_alive, running_container};
 use tributary_e2e::{Role, Stack, TestNamespace, WAIT, wait_until};
-
-/// The pid of a running container, from the node agent's `agent://<pid>` container id.
-pub fn container_pid(pod: &Pod) -> Option<i32> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    let running = statuses.first()?;
-    running.state.as_ref()?.running.as_ref()?;
-    running
-        .container_id
-        .as_ref()?
-        .strip_prefix("agent://")?
-        .parse()
-        .ok()
-}
-
-fn process_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.split_whitespace()
-                .nth(2)
-                .is_some_and(|state| state == "Z")
-        })
-        .unwrap_or(false)
-}
 
 #[tokio::test]
 async fn a_deployment_of_our_image_becomes_available_and_deleting_its_pod_stops_the_process() {
@@ -100,7 +77,9 @@ spec:
             assert!(answer.is_ok(), "the replica on {ip} answers on port 18080");
         }
         let pod = listed.into_iter().next().expect("a pod");
-        let pid = container_pid(&pod).expect("running container reports agent://<pid>");
+        let pid = running_container(&pod)
+            .map(|(pid, _)| pid)
+            .expect("running container reports agent://<pid>");
         assert!(process_alive(pid), "container process {pid} runs");
 
         let name = pod.metadata.name.clone().expect("pod name");
@@ -124,7 +103,7 @@ spec:
             list.items
                 .iter()
                 .find(|p| p.metadata.name.as_deref() != Some(&name))
-                .and_then(container_pid)
+                .and_then(running_container)
         })
         .await;
     })

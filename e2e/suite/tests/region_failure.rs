@@ -7,28 +7,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use tributary_e2e::kafka::{consume_all, create_topic, produce};
-use tributary_e2e::kube_util::apply_yaml;
+use tributary_e2e::kube_util::{apply_yaml, process_alive, running_container};
 use tributary_e2e::{Role, Stack, TestNamespace, WAIT, wait_until};
-
-fn pid_of(pod: &Pod) -> Option<(i32, i32)> {
-    let s = pod
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .clone();
-    s.state.as_ref()?.running.as_ref()?;
-    Some((
-        s.container_id?.strip_prefix("agent://")?.parse().ok()?,
-        s.restart_count,
-    ))
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.split_whitespace().nth(2) != Some("Z"))
-}
 
 async fn node_ready(nodes: &Api<Node>, name: &str) -> Option<bool> {
     let n = nodes.get(name).await.ok()?;
@@ -79,7 +59,12 @@ spec:
         let pods = ns.api::<Pod>();
         let lp = ListParams::default().labels("app=sleeper");
         let (pid, restarts) = wait_until("sleeper running", WAIT, || async {
-            pods.list(&lp).await.ok()?.items.first().and_then(pid_of)
+            pods.list(&lp)
+                .await
+                .ok()?
+                .items
+                .first()
+                .and_then(running_container)
         })
         .await;
         let pod = pods.list(&lp).await.expect("list").items.remove(0);
@@ -102,7 +87,7 @@ spec:
         })
         .await;
         wait_until("the region's pod process killed", WAIT, || async {
-            (!alive(pid)).then_some(())
+            (!process_alive(pid)).then_some(())
         })
         .await;
         assert!(
@@ -125,11 +110,11 @@ spec:
                 .ok()?
                 .items
                 .first()
-                .and_then(pid_of)
+                .and_then(running_container)
                 .filter(|(p, _)| *p != pid)
         })
         .await;
-        assert!(alive(new_pid));
+        assert!(process_alive(new_pid));
         assert!(
             new_restarts > restarts,
             "restartCount grows across a region outage"
