@@ -59,6 +59,11 @@ fn produce_spread(
         .unwrap_or_else(|e| panic!("flush to {topic}: {e}"));
 }
 
+/// Source region of the routes under test: a name no stack route uses, and prefixed naming,
+/// so the stack's own replicators (which may match these topics) never write into the
+/// destination topics these tests count.
+const TEST_REGION: &str = "rt";
+
 fn total(offsets: &BTreeMap<i32, i64>) -> i64 {
     offsets.values().sum()
 }
@@ -71,13 +76,14 @@ fn content_and_order_survive_concurrent_producers_with_provenance() -> TestResul
         return Ok(());
     };
     let topic = unique("orders");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
     let partitions = 8;
     create_topic(&east, &topic, partitions as usize);
     let route = unique("order");
     let checkpoints = unique("ckpt");
     let _replicator = Replicator::start(&RouteSpec {
         route: &route,
-        source_region: "east",
+        source_region: TEST_REGION,
         dest_region: "west",
         source: &east,
         dest: &west_aggregate,
@@ -95,7 +101,7 @@ fn content_and_order_survive_concurrent_producers_with_provenance() -> TestResul
             });
         }
     });
-    let dest_topic = format!("east.{topic}");
+
     wait_for(
         "all 32000 records in the aggregate",
         Duration::from_secs(60),
@@ -120,7 +126,7 @@ fn content_and_order_survive_concurrent_producers_with_provenance() -> TestResul
                 Some(s.offset),
                 "provenance offset, in order"
             );
-            assert_eq!(d.header("tributary.source.region"), Some("east"));
+            assert_eq!(d.header("tributary.source.region"), Some(TEST_REGION));
             assert_eq!(d.header("tributary.source.topic"), Some(topic.as_str()));
             assert_eq!(
                 d.header("tributary.source.partition"),
@@ -214,45 +220,46 @@ fn checkpoints_agree_with_destination_offsets() -> TestResult {
         return Ok(());
     };
     let topic = unique("ckpt-data");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
     create_topic(&east, &topic, 4);
     // The aggregate already holds other records, so destination offsets differ from source
     // offsets and a checkpoint that merely repeated the source offset would be caught.
-    create_topic(&west_aggregate, &topic, 4);
-    produce_spread(&west_aggregate, &topic, 4, "other", 400, 20, 0);
+    create_topic(&west_aggregate, &dest_topic, 4);
+    produce_spread(&west_aggregate, &dest_topic, 4, "other", 400, 20, 0);
     produce_spread(&east, &topic, 4, "east", 6000, 100, 0);
     let route = unique("ckpt");
     let checkpoint_topic = unique("checkpoints");
     let mut replicator = Replicator::start(&RouteSpec {
         route: &route,
-        source_region: "east",
+        source_region: TEST_REGION,
         dest_region: "west",
         source: &east,
         dest: &west_aggregate,
         topics: &topic,
-        naming: "identity",
+        naming: "prefixed",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoint_topic,
     });
     wait_for("the copy", Duration::from_secs(45), || {
-        total(&end_offsets(&west_aggregate, &topic)) >= 6400
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 6400
     });
     // More while it runs, so several checkpoints per partition are written.
     produce_spread(&east, &topic, 4, "east2", 2000, 100, 2000);
     wait_for("the second copy", Duration::from_secs(45), || {
-        total(&end_offsets(&west_aggregate, &topic)) >= 8400
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 8400
     });
     // Idle for a few intervals: the last checkpoints are re-emitted with a floor.
     std::thread::sleep(Duration::from_secs(2));
     assert!(replicator.terminate(), "clean exit on SIGTERM");
 
-    let dest = read_all(&west_aggregate, &topic, false);
+    let dest = read_all(&west_aggregate, &dest_topic, false);
     let records = read_checkpoints(&west_aggregate, &checkpoint_topic);
     let mut floors = 0;
     let mut checked = 0;
     let mut last: BTreeMap<u32, u64> = BTreeMap::new();
     for record in &records {
         assert_eq!(record.key.topic, topic);
-        assert_eq!(record.key.route.source_region, "east");
+        assert_eq!(record.key.route.source_region, TEST_REGION);
         if let CheckpointEntry::Checkpoint(c) = record.entry {
             let p = record.key.partition as i32;
             let at = dest[&p]
@@ -319,18 +326,19 @@ fn kill_9_while_records_flow(delivery: &str, test: &str) -> TestResult {
         return Ok(());
     };
     let topic = unique("kill9");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
     let partitions = 8;
     create_topic(&east, &topic, partitions as usize);
     let route = unique("kill9");
     let checkpoint_topic = unique("checkpoints");
     let spec = RouteSpec {
         route: &route,
-        source_region: "east",
+        source_region: TEST_REGION,
         dest_region: "west",
         source: &east,
         dest: &west_aggregate,
         topics: &topic,
-        naming: "identity",
+        naming: "prefixed",
         delivery,
         checkpoint_topic: &checkpoint_topic,
     };
@@ -353,7 +361,7 @@ fn kill_9_while_records_flow(delivery: &str, test: &str) -> TestResult {
         let source_ends = end_offsets(&east, &topic);
         assert_eq!(total(&source_ends), total_records as i64);
         let copied_all = || {
-            let dest_ends = end_offsets(&west_aggregate, &topic);
+            let dest_ends = end_offsets(&west_aggregate, &dest_topic);
             source_ends
                 .iter()
                 .all(|(p, end)| dest_ends.get(p).is_some_and(|d| d >= end))
@@ -372,7 +380,7 @@ fn kill_9_while_records_flow(delivery: &str, test: &str) -> TestResult {
     assert!(kills >= 3, "killed {kills} times");
 
     let source_ends = end_offsets(&east, &topic);
-    let dest = read_all(&west_aggregate, &topic, delivery == "exactly-once");
+    let dest = read_all(&west_aggregate, &dest_topic, delivery == "exactly-once");
     let mut duplicates = 0;
     for (p, end) in &source_ends {
         let seen: Vec<i64> = dest[p].iter().filter_map(Read::source_offset).collect();
@@ -424,24 +432,25 @@ fn retention_gap_is_reported_with_its_range() -> TestResult {
         return Ok(());
     };
     let topic = unique("gap");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
     create_topic(&east, &topic, 1);
     produce_spread(&east, &topic, 1, "a", 1000, 50, 0);
     let route = unique("gap");
     let checkpoint_topic = unique("checkpoints");
     let spec = RouteSpec {
         route: &route,
-        source_region: "east",
+        source_region: TEST_REGION,
         dest_region: "west",
         source: &east,
         dest: &west_aggregate,
         topics: &topic,
-        naming: "identity",
+        naming: "prefixed",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoint_topic,
     };
     let mut first = Replicator::start(&spec);
     wait_for("the first 1000 records", Duration::from_secs(45), || {
-        total(&end_offsets(&west_aggregate, &topic)) >= 1000
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 1000
     });
     assert!(first.terminate(), "clean exit on SIGTERM");
 
@@ -451,7 +460,7 @@ fn retention_gap_is_reported_with_its_range() -> TestResult {
 
     let second = Replicator::start(&spec);
     wait_for("the records after the gap", Duration::from_secs(45), || {
-        total(&end_offsets(&west_aggregate, &topic)) >= 1500
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 1500
     });
     wait_for("the gap metric", Duration::from_secs(10), || {
         second.metric_sum("tributary_replicator_retention_gap_records_total") == 500.0
@@ -473,7 +482,7 @@ fn retention_gap_is_reported_with_its_range() -> TestResult {
         vec![(0, 1000, 1500)],
         "one gap marker in the checkpoint topic"
     );
-    let dest = read_all(&west_aggregate, &topic, false);
+    let dest = read_all(&west_aggregate, &dest_topic, false);
     let offsets: Vec<i64> = dest[&0].iter().filter_map(Read::source_offset).collect();
     assert_eq!(offsets, (0..1000).chain(1500..2000).collect::<Vec<_>>());
     Ok(())
