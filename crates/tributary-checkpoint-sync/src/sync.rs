@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -116,11 +117,32 @@ pub fn standby_decisions(
     decisions
 }
 
+/// Logs librdkafka's errors as warnings, except end-of-partition events (which `poll`
+/// returns to us, and which the default context would log as errors).
+struct QuietContext {
+    cluster: String,
+}
+
+impl ClientContext for QuietContext {
+    fn error(&self, error: RdError, reason: &str) {
+        if !matches!(
+            error,
+            RdError::PartitionEOF(_) | RdError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            warn!(cluster = %self.cluster, "librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for QuietContext {}
+
+type SyncConsumer = BaseConsumer<QuietContext>;
+
 fn consumer(
     settings: &ClientSettings,
     group: &str,
     what: &str,
-) -> Result<BaseConsumer, KafkaError> {
+) -> Result<SyncConsumer, KafkaError> {
     let mut config = settings.client_config()?;
     config
         .set("group.id", group)
@@ -132,7 +154,9 @@ fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "8192");
     config
-        .create()
+        .create_with_context(QuietContext {
+            cluster: settings.name.clone(),
+        })
         .map_err(|e| classify(&settings.name, what, None, e))
 }
 
@@ -140,7 +164,7 @@ fn consumer(
 struct CheckpointFeed {
     cluster: String,
     topic: String,
-    consumer: BaseConsumer,
+    consumer: SyncConsumer,
     /// Next offset to read per assigned partition.
     next: BTreeMap<i32, i64>,
     warned_missing: bool,
@@ -264,10 +288,10 @@ pub struct CheckpointSync {
     from_admin: KafkaAdmin,
     to_admin: KafkaAdmin,
     /// `group.id` = the group, in A: reads its committed offsets (never subscribes).
-    from_group: BaseConsumer,
+    from_group: SyncConsumer,
     /// `group.id` = the group, in B: reads, commits (never subscribes), lists members.
-    to_group: BaseConsumer,
-    tail_reader: BaseConsumer,
+    to_group: SyncConsumer,
+    tail_reader: SyncConsumer,
     feeds: Vec<CheckpointFeed>,
     indexes: CheckpointIndexes,
     previous_from: BTreeMap<AggregatePartition, u64>,
@@ -772,7 +796,7 @@ impl CheckpointSync {
 
 /// The group's committed offsets for `partitions` (absent: never committed).
 fn read_committed(
-    consumer: &BaseConsumer,
+    consumer: &SyncConsumer,
     cluster: &str,
     partitions: &[(String, i32)],
 ) -> Result<BTreeMap<AggregatePartition, u64>, KafkaError> {

@@ -1,0 +1,397 @@
+//! checkpoint-sync end to end on real Kafka (the e2e stack), with real `tributary replicate`
+//! processes for every route: producers write in every region, a group consumes part of A's
+//! aggregate, a standby sync keeps B warm, and the group resumes in B from the final plan.
+//!
+//! Needs the stack (`make stack-up`); with `TRIBUTARY_SKIP_E2E=1` each test says SKIPPED.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tributary_core::{Deduper, TranslationPlan};
+
+const PARTITIONS: i32 = 3;
+
+/// Replicators for every route among `regions`, each ready.
+fn start_all_routes(regions: &[Region], topic: &str, checkpoints: &str) -> Vec<Process> {
+    let mut replicators = Vec::new();
+    for source in regions {
+        for dest in regions {
+            replicators.push(start_replicator(source, dest, topic, checkpoints));
+        }
+    }
+    for r in &replicators {
+        wait_for(
+            &format!("{} ready", r.name),
+            Duration::from_secs(30),
+            || http_get(r.port, "/readyz").is_ok_and(|b| b.contains("200 OK")),
+        );
+    }
+    replicators
+}
+
+fn total(offsets: &BTreeMap<i32, i64>) -> i64 {
+    offsets.values().sum()
+}
+
+fn epoch_file(name: &str, epoch: u64) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{name}.epoch"));
+    std::fs::write(&path, format!("{epoch}\n")).unwrap_or_else(|e| panic!("epoch file: {e}"));
+    path
+}
+
+/// The whole active-passive story over `regions` (A = first, B = second).
+fn failover_story(regions: &[Region], test: &str) -> TestResult {
+    let (from, to) = (&regions[0], &regions[1]);
+    let started = Instant::now();
+    let topic = unique("orders");
+    let checkpoints = unique("ckpt");
+    let group = unique("billing");
+    for r in regions {
+        create_topic(&r.regional, &topic, PARTITIONS);
+    }
+    let mut replicators = start_all_routes(regions, &topic, &checkpoints);
+
+    let epoch = epoch_file(&group, 1);
+    let mut standby = start_standby_sync(
+        sync_command(from, to, regions, &group, &topic, &checkpoints),
+        &epoch,
+    );
+
+    // Never backwards: watch the group's offsets in B while the standby sync runs.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (watching, bootstrap, group, topic) = (
+            watching.clone(),
+            to.aggregate.clone(),
+            group.clone(),
+            topic.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut backwards = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                for (p, o) in committed(&bootstrap, &group, &topic, PARTITIONS) {
+                    if let Some(before) = last.insert(p, o)
+                        && o < before
+                    {
+                        backwards.push((p, before, o));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            (last, backwards)
+        })
+    };
+
+    // Producers in every region while the group consumes part of A's aggregate.
+    let per_region = 1200;
+    let producers: Vec<_> = regions
+        .iter()
+        .map(|r| {
+            let (bootstrap, topic, tag) = (r.regional.clone(), topic.clone(), r.name.clone());
+            std::thread::spawn(move || {
+                produce(&bootstrap, &topic, PARTITIONS, &tag, per_region, 300)
+            })
+        })
+        .collect();
+    let total_produced = per_region * regions.len();
+    let in_active = consume_and_commit(
+        &from.aggregate,
+        &topic,
+        &group,
+        total_produced * 2 / 5,
+        37,
+        Duration::from_secs(40),
+    );
+    for p in producers {
+        p.join().map_err(|_| "producer thread panicked")?;
+    }
+    let produced: BTreeSet<String> = regions
+        .iter()
+        .flat_map(|r| (0..per_region).map(move |i| format!("{}-{i}", r.name)))
+        .collect();
+    for r in regions {
+        wait_for(
+            &format!("every record in {}'s aggregate", r.name),
+            Duration::from_secs(40),
+            || total(&end_offsets(&r.aggregate, &topic, PARTITIONS)) >= total_produced as i64,
+        );
+    }
+
+    // The standby catches up with the group's last commit in A, then is superseded.
+    let rounds = standby.metric_sum("tributary_checkpoint_sync_rounds_total");
+    wait_for("two more standby rounds", Duration::from_secs(20), || {
+        standby.metric_sum("tributary_checkpoint_sync_rounds_total") >= rounds + 2.0
+    });
+    let metrics = http_get(standby.port, "/metrics")?;
+    assert!(
+        metrics.contains("tributary_checkpoint_sync_translated_lag_records{"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tributary_checkpoint_sync_sync_age_seconds"));
+    assert!(http_get(standby.port, "/readyz")?.contains("200 OK"));
+    std::fs::write(&epoch, "2\n")?;
+    assert_eq!(
+        standby.wait_exit(Duration::from_secs(15)),
+        Some(true),
+        "the standby sync must exit 0 once its epoch is superseded:\n{}",
+        standby.log()
+    );
+    watching.store(false, Ordering::Relaxed);
+    let (warm, backwards) = watcher.join().map_err(|_| "watcher panicked")?;
+    assert!(
+        backwards.is_empty(),
+        "the standby moved backwards: {backwards:?}"
+    );
+    assert_eq!(
+        warm.len(),
+        PARTITIONS as usize,
+        "the standby kept every partition warm: {warm:?}\n{}",
+        standby.log()
+    );
+
+    // Failover: the final translation, then the group resumes in B.
+    let plan_file = std::env::temp_dir().join(format!("{group}.plan.json"));
+    let printed = run_final(
+        sync_command(from, to, regions, &group, &topic, &checkpoints),
+        &plan_file,
+    )?;
+    let plan: TranslationPlan = serde_json::from_str(&printed)?;
+    let written: TranslationPlan = serde_json::from_slice(&std::fs::read(&plan_file)?)?;
+    assert_eq!(plan, written, "the plan file holds the printed plan");
+    let resume = committed(&to.aggregate, &group, &topic, PARTITIONS);
+    for (partition, offset) in plan.resume_offsets() {
+        assert_eq!(
+            resume.get(&(partition.partition as i32)),
+            Some(&(offset as i64)),
+            "the final plan is committed in B"
+        );
+    }
+    let in_standby = resume_and_read_all(&to.aggregate, &group, &topic, PARTITIONS);
+    let counts = count_failover(
+        &produced,
+        &in_active,
+        &in_standby,
+        &Deduper::from_plan(&plan),
+    );
+    eprintln!(
+        "{test}: produced {} | processed in {} {} | read in {} {} | duplicates {} (plan bound {}) | after dedupe {} (bound {}) | warm standby {warm:?} vs final {:?} | {:?}",
+        counts.produced,
+        from.name,
+        in_active.len(),
+        to.name,
+        in_standby.len(),
+        counts.duplicates,
+        plan.max_duplicates,
+        counts.duplicates_after_dedupe,
+        plan.max_duplicates_after_dedupe,
+        plan.resume_offsets().values().collect::<Vec<_>>(),
+        started.elapsed()
+    );
+    assert!(
+        counts.missing.is_empty(),
+        "records lost to the group across the failover: {:?}",
+        &counts.missing[..counts.missing.len().min(20)]
+    );
+    assert!(
+        counts.duplicates as u64 <= plan.max_duplicates,
+        "{} duplicates exceed the plan's bound {}",
+        counts.duplicates,
+        plan.max_duplicates
+    );
+    assert!(
+        counts.missing_after_dedupe.is_empty(),
+        "the deduper dropped unprocessed records: {:?}",
+        &counts.missing_after_dedupe[..counts.missing_after_dedupe.len().min(20)]
+    );
+    assert_eq!(
+        plan.max_duplicates_after_dedupe, 0,
+        "provenance tails make watermarks exact"
+    );
+    assert_eq!(
+        counts.duplicates_after_dedupe, 0,
+        "zero duplicates with the deduper"
+    );
+
+    for r in &mut replicators {
+        r.terminate();
+    }
+    let _ = std::fs::remove_file(&epoch);
+    let _ = std::fs::remove_file(&plan_file);
+    Ok(())
+}
+
+#[test]
+fn two_regions_failover_sees_every_record_and_dedupes_to_zero() -> TestResult {
+    let Some(regions) = stack_regions() else {
+        return Ok(());
+    };
+    assert!(regions.len() >= 2, "the stack has at least two regions");
+    failover_story(&regions[..2], "two_regions")
+}
+
+/// A consumer in B that stays a member of the group until told to stop.
+fn active_member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        consumer.unsubscribe();
+    })
+}
+
+#[test]
+fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> TestResult {
+    let Some(regions) = stack_regions() else {
+        return Ok(());
+    };
+    let (from, to) = (&regions[0], &regions[1]);
+    let topic = unique("orders");
+    let checkpoints = unique("ckpt");
+    let group = unique("billing");
+    create_topic(&from.regional, &topic, PARTITIONS);
+    // One source region is enough here: both its routes.
+    let sources = std::slice::from_ref(from);
+    let mut replicators = vec![
+        start_replicator(from, from, &topic, &checkpoints),
+        start_replicator(from, to, &topic, &checkpoints),
+    ];
+    produce(&from.regional, &topic, PARTITIONS, &from.name, 600, 0);
+    for r in [from, to] {
+        wait_for(
+            "records in both aggregates",
+            Duration::from_secs(30),
+            || total(&end_offsets(&r.aggregate, &topic, PARTITIONS)) >= 600,
+        );
+    }
+    consume_and_commit(
+        &from.aggregate,
+        &topic,
+        &group,
+        250,
+        50,
+        Duration::from_secs(30),
+    );
+    let in_a = committed(&from.aggregate, &group, &topic, PARTITIONS);
+
+    // A member of the group consumes in B: the sync must not touch the group.
+    let member_stop = Arc::new(AtomicBool::new(false));
+    let member = active_member(&to.aggregate, &group, &topic, member_stop.clone());
+    let epoch = epoch_file(&group, 1);
+    let mut standby = start_standby_sync(
+        sync_command(from, to, sources, &group, &topic, &checkpoints),
+        &epoch,
+    );
+    wait_for(
+        "rounds skipped for the active group",
+        Duration::from_secs(30),
+        || {
+            standby.metric_sum("tributary_checkpoint_sync_commits_skipped_group_active_total")
+                >= 2.0
+        },
+    );
+    assert!(
+        committed(&to.aggregate, &group, &topic, PARTITIONS).is_empty(),
+        "nothing committed while the group is active in B"
+    );
+    let plan_file = std::env::temp_dir().join(format!("{group}.plan.json"));
+    let refused = run_final(
+        sync_command(from, to, sources, &group, &topic, &checkpoints),
+        &plan_file,
+    );
+    let refusal = refused.err().unwrap_or_default();
+    assert!(
+        refusal.contains("active member"),
+        "--final refuses an active group with a clear error: {refusal}"
+    );
+    assert!(
+        !plan_file.exists(),
+        "no plan file for a failed final translation"
+    );
+
+    // The member leaves: the standby warms up.
+    member_stop.store(true, Ordering::Relaxed);
+    member.join().map_err(|_| "member thread panicked")?;
+    wait_for_or_show(
+        "the standby commits once the group is idle in B",
+        Duration::from_secs(30),
+        || {
+            committed(&to.aggregate, &group, &topic, PARTITIONS)
+                .keys()
+                .eq(in_a.keys())
+        },
+        || standby.log(),
+    );
+    let warm = committed(&to.aggregate, &group, &topic, PARTITIONS);
+
+    // Someone put the standby ahead of the translation: the sync keeps it (never backwards).
+    let ahead = end_offsets(&to.aggregate, &topic, PARTITIONS);
+    assert!(warm.iter().all(|(p, offset)| ahead[p] >= *offset));
+    commit_offsets(&to.aggregate, &group, &topic, &ahead);
+    let kept = standby.metric_sum("tributary_checkpoint_sync_partitions_kept_total");
+    wait_for(
+        "rounds that keep the offsets ahead",
+        Duration::from_secs(20),
+        || {
+            standby.metric_sum("tributary_checkpoint_sync_partitions_kept_total")
+                >= kept + 2.0 * PARTITIONS as f64
+        },
+    );
+    assert_eq!(
+        committed(&to.aggregate, &group, &topic, PARTITIONS),
+        ahead,
+        "the standby sync never moves the group backwards"
+    );
+    std::fs::write(&epoch, "2\n")?;
+    assert_eq!(
+        standby.wait_exit(Duration::from_secs(15)),
+        Some(true),
+        "{}",
+        standby.log()
+    );
+
+    // A failover commits the plan as is, even behind B's current offsets: it is authoritative.
+    let plan: TranslationPlan = serde_json::from_str(&run_final(
+        sync_command(from, to, sources, &group, &topic, &checkpoints),
+        &plan_file,
+    )?)?;
+    let after = committed(&to.aggregate, &group, &topic, PARTITIONS);
+    for (partition, offset) in plan.resume_offsets() {
+        let p = partition.partition as i32;
+        assert_eq!(after.get(&p), Some(&(offset as i64)));
+        assert_eq!(
+            warm.get(&p),
+            Some(&(offset as i64)),
+            "the warm standby matched the final plan"
+        );
+    }
+    for r in &mut replicators {
+        r.terminate();
+    }
+    let _ = std::fs::remove_file(&epoch);
+    let _ = std::fs::remove_file(&plan_file);
+    Ok(())
+}
