@@ -95,11 +95,6 @@ pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// A hash of `s` that never changes between releases and platforms.
-pub fn stable_hash(s: &str) -> u64 {
-    fnv1a64(s.as_bytes())
-}
-
 /// FNV-1a: stable across releases and platforms (std's hasher is not), so names never change.
 fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

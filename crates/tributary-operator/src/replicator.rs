@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -19,12 +19,8 @@ use tributary_api::{KafkaConnection, SaslMechanism, SecretKeyRef};
 use crate::model::{AggregatePlan, RoutePlan};
 use crate::names;
 
-/// Port of a route's replicator for /healthz, /readyz and /metrics: stable per route and
-/// distinct between routes (20000-29999), so that replicators can also share one host
-/// network (hostNetwork pods; the local e2e stack runs pods as host processes).
-pub fn replicator_port(deployment: &str) -> i32 {
-    20_000 + (names::stable_hash(deployment) % 10_000) as i32
-}
+/// Port of the replicator's /healthz, /readyz and /metrics, on the pod IP.
+pub const REPLICATOR_PORT: i32 = 8080;
 /// Where Secret material of the source and destination connections is mounted.
 const SECRETS_ROOT: &str = "/var/run/tributary";
 
@@ -38,7 +34,7 @@ pub fn build_route_deployment(
 ) -> Deployment {
     let image = plan.replicator.image.as_deref().unwrap_or(default_image);
     let labels = names::route_labels(&route.source, &plan.name);
-    let port = replicator_port(&route.deployment);
+    let port = REPLICATOR_PORT;
     let mut mounts = SecretMounts::default();
     let mut args = vec![
         "replicate".to_string(),
@@ -85,7 +81,9 @@ pub fn build_route_deployment(
         format!("--checkpoint-interval={}", plan.checkpoints.interval),
         format!("--checkpoint-topic={}", plan.checkpoints.topic),
         format!("--checkpoint-retention={}", plan.checkpoints.retention),
-        format!("--listen=0.0.0.0:{port}"),
+        // The pod IP, not 0.0.0.0: pods sharing a network (hostNetwork, the local e2e
+        // stack) must not collide, and nothing else in the pod needs the port.
+        format!("--listen=$(POD_IP):{port}"),
         "--log-format=json".to_string(),
     ]);
 
@@ -104,11 +102,24 @@ pub fn build_route_deployment(
         name: "replicator".into(),
         image: Some(image.into()),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "RUST_LOG".into(),
-            value: Some("info".into()),
-            ..Default::default()
-        }]),
+        env: Some(vec![
+            EnvVar {
+                name: "POD_IP".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "status.podIP".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("info".into()),
+                ..Default::default()
+            },
+        ]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: port,

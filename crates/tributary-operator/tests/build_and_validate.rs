@@ -110,10 +110,7 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
         .find(|d| d.name_any() == "tributary-route-east-payments-to-central")
         .expect("east route");
     let args = args_of(east);
-    let listen = format!(
-        "--listen=0.0.0.0:{}",
-        tributary_operator::replicator::replicator_port("tributary-route-east-payments-to-central")
-    );
+    let listen = "--listen=$(POD_IP):8080".to_string();
     let want: Vec<&str> = vec![
         "replicate",
         "--route=east-payments-to-central",
@@ -144,16 +141,6 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
         "--log-format=json",
     ];
     assert_eq!(args, want);
-    let mut ports: Vec<i32> = (0..9)
-        .map(|i| {
-            tributary_operator::replicator::replicator_port(&format!(
-                "tributary-route-r{i}-to-a{i}"
-            ))
-        })
-        .collect();
-    ports.sort();
-    ports.dedup();
-    assert_eq!(ports.len(), 9, "routes get distinct ports");
     // Secret names only appear as volume sources, never in args or env.
     let rendered_args = serde_json::to_string(&args).expect("json");
     for secret in [
@@ -184,7 +171,9 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
     assert_eq!(volumes["dest-sasl-password"], "central-agg-sasl");
     let c = &pod.containers[0];
     assert_eq!(c.image.as_deref(), Some("registry.example/tributary:1.2.3"));
-    assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()));
+    // Env carries no secret: only the pod IP (downward API) and the log filter.
+    let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert_eq!(env, ["POD_IP", "RUST_LOG"]);
     assert_eq!(
         c.readiness_probe
             .as_ref()

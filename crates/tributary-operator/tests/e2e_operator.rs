@@ -22,6 +22,35 @@ use tributary_e2e::{Role, Stack, TestNamespace, apply_yaml, repo_path, wait_unti
 
 const SLOW: Duration = Duration::from_secs(180);
 
+/// One operator release at a time: every operator watches every namespace.
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn install(stack: &Stack, release: &str, ns: &str) {
+    let chart = repo_path("charts/tributary");
+    run(
+        &stack.helm,
+        stack,
+        &[
+            "install",
+            release,
+            chart.to_str().expect("path"),
+            "--namespace",
+            ns,
+            "--set",
+            "image.repository=local/tributary",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "logFormat=json",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
+}
+
 fn run(bin: &std::path::Path, stack: &Stack, args: &[&str]) -> String {
     let out = Command::new(bin)
         .args(args)
@@ -42,7 +71,10 @@ fn run(bin: &std::path::Path, stack: &Stack, args: &[&str]) -> String {
 /// unique to this run (the stack's Kafka clusters outlive test namespaces).
 fn manifests(stack: &Stack, suffix: &str, orders_partitions: i32) -> String {
     let mut yaml = String::new();
+    let last = stack.regions.last().cloned().unwrap_or_default();
     for r in &stack.regions {
+        // The last region's topics go with its RegionalStream (finalizer); the others stay.
+        let policy = if *r == last { "Delete" } else { "Retain" };
         yaml.push_str(&format!(
             r#"---
 apiVersion: tributary.dev/v1alpha1
@@ -52,6 +84,7 @@ metadata:
   labels: {{tributary.dev/region: {r}}}
 spec:
   region: {r}
+  deletionPolicy: {policy}
   kafka: {{bootstrapServers: ["{regional}"]}}
   topics:
     - {{name: orders-{suffix}, partitions: {orders_partitions}, replicationFactor: 1, config: {{retention.ms: "604800000"}}}}
@@ -99,6 +132,25 @@ fn versions(deployments: &[Deployment]) -> BTreeMap<String, (String, i64)> {
 
 fn routes_only() -> ListParams {
     ListParams::default().labels("app.kubernetes.io/component=replicator")
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the operator");
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .expect("request");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).expect("response");
+        body
+    })
+    .await
+    .expect("http")
 }
 
 fn rss_kib(pid: i32) -> Option<u64> {
@@ -155,21 +207,16 @@ async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() 
     let Some(stack) = Stack::connect().await else {
         return;
     };
+    let _one = ONE_OPERATOR.lock().await;
     TestNamespace::run(&stack, "operator-e2e", |t| async move {
         let stack = t.stack.clone();
         let ns = t.name.clone();
         let release = format!("tributary-{ns}");
-        let chart = repo_path("charts/tributary");
         let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
         let n = stack.regions.len();
 
         // Install the operator with the chart (image repository must end in /tributary).
-        run(&stack.helm, &stack, &[
-            "install", &release, chart.to_str().expect("path"), "--namespace", &ns,
-            "--set", "image.repository=local/tributary", "--set", "image.tag=dev",
-            "--set", "replicaCount=1", "--set", "logFormat=json",
-            "--wait", "--timeout", "120s",
-        ]);
+        install(&stack, &release, &ns);
         let pods: Api<Pod> = t.api();
         let pid = wait_until("the operator process", SLOW, || operator_pid(&pods)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -244,6 +291,22 @@ async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() 
             idle_rss,
             loaded_rss
         );
+
+        // /metrics: reconciles by kind, routes by state (the pod shares the host network here).
+        let op_ip = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/name=tributary,app.kubernetes.io/component!=replicator"))
+            .await
+            .expect("pods")
+            .items
+            .iter()
+            .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+            .expect("operator pod IP");
+        let op_addr = format!("{op_ip}:8080");
+        let metrics = http_get(&op_addr, "/metrics").await;
+        assert!(metrics.contains("tributary_operator_reconciles_total{kind=\"AggregateCluster\"}"), "{metrics}");
+        assert!(metrics.contains(&format!("tributary_operator_routes{{state=\"Ready\"}} {}", n * n)), "{metrics}");
+        assert!(metrics.contains("tributary_operator_leader 1"), "{metrics}");
+        assert!(http_get(&op_addr, "/readyz").await.starts_with("HTTP/1.1 200"));
 
         // Re-applying the same manifests changes nothing (GitOps: no drift, no rollout).
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -349,6 +412,24 @@ spec:
         })
         .await;
 
+        // deletionPolicy: Delete removed the gone region's topics; Retain kept the others'.
+        let regional = |r: &str| {
+            tributary_kafka::KafkaAdmin::new(&tributary_kafka::ClientSettings::plaintext(
+                format!("{r} regional"),
+                stack.bootstrap(r, Role::Regional),
+            ))
+            .expect("admin")
+        };
+        let gone_admin = regional(&gone);
+        wait_until(&format!("{topic} deleted from {gone}'s regional cluster"), SLOW, || {
+            let admin = gone_admin.clone();
+            let topic = topic.clone();
+            async move { admin.describe_topic(&topic).await.ok().filter(Option::is_none).map(|_| ()) }
+        })
+        .await;
+        assert!(regional(&stack.regions[0]).describe_topic(&topic).await.expect("describe").is_some(), "Retain keeps topics");
+        assert!(streams.get_opt(&gone).await.expect("get").is_none(), "finalizer removed after cleanup");
+
         // RBAC minus one verb (delete on Deployments): pruning fails with a clear Forbidden.
         let roles: Api<ClusterRole> = Api::all(stack.client.clone());
         let mut role = roles.get(&release).await.expect("chart's ClusterRole");
@@ -386,6 +467,65 @@ spec:
         run(&stack.helm, &stack, &["uninstall", &release, "--namespace", &ns, "--wait"]);
         // The operator is gone; cluster-scoped RBAC went with the release.
         assert!(roles.get_opt(&release).await.expect("get").is_none());
+    })
+    .await;
+}
+
+/// BENCHMARKS.md: time from applying every region × 20 topics to all routes Ready, and the
+/// operator's RSS idle and with that load.
+#[tokio::test]
+async fn benchmark_all_routes_ready_for_20_topics_per_region() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let _one = ONE_OPERATOR.lock().await;
+    TestNamespace::run(&stack, "operator-bench", |t| async move {
+        let stack = t.stack.clone();
+        let ns = t.name.clone();
+        let release = format!("tributary-{ns}");
+        let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
+        let n = stack.regions.len();
+        install(&stack, &release, &ns);
+        let pods: Api<Pod> = t.api();
+        let pid = wait_until("the operator process", SLOW, || operator_pid(&pods)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle = rss_kib(pid).unwrap_or(0);
+
+        let mut yaml = String::new();
+        for r in &stack.regions {
+            let topics: String = (0..20)
+                .map(|i| format!("    - {{name: bench-{suffix}-{i:02}, partitions: 3, replicationFactor: 1}}\n"))
+                .collect();
+            yaml.push_str(&format!(
+                "---\napiVersion: tributary.dev/v1alpha1\nkind: RegionalStream\nmetadata: {{name: {r}}}\nspec:\n  region: {r}\n  kafka: {{bootstrapServers: [\"{}\"]}}\n  topics:\n{topics}---\napiVersion: tributary.dev/v1alpha1\nkind: AggregateCluster\nmetadata: {{name: {r}}}\nspec:\n  region: {r}\n  kafka: {{bootstrapServers: [\"{}\"]}}\n  checkpoints: {{topic: bench-checkpoints-{suffix}}}\n",
+                stack.bootstrap(r, Role::Regional),
+                stack.bootstrap(r, Role::Aggregate),
+            ));
+        }
+        let aggs: Api<AggregateCluster> = t.api();
+        let streams: Api<RegionalStream> = t.api();
+        let started = Instant::now();
+        apply_yaml(&stack.client, &ns, &yaml).await.expect("apply");
+        wait_until("all routes Ready and all topics present", Duration::from_secs(300), || async {
+            let a = aggs.list(&ListParams::default()).await.ok()?;
+            let s = streams.list(&ListParams::default()).await.ok()?;
+            (a.items.len() == n
+                && a.items.iter().all(|a| a.status.as_ref().and_then(|s| s.routes_ready.clone()) == Some(format!("{n}/{n}")))
+                && s.items.iter().all(|s| s.status.as_ref().and_then(|s| s.topics_ready.clone()) == Some("20/20".into())))
+            .then_some(())
+        })
+        .await;
+        let elapsed = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let loaded = operator_pid(&pods).await.and_then(rss_kib).unwrap_or(0);
+        eprintln!(
+            "BENCHMARK: {n} regions x 20 topics (3 partitions): {} routes Ready {:.1}s after apply; operator RSS idle {:.1} MiB, under load {:.1} MiB",
+            n * n,
+            elapsed.as_secs_f64(),
+            idle as f64 / 1024.0,
+            loaded as f64 / 1024.0
+        );
+        run(&stack.helm, &stack, &["uninstall", &release, "--namespace", &ns, "--wait"]);
     })
     .await;
 }

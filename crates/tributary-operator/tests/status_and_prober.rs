@@ -343,21 +343,58 @@ fn asking_for_fewer_partitions_is_refused_with_a_condition_naming_the_topic() {
         .spec
         .topics
         .iter()
-        .map(|t| (t.name.clone(), ObservedTopic { partitions: 4, config: t.config.clone() }))
+        .map(|t| {
+            (
+                t.name.clone(),
+                ObservedTopic {
+                    partitions: 4,
+                    config: t.config.clone(),
+                },
+            )
+        })
         .collect();
     let topics: Vec<String> = rs.spec.topics.iter().map(|t| t.name.clone()).collect();
     let changes = tributary_operator::kafka::plan_topic_changes(
-        &rs.spec.topics.iter().map(|t| NewTopic { name: t.name.clone(), partitions: t.partitions, replication_factor: 1, config: t.config.clone() }).collect::<Vec<_>>(),
+        &rs.spec
+            .topics
+            .iter()
+            .map(|t| NewTopic {
+                name: t.name.clone(),
+                partitions: t.partitions,
+                replication_factor: 1,
+                config: t.config.clone(),
+            })
+            .collect::<Vec<_>>(),
         &observed,
     );
     assert!(changes.grow.is_empty() && changes.create.is_empty());
-    let status = tributary_operator::regional_stream::build_status(&rs, &valid, &observed, &topics, &changes.shrink_refused, None);
+    let status = tributary_operator::regional_stream::build_status(
+        &rs,
+        &valid,
+        &observed,
+        &topics,
+        &changes.shrink_refused,
+        None,
+    );
     let degraded = find_condition(&status.conditions, "Degraded").expect("Degraded");
-    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "PartitionsShrinkRefused"));
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "PartitionsShrinkRefused")
+    );
     assert!(degraded.message.contains("orders"), "{}", degraded.message);
-    let orders = status.topics.iter().find(|t| t.name == "orders").expect("orders");
+    let orders = status
+        .topics
+        .iter()
+        .find(|t| t.name == "orders")
+        .expect("orders");
     assert_eq!(orders.partitions, Some(4));
-    assert!(orders.message.as_deref().unwrap_or_default().contains("never shrink"));
+    assert!(
+        orders
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("never shrink")
+    );
 }
 
 #[test]
@@ -367,9 +404,25 @@ fn observe_only_streams_report_missing_topics_without_creating_them() {
     rs.spec.manage_topics = false;
     let valid = tributary_operator::model::validate_stream(&rs).expect("valid");
     let topics: Vec<String> = rs.spec.topics.iter().map(|t| t.name.clone()).collect();
-    let status = tributary_operator::regional_stream::build_status(&rs, &valid, &BTreeMap::new(), &topics, &[], None);
+    let status = tributary_operator::regional_stream::build_status(
+        &rs,
+        &valid,
+        &BTreeMap::new(),
+        &topics,
+        &[],
+        None,
+    );
     let ready = find_condition(&status.conditions, "Ready").expect("Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "TopicMissing"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "TopicMissing")
+    );
     assert_eq!(status.topics_ready.as_deref(), Some("0/2"));
-    assert!(status.topics[0].message.as_deref().unwrap_or_default().contains("manageTopics is false"));
+    assert!(
+        status.topics[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("manageTopics is false")
+    );
 }
