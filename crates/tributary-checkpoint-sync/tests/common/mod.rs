@@ -400,6 +400,8 @@ pub fn consume_and_commit(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
+        // Small fetches interleave the partitions, so the group stops mid-way in each.
+        .set("max.partition.fetch.bytes", "1024")
         .create()
         .unwrap_or_else(|e| panic!("consumer: {e}"));
     consumer
