@@ -167,11 +167,18 @@ struct CheckpointFeed {
     consumer: SyncConsumer,
     /// Next offset to read per assigned partition.
     next: BTreeMap<i32, i64>,
+    /// Only these source topics' checkpoints are indexed (the group's).
+    source_topics: BTreeSet<String>,
     warned_missing: bool,
 }
 
 impl CheckpointFeed {
-    fn new(settings: &ClientSettings, topic: &str, group: &str) -> Result<Self, KafkaError> {
+    fn new(
+        settings: &ClientSettings,
+        topic: &str,
+        group: &str,
+        source_topics: &BTreeSet<String>,
+    ) -> Result<Self, KafkaError> {
         Ok(Self {
             cluster: settings.name.clone(),
             topic: topic.to_owned(),
@@ -181,6 +188,7 @@ impl CheckpointFeed {
                 "creating the checkpoint reader",
             )?,
             next: BTreeMap::new(),
+            source_topics: source_topics.clone(),
             warned_missing: false,
         })
     }
@@ -250,7 +258,9 @@ impl CheckpointFeed {
                         m.payload().unwrap_or_default(),
                     ) {
                         Ok(record) => {
-                            indexes.apply(&record);
+                            if self.source_topics.contains(&record.key.topic) {
+                                indexes.apply(&record);
+                            }
                             health.metrics.checkpoint_records_read.inc();
                         }
                         Err(e) => {
@@ -297,6 +307,8 @@ pub struct CheckpointSync {
     previous_from: BTreeMap<AggregatePartition, u64>,
     tails: BTreeMap<AggregatePartition, CachedTail>,
     last_synced: Instant,
+    /// Missing topics already warned about (once each).
+    warned_missing: BTreeSet<String>,
 }
 
 impl CheckpointSync {
@@ -307,9 +319,14 @@ impl CheckpointSync {
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, KafkaError> {
         let group = cfg.group.clone();
+        let source_topics: BTreeSet<String> = cfg
+            .topics
+            .iter()
+            .filter_map(|t| cfg.naming.source_of(t).map(|s| s.topic.to_owned()))
+            .collect();
         let feeds = vec![
-            CheckpointFeed::new(&cfg.from, &cfg.checkpoint_topic, &group)?,
-            CheckpointFeed::new(&cfg.to, &cfg.checkpoint_topic, &group)?,
+            CheckpointFeed::new(&cfg.from, &cfg.checkpoint_topic, &group, &source_topics)?,
+            CheckpointFeed::new(&cfg.to, &cfg.checkpoint_topic, &group, &source_topics)?,
         ];
         Ok(Self {
             from_admin: KafkaAdmin::new(&cfg.from)?.with_timeout(REQUEST_TIMEOUT),
@@ -326,6 +343,7 @@ impl CheckpointSync {
             previous_from: BTreeMap::new(),
             tails: BTreeMap::new(),
             last_synced: Instant::now(),
+            warned_missing: BTreeSet::new(),
             cfg,
             health,
             runtime,
@@ -376,7 +394,9 @@ impl CheckpointSync {
         let mut from_partitions = Vec::new();
         for topic in &self.cfg.topics {
             let Some(description) = described.iter().find(|d| &d.name == topic) else {
-                warn!(cluster = %from_cluster, topic = %topic, "the group's topic does not exist in the active region's aggregate cluster");
+                if self.warned_missing.insert(format!("from/{topic}")) {
+                    warn!(cluster = %from_cluster, topic = %topic, "the group's topic does not exist in the active region's aggregate cluster");
+                }
                 continue;
             };
             if let Some(selector) = self.cfg.naming.source_of(topic) {
@@ -439,7 +459,9 @@ impl CheckpointSync {
                     }
                 }
                 Err(KafkaError::TopicMissing { .. }) => {
-                    warn!(cluster = %to_cluster, topic = %topic, "the group's topic does not exist in the standby region's aggregate cluster yet");
+                    if self.warned_missing.insert(format!("to/{topic}")) {
+                        warn!(cluster = %to_cluster, topic = %topic, "the group's topic does not exist in the standby region's aggregate cluster yet");
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
