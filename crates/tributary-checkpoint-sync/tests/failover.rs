@@ -19,11 +19,16 @@ use tributary_core::{Deduper, TranslationPlan};
 const PARTITIONS: i32 = 3;
 
 /// Replicators for every route among `regions`, each ready.
-fn start_all_routes(regions: &[Region], topic: &str, checkpoints: &str) -> Vec<Process> {
+fn start_all_routes(
+    regions: &[Region],
+    topic: &str,
+    naming: &str,
+    checkpoints: &str,
+) -> Vec<Process> {
     let mut replicators = Vec::new();
     for source in regions {
         for dest in regions {
-            replicators.push(start_replicator(source, dest, topic, checkpoints));
+            replicators.push(start_replicator(source, dest, topic, naming, checkpoints));
         }
     }
     for r in &replicators {
@@ -46,8 +51,10 @@ fn epoch_file(name: &str, epoch: u64) -> std::path::PathBuf {
     path
 }
 
-/// The whole active-passive story over `regions` (A = first, B = second).
-fn failover_story(regions: &[Region], test: &str) -> TestResult {
+/// The whole active-passive story over `regions` (A = first, B = second), with aggregate
+/// topics named `naming` (`identity`: one topic, every region merged; `prefixed`: one
+/// `<region>.<topic>` per source region, which the group consumes all of).
+fn failover_story(regions: &[Region], naming: &str, test: &str) -> TestResult {
     let (from, to) = (&regions[0], &regions[1]);
     let started = Instant::now();
     let topic = unique("orders");
@@ -56,29 +63,37 @@ fn failover_story(regions: &[Region], test: &str) -> TestResult {
     for r in regions {
         create_topic(&r.regional, &topic, PARTITIONS);
     }
-    let mut replicators = start_all_routes(regions, &topic, &checkpoints);
+    let aggregate_topics: Vec<String> = match naming {
+        "prefixed" => regions
+            .iter()
+            .map(|r| format!("{}.{topic}", r.name))
+            .collect(),
+        _ => vec![topic.clone()],
+    };
+    let topic_list = aggregate_topics.join(",");
+    let mut replicators = start_all_routes(regions, &topic, naming, &checkpoints);
 
     let epoch = epoch_file(&group, 1);
     let mut standby = start_standby_sync(
-        sync_command(from, to, regions, &group, &topic, &checkpoints),
+        sync_command(from, to, regions, &group, &topic_list, naming, &checkpoints),
         &epoch,
     );
 
     // Never backwards: watch the group's offsets in B while the standby sync runs.
     let watching = Arc::new(AtomicBool::new(true));
     let watcher = {
-        let (watching, bootstrap, group, topic) = (
+        let (watching, bootstrap, group, topics) = (
             watching.clone(),
             to.aggregate.clone(),
             group.clone(),
-            topic.clone(),
+            aggregate_topics.clone(),
         );
         std::thread::spawn(move || {
-            let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
             let mut backwards = Vec::new();
             while watching.load(Ordering::Relaxed) {
-                for (p, o) in committed(&bootstrap, &group, &topic, PARTITIONS) {
-                    if let Some(before) = last.insert(p, o)
+                for (p, o) in committed_all(&bootstrap, &group, &topics, PARTITIONS) {
+                    if let Some(before) = last.insert(p.clone(), o)
                         && o < before
                     {
                         backwards.push((p, before, o));
@@ -102,9 +117,10 @@ fn failover_story(regions: &[Region], test: &str) -> TestResult {
         })
         .collect();
     let total_produced = per_region * regions.len();
+    let subscribed: Vec<&str> = aggregate_topics.iter().map(String::as_str).collect();
     let in_active = consume_and_commit(
         &from.aggregate,
-        &topic,
+        &subscribed,
         &group,
         total_produced * 2 / 5,
         37,
@@ -121,7 +137,7 @@ fn failover_story(regions: &[Region], test: &str) -> TestResult {
         wait_for(
             &format!("every record in {}'s aggregate", r.name),
             Duration::from_secs(40),
-            || total(&end_offsets(&r.aggregate, &topic, PARTITIONS)) >= total_produced as i64,
+            || total_records(&r.aggregate, &aggregate_topics, PARTITIONS) >= total_produced as i64,
         );
     }
 
@@ -150,7 +166,7 @@ fn failover_story(regions: &[Region], test: &str) -> TestResult {
         backwards.is_empty(),
         "the standby moved backwards: {backwards:?}"
     );
-    let in_a = committed(&from.aggregate, &group, &topic, PARTITIONS);
+    let in_a = committed_all(&from.aggregate, &group, &aggregate_topics, PARTITIONS);
     assert!(
         warm.keys().eq(in_a.keys()),
         "the standby kept every partition warm: {warm:?}\n{}",
@@ -160,21 +176,24 @@ fn failover_story(regions: &[Region], test: &str) -> TestResult {
     // Failover: the final translation, then the group resumes in B.
     let plan_file = std::env::temp_dir().join(format!("{group}.plan.json"));
     let printed = run_final(
-        sync_command(from, to, regions, &group, &topic, &checkpoints),
+        sync_command(from, to, regions, &group, &topic_list, naming, &checkpoints),
         &plan_file,
     )?;
     let plan: TranslationPlan = serde_json::from_str(&printed)?;
     let written: TranslationPlan = serde_json::from_slice(&std::fs::read(&plan_file)?)?;
     assert_eq!(plan, written, "the plan file holds the printed plan");
-    let resume = committed(&to.aggregate, &group, &topic, PARTITIONS);
+    let resume = committed_all(&to.aggregate, &group, &aggregate_topics, PARTITIONS);
     for (partition, offset) in plan.resume_offsets() {
         assert_eq!(
-            resume.get(&(partition.partition as i32)),
+            resume.get(&(partition.topic.clone(), partition.partition as i32)),
             Some(&(offset as i64)),
             "the final plan is committed in B"
         );
     }
-    let in_standby = resume_and_read_all(&to.aggregate, &group, &topic, PARTITIONS);
+    let in_standby: Vec<Seen> = aggregate_topics
+        .iter()
+        .flat_map(|t| resume_and_read_all(&to.aggregate, &group, t, PARTITIONS))
+        .collect();
     let counts = count_failover(
         &produced,
         &in_active,
@@ -234,7 +253,15 @@ fn two_regions_failover_sees_every_record_and_dedupes_to_zero() -> TestResult {
         return Ok(());
     };
     assert!(regions.len() >= 2, "the stack has at least two regions");
-    failover_story(&regions[..2], "two_regions")
+    failover_story(&regions[..2], "identity", "two_regions")
+}
+
+#[test]
+fn two_regions_prefixed_naming_failover_sees_every_record_and_dedupes_to_zero() -> TestResult {
+    let Some(regions) = stack_regions() else {
+        return Ok(());
+    };
+    failover_story(&regions[..2], "prefixed", "two_regions_prefixed")
 }
 
 /// A consumer in B that stays a member of the group until told to stop.
@@ -276,8 +303,8 @@ fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> 
     // One source region is enough here: both its routes.
     let sources = std::slice::from_ref(from);
     let mut replicators = vec![
-        start_replicator(from, from, &topic, &checkpoints),
-        start_replicator(from, to, &topic, &checkpoints),
+        start_replicator(from, from, &topic, "identity", &checkpoints),
+        start_replicator(from, to, &topic, "identity", &checkpoints),
     ];
     produce(&from.regional, &topic, PARTITIONS, &from.name, 600, 0);
     for r in [from, to] {
@@ -289,7 +316,7 @@ fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> 
     }
     consume_and_commit(
         &from.aggregate,
-        &topic,
+        &[topic.as_str()],
         &group,
         250,
         50,
@@ -302,7 +329,7 @@ fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> 
     let member = active_member(&to.aggregate, &group, &topic, member_stop.clone());
     let epoch = epoch_file(&group, 1);
     let mut standby = start_standby_sync(
-        sync_command(from, to, sources, &group, &topic, &checkpoints),
+        sync_command(from, to, sources, &group, &topic, "identity", &checkpoints),
         &epoch,
     );
     wait_for(
@@ -319,7 +346,7 @@ fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> 
     );
     let plan_file = std::env::temp_dir().join(format!("{group}.plan.json"));
     let refused = run_final(
-        sync_command(from, to, sources, &group, &topic, &checkpoints),
+        sync_command(from, to, sources, &group, &topic, "identity", &checkpoints),
         &plan_file,
     );
     let refusal = refused.err().unwrap_or_default();
@@ -375,7 +402,7 @@ fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> 
 
     // A failover commits the plan as is, even behind B's current offsets: it is authoritative.
     let plan: TranslationPlan = serde_json::from_str(&run_final(
-        sync_command(from, to, sources, &group, &topic, &checkpoints),
+        sync_command(from, to, sources, &group, &topic, "identity", &checkpoints),
         &plan_file,
     )?)?;
     let after = committed(&to.aggregate, &group, &topic, PARTITIONS);
@@ -474,7 +501,7 @@ fn three_regions_failover_sees_every_record_and_dedupes_to_zero() -> TestResult 
     // A = central (the region the stack did not start), B = east: both directions of
     // translation involve a source whose routes run in the other regions.
     let order = vec![regions[2].clone(), regions[0].clone(), regions[1].clone()];
-    let result = failover_story(&order, "three_regions");
+    let result = failover_story(&order, "identity", "three_regions");
     drop(central);
     result
 }

@@ -213,6 +213,7 @@ pub fn start_replicator(
     source: &Region,
     dest: &Region,
     topic: &str,
+    naming: &str,
     checkpoint_topic: &str,
 ) -> Process {
     let port = free_port();
@@ -232,7 +233,7 @@ pub fn start_replicator(
         "--topics",
         topic,
         "--topic-naming",
-        "identity",
+        naming,
         "--delivery",
         "at-least-once",
         "--checkpoint-topic",
@@ -255,7 +256,8 @@ pub fn sync_command(
     to: &Region,
     sources: &[Region],
     group: &str,
-    topic: &str,
+    topics: &str,
+    naming: &str,
     checkpoint_topic: &str,
 ) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tributary-checkpoint-sync"));
@@ -264,7 +266,9 @@ pub fn sync_command(
         "--group",
         group,
         "--topics",
-        topic,
+        topics,
+        "--topic-naming",
+        naming,
         "--from-region",
         &from.name,
         "--to-region",
@@ -388,7 +392,7 @@ fn seen(m: &rdkafka::message::BorrowedMessage<'_>) -> Seen {
 /// `stop_after` records were processed. Returns what it processed.
 pub fn consume_and_commit(
     bootstrap: &str,
-    topic: &str,
+    topics: &[&str],
     group: &str,
     stop_after: usize,
     commit_every: usize,
@@ -405,17 +409,17 @@ pub fn consume_and_commit(
         .create()
         .unwrap_or_else(|e| panic!("consumer: {e}"));
     consumer
-        .subscribe(&[topic])
+        .subscribe(topics)
         .unwrap_or_else(|e| panic!("subscribe: {e}"));
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    let commit = |next: &BTreeMap<i32, i64>| {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let commit = |next: &BTreeMap<(String, i32), i64>| {
         if next.is_empty() {
             return;
         }
         let mut list = TopicPartitionList::new();
-        for (p, o) in next {
+        for ((topic, p), o) in next {
             list.add_partition_offset(topic, *p, Offset::Offset(*o))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
@@ -427,7 +431,7 @@ pub fn consume_and_commit(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 out.push(seen(&m));
-                next.insert(m.partition(), m.offset() + 1);
+                next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
                 if out.len() % commit_every == 0 {
                     commit(&next);
                 }
@@ -629,4 +633,29 @@ pub fn count_failover(
         duplicates,
         duplicates_after_dedupe,
     }
+}
+
+/// [`committed`] over several topics, keyed by (topic, partition).
+pub fn committed_all(
+    bootstrap: &str,
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+) -> BTreeMap<(String, i32), i64> {
+    topics
+        .iter()
+        .flat_map(|t| {
+            committed(bootstrap, group, t, partitions)
+                .into_iter()
+                .map(move |(p, o)| ((t.clone(), p), o))
+        })
+        .collect()
+}
+
+/// Records in `topics` (sum of end offsets).
+pub fn total_records(bootstrap: &str, topics: &[String], partitions: i32) -> i64 {
+    topics
+        .iter()
+        .map(|t| end_offsets(bootstrap, t, partitions).values().sum::<i64>())
+        .sum()
 }
