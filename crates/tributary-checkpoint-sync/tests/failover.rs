@@ -249,6 +249,7 @@ fn failover_story(regions: &[Region], naming: &str, test: &str) -> TestResult {
 
 #[test]
 fn two_regions_failover_sees_every_record_and_dedupes_to_zero() -> TestResult {
+    let _serial = serial();
     let Some(regions) = stack_regions() else {
         return Ok(());
     };
@@ -258,6 +259,7 @@ fn two_regions_failover_sees_every_record_and_dedupes_to_zero() -> TestResult {
 
 #[test]
 fn two_regions_prefixed_naming_failover_sees_every_record_and_dedupes_to_zero() -> TestResult {
+    let _serial = serial();
     let Some(regions) = stack_regions() else {
         return Ok(());
     };
@@ -292,6 +294,7 @@ fn active_member(
 
 #[test]
 fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> TestResult {
+    let _serial = serial();
     let Some(regions) = stack_regions() else {
         return Ok(());
     };
@@ -488,6 +491,7 @@ impl Drop for ExtraRegion {
 
 #[test]
 fn three_regions_failover_sees_every_record_and_dedupes_to_zero() -> TestResult {
+    let _serial = serial();
     let Some(mut regions) = stack_regions() else {
         return Ok(());
     };

@@ -29,6 +29,15 @@ pub struct Region {
     pub aggregate: String,
 }
 
+/// Serialises this binary's stack tests: each runs up to nine replicators, and `cargo test`
+/// would otherwise run them all at once on the stack's two shared cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The stack's regions (`None` and a loud SKIPPED when `TRIBUTARY_SKIP_E2E=1`).
 pub fn stack_regions() -> Option<Vec<Region>> {
     let rt = runtime();
