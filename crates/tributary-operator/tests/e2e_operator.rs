@@ -25,8 +25,39 @@ const SLOW: Duration = Duration::from_secs(180);
 /// One operator release at a time: every operator watches every namespace.
 static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn install(stack: &Stack, release: &str, ns: &str) {
+/// Uninstalls the release when the test ends, also on failure: its ClusterRole and binding are
+/// cluster-scoped and would outlive the test namespace.
+struct Release {
+    helm: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+    name: String,
+    namespace: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.helm)
+            .args([
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.namespace,
+                "--wait",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+    }
+}
+
+#[must_use]
+fn install(stack: &Stack, release: &str, ns: &str) -> Release {
+    install_with(stack, release, ns, 1)
+}
+
+#[must_use]
+fn install_with(stack: &Stack, release: &str, ns: &str, replicas: u32) -> Release {
     let chart = repo_path("charts/tributary");
+    let replicas = format!("replicaCount={replicas}");
     run(
         &stack.helm,
         stack,
@@ -41,7 +72,7 @@ fn install(stack: &Stack, release: &str, ns: &str) {
             "--set",
             "image.tag=dev",
             "--set",
-            "replicaCount=1",
+            &replicas,
             "--set",
             "logFormat=json",
             "--wait",
@@ -49,6 +80,12 @@ fn install(stack: &Stack, release: &str, ns: &str) {
             "120s",
         ],
     );
+    Release {
+        helm: stack.helm.clone(),
+        kubeconfig: stack.state_dir.join("kubeconfig"),
+        name: release.to_string(),
+        namespace: ns.to_string(),
+    }
 }
 
 fn run(bin: &std::path::Path, stack: &Stack, args: &[&str]) -> String {
@@ -216,7 +253,7 @@ async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() 
         let n = stack.regions.len();
 
         // Install the operator with the chart (image repository must end in /tributary).
-        install(&stack, &release, &ns);
+        let installed = install(&stack, &release, &ns);
         let pods: Api<Pod> = t.api();
         let pid = wait_until("the operator process", SLOW, || operator_pid(&pods)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -305,7 +342,7 @@ async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() 
         let metrics = http_get(&op_addr, "/metrics").await;
         assert!(metrics.contains("tributary_operator_reconciles_total{kind=\"AggregateCluster\"}"), "{metrics}");
         assert!(metrics.contains(&format!("tributary_operator_routes{{state=\"Ready\"}} {}", n * n)), "{metrics}");
-        assert!(metrics.contains("tributary_operator_leader 1"), "{metrics}");
+        assert!(metrics.lines().any(|l| l == "tributary_operator_leader 1"), "{metrics}");
         assert!(http_get(&op_addr, "/readyz").await.starts_with("HTTP/1.1 200"));
 
         // Re-applying the same manifests changes nothing (GitOps: no drift, no rollout).
@@ -464,7 +501,7 @@ spec:
         .await;
         let _ = new_pid;
 
-        run(&stack.helm, &stack, &["uninstall", &release, "--namespace", &ns, "--wait"]);
+        drop(installed);
         // The operator is gone; cluster-scoped RBAC went with the release.
         assert!(roles.get_opt(&release).await.expect("get").is_none());
     })
@@ -485,7 +522,7 @@ async fn benchmark_all_routes_ready_for_20_topics_per_region() {
         let release = format!("tributary-{ns}");
         let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
         let n = stack.regions.len();
-        install(&stack, &release, &ns);
+        let installed = install(&stack, &release, &ns);
         let pods: Api<Pod> = t.api();
         let pid = wait_until("the operator process", SLOW, || operator_pid(&pods)).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -525,7 +562,77 @@ async fn benchmark_all_routes_ready_for_20_topics_per_region() {
             idle as f64 / 1024.0,
             loaded as f64 / 1024.0
         );
-        run(&stack.helm, &stack, &["uninstall", &release, "--namespace", &ns, "--wait"]);
+        drop(installed);
+    })
+    .await;
+}
+
+/// The chart's default of two replicas is safe: one holds the Lease and reconciles; when it
+/// stops, it releases the Lease and the other takes over.
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_hand_over_on_shutdown() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let _one = ONE_OPERATOR.lock().await;
+    TestNamespace::run(&stack, "operator-lease", |t| async move {
+        let stack = t.stack.clone();
+        let ns = t.name.clone();
+        let release = format!("tributary-{ns}");
+        let installed = install_with(&stack, &release, &ns, 2);
+        let pods: Api<Pod> = t.api();
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = t.api();
+        let leaders = || async {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/name=tributary"))
+                .await
+                .ok()?;
+            let mut leading = Vec::new();
+            for p in list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
+                let ip = p.status.as_ref()?.pod_ip.clone()?;
+                let m = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    http_get(&format!("{ip}:8080"), "/metrics"),
+                )
+                .await
+                .ok()?;
+                if m.lines().any(|l| l == "tributary_operator_leader 1") {
+                    leading.push(p.name_any());
+                }
+            }
+            Some(leading)
+        };
+        let first = wait_until("exactly one leader", SLOW, || async {
+            let l = leaders().await?;
+            (l.len() == 1).then(|| l[0].clone())
+        })
+        .await;
+        let holder = leases
+            .get("tributary-operator-leader")
+            .await
+            .expect("Lease")
+            .spec
+            .and_then(|s| s.holder_identity);
+        assert_eq!(holder.as_deref(), Some(first.as_str()));
+
+        let started = Instant::now();
+        pods.delete(&first, &DeleteParams::default())
+            .await
+            .expect("delete leader");
+        let second = wait_until("the other replica leads", SLOW, || async {
+            let l = leaders().await?;
+            (l.len() == 1 && l[0] != first).then(|| l[0].clone())
+        })
+        .await;
+        eprintln!(
+            "MEASURED: leadership moved from {first} to {second} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        drop(installed);
     })
     .await;
 }
