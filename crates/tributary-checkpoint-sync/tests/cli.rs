@@ -75,3 +75,80 @@ fn bad_flags_are_refused_with_the_flag_named() -> Result<(), Box<dyn std::error:
     assert!(!output.status.success());
     Ok(())
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(28997)
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body
+}
+
+#[test]
+fn standby_keeps_serving_and_counts_errors_while_a_cluster_is_unreachable()
+-> Result<(), Box<dyn std::error::Error>> {
+    let port = free_port();
+    let mut child = sync()
+        .args([
+            "--group",
+            "billing",
+            "--topics",
+            "orders",
+            "--from-region",
+            "east",
+            "--to-region",
+            "west",
+            "--from-bootstrap",
+            "127.0.0.1:1",
+            "--to-bootstrap",
+            "127.0.0.1:2",
+            "--sources",
+            "east,west",
+            "--interval",
+            "200ms",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut metrics = String::new();
+    while std::time::Instant::now() < deadline
+        && !metrics.contains("tributary_checkpoint_sync_errors_total{category=\"Unreachable\"}")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        metrics = http_get(port, "/metrics");
+    }
+    let healthz = http_get(port, "/healthz");
+    let readyz = http_get(port, "/readyz");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait()?;
+    assert!(
+        metrics.contains("tributary_checkpoint_sync_errors_total{category=\"Unreachable\"}"),
+        "{metrics}"
+    );
+    assert!(healthz.contains("200 OK"), "{healthz}");
+    assert!(
+        readyz.contains("503"),
+        "not ready without a completed round: {readyz}"
+    );
+    assert!(status.success(), "SIGTERM ends a standby sync with exit 0");
+    Ok(())
+}
