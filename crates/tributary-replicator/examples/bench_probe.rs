@@ -36,7 +36,12 @@ fn cpu_seconds(pid: &str, clk_tck: f64) -> f64 {
     let rest = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); utime is field 14, stime 15.
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(14) + ticks(15)) / clk_tck
 }
 
@@ -135,7 +140,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             latencies.sort_unstable();
             let pick = |q: f64| {
                 latencies
-                    .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                    .get(
+                        ((latencies.len() as f64 * q) as usize)
+                            .min(latencies.len().saturating_sub(1)),
+                    )
                     .copied()
                     .unwrap_or(-1)
             };

@@ -159,6 +159,7 @@ impl RouteReplicator {
                 failure: None,
             }),
             health: self.health.clone(),
+            reports: std::sync::atomic::AtomicU64::new(0),
         });
         let producer = self.create_producer(ledger.clone())?;
         let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
@@ -563,6 +564,8 @@ struct DeliveryLedger {
     by_dest: HashMap<String, usize>,
     state: Mutex<LedgerState>,
     health: Arc<Health>,
+    /// Delivery reports served so far (tells [`serve_deliveries`] when to stop).
+    reports: std::sync::atomic::AtomicU64,
 }
 
 impl DeliveryLedger {
@@ -574,6 +577,20 @@ impl DeliveryLedger {
 }
 
 struct LedgerContext(Arc<DeliveryLedger>);
+
+/// Serves every pending delivery report (`poll(0)` serves at most one event, and reports
+/// left unserved keep counting against the producer's queue limits). True if any was.
+fn serve_deliveries(producer: &RouteProducer, ledger: &DeliveryLedger) -> bool {
+    let mut served = false;
+    loop {
+        let before = ledger.reports.load(Ordering::Relaxed);
+        producer.poll(Duration::ZERO);
+        if ledger.reports.load(Ordering::Relaxed) == before {
+            return served;
+        }
+        served = true;
+    }
+}
 
 /// `BaseProducer<LedgerContext>` under a shorter name.
 type RouteProducer = BaseProducer<LedgerContext>;
@@ -593,6 +610,7 @@ impl ProducerContext for LedgerContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, source_offset: usize) {
         let ledger = &self.0;
+        ledger.reports.fetch_add(1, Ordering::Relaxed);
         let (message, error) = match result {
             Ok(m) => (m, None),
             Err((e, m)) => (m, Some(e)),
@@ -631,7 +649,10 @@ impl ProducerContext for LedgerContext {
             slot.first = Some((slot.source, slot.dest));
         }
         drop(state);
-        if let Some(ts) = message.timestamp().to_millis() {
+        // A sample is enough for the histogram, and reading the clock per record is not free.
+        if ledger.reports.load(Ordering::Relaxed) % 16 == 0
+            && let Some(ts) = message.timestamp().to_millis()
+        {
             let latency = (now_ms() - ts).max(0) as f64 / 1000.0;
             ledger
                 .health
@@ -873,6 +894,9 @@ impl Session<'_> {
                     Some(Ok(message)) => {
                         self.copy_record(&message)?;
                         batch += 1;
+                        if batch % 1024 == 0 {
+                            serve_deliveries(&self.producer, &self.ledger);
+                        }
                     }
                     Some(Err(e)) => {
                         if let Some(end) = self.consumer_error(e)? {
@@ -883,7 +907,7 @@ impl Session<'_> {
                 }
             }
             transaction_records += batch as u64;
-            self.producer.poll(Duration::ZERO);
+            serve_deliveries(&self.producer, &self.ledger);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
             }
@@ -1027,8 +1051,11 @@ impl Session<'_> {
             match self.producer.send(record) {
                 Ok(()) => break,
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The producer is the bottleneck: serve delivery reports and retry.
-                    self.producer.poll(Duration::from_millis(1));
+                    // Delivered records still count until their report is served; serve
+                    // them, and wait for the broker only if that freed nothing.
+                    if !serve_deliveries(&self.producer, &self.ledger) {
+                        self.producer.poll(Duration::from_millis(1));
+                    }
                     record = back;
                 }
                 Err((e, _)) => {
@@ -1166,7 +1193,7 @@ impl Session<'_> {
         self.replicator.health.metrics.transactions.inc();
         // Every record of the transaction is acknowledged now; serve their reports.
         loop {
-            self.producer.poll(Duration::ZERO);
+            serve_deliveries(&self.producer, &self.ledger);
             let mut state = self.ledger.lock();
             if let Some(failure) = state.failure.take() {
                 return Err(failure);

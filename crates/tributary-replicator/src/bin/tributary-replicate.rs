@@ -3,6 +3,11 @@
 
 use clap::Parser;
 
+/// jemalloc for Rust *and* librdkafka (unprefixed symbols replace the C allocator): the
+/// copy path is allocation-heavy inside librdkafka (messages, headers, fetch ops).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "tributary-replicate", version, about)]
 struct Cli {
