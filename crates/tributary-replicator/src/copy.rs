@@ -650,7 +650,7 @@ impl ProducerContext for LedgerContext {
         }
         drop(state);
         // A sample is enough for the histogram, and reading the clock per record is not free.
-        if ledger.reports.load(Ordering::Relaxed) % 16 == 0
+        if ledger.reports.load(Ordering::Relaxed).is_multiple_of(16)
             && let Some(ts) = message.timestamp().to_millis()
         {
             let latency = (now_ms() - ts).max(0) as f64 / 1000.0;
@@ -894,7 +894,7 @@ impl Session<'_> {
                     Some(Ok(message)) => {
                         self.copy_record(&message)?;
                         batch += 1;
-                        if batch % 1024 == 0 {
+                        if batch.is_multiple_of(1024) {
                             serve_deliveries(&self.producer, &self.ledger);
                         }
                     }
