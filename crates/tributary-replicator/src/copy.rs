@@ -881,7 +881,7 @@ impl Session<'_> {
                 transaction_started = Instant::now();
             }
             // Copy what has arrived (bounded so the bookkeeping below keeps its pace).
-            let mut batch = 0;
+            let mut batch: u64 = 0;
             let consumer = self.consumer.clone();
             while batch < 10_000 {
                 let timeout = if batch == 0 {
@@ -906,7 +906,7 @@ impl Session<'_> {
                     }
                 }
             }
-            transaction_records += batch as u64;
+            transaction_records += batch;
             serve_deliveries(&self.producer, &self.ledger);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
