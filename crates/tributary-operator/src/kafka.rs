@@ -121,6 +121,9 @@ pub trait ClusterAdmin: Send + Sync + 'static {
         topics: &'a [String],
     ) -> BoxFuture<'a, Result<BTreeMap<String, Vec<i64>>, KafkaFailure>>;
 
+    /// Drops cached clients of connections no longer in use (objects deleted or changed).
+    fn retain_connections(&self, _in_use: &[&ResolvedConnection]) {}
+
     /// The latest checkpoint of every partition of `routes` in `checkpoint_topic`.
     fn route_progress<'a>(
         &'a self,

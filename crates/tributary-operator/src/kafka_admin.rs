@@ -274,6 +274,16 @@ impl Follower {
 }
 
 impl ClusterAdmin for RealClusterAdmin {
+    fn retain_connections(&self, in_use: &[&ResolvedConnection]) {
+        let keys: std::collections::HashSet<String> = in_use.iter().map(|c| cache_key(c)).collect();
+        if let Ok(mut c) = self.clients.lock() {
+            c.admins.retain(|k, _| keys.contains(k));
+            c.raw.retain(|k, _| keys.contains(k));
+            c.followers
+                .retain(|k, _| keys.iter().any(|key| k.starts_with(&format!("{key}|"))));
+        }
+    }
+
     fn describe_topics<'a>(
         &'a self,
         conn: &'a ResolvedConnection,

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tributary_api::{AggregateCluster, RegionalStream};
 
 use crate::kafka::{ClusterAdmin, ResolvedConnection};
@@ -198,13 +198,63 @@ impl Prober {
             .cloned()
     }
 
-    /// Probes every registered target every `interval` until the task is dropped.
-    pub async fn run(self, admin: Arc<dyn ClusterAdmin>, interval: Duration) {
+    /// Probes every registered target every `interval` until the task is dropped. Targets
+    /// whose object left the caches (deleted) are dropped, with their Kafka clients.
+    pub async fn run(
+        self,
+        admin: Arc<dyn ClusterAdmin>,
+        interval: Duration,
+        streams: Store<RegionalStream>,
+        aggregates: Store<AggregateCluster>,
+    ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            self.retain(
+                |o| streams.get(o).is_some(),
+                |o| aggregates.get(o).is_some(),
+            );
+            if let Ok(s) = self.state.read() {
+                let mut in_use: Vec<&ResolvedConnection> =
+                    s.streams.values().map(|t| &t.conn).collect();
+                for a in s.aggregates.values() {
+                    in_use.push(&a.conn);
+                    in_use.extend(a.routes.iter().map(|r| &r.source));
+                }
+                admin.retain_connections(&in_use);
+            }
             self.probe_once(admin.as_ref()).await;
+        }
+    }
+
+    /// Forgets targets whose object no longer exists.
+    pub fn retain(
+        &self,
+        stream_alive: impl Fn(&ObjectRef<RegionalStream>) -> bool,
+        aggregate_alive: impl Fn(&ObjectRef<AggregateCluster>) -> bool,
+    ) {
+        if let Ok(mut s) = self.state.write() {
+            let gone: Vec<String> = s
+                .streams
+                .iter()
+                .filter(|(_, t)| !stream_alive(&t.obj))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in gone {
+                s.streams.remove(&k);
+                s.stream_obs.remove(&k);
+            }
+            let gone: Vec<String> = s
+                .aggregates
+                .iter()
+                .filter(|(_, t)| !aggregate_alive(&t.obj))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in gone {
+                s.aggregates.remove(&k);
+                s.aggregate_obs.remove(&k);
+            }
         }
     }
 

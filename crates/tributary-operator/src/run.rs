@@ -214,7 +214,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
     let admin: Arc<dyn ClusterAdmin> = Arc::new(RealClusterAdmin::default());
     let (prober, triggers) = Prober::new();
-    let prober_task = tokio::spawn(prober.clone().run(admin.clone(), args.probe_interval));
 
     let streams_api: Api<RegionalStream> = Api::all(client.clone());
     let aggregates_api: Api<AggregateCluster> = Api::all(client.clone());
@@ -229,6 +228,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
+    let prober_for_task = prober.clone();
+    let admin_for_prober = admin.clone();
     let ctx = Arc::new(Context {
         client: client.clone(),
         admin,
@@ -252,6 +253,12 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
     let aggregate_controller = Controller::new(aggregates_api, watcher::Config::default());
     let aggregates = aggregate_controller.store();
+    let prober_task = tokio::spawn(prober_for_task.run(
+        admin_for_prober,
+        args.probe_interval,
+        streams.clone(),
+        aggregates.clone(),
+    ));
     let owned = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={},app.kubernetes.io/component=replicator",
         names::MANAGED_BY
