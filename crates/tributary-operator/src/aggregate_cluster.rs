@@ -462,6 +462,19 @@ pub fn build_status(
                 ),
                 Wanted::new(condition_type::DEGRADED, false, "AsExpected", ""),
             ]
+        } else if routes.iter().any(|r| r.state == "Paused") {
+            vec![
+                Wanted::new(
+                    condition_type::READY,
+                    true,
+                    "RoutesPaused",
+                    format!(
+                        "spec.replicator.replicas is 0: {} routes paused, {ready} ready",
+                        routes.iter().filter(|r| r.state == "Paused").count()
+                    ),
+                ),
+                Wanted::new(condition_type::DEGRADED, false, "AsExpected", ""),
+            ]
         } else if routes.is_empty() {
             vec![
                 Wanted::new(

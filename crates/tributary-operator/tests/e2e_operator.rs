@@ -439,6 +439,38 @@ spec:
             assert_eq!(on_p5, n, "aggregate of {r}: records of the new partition 5 arrive in partition 5 ({} records in all)", got.len());
         }
 
+        // The pause annotation stops reconciling one object; removing it applies what changed.
+        let paused_agg = stack.regions[0].clone();
+        let of_paused = ListParams::default().labels(&format!(
+            "app.kubernetes.io/component=replicator,tributary.dev/aggregate={paused_agg}"
+        ));
+        let merge = |v: serde_json::Value| kube::api::Patch::Merge(v);
+        aggs.patch(&paused_agg, &kube::api::PatchParams::default(), &merge(serde_json::json!({
+            "metadata": {"annotations": {"tributary.dev/paused": "true"}},
+            "spec": {"replicator": {"replicas": 0}}
+        })))
+        .await
+        .expect("pause and scale to 0");
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        for d in deployments.list(&of_paused).await.expect("list").items {
+            assert_eq!(d.spec.and_then(|s| s.replicas), Some(1), "paused: {} untouched", d.metadata.name.unwrap_or_default());
+        }
+        aggs.patch(&paused_agg, &kube::api::PatchParams::default(), &merge(serde_json::json!({
+            "metadata": {"annotations": {"tributary.dev/paused": null}}
+        })))
+        .await
+        .expect("unpause");
+        wait_until("unpaused: routes scaled to 0", SLOW, || async {
+            let list = deployments.list(&of_paused).await.ok()?;
+            (!list.items.is_empty() && list.items.iter().all(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(0))).then_some(())
+        })
+        .await;
+        aggs.patch(&paused_agg, &kube::api::PatchParams::default(), &merge(serde_json::json!({
+            "spec": {"replicator": {"replicas": 1}}
+        })))
+        .await
+        .expect("scale back");
+
         // Deleting a RegionalStream prunes its routes (and only those).
         let gone = stack.regions[n - 1].clone();
         streams.delete(&gone, &DeleteParams::default()).await.expect("delete RegionalStream");

@@ -432,7 +432,11 @@ async fn prober_forgets_objects_that_are_gone() {
     let kafka = FakeKafka::default();
     let (prober, _triggers) = Prober::new();
     let rs: ObjectRef<RegionalStream> = ObjectRef::new("east").within("dr");
-    prober.watch_stream(rs.clone(), ResolvedConnection::default(), vec!["orders".into()]);
+    prober.watch_stream(
+        rs.clone(),
+        ResolvedConnection::default(),
+        vec!["orders".into()],
+    );
     prober.probe_once(&kafka).await;
     assert!(prober.stream(&rs).is_some());
     prober.retain(|_| false, |_| true);
