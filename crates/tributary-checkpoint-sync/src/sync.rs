@@ -143,6 +143,15 @@ fn consumer(
     group: &str,
     what: &str,
 ) -> Result<SyncConsumer, KafkaError> {
+    consumer_with_isolation(settings, group, what, "read_committed")
+}
+
+fn consumer_with_isolation(
+    settings: &ClientSettings,
+    group: &str,
+    what: &str,
+    isolation: &str,
+) -> Result<SyncConsumer, KafkaError> {
     let mut config = settings.client_config()?;
     config
         .set("group.id", group)
@@ -150,7 +159,7 @@ fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         // Aborted copies were never seen by the group: their provenance must not count.
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "8192");
     config
@@ -302,6 +311,8 @@ pub struct CheckpointSync {
     /// `group.id` = the group, in B: reads, commits (never subscribes), lists members.
     to_group: SyncConsumer,
     tail_reader: SyncConsumer,
+    /// B's log offsets (read_uncommitted: `latest` is the high watermark).
+    offsets_reader: SyncConsumer,
     feeds: Vec<CheckpointFeed>,
     indexes: CheckpointIndexes,
     previous_from: BTreeMap<AggregatePartition, u64>,
@@ -337,6 +348,12 @@ impl CheckpointSync {
                 &cfg.from,
                 &format!("tributary.checkpoint-sync.{group}.tail"),
                 "creating the provenance reader",
+            )?,
+            offsets_reader: consumer_with_isolation(
+                &cfg.to,
+                &format!("tributary.checkpoint-sync.{group}.offsets"),
+                "creating the log offset reader",
+                "read_uncommitted",
             )?,
             feeds,
             indexes: CheckpointIndexes::new(ThinningPolicy::default()),
@@ -441,31 +458,7 @@ impl CheckpointSync {
             );
         }
 
-        let mut destination = BTreeMap::new();
-        for topic in &self.cfg.topics {
-            match self
-                .runtime
-                .block_on(self.to_admin.partition_offsets(topic, &[]))
-            {
-                Ok(offsets) => {
-                    for o in offsets {
-                        destination.insert(
-                            AggregatePartition::new(topic, o.partition as u32),
-                            LogOffsets {
-                                start: o.start.max(0) as u64,
-                                end: o.end.max(0) as u64,
-                            },
-                        );
-                    }
-                }
-                Err(KafkaError::TopicMissing { .. }) => {
-                    if self.warned_missing.insert(format!("to/{topic}")) {
-                        warn!(cluster = %to_cluster, topic = %topic, "the group's topic does not exist in the standby region's aggregate cluster yet");
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let destination = self.destination_logs()?;
 
         let observed = self.observe_tails(&layout, &committed)?;
         let plan = translate(&TranslationRequest {
@@ -570,6 +563,83 @@ impl CheckpointSync {
             },
             checkpoints_caught_up: caught_up,
         })
+    }
+
+    /// Log start and end offsets of the group's partitions in B: two batched ListOffsets
+    /// requests (earliest, latest), whatever the partition count.
+    fn destination_logs(&mut self) -> Result<BTreeMap<AggregatePartition, LogOffsets>, KafkaError> {
+        let cluster = self.cfg.to.name.clone();
+        let described = self
+            .runtime
+            .block_on(self.to_admin.describe_topics(&self.cfg.topics))?;
+        for topic in &self.cfg.topics {
+            if !described.iter().any(|d| &d.name == topic)
+                && self.warned_missing.insert(format!("to/{topic}"))
+            {
+                warn!(cluster = %cluster, topic = %topic, "the group's topic does not exist in the standby region's aggregate cluster yet");
+            }
+        }
+        let query = |special: Offset| -> Result<BTreeMap<AggregatePartition, u64>, KafkaError> {
+            let mut list = TopicPartitionList::new();
+            for d in &described {
+                for p in 0..d.partitions as i32 {
+                    list.add_partition_offset(&d.name, p, special)
+                        .map_err(|e| classify(&cluster, "reading log offsets", Some(&d.name), e))?;
+                }
+            }
+            if list.count() == 0 {
+                return Ok(BTreeMap::new());
+            }
+            let answered = self
+                .offsets_reader
+                .offsets_for_times(list, REQUEST_TIMEOUT)
+                .map_err(|e| classify(&cluster, "reading log offsets", None, e))?;
+            let mut out = BTreeMap::new();
+            for element in answered.elements() {
+                if let Err(e) = element.error() {
+                    return Err(classify(
+                        &cluster,
+                        "reading log offsets",
+                        Some(element.topic()),
+                        e,
+                    ));
+                }
+                let offset = element
+                    .offset()
+                    .to_raw()
+                    .filter(|o| *o >= 0)
+                    .ok_or_else(|| KafkaError::Unreachable {
+                        cluster: cluster.clone(),
+                        detail: format!(
+                            "no log offset for {}/{} (answer {:?})",
+                            element.topic(),
+                            element.partition(),
+                            element.offset()
+                        ),
+                    })?;
+                out.insert(
+                    AggregatePartition::new(element.topic(), element.partition() as u32),
+                    offset as u64,
+                );
+            }
+            Ok(out)
+        };
+        // ListOffsets timestamps: -2 earliest (log start), -1 latest (high watermark).
+        let starts = query(Offset::Beginning)?;
+        let ends = query(Offset::End)?;
+        Ok(starts
+            .into_iter()
+            .filter_map(|(partition, start)| {
+                let end = *ends.get(&partition)?;
+                Some((
+                    partition,
+                    LogOffsets {
+                        start,
+                        end: end.max(start),
+                    },
+                ))
+            })
+            .collect())
     }
 
     fn active_members(&self) -> Result<usize, KafkaError> {
