@@ -314,3 +314,49 @@ fn invalid_specs_are_refused_with_the_field_named() {
     let err = validate_stream(&bad).expect_err("pattern does not compile");
     assert!(err.to_string().contains("spec.topicPattern"), "{err}");
 }
+
+#[test]
+fn topics_matched_by_a_pattern_are_aggregated_with_their_observed_partitions() {
+    let (mut streams, aggregates) = three_regions();
+    let rs = &mut streams[0];
+    rs.spec.topic_pattern = Some("audit\\..*".into());
+    rs.status = Some(tributary_api::RegionalStreamStatus {
+        topics: vec![
+            tributary_api::regional_stream::TopicStatus {
+                name: "audit.logins".into(),
+                exists: true,
+                partitions: Some(12),
+                ..Default::default()
+            },
+            tributary_api::regional_stream::TopicStatus {
+                name: "unrelated".into(),
+                exists: true,
+                partitions: Some(1),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let source = rs.name_any();
+    let plan = plan_aggregate(&aggregates[0], &streams).expect("valid");
+    let route = plan
+        .routes
+        .iter()
+        .find(|r| r.source == source)
+        .expect("route");
+    assert!(
+        route.topics.contains(&"audit.logins".to_string())
+            && !route.topics.contains(&"unrelated".to_string()),
+        "{:?}",
+        route.topics
+    );
+    assert_eq!(route.topic_pattern.as_deref(), Some("audit\\..*"));
+    assert_eq!(plan.topics["audit.logins"].partitions, 12);
+    let d = build_route_deployment(
+        &plan,
+        route,
+        "img",
+        aggregates[0].controller_owner_ref(&()).expect("uid"),
+    );
+    assert!(args_of(&d).contains(&"--topic-pattern=audit\\..*".to_string()));
+}

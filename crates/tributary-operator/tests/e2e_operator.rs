@@ -410,8 +410,15 @@ spec:
         })
         .await;
 
-        // Growing a source topic grows the aggregate topics; records keep flowing.
+        // Growing a source topic grows the aggregate topics; records keep flowing. The operator
+        // is killed right after the change: its successor converges from where it stopped.
         apply_yaml(&stack.client, &ns, &manifests(&stack, &suffix, 6)).await.expect("grow partitions");
+        pods.delete_collection(
+            &DeleteParams { grace_period_seconds: Some(0), ..Default::default() },
+            &ListParams::default().labels("app.kubernetes.io/name=tributary,app.kubernetes.io/component!=replicator"),
+        )
+        .await
+        .expect("kill the operator mid-way");
         for r in &stack.regions {
             let admin = tributary_kafka::KafkaAdmin::new(&tributary_kafka::ClientSettings::plaintext(
                 format!("{r} aggregate"),
