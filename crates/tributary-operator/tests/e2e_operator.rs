@@ -433,6 +433,13 @@ spec:
             })
             .await;
         }
+        wait_until("regional topics grown to 6 partitions (RegionalStream status)", SLOW, || async {
+            let list = streams.list(&ListParams::default()).await.ok()?;
+            list.items.iter().all(|rs| {
+                rs.status.as_ref().is_some_and(|s| s.topics.iter().any(|t| t.name == topic && t.partitions == Some(6)))
+            }).then_some(())
+        })
+        .await;
         for r in &stack.regions {
             produce(stack.bootstrap(r, Role::Regional), &topic, &[(5, "grown".into(), format!("{r}-p5"))]).await;
         }
