@@ -284,11 +284,7 @@ async fn apply_topics(
     });
     let names: Vec<String> = wanted.iter().map(|t| t.name.clone()).collect();
     let keys = vec!["cleanup.policy".to_string(), "retention.ms".to_string()];
-    let failure = |e: crate::kafka::KafkaFailure| Error::Kafka {
-        cluster: String::new(),
-        message: e.message,
-        transient: e.transient,
-    };
+    let failure = Error::from;
     let observed = ctx
         .admin
         .describe_topics(conn, Some(&names), &keys)

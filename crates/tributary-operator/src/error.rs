@@ -16,12 +16,14 @@ pub enum Error {
     /// The spec cannot be acted on; retrying will not help until it changes.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
-    /// A Kafka cluster did not answer or refused an admin request.
-    #[error("Kafka cluster {cluster}: {message}")]
+    /// A Kafka cluster did not answer or refused an admin request (the message names it).
+    #[error("{message}")]
     Kafka {
-        cluster: String,
         message: String,
-        /// Whether a retry may succeed (unreachable, timeout) or not (bad config, denied).
+        /// `tributary-kafka`'s category: `Unreachable`, `Auth`, `TopicMissing`, `Config`, ...
+        kafka_category: &'static str,
+        /// Whether a retry soon may succeed (unreachable, timeout) or needs a fix elsewhere
+        /// (credentials, ACLs, broker config: retried slowly, as the fix is outside the object).
         transient: bool,
     },
     /// Applying a child object (server-side apply) failed.
@@ -55,6 +57,16 @@ pub fn is_forbidden(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 403)
 }
 
+impl From<crate::kafka::KafkaFailure> for Error {
+    fn from(e: crate::kafka::KafkaFailure) -> Self {
+        Error::Kafka {
+            message: e.message,
+            kafka_category: e.category,
+            transient: e.transient,
+        }
+    }
+}
+
 impl Error {
     /// A static, bounded label for metrics and the `reason` of events.
     pub fn category(&self) -> &'static str {
@@ -69,7 +81,14 @@ impl Error {
             }
             Error::Dereference { .. } => "Dereference",
             Error::InvalidSpec(_) => "InvalidSpec",
-            Error::Kafka { .. } => "ClusterUnreachable",
+            Error::Kafka { kafka_category, .. } => match *kafka_category {
+                "Unreachable" => "ClusterUnreachable",
+                "Auth" => "KafkaAuthFailed",
+                "TopicMissing" => "TopicMissing",
+                "TooFewPartitions" => "TooFewPartitions",
+                "Config" => "KafkaConfigInvalid",
+                _ => "KafkaError",
+            },
             Error::Apply { .. } => "Apply",
             Error::Prune { .. } => "Prune",
             Error::Status { .. } => "Status",
@@ -83,7 +102,7 @@ impl Error {
             Error::InvalidSpec(_) => None,
             Error::Kafka {
                 transient: false, ..
-            } => None,
+            } => Some(Duration::from_secs(300)),
             _ => {
                 // Exponential back-off, 2 s to 5 min: transient errors heal without hammering.
                 let secs = 2u64.saturating_pow(attempt.min(8)).clamp(2, 300);
@@ -104,8 +123,8 @@ mod tests {
     fn invalid_spec_waits_for_a_change_and_transient_errors_back_off() {
         assert_eq!(Error::InvalidSpec("x".into()).retry_after(3), None);
         let kafka = Error::Kafka {
-            cluster: "east".into(),
-            message: "timeout".into(),
+            message: "east is unreachable".into(),
+            kafka_category: "Unreachable",
             transient: true,
         };
         assert_eq!(kafka.retry_after(0), Some(Duration::from_secs(2)));

@@ -289,11 +289,7 @@ fn cluster_name(rs: &RegionalStream) -> String {
 }
 
 fn kafka_error(_rs: &RegionalStream, e: KafkaFailure) -> Error {
-    Error::Kafka {
-        cluster: String::new(),
-        message: e.message,
-        transient: e.transient,
-    }
+    Error::from(e)
 }
 
 /// The status from what was observed. Pure.
