@@ -389,6 +389,10 @@ impl RouteReplicator {
             .set("fetch.wait.max.ms", "100")
             .set("max.partition.fetch.bytes", "4194304")
             .set("queued.max.messages.kbytes", "131072")
+            // librdkafka ≥ 2.4 pauses a partition's fetching for 1 s once its local queue is
+            // full; a replicator drains that queue within milliseconds, so 1 s halved our
+            // throughput (measured: 3M × 100 B in 11.7 s → 6.3 s).
+            .set("fetch.queue.backoff.ms", "10")
             .set("statistics.interval.ms", "2000");
         config
             .create_with_context(LoggingContext::new(&cfg.source.name))
@@ -892,6 +896,9 @@ impl Session<'_> {
                 match consumer.poll(timeout) {
                     None => break,
                     Some(Ok(message)) => {
+                        if batch == 0 && !self.replicator.health.ready.load(Ordering::Relaxed) {
+                            self.replicator.health.ready.store(true, Ordering::Relaxed);
+                        }
                         self.copy_record(&message)?;
                         batch += 1;
                         if batch.is_multiple_of(1024) {
@@ -1094,6 +1101,10 @@ impl Session<'_> {
                     return Err(err);
                 }
                 self.replicator.health.metrics.error(err.category());
+                if matches!(err, KafkaError::Unreachable { .. }) {
+                    // Back to ready with the next record read.
+                    self.replicator.health.ready.store(false, Ordering::Relaxed);
+                }
                 warn!(category = err.category(), "{err}");
                 Ok(None)
             }

@@ -487,3 +487,51 @@ fn retention_gap_is_reported_with_its_range() -> TestResult {
     assert_eq!(offsets, (0..1000).chain(1500..2000).collect::<Vec<_>>());
     Ok(())
 }
+
+#[test]
+fn destination_grows_when_the_source_grows() -> TestResult {
+    let Some((east, west_aggregate, _)) = stack("destination_grows_when_the_source_grows") else {
+        return Ok(());
+    };
+    let topic = unique("grow");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&east, &topic, 2);
+    let route = unique("grow");
+    let checkpoint_topic = unique("checkpoints");
+    let _replicator = Replicator::start(&RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoint_topic,
+    });
+    produce_spread(&east, &topic, 2, "before", 200, 50, 0);
+    wait_for("the first records", Duration::from_secs(30), || {
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 200
+    });
+    runtime().block_on(admin(&east).grow_partitions(&topic, 4))?;
+    produce_spread(&east, &topic, 4, "after", 400, 50, 0);
+    // Topics are re-listed every 15 s; then the destination grows and p → p holds.
+    wait_for(
+        "the new partitions' records",
+        Duration::from_secs(45),
+        || {
+            let ends = end_offsets(&west_aggregate, &dest_topic);
+            ends.len() == 4 && total(&ends) >= 600
+        },
+    );
+    let dest = read_all(&west_aggregate, &dest_topic, false);
+    for (p, records) in &dest {
+        assert!(
+            records
+                .iter()
+                .all(|r| r.header("tributary.source.partition") == Some(p.to_string().as_str()))
+        );
+    }
+    assert_eq!(dest[&3].len(), 100, "partition 3 copied into partition 3");
+    Ok(())
+}
