@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -31,17 +32,43 @@ use crate::{secrets, status_util};
 const KIND: &str = "AggregateCluster";
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(agg: Arc<AggregateCluster>, ctx: Arc<Context>) -> Result<Action> {
+/// Reconciles one object; an object that cannot be read (schema drift) is reported and
+/// waits for a fix instead of breaking the watch of every other object.
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<AggregateCluster>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    match &obj.0 {
+        Ok(agg) => reconcile_valid(agg, &ctx).await,
+        Err(invalid) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&crate::metrics::ErrorLabels {
+                    kind: KIND,
+                    category: "InvalidSpec",
+                })
+                .inc();
+            Err(Error::InvalidSpec(format!(
+                "{KIND} {}/{} cannot be read ({}); fix or delete it",
+                obj.namespace().unwrap_or_default(),
+                obj.name_any(),
+                invalid.error
+            )))
+        }
+    }
+}
+
+async fn reconcile_valid(agg: &AggregateCluster, ctx: &Context) -> Result<Action> {
     let started = Instant::now();
     let labels = crate::metrics::KindLabels { kind: KIND };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let result = reconcile_inner(&agg, &ctx).await;
+    let result = reconcile_inner(agg, ctx).await;
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     match &result {
-        Ok(_) => ctx.note_success(&failure_key(&agg)),
+        Ok(_) => ctx.note_success(&failure_key(agg)),
         Err(e) => {
             ctx.metrics
                 .reconcile_errors
@@ -51,14 +78,14 @@ pub async fn reconcile(agg: Arc<AggregateCluster>, ctx: Arc<Context>) -> Result<
                 })
                 .inc();
             if !matches!(e, Error::Status { .. }) {
-                let _ = write_status(&agg, &ctx, error_status(&agg, e)).await;
+                let _ = write_status(agg, ctx, error_status(agg, e)).await;
             }
         }
     }
     result
 }
 
-fn failure_key(agg: &AggregateCluster) -> String {
+fn failure_key(agg: &impl Resource) -> String {
     format!(
         "{KIND}/{}/{}",
         agg.namespace().unwrap_or_default(),
@@ -66,8 +93,12 @@ fn failure_key(agg: &AggregateCluster) -> String {
     )
 }
 
-pub fn error_policy(agg: Arc<AggregateCluster>, err: &Error, ctx: Arc<Context>) -> Action {
-    let attempt = ctx.note_failure(&failure_key(&agg));
+pub fn error_policy(
+    agg: Arc<DeserializeGuard<AggregateCluster>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let attempt = ctx.note_failure(&failure_key(agg.as_ref()));
     tracing::warn!(
         kind = KIND,
         namespace = agg.namespace().unwrap_or_default(),
@@ -106,7 +137,12 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
     }
 
     // Validate (with the selected sources).
-    let streams: Vec<_> = ctx.streams.state().iter().map(|s| (**s).clone()).collect();
+    let streams: Vec<_> = ctx
+        .streams
+        .state()
+        .iter()
+        .filter_map(|s| s.0.as_ref().ok().cloned())
+        .collect();
     let plan = model::plan_aggregate(agg, &streams)?;
     let image = plan
         .replicator

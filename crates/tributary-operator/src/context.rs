@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use tributary_api::RegionalStream;
@@ -22,7 +23,7 @@ pub struct Context {
     /// The replicator image unless an AggregateCluster overrides it (env `TRIBUTARY_IMAGE`).
     pub default_image: Option<String>,
     /// Every RegionalStream, for source selection (ready before AggregateClusters reconcile).
-    pub streams: Store<RegionalStream>,
+    pub streams: Store<DeserializeGuard<RegionalStream>>,
     /// Consecutive failures per object, for back-off.
     pub failures: Mutex<HashMap<String, u32>>,
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tributary_api::{AggregateCluster, RegionalStream};
 
@@ -109,6 +110,18 @@ fn key<K: kube::Resource<DynamicType = ()>>(obj: &ObjectRef<K>) -> String {
     format!("{}/{}", obj.namespace.as_deref().unwrap_or(""), obj.name)
 }
 
+/// The same object's reference in the caches of the controllers (which hold guarded objects).
+pub fn guarded<K>(o: &ObjectRef<K>) -> ObjectRef<DeserializeGuard<K>>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let r = ObjectRef::new(&o.name);
+    match &o.namespace {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
+
 /// A checkpoint older than this marks a route's checkpoints stale (triggers a status update).
 const STALE_CHECKPOINT: f64 = 60.0;
 
@@ -204,16 +217,16 @@ impl Prober {
         self,
         admin: Arc<dyn ClusterAdmin>,
         interval: Duration,
-        streams: Store<RegionalStream>,
-        aggregates: Store<AggregateCluster>,
+        streams: Store<DeserializeGuard<RegionalStream>>,
+        aggregates: Store<DeserializeGuard<AggregateCluster>>,
     ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             self.retain(
-                |o| streams.get(o).is_some(),
-                |o| aggregates.get(o).is_some(),
+                |o| streams.get(&guarded(o)).is_some(),
+                |o| aggregates.get(&guarded(o)).is_some(),
             );
             if let Ok(s) = self.state.read() {
                 let mut in_use: Vec<&ResolvedConnection> =

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -26,11 +27,37 @@ const KIND: &str = "RegionalStream";
 /// Even when nothing changes, look again now and then (drift on the Kafka side).
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(rs: Arc<RegionalStream>, ctx: Arc<Context>) -> Result<Action> {
+/// Reconciles one object; an object that cannot be read (schema drift) is reported and
+/// waits for a fix instead of breaking the watch of every other object.
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<RegionalStream>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    match &obj.0 {
+        Ok(rs) => reconcile_valid(rs, &ctx).await,
+        Err(invalid) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&crate::metrics::ErrorLabels {
+                    kind: KIND,
+                    category: "InvalidSpec",
+                })
+                .inc();
+            Err(Error::InvalidSpec(format!(
+                "{KIND} {}/{} cannot be read ({}); fix or delete it",
+                obj.namespace().unwrap_or_default(),
+                obj.name_any(),
+                invalid.error
+            )))
+        }
+    }
+}
+
+async fn reconcile_valid(rs: &RegionalStream, ctx: &Context) -> Result<Action> {
     let started = Instant::now();
     let labels = crate::metrics::KindLabels { kind: KIND };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let result = reconcile_inner(&rs, &ctx).await;
+    let result = reconcile_inner(rs, ctx).await;
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
@@ -51,14 +78,18 @@ pub async fn reconcile(rs: Arc<RegionalStream>, ctx: Arc<Context>) -> Result<Act
                 })
                 .inc();
             if !matches!(e, Error::Status { .. }) {
-                let _ = write_status(&rs, &ctx, error_status(&rs, e)).await;
+                let _ = write_status(rs, ctx, error_status(rs, e)).await;
             }
         }
     }
     result
 }
 
-pub fn error_policy(rs: Arc<RegionalStream>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    rs: Arc<DeserializeGuard<RegionalStream>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     let key = format!(
         "{KIND}/{}/{}",
         rs.namespace().unwrap_or_default(),

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -23,7 +24,7 @@ use crate::context::Context;
 use crate::kafka::ClusterAdmin;
 use crate::kafka_admin::RealClusterAdmin;
 use crate::metrics::Metrics;
-use crate::prober::Prober;
+use crate::prober::{Prober, guarded};
 use crate::{aggregate_cluster, names, regional_stream};
 
 /// `tributary operator` flags.
@@ -215,8 +216,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let admin: Arc<dyn ClusterAdmin> = Arc::new(RealClusterAdmin::default());
     let (prober, triggers) = Prober::new();
 
-    let streams_api: Api<RegionalStream> = Api::all(client.clone());
-    let aggregates_api: Api<AggregateCluster> = Api::all(client.clone());
+    let streams_api: Api<DeserializeGuard<RegionalStream>> = Api::all(client.clone());
+    let aggregates_api: Api<DeserializeGuard<AggregateCluster>> = Api::all(client.clone());
     let deployments_api: Api<Deployment> = Api::all(client.clone());
 
     let stream_controller = Controller::new(streams_api.clone(), watcher::Config::default());
@@ -242,7 +243,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     });
 
     let stream_run = stream_controller
-        .reconcile_on(triggers.streams)
+        .reconcile_on(triggers.streams.map(|o| guarded(&o)))
         .graceful_shutdown_on(stopped())
         .run(
             regional_stream::reconcile,
@@ -270,7 +271,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .watches(
             streams_api,
             watcher::Config::default(),
-            move |rs: RegionalStream| {
+            move |rs: DeserializeGuard<RegionalStream>| {
                 let ns = rs.namespace();
                 aggregates
                     .state()
@@ -280,7 +281,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
             },
         )
-        .reconcile_on(triggers.aggregates)
+        .reconcile_on(triggers.aggregates.map(|o| guarded(&o)))
         .graceful_shutdown_on(stopped())
         .run(
             aggregate_cluster::reconcile,
