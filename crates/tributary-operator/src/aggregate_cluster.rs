@@ -432,6 +432,8 @@ pub fn build_status(
             )
         } else if ready >= want {
             ("Ready", None)
+        } else if let Some(m) = d.and_then(stalled_rollout) {
+            ("Degraded", Some(format!("RolloutStalled: {m}")))
         } else {
             (
                 "Pending",
@@ -535,6 +537,26 @@ pub fn build_status(
         max_lag_records: routes.iter().filter_map(|r| r.lag_records).max(),
         routes,
     }
+}
+
+/// The Deployment controller gave up waiting for the replicators (`progressDeadlineSeconds`):
+/// the route is not just starting, it is stuck (crash loop, unschedulable, failing probes).
+fn stalled_rollout(d: &Deployment) -> Option<String> {
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| {
+            c.message
+                .clone()
+                .unwrap_or_else(|| "progress deadline exceeded".into())
+        })
 }
 
 async fn announce_route_transitions(

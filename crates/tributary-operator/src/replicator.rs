@@ -152,6 +152,9 @@ pub fn build_route_deployment(
         },
         spec: Some(DeploymentSpec {
             replicas: Some(r.replicas),
+            // A replicator is ready in seconds; after 2 min without progress the route shows
+            // Degraded (RolloutStalled) instead of Pending.
+            progress_deadline_seconds: Some(120),
             selector: LabelSelector {
                 match_labels: Some(names::route_selector_labels(&route.source, &plan.name)),
                 ..Default::default()

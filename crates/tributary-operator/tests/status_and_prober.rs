@@ -442,3 +442,53 @@ async fn prober_forgets_objects_that_are_gone() {
     prober.retain(|_| false, |_| true);
     assert!(prober.stream(&rs).is_none());
 }
+
+#[test]
+fn a_route_whose_rollout_stalled_is_degraded_not_pending() {
+    let (streams, aggs) = three_regions();
+    let plan = plan_aggregate(&aggs[0], &streams).expect("valid");
+    let mut deployments: BTreeMap<String, Deployment> = plan
+        .routes
+        .iter()
+        .map(|r| (r.deployment.clone(), ready_deployment(1)))
+        .collect();
+    let stuck = plan.routes[0].deployment.clone();
+    deployments.insert(
+        stuck.clone(),
+        Deployment {
+            status: Some(DeploymentStatus {
+                ready_replicas: Some(0),
+                conditions: Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    message: Some(format!(
+                        "ReplicaSet \"{stuck}-abc\" has timed out progressing."
+                    )),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let status = build_status(&aggs[0], &plan, &deployments, None, None);
+    let route = status
+        .routes
+        .iter()
+        .find(|r| r.deployment == stuck)
+        .expect("route");
+    assert_eq!(route.state, "Degraded");
+    assert!(
+        route
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("RolloutStalled"),
+        "{route:?}"
+    );
+    assert_eq!(
+        find_condition(&status.conditions, "Ready").map(|c| c.reason.as_str()),
+        Some("RouteDegraded")
+    );
+}
