@@ -13,20 +13,25 @@
 # vs_mm2_per_cpu = MM2's CPU-s/GB ÷ ours (over both sizes); vs_ceiling = our MB/s ÷ the
 # ceiling's MB/s (the worse size); p99_ms = the worse size.
 #
-# Environment: BENCH_RECORDS_1K (default 2000000), BENCH_RECORDS_100B (default 8000000),
+# Environment: BENCH_RECORDS_1K (default 8000000), BENCH_RECORDS_100B (default 24000000),
 # BENCH_LATENCY_SECONDS (10), BENCH_PORT (39092; uses PORT and PORT+100),
 # BENCH_STATE_DIR (default /tmp/tributary-bench; deleted at the end unless BENCH_KEEP=1).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
-: "${BENCH_RECORDS_1K:=2000000}"
-: "${BENCH_RECORDS_100B:=8000000}"
+: "${BENCH_RECORDS_1K:=8000000}"
+: "${BENCH_RECORDS_100B:=24000000}"
 : "${BENCH_LATENCY_SECONDS:=10}"
 : "${BENCH_PORT:=39092}"
 : "${BENCH_STATE_DIR:=/tmp/tributary-bench}"
 export TRIBUTARY_STATE_DIR="$BENCH_STATE_DIR"
 export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}"
+# Copies are only counted, never read back: let the brokers delete them as they go (64 MiB
+# per partition) so a run needs disk for the source data only (~12 GB with the defaults).
+export KAFKA_EXTRA_PROPS="${KAFKA_EXTRA_PROPS:-log.retention.bytes=67108864
+log.segment.bytes=16777216
+log.retention.check.interval.ms=5000}"
 # shellcheck source=../stack/kafka.sh
 source "$REPO/e2e/stack/kafka.sh"
 
@@ -60,8 +65,8 @@ rm -f "$OUT"/*.result
 kafka_up bench-src "$SRC_PORT"
 kafka_up bench-dst "$DST_PORT"
 
-topic() { # BOOTSTRAP NAME
-  kafka_topics --bootstrap-server "$1" --create --if-not-exists --topic "$2" --partitions 16 >/dev/null
+topic() { # BOOTSTRAP NAME [--config K=V]
+  kafka_topics --bootstrap-server "$1" --create --if-not-exists --topic "$2" --partitions 16 "${@:3}" >/dev/null
 }
 
 perf() { # BOOTSTRAP TOPIC RECORDS SIZE RATE -> prints the summary line
@@ -159,7 +164,7 @@ EOF
 for spec in "1024:$BENCH_RECORDS_1K" "100:$BENCH_RECORDS_100B"; do
   size=${spec%%:*}; records=${spec##*:}
   log "=== $records records of $size B, 16 partitions ==="
-  topic "$SRC" "bench-$size"
+  topic "$SRC" "bench-$size" --config retention.bytes=-1 --config segment.bytes=1073741824
   log "loading the source: $(perf "$SRC" "bench-$size" "$records" "$size" -1)"
   topic "$DST" "ceiling-$size"
   line="$(perf "$DST" "ceiling-$size" "$records" "$size" -1)"
