@@ -172,22 +172,30 @@ fn routes_only() -> ListParams {
 }
 
 async fn http_get(addr: &str, path: &str) -> String {
+    try_http_get(addr, path)
+        .await
+        .unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
+}
+
+/// `None` while nothing answers (a pod starting or stopping).
+async fn try_http_get(addr: &str, path: &str) -> Option<String> {
     let (addr, path) = (addr.to_string(), path.to_string());
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the operator");
+        let mut stream = std::net::TcpStream::connect(&addr).ok()?;
         stream
             .write_all(
                 format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             )
-            .expect("request");
+            .ok()?;
         let mut body = String::new();
-        stream.read_to_string(&mut body).expect("response");
-        body
+        stream.read_to_string(&mut body).ok()?;
+        Some(body)
     })
     .await
-    .expect("http")
+    .ok()
+    .flatten()
 }
 
 fn rss_kib(pid: i32) -> Option<u64> {
@@ -667,10 +675,10 @@ async fn two_replicas_elect_one_leader_and_hand_over_on_shutdown() {
                 let ip = p.status.as_ref()?.pod_ip.clone()?;
                 let m = tokio::time::timeout(
                     Duration::from_secs(2),
-                    http_get(&format!("{ip}:8080"), "/metrics"),
+                    try_http_get(&format!("{ip}:8080"), "/metrics"),
                 )
                 .await
-                .ok()?;
+                .ok()??;
                 if m.lines().any(|l| l == "tributary_operator_leader 1") {
                     leading.push(p.name_any());
                 }
