@@ -116,6 +116,12 @@ pub struct ReplicateArgs {
     /// the pod's termination grace period).
     #[arg(long, env = "TRIBUTARY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Copy workers (partition sets copied in parallel, each with its own consumer,
+    /// producer and, in exactly-once, transactional id). Keep it stable for a route:
+    /// changing it changes the transactional ids, and a crashed instance's open
+    /// transactions then block the new ones until `transaction.timeout.ms` (60 s).
+    #[arg(long, env = "TRIBUTARY_WORKERS", default_value_t = 2)]
+    pub workers: usize,
 }
 
 /// Parses Go-style durations: `1s`, `500ms`, `168h`, `1h30m`.
@@ -173,6 +179,7 @@ pub struct RouteConfig {
     pub checkpoint_topic: String,
     pub checkpoint_retention: Duration,
     pub drain_timeout: Duration,
+    pub workers: usize,
 }
 
 impl RouteConfig {
@@ -182,10 +189,14 @@ impl RouteConfig {
         format!("tributary.route.{}", self.name)
     }
 
-    /// The transactional id: one per route (a route's instance owns all its partitions),
-    /// so a second instance of the same route fences the first.
-    pub fn transactional_id(&self) -> String {
-        format!("tributary.route.{}", self.name)
+    /// The transactional id of copy worker `worker` of `workers`: one per route and
+    /// partition set, so a second instance of the same route fences the first.
+    pub fn transactional_id(&self, worker: usize, workers: usize) -> String {
+        if workers <= 1 {
+            format!("tributary.route.{}", self.name)
+        } else {
+            format!("tributary.route.{}.{worker}-of-{workers}", self.name)
+        }
     }
 
     pub fn from_args(args: &ReplicateArgs) -> anyhow::Result<Self> {
@@ -248,6 +259,7 @@ impl RouteConfig {
             checkpoint_topic: args.checkpoint_topic.clone(),
             checkpoint_retention: args.checkpoint_retention,
             drain_timeout: args.drain_timeout,
+            workers: args.workers.max(1),
         })
     }
 }

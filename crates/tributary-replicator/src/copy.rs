@@ -130,10 +130,70 @@ impl RouteReplicator {
             ],
         }))?;
 
-        // 2. Clients.
+        // 2. Copy workers: partition sets copied in parallel, each with its own clients
+        // (and transactional id). They start and stop together, so a partition never has
+        // two writers: one ending (error, topic change) drains the others first.
+        let total_partitions: usize = topics.values().sum();
+        let workers = cfg.workers.clamp(1, total_partitions.max(1));
+        let session_stop = AtomicBool::new(false);
+        let results: Vec<Result<SessionEnd, KafkaError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|worker| {
+                    let (topics, source_admin, dest_admin) = (&topics, &source_admin, &dest_admin);
+                    let (source_cluster_id, session_stop) = (&source_cluster_id, &session_stop);
+                    scope.spawn(move || {
+                        let end = self.worker(
+                            WorkerShare {
+                                index: worker,
+                                of: workers,
+                            },
+                            topics,
+                            source_admin,
+                            dest_admin,
+                            source_cluster_id,
+                            session_stop,
+                        );
+                        session_stop.store(true, Ordering::Relaxed);
+                        end
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(KafkaError::Config {
+                            cluster: cfg.dest.name.clone(),
+                            detail: "a copy worker panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut end = SessionEnd::Stopped;
+        for result in results {
+            match result? {
+                SessionEnd::Restart(reason) => end = SessionEnd::Restart(reason),
+                SessionEnd::Stopped => {}
+            }
+        }
+        Ok(end)
+    }
+
+    /// One worker of a session: copies the partitions of its share.
+    fn worker(
+        &self,
+        share: WorkerShare,
+        topics: &BTreeMap<String, usize>,
+        source_admin: &KafkaAdmin,
+        dest_admin: &KafkaAdmin,
+        source_cluster_id: &str,
+        session_stop: &AtomicBool,
+    ) -> Result<SessionEnd, KafkaError> {
+        let cfg = &self.config;
         let mut routes = Vec::new();
         let mut slots = Vec::new();
-        for (topic, partitions) in &topics {
+        for (topic, partitions) in topics {
             let dest = cfg.naming.aggregate_topic(&cfg.route.source_region, topic);
             routes.push(TopicRoute {
                 source: topic.clone(),
@@ -141,7 +201,9 @@ impl RouteReplicator {
                 base: slots.len(),
             });
             for p in 0..*partitions as i32 {
-                slots.push(Slot::new(routes.len() - 1, p));
+                let mut slot = Slot::new(routes.len() - 1, p);
+                slot.owned = slots.len() % share.of == share.index;
+                slots.push(slot);
             }
         }
         let by_source: HashMap<String, usize> = routes
@@ -161,7 +223,7 @@ impl RouteReplicator {
             health: self.health.clone(),
             reports: std::sync::atomic::AtomicU64::new(0),
         });
-        let producer = self.create_producer(ledger.clone())?;
+        let producer = self.create_producer(ledger.clone(), share)?;
         let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
         let consumer = self.create_source_consumer()?;
         let eos = cfg.delivery == Delivery::ExactlyOnce;
@@ -178,7 +240,7 @@ impl RouteReplicator {
 
         // 3. Where to start.
         let mut wanted = TopicPartitionList::new();
-        for slot in &slots {
+        for slot in slots.iter().filter(|s| s.owned) {
             let route = &routes[slot.route];
             let topic = if eos { &route.dest } else { &route.source };
             wanted.add_partition(topic, slot.partition);
@@ -206,7 +268,7 @@ impl RouteReplicator {
                 .block_on(dest_admin.partition_offsets(&route.dest, &[]))?;
             for slot in slots
                 .iter_mut()
-                .filter(|s| routes[s.route].source == route.source)
+                .filter(|s| s.owned && routes[s.route].source == route.source)
             {
                 let key_topic = if eos { &route.dest } else { &route.source };
                 let stored = committed
@@ -288,8 +350,9 @@ impl RouteReplicator {
         info!(
             route = %cfg.name,
             delivery = ?cfg.delivery,
+            worker = share.index,
             topics = routes.len(),
-            partitions = slots.len(),
+            partitions = slots.iter().filter(|s| s.owned).count(),
             "copying {} → {}",
             cfg.source.name,
             cfg.dest.name
@@ -306,10 +369,11 @@ impl RouteReplicator {
             ledger,
             checkpoints,
             dest_group,
-            source_cluster_id,
+            source_cluster_id: source_cluster_id.to_owned(),
             floors: FloorProbe::start(cfg)?,
+            session_stop,
         };
-        let end = session.copy(&source_admin, &topics);
+        let end = session.copy(source_admin, topics);
         if end.is_err() && eos {
             let _ = session.producer.abort_transaction(Duration::from_secs(5));
         }
@@ -350,7 +414,11 @@ impl RouteReplicator {
         );
     }
 
-    fn create_producer(&self, ledger: Arc<DeliveryLedger>) -> Result<RouteProducer, KafkaError> {
+    fn create_producer(
+        &self,
+        ledger: Arc<DeliveryLedger>,
+        share: WorkerShare,
+    ) -> Result<RouteProducer, KafkaError> {
         let cfg = &self.config;
         let mut config = cfg.dest.client_config()?;
         config
@@ -368,7 +436,10 @@ impl RouteReplicator {
             .set("statistics.interval.ms", "0");
         if cfg.delivery == Delivery::ExactlyOnce {
             config
-                .set("transactional.id", cfg.transactional_id())
+                .set(
+                    "transactional.id",
+                    cfg.transactional_id(share.index, share.of),
+                )
                 .set("transaction.timeout.ms", "60000");
         }
         config
@@ -474,6 +545,15 @@ async fn prepare_dest_topic(
     }
 }
 
+/// Worker `index` of `of` copies the partitions whose slot number ≡ `index` (mod `of`);
+/// slots are numbered over the sorted topics, partitions in order, so the share is
+/// deterministic for a given topic set.
+#[derive(Clone, Copy, Debug)]
+struct WorkerShare {
+    index: usize,
+    of: usize,
+}
+
 struct TopicRoute {
     source: String,
     dest: String,
@@ -483,6 +563,9 @@ struct TopicRoute {
 
 /// Main-thread state of one partition.
 struct Slot {
+    /// Whether this worker copies the partition (every worker keeps every slot so that
+    /// indexes are shared; the others stay inert).
+    owned: bool,
     route: usize,
     partition: i32,
     partition_text: String,
@@ -510,6 +593,7 @@ struct Slot {
 impl Slot {
     fn new(route: usize, partition: i32) -> Self {
         Self {
+            owned: true,
             route,
             partition,
             partition_text: partition.to_string(),
@@ -832,6 +916,8 @@ struct Session<'a> {
     dest_group: Option<BaseConsumer<LoggingContext>>,
     source_cluster_id: String,
     floors: FloorProbe,
+    /// Set when another worker of the session ended: drain and end too.
+    session_stop: &'a AtomicBool,
 }
 
 /// Up to 20 decimal digits of a non-negative offset, without allocating.
@@ -854,7 +940,7 @@ impl Session<'_> {
     }
 
     fn stopping(&self) -> bool {
-        self.replicator.stop.load(Ordering::Relaxed)
+        self.replicator.stop.load(Ordering::Relaxed) || self.session_stop.load(Ordering::Relaxed)
     }
 
     fn copy(
@@ -1112,7 +1198,9 @@ impl Session<'_> {
     }
 
     fn position_moved(&self) -> bool {
-        self.slots.iter().any(|s| s.next_offset > s.committed)
+        self.slots
+            .iter()
+            .any(|s| s.owned && s.next_offset > s.committed)
     }
 
     /// ALO: commits, per partition, the position after the last acknowledged record (or
@@ -1122,6 +1210,9 @@ impl Session<'_> {
         let mut list = TopicPartitionList::new();
         let mut moved = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.owned {
+                continue;
+            }
             let a = acked[i];
             slot.durable = a;
             let position = if a.delivered == slot.produced {
@@ -1174,7 +1265,7 @@ impl Session<'_> {
     fn commit_transaction(&mut self) -> Result<(), KafkaError> {
         let dest = self.replicator.config.dest.name.clone();
         let mut list = TopicPartitionList::new();
-        for slot in &self.slots {
+        for slot in self.slots.iter().filter(|s| s.owned) {
             if slot.next_offset > slot.committed {
                 let route = &self.routes[slot.route];
                 list.add_partition_offset(
@@ -1238,6 +1329,9 @@ impl Session<'_> {
         let route = self.cfg().route.clone();
         let eos = self.cfg().delivery == Delivery::ExactlyOnce;
         for (index, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.owned {
+                continue;
+            }
             let d = slot.durable;
             let topic = &self.routes[slot.route].source;
             if d.source >= 0 && !slot.first_checkpointed {
@@ -1327,6 +1421,9 @@ impl Session<'_> {
         let acked = self.ledger.lock().slots.clone();
         let now = now_ms();
         for (slot, a) in self.slots.iter_mut().zip(acked) {
+            if !slot.owned {
+                continue;
+            }
             let topic = &self.routes[slot.route].source;
             let labels = PartitionLabels::new(topic, slot.partition);
             // Durable counts: EOS counts only committed records.
