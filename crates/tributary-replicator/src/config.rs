@@ -119,8 +119,9 @@ pub struct ReplicateArgs {
     /// Copy workers (partition sets copied in parallel, each with its own consumer,
     /// producer and, in exactly-once, transactional id). Keep it stable for a route:
     /// changing it changes the transactional ids, and a crashed instance's open
-    /// transactions then block the new ones until `transaction.timeout.ms` (60 s).
-    #[arg(long, env = "TRIBUTARY_WORKERS", default_value_t = 2)]
+    /// transactions then block the new ones until `transaction.timeout.ms` (60 s). More than
+    /// one helps only with spare cores (on the 2-core benchmark machine it did not).
+    #[arg(long, env = "TRIBUTARY_WORKERS", default_value_t = 1)]
     pub workers: usize,
 }
 

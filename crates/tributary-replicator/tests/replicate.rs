@@ -91,6 +91,7 @@ fn content_and_order_survive_concurrent_producers_with_provenance() -> TestResul
         naming: "prefixed",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoints,
+        workers: 1,
     });
     // Four producers at once, each over every partition.
     std::thread::scope(|s| {
@@ -163,6 +164,7 @@ fn two_way_wiring_does_not_loop() -> TestResult {
         naming: "identity",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoints,
+        workers: 1,
     });
     let b = Replicator::start(&RouteSpec {
         route: &west_to_east,
@@ -174,6 +176,7 @@ fn two_way_wiring_does_not_loop() -> TestResult {
         naming: "identity",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoints,
+        workers: 1,
     });
     wait_for(
         "each side to hold both sides' records",
@@ -239,6 +242,7 @@ fn checkpoints_agree_with_destination_offsets() -> TestResult {
         naming: "prefixed",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoint_topic,
+        workers: 1,
     });
     wait_for("the copy", Duration::from_secs(45), || {
         total(&end_offsets(&west_aggregate, &dest_topic)) >= 6400
@@ -341,6 +345,8 @@ fn kill_9_while_records_flow(delivery: &str, test: &str) -> TestResult {
         naming: "prefixed",
         delivery,
         checkpoint_topic: &checkpoint_topic,
+        // Two copy workers: two transactional ids, fenced and resumed independently.
+        workers: 2,
     };
     let total_records = 200_000;
     let mut kills = 0;
@@ -447,6 +453,7 @@ fn retention_gap_is_reported_with_its_range() -> TestResult {
         naming: "prefixed",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoint_topic,
+        workers: 1,
     };
     let mut first = Replicator::start(&spec);
     wait_for("the first 1000 records", Duration::from_secs(45), || {
@@ -508,6 +515,7 @@ fn destination_grows_when_the_source_grows() -> TestResult {
         naming: "prefixed",
         delivery: "at-least-once",
         checkpoint_topic: &checkpoint_topic,
+        workers: 1,
     });
     produce_spread(&east, &topic, 2, "before", 200, 50, 0);
     wait_for("the first records", Duration::from_secs(30), || {

@@ -268,6 +268,8 @@ pub struct RouteSpec<'a> {
     pub naming: &'a str,
     pub delivery: &'a str,
     pub checkpoint_topic: &'a str,
+    /// `--workers`: partition sets copied in parallel.
+    pub workers: usize,
 }
 
 impl Replicator {
@@ -295,6 +297,8 @@ impl Replicator {
                 spec.checkpoint_topic,
                 "--checkpoint-interval",
                 "500ms",
+                "--workers",
+                &spec.workers.to_string(),
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
