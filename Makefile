@@ -79,12 +79,23 @@ region-up: ## Bring one region back: REGION=east.
 	$(STACK) region-up $(REGION)
 
 .PHONY: e2e
-e2e: stack-up ## Every test of the workspace (unit, property, e2e) against the running stack.
+e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack.
 	source $(ENV_FILE) && $(CARGO) test --workspace
 
 .PHONY: test
 test: lint check-generated e2e ## Everything: lint, generated files, unit and e2e tests on the real stack.
 	@echo "make test: all green"
+
+.PHONY: demo
+demo: ## Tributary on a three-region local stack: chart installed, examples applied, records replicated.
+	$(MAKE) stack-up REGIONS=east,west,central
+	bash e2e/demo.sh
+
+.PHONY: demo-clean
+demo-clean: ## Remove what `make demo` installed (the e2e tests install operators of their own).
+	@if [ -f $(ENV_FILE) ]; then source $(ENV_FILE); \
+	  "$$TRIBUTARY_HELM" uninstall tributary --namespace tributary-system --ignore-not-found --wait >/dev/null; \
+	  "$$TRIBUTARY_KUBECTL" delete namespace tributary-demo --ignore-not-found --wait=false >/dev/null; fi
 
 .PHONY: bench-translate
 bench-translate: ## Offset translation benchmark: 1000 partitions x 3 sources over a day of 1 s checkpoints.

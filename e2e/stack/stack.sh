@@ -109,8 +109,12 @@ cmd_up() {
   local want="${1:-${REGIONS:-east,west}}" t0=$SECONDS r i pids=()
   mkdir -p "$STATE"
   if [[ -f "$STATE/regions" && "$(cat "$STATE/regions")" != "$want" ]]; then
-    log "regions change from $(cat "$STATE/regions") to $want: stopping the old stack first"
+    # Other regions mean other nodes and clusters: start from a clean slate rather than keep
+    # objects bound to nodes and brokers that no longer exist.
+    log "regions change from $(cat "$STATE/regions") to $want: wiping the old stack first"
     cmd_down
+    K8S_WIPE=1 k8s_down || true
+    rm -rf "$STATE/kafka" "$STATE"/agent-*
   fi
   echo "$want" >"$STATE/regions"
   k8s_build
