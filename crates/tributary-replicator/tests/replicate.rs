@@ -364,8 +364,11 @@ fn kill_9_while_records_flow(delivery: &str, test: &str) -> TestResult {
         replicator.kill9();
         kills += 1;
         let replicator = Replicator::start(&spec);
-        let source_ends = end_offsets(&east, &topic);
-        assert_eq!(total(&source_ends), total_records as i64);
+        let mut source_ends = end_offsets(&east, &topic);
+        wait_for("the source's end offsets", Duration::from_secs(20), || {
+            source_ends = end_offsets(&east, &topic);
+            total(&source_ends) == total_records as i64
+        });
         let copied_all = || {
             let dest_ends = end_offsets(&west_aggregate, &dest_topic);
             source_ends
@@ -526,7 +529,7 @@ fn destination_grows_when_the_source_grows() -> TestResult {
     // Topics are re-listed every 15 s; then the destination grows and p → p holds.
     wait_for(
         "the new partitions' records",
-        Duration::from_secs(45),
+        Duration::from_secs(75),
         || {
             let ends = end_offsets(&west_aggregate, &dest_topic);
             ends.len() == 4 && total(&ends) >= 600

@@ -243,12 +243,22 @@ pub fn read_all(bootstrap: &str, topic: &str, read_committed: bool) -> BTreeMap<
     out
 }
 
-/// End offsets of all partitions of `topic`.
+/// End offsets of all partitions of `topic` (empty if the topic does not exist yet);
+/// transient errors of a busy stack are retried.
 pub fn end_offsets(bootstrap: &str, topic: &str) -> BTreeMap<i32, i64> {
     let rt = runtime();
-    rt.block_on(admin(bootstrap).partition_offsets(topic, &[]))
-        .map(|v| v.into_iter().map(|o| (o.partition, o.end)).collect())
-        .unwrap_or_default()
+    let admin = admin(bootstrap);
+    let mut last_error = None;
+    for _ in 0..5 {
+        match rt.block_on(admin.partition_offsets(topic, &[])) {
+            Ok(offsets) => return offsets.into_iter().map(|o| (o.partition, o.end)).collect(),
+            Err(tributary_kafka::KafkaError::TopicMissing { .. }) => return BTreeMap::new(),
+            Err(e) => last_error = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("end offsets of {topic} on {bootstrap}: {last_error:?}");
+    BTreeMap::new()
 }
 
 /// A `tributary-replicate` child process; its stderr is kept for assertions.
