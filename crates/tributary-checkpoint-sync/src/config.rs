@@ -8,17 +8,12 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tributary_core::TopicNaming;
 use tributary_kafka::{ClientSettings, FromConnectionArgs, ToConnectionArgs};
+use tributary_runtime::{LogFormat, parse_duration};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NamingArg {
     Identity,
     Prefixed,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Keep one consumer group's position warm in a standby region, or move it at a failover.
@@ -96,36 +91,6 @@ pub struct CheckpointSyncArgs {
     pub listen: SocketAddr,
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-}
-
-/// Parses Go-style durations: `1s`, `500ms`, `168h`, `1h30m` (as `tributary replicate` does).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 500ms, 1s, 5m or 168h");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ms" => number / 1000.0,
-            "s" => number,
-            "m" => number * 60.0,
-            "h" => number * 3600.0,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(seconds);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
 }
 
 /// What a run does.

@@ -28,26 +28,11 @@ use tracing::{info, warn};
 pub use config::{CheckpointSyncArgs, Mode, SyncConfig};
 pub use sync::{CheckpointSync, RoundOutcome, RoundReport, SyncError};
 
-use crate::config::LogFormat;
 use crate::http::Health;
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // Another subcommand may have set a subscriber already; keep it.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 /// Runs `tributary checkpoint-sync`.
 pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    tributary_runtime::init_logging(args.log_format);
     let cfg = SyncConfig::from_args(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -105,11 +90,18 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
-    let server = runtime.spawn(http::serve(listener, health.clone(), http_stop_rx));
+    let mut http_stop_rx = http_stop_rx;
+    let server = runtime.spawn(tributary_runtime::serve(
+        listener,
+        health.clone(),
+        async move {
+            let _ = http_stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = stop.clone();
     runtime.spawn(async move {
-        wait_for_termination().await;
+        tributary_runtime::termination().await;
         info!("termination requested: stopping after the current round");
         signal_stop.store(true, Ordering::Relaxed);
     });
@@ -164,19 +156,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.push(".tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
-}
-
-async fn wait_for_termination() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -298,12 +298,9 @@ async fn apply_topics(
             config: BTreeMap::new(),
         })
         .collect();
-    let retention_ms = parse_duration_ms(&plan.checkpoints.retention).ok_or_else(|| {
-        Error::InvalidSpec(format!(
-            "spec.checkpoints.retention {:?} is not a duration",
-            plan.checkpoints.retention
-        ))
-    })?;
+    let retention_ms = tributary_runtime::parse_duration(&plan.checkpoints.retention)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|e| Error::InvalidSpec(format!("spec.checkpoints.retention: {e}")))?;
     wanted.push(NewTopic {
         name: plan.checkpoints.topic.clone(),
         partitions: 1,
@@ -370,28 +367,6 @@ async fn apply_topics(
     // Only partition mismatches on data topics matter: more aggregate partitions than the
     // source is harmless (p still maps to p), so shrink refusals are not errors here.
     Ok(())
-}
-
-/// `1h30m` → milliseconds. Go duration syntax as the CRD allows it.
-pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let re = regex::Regex::new(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)").ok()?;
-    let mut total = 0f64;
-    let mut consumed = 0;
-    for c in re.captures_iter(s) {
-        let all = c.get(0)?;
-        if all.start() != consumed {
-            return None;
-        }
-        consumed = all.end();
-        let n: f64 = c[1].parse().ok()?;
-        total += n * match &c[2] {
-            "ms" => 1.0,
-            "s" => 1000.0,
-            "m" => 60_000.0,
-            _ => 3_600_000.0,
-        };
-    }
-    (consumed == s.len() && consumed > 0).then_some(total as u64)
 }
 
 /// The status from the applied Deployments and the prober's last observation. Pure.
@@ -667,18 +642,4 @@ async fn write_status(
     )
     .await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration_ms;
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_duration_ms("168h"), Some(168 * 3_600_000));
-        assert_eq!(parse_duration_ms("1h30m"), Some(5_400_000));
-        assert_eq!(parse_duration_ms("500ms"), Some(500));
-        assert_eq!(parse_duration_ms("1x"), None);
-        assert_eq!(parse_duration_ms(""), None);
-    }
 }

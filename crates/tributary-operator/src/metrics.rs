@@ -93,11 +93,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Text exposition format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        tributary_runtime::encode_registry(&self.registry)
     }
 
     /// Records the route states of one AggregateCluster (`None` when it is gone).

@@ -7,10 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DeserializeGuard;
@@ -19,6 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tributary_api::{AggregateCluster, RegionalStream};
+use tributary_runtime::{LogFormat, parse_duration};
 
 use crate::context::Context;
 use crate::kafka::ClusterAdmin;
@@ -56,81 +53,34 @@ pub struct OperatorArgs {
     pub identity: Option<String>,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    aggregate_cluster::parse_duration_ms(s)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{s:?} is not a duration such as 5s or 1m"))
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
-#[derive(Clone)]
+/// What the operator answers on `/metrics`, `/healthz` and `/readyz`.
 struct Http {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 }
 
-async fn metrics_handler(
-    State(h): State<Http>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    (
-        StatusCode::OK,
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        h.metrics.encode(),
-    )
-}
-
-async fn readyz(State(h): State<Http>) -> StatusCode {
-    if h.ready.load(Ordering::Relaxed) {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+impl tributary_runtime::Endpoints for Http {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
     }
-}
 
-/// Resolves once SIGTERM or SIGINT arrives.
-async fn termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    fn healthz(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn readyz(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("not ready: still starting".into())
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 /// Runs the operator until SIGTERM (exit 0) or until leadership is lost (error: the pod
 /// restarts and stands by, as client-go's leader election does).
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    tributary_runtime::init_logging(args.log_format);
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
@@ -141,23 +91,20 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_handler))
-        .with_state(http);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) =
+            tributary_runtime::serve(listener, Arc::new(http), std::future::pending()).await
+        {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        termination().await;
+        tributary_runtime::termination().await;
         tracing::info!("termination signal: finishing in-flight reconciles");
         let _ = stop_tx.send(true);
     });

@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use regex::Regex;
 use tributary_core::{Route, TopicNaming};
 use tributary_kafka::{ClientSettings, DestConnectionArgs, SourceConnectionArgs};
+use tributary_runtime::{LogFormat, parse_duration};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NamingArg {
@@ -40,12 +41,6 @@ impl CompressionArg {
             CompressionArg::Zstd => "zstd",
         }
     }
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Serve one route: copy a source region's topics into one region's aggregate cluster.
@@ -123,36 +118,6 @@ pub struct ReplicateArgs {
     /// one helps only with spare cores (on the 2-core benchmark machine it did not).
     #[arg(long, env = "TRIBUTARY_WORKERS", default_value_t = 1)]
     pub workers: usize,
-}
-
-/// Parses Go-style durations: `1s`, `500ms`, `168h`, `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 500ms, 1s, 5m or 168h");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ms" => number / 1000.0,
-            "s" => number,
-            "m" => number * 60.0,
-            "h" => number * 3600.0,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(seconds);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,20 +227,5 @@ impl RouteConfig {
             drain_timeout: args.drain_timeout,
             workers: args.workers.max(1),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("168h"), Ok(Duration::from_secs(168 * 3600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("1d").is_err());
     }
 }

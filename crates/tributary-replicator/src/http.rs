@@ -1,14 +1,7 @@
-//! `/metrics`, `/healthz` (the process is serving) and `/readyz` (both clusters reached and
+//! What `/metrics`, `/healthz` (the process is serving) and `/readyz` (both clusters reached and
 //! partitions assigned in the current copy session).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 
 use crate::metrics::Metrics;
 
@@ -18,50 +11,24 @@ pub struct Health {
     pub alive: AtomicBool,
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    health: Arc<Health>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(health);
-    let mut shutdown = shutdown;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await?;
-    Ok(())
-}
-
-async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        health.metrics.encode(),
-    )
-}
-
-async fn healthz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.alive.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "copier stopped\n")
+impl tributary_runtime::Endpoints for Health {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
     }
-}
 
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: clusters not reached or partitions not assigned yet\n",
-        )
+    fn healthz(&self) -> Result<(), String> {
+        if self.alive.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("copier stopped".into())
+        }
+    }
+
+    fn readyz(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("not ready: clusters not reached or partitions not assigned yet".into())
+        }
     }
 }

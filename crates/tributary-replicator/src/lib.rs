@@ -21,27 +21,12 @@ use tracing::info;
 pub use config::{ReplicateArgs, RouteConfig};
 pub use copy::RouteReplicator;
 
-use crate::config::LogFormat;
 use crate::http::Health;
 use crate::metrics::Metrics;
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // Another subcommand may have set a subscriber already; keep it.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 /// Runs `tributary replicate` until SIGTERM/SIGINT, then drains and returns.
 pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    tributary_runtime::init_logging(args.log_format);
     let config = RouteConfig::from_args(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -61,10 +46,17 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
-    let server = runtime.spawn(http::serve(listener, health.clone(), http_stop_rx));
+    let mut http_stop_rx = http_stop_rx;
+    let server = runtime.spawn(tributary_runtime::serve(
+        listener,
+        health.clone(),
+        async move {
+            let _ = http_stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     let signal_stop = stop.clone();
     runtime.spawn(async move {
-        wait_for_termination().await;
+        tributary_runtime::termination().await;
         info!("termination requested: stop fetching, drain, commit, checkpoint");
         signal_stop.store(true, Ordering::Relaxed);
     });
@@ -96,26 +88,4 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
     }
     info!("tributary replicate stopped");
     Ok(())
-}
-
-async fn wait_for_termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
