@@ -80,7 +80,7 @@ region-up: ## Bring one region back: REGION=east.
 
 .PHONY: e2e
 e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack.
-	source $(ENV_FILE) && $(CARGO) test --workspace
+	source $(ENV_FILE) && $(CARGO) test --workspace --no-fail-fast
 
 .PHONY: test
 test: lint check-generated e2e ## Everything: lint, generated files, unit and e2e tests on the real stack.

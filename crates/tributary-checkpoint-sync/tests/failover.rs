@@ -284,6 +284,16 @@ fn active_member(
     consumer
         .subscribe(&[topic])
         .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    // Return only once the member has joined and holds partitions: a sync round that ran
+    // before the join would rightly see an empty group and commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member in B never got an assignment"
+        );
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let _ = consumer.poll(Duration::from_millis(100));
