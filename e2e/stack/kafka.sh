@@ -497,6 +497,12 @@ kafka_kill() {
     kill -KILL "$pid" 2>/dev/null || true
     local i
     for i in $(seq 50); do _kafka_pid "$name" >/dev/null || break; sleep 0.1; done
+    # A dying process releases its memory (and its cmdline) before its sockets: wait until
+    # the listener is gone too, so "killed" means "refuses connections".
+    local port
+    if port="$(_kafka_port_of "$name")"; then
+      for i in $(seq 50); do _kafka_tcp_open "$port" || break; sleep 0.1; done
+    fi
   fi
   rm -f "$(_kafka_pidfile "$name")"
 }

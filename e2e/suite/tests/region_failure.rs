@@ -90,14 +90,12 @@ spec:
             (!process_alive(pid)).then_some(())
         })
         .await;
-        assert!(
-            !kafka_answers(&regional),
-            "regional Kafka of {region} is down"
-        );
-        assert!(
-            !kafka_answers(&aggregate),
-            "aggregate Kafka of {region} is down"
-        );
+        wait_until(
+            "the region's Kafka clusters refusing connections",
+            WAIT,
+            || async { (!kafka_answers(&regional) && !kafka_answers(&aggregate)).then_some(()) },
+        )
+        .await;
 
         ns.stack.stack_command(&["region-up", &region]);
         wait_until("the region's node Ready again", WAIT, || async {
