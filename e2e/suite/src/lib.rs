@@ -130,21 +130,30 @@ impl Stack {
             .unwrap_or_else(|| panic!("no {key} in the stack"))
     }
 
-    /// Runs `e2e/stack/stack.sh <args>` (region-down, region-up, status).
+    /// Runs `e2e/stack/stack.sh <args>` (region-down, region-up, status); panics on failure.
     pub fn stack_command(&self, args: &[&str]) -> std::process::Output {
+        self.try_stack_command(args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `e2e/stack/stack.sh <args>`; `Err` describes a failure (for use where a panic
+    /// would abort, such as `Drop`).
+    pub fn try_stack_command(&self, args: &[&str]) -> Result<std::process::Output, String> {
         let out = std::process::Command::new("bash")
             .arg(repo_root().join("e2e/stack/stack.sh"))
             .args(args)
             .env("TRIBUTARY_STATE_DIR", &self.state_dir)
             .output()
-            .expect("stack.sh runs");
-        assert!(
-            out.status.success(),
-            "stack.sh {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+            .map_err(|e| format!("stack.sh {args:?} did not run: {e}"))?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "stack.sh {args:?} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// The tail of a process log under the stack's state dir.

@@ -10,6 +10,20 @@ use tributary_e2e::kafka::{consume_all, create_topic, produce};
 use tributary_e2e::kube_util::{apply_yaml, process_alive, running_container};
 use tributary_e2e::{Role, Stack, TestNamespace, WAIT, wait_until};
 
+/// Runs `region-up` when dropped, also when the test panics.
+struct RegionRestorer {
+    stack: Stack,
+    region: String,
+}
+
+impl Drop for RegionRestorer {
+    fn drop(&mut self) {
+        if let Err(e) = self.stack.try_stack_command(&["region-up", &self.region]) {
+            eprintln!("restoring region {}: {e}", self.region);
+        }
+    }
+}
+
 async fn node_ready(nodes: &Api<Node>, name: &str) -> Option<bool> {
     let n = nodes.get(name).await.ok()?;
     let ready = n
@@ -80,6 +94,11 @@ spec:
         produce(&regional, &topic, &[(0, "k".into(), "before".into())]).await;
 
         ns.stack.stack_command(&["region-down", &region]);
+        // Whatever happens below, the region comes back: later test binaries need it.
+        let restore = RegionRestorer {
+            stack: ns.stack.clone(),
+            region: region.clone(),
+        };
         let nodes: Api<Node> = Api::all(ns.stack.client.clone());
         let node = format!("tributary-{region}");
         wait_until("the region's node NotReady", WAIT, || async {
@@ -97,7 +116,7 @@ spec:
         )
         .await;
 
-        ns.stack.stack_command(&["region-up", &region]);
+        drop(restore);
         wait_until("the region's node Ready again", WAIT, || async {
             (node_ready(&nodes, &node).await == Some(true)).then_some(())
         })
