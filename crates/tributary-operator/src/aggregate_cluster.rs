@@ -6,12 +6,10 @@
 //! (Deployments of vanished routes, by label) → status.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -22,6 +20,7 @@ use tributary_api::{AggregateCluster, AggregateClusterStatus, condition_type};
 use crate::conditions::{self, Wanted};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::frame::Reconciled;
 use crate::kafka::{NewTopic, plan_topic_changes};
 use crate::model::{self, AggregatePlan};
 use crate::names::{self, FIELD_MANAGER, PAUSED_ANNOTATION};
@@ -32,84 +31,15 @@ use crate::{secrets, status_util};
 const KIND: &str = "AggregateCluster";
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Reconciles one object; an object that cannot be read (schema drift) is reported and
-/// waits for a fix instead of breaking the watch of every other object.
-pub async fn reconcile(
-    obj: Arc<DeserializeGuard<AggregateCluster>>,
-    ctx: Arc<Context>,
-) -> Result<Action> {
-    match &obj.0 {
-        Ok(agg) => reconcile_valid(agg, &ctx).await,
-        Err(invalid) => {
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&crate::metrics::ErrorLabels {
-                    kind: KIND,
-                    category: "InvalidSpec",
-                })
-                .inc();
-            Err(Error::InvalidSpec(format!(
-                "{KIND} {}/{} cannot be read ({}); fix or delete it",
-                obj.namespace().unwrap_or_default(),
-                obj.name_any(),
-                invalid.error
-            )))
-        }
+impl Reconciled for AggregateCluster {
+    const KIND: &'static str = KIND;
+
+    async fn reconcile(&self, ctx: &Context) -> Result<Action> {
+        reconcile_inner(self, ctx).await
     }
-}
 
-async fn reconcile_valid(agg: &AggregateCluster, ctx: &Context) -> Result<Action> {
-    let started = Instant::now();
-    let labels = crate::metrics::KindLabels { kind: KIND };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let result = reconcile_inner(agg, ctx).await;
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => ctx.note_success(&failure_key(agg)),
-        Err(e) => {
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&crate::metrics::ErrorLabels {
-                    kind: KIND,
-                    category: e.category(),
-                })
-                .inc();
-            if !matches!(e, Error::Status { .. }) {
-                let _ = write_status(agg, ctx, error_status(agg, e)).await;
-            }
-        }
-    }
-    result
-}
-
-fn failure_key(agg: &impl Resource) -> String {
-    format!(
-        "{KIND}/{}/{}",
-        agg.namespace().unwrap_or_default(),
-        agg.name_any()
-    )
-}
-
-pub fn error_policy(
-    agg: Arc<DeserializeGuard<AggregateCluster>>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let attempt = ctx.note_failure(&failure_key(agg.as_ref()));
-    tracing::warn!(
-        kind = KIND,
-        namespace = agg.namespace().unwrap_or_default(),
-        name = agg.name_any(),
-        category = err.category(),
-        error = %err,
-        "reconcile failed"
-    );
-    match err.retry_after(attempt) {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
+    async fn report_failure(&self, ctx: &Context, error: &Error) {
+        let _ = write_status(self, ctx, error_status(self, error)).await;
     }
 }
 

@@ -10,6 +10,7 @@ pub mod aggregate_cluster;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod frame;
 pub mod kafka;
 pub mod kafka_admin;
 pub mod metrics;

@@ -2,11 +2,9 @@
 //! configs; never shrink) or only observes them, and reports per-topic state.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -17,6 +15,7 @@ use tributary_api::{RegionalStream, RegionalStreamStatus, condition_type};
 use crate::conditions::{self, Wanted};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::frame::Reconciled;
 use crate::kafka::{KafkaFailure, NewTopic, ObservedTopic, plan_topic_changes};
 use crate::model::{self, ValidStream};
 use crate::names::{FIELD_MANAGER, PAUSED_ANNOTATION, TOPICS_FINALIZER};
@@ -27,95 +26,24 @@ const KIND: &str = "RegionalStream";
 /// Even when nothing changes, look again now and then (drift on the Kafka side).
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Reconciles one object; an object that cannot be read (schema drift) is reported and
-/// waits for a fix instead of breaking the watch of every other object.
-pub async fn reconcile(
-    obj: Arc<DeserializeGuard<RegionalStream>>,
-    ctx: Arc<Context>,
-) -> Result<Action> {
-    match &obj.0 {
-        Ok(rs) => reconcile_valid(rs, &ctx).await,
-        Err(invalid) => {
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&crate::metrics::ErrorLabels {
-                    kind: KIND,
-                    category: "InvalidSpec",
-                })
-                .inc();
-            Err(Error::InvalidSpec(format!(
-                "{KIND} {}/{} cannot be read ({}); fix or delete it",
-                obj.namespace().unwrap_or_default(),
-                obj.name_any(),
-                invalid.error
-            )))
-        }
-    }
-}
-
-async fn reconcile_valid(rs: &RegionalStream, ctx: &Context) -> Result<Action> {
-    let started = Instant::now();
-    let labels = crate::metrics::KindLabels { kind: KIND };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let result = reconcile_inner(rs, ctx).await;
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    let key = format!(
-        "{KIND}/{}/{}",
-        rs.namespace().unwrap_or_default(),
-        rs.name_any()
-    );
-    match &result {
-        Ok(_) => ctx.note_success(&key),
-        Err(e) => {
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&crate::metrics::ErrorLabels {
-                    kind: KIND,
-                    category: e.category(),
-                })
-                .inc();
-            if !matches!(e, Error::Status { .. }) {
-                let _ = write_status(rs, ctx, error_status(rs, e)).await;
-            }
-        }
-    }
-    result
-}
-
-pub fn error_policy(
-    rs: Arc<DeserializeGuard<RegionalStream>>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let key = format!(
-        "{KIND}/{}/{}",
-        rs.namespace().unwrap_or_default(),
-        rs.name_any()
-    );
-    let attempt = ctx.note_failure(&key);
-    tracing::warn!(
-        kind = KIND,
-        namespace = rs.namespace().unwrap_or_default(),
-        name = rs.name_any(),
-        category = err.category(),
-        error = %err,
-        "reconcile failed"
-    );
-    match err.retry_after(attempt) {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
-    }
-}
-
 fn is_paused(obj: &impl Resource) -> bool {
     obj.meta()
         .annotations
         .as_ref()
         .and_then(|a| a.get(PAUSED_ANNOTATION))
         .is_some_and(|v| v == "true")
+}
+
+impl Reconciled for RegionalStream {
+    const KIND: &'static str = KIND;
+
+    async fn reconcile(&self, ctx: &Context) -> Result<Action> {
+        reconcile_inner(self, ctx).await
+    }
+
+    async fn report_failure(&self, ctx: &Context, error: &Error) {
+        let _ = write_status(self, ctx, error_status(self, error)).await;
+    }
 }
 
 async fn reconcile_inner(rs: &RegionalStream, ctx: &Context) -> Result<Action> {

@@ -22,7 +22,7 @@ use crate::kafka::ClusterAdmin;
 use crate::kafka_admin::RealClusterAdmin;
 use crate::metrics::Metrics;
 use crate::prober::{Prober, guarded};
-use crate::{aggregate_cluster, names, regional_stream};
+use crate::{frame, names};
 
 /// `tributary operator` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -193,8 +193,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .reconcile_on(triggers.streams.map(|o| guarded(&o)))
         .graceful_shutdown_on(stopped())
         .run(
-            regional_stream::reconcile,
-            regional_stream::error_policy,
+            frame::reconcile::<RegionalStream>,
+            frame::error_policy::<RegionalStream>,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -231,8 +231,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .reconcile_on(triggers.aggregates.map(|o| guarded(&o)))
         .graceful_shutdown_on(stopped())
         .run(
-            aggregate_cluster::reconcile,
-            aggregate_cluster::error_policy,
+            frame::reconcile::<AggregateCluster>,
+            frame::error_policy::<AggregateCluster>,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));

@@ -1,0 +1,117 @@
+//! The frame every controller's reconcile runs in, whatever the kind: an object that cannot be
+//! read (schema drift) is reported and waits for a fix instead of breaking the watch of every
+//! other object; each run is counted and timed; a failure is counted by category, written to
+//! the object's status, and retried with a per-object backoff (an invalid spec waits for a
+//! change instead).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::metrics::{ErrorLabels, KindLabels};
+
+/// A kind the operator reconciles.
+pub trait Reconciled: Resource + Send + Sync + 'static {
+    /// The kind's name, for metrics, logs and messages.
+    const KIND: &'static str;
+
+    /// The kind's pipeline: dereference → validate → build → apply → prune → status.
+    fn reconcile(&self, ctx: &Context) -> impl Future<Output = Result<Action>> + Send;
+
+    /// Writes a failure into the object's status (best effort: the failure is already counted
+    /// and logged).
+    fn report_failure(&self, ctx: &Context, error: &Error) -> impl Future<Output = ()> + Send;
+}
+
+fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
+    format!(
+        "{}/{}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// The controller's reconcile function for kind `K`.
+pub async fn reconcile<K: Reconciled>(
+    obj: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action>
+where
+    DeserializeGuard<K>: Resource,
+{
+    let valid = match &obj.0 {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    kind: K::KIND,
+                    category: "InvalidSpec",
+                })
+                .inc();
+            return Err(Error::InvalidSpec(format!(
+                "{} {}/{} cannot be read ({}); fix or delete it",
+                K::KIND,
+                obj.namespace().unwrap_or_default(),
+                obj.name_any(),
+                invalid.error
+            )));
+        }
+    };
+    let started = Instant::now();
+    let labels = KindLabels { kind: K::KIND };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let result = valid.reconcile(&ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => ctx.note_success(&failure_key::<K>(valid)),
+        Err(e) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    kind: K::KIND,
+                    category: e.category(),
+                })
+                .inc();
+            // A failure to write status is not written to status again.
+            if !matches!(e, Error::Status { .. }) {
+                valid.report_failure(&ctx, e).await;
+            }
+        }
+    }
+    result
+}
+
+/// The controller's error policy for kind `K`: back off per object, or wait for a change.
+pub fn error_policy<K: Reconciled>(
+    obj: Arc<DeserializeGuard<K>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action
+where
+    DeserializeGuard<K>: Resource,
+{
+    let attempt = ctx.note_failure(&failure_key::<K>(obj.as_ref()));
+    tracing::warn!(
+        kind = K::KIND,
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any(),
+        category = err.category(),
+        error = %err,
+        "reconcile failed"
+    );
+    match err.retry_after(attempt) {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    }
+}
