@@ -1,12 +1,14 @@
 //! Tributary's domain, with no kube and no rdkafka: what replicators record about where
 //! records land ([`checkpoint`]), the bounded index over those records ([`index`]), offset
 //! translation between regions' aggregate clusters ([`translate`]), provenance headers and
-//! consumer-side deduplication ([`dedupe`]), and partition identities ([`topology`]).
+//! consumer-side deduplication ([`dedupe`]), partition identities ([`topology`]), and the
+//! failover state machine of a consumer group ([`failover`]).
 //!
 //! Everything here is pure and synchronous; Kafka I/O lives in the crates that speak Kafka.
 
 pub mod checkpoint;
 pub mod dedupe;
+pub mod failover;
 pub mod index;
 pub mod topology;
 pub mod translate;

@@ -1,0 +1,697 @@
+//! The failover state machine of one consumer group: which region is active, when the active
+//! region moves, and which step of a move comes next. Pure: the reconciler observes the world
+//! (the active-region Lease, the move recorded in status, region health, standby freshness,
+//! workloads, the final-sync Job), calls [`decide`], performs the one [`Step`] it returns, and
+//! observes again. A crash between steps loses nothing: every input is re-observed, and the
+//! only state of a move is the [`Move`] written to status *before* the first act of the move.
+//!
+//! Authority: the Lease (`holderIdentity` = active region, `leaseTransitions` = epoch). A move
+//! ends with one compare-and-swap on the Lease from `(from, epoch − 1)` to `(to, epoch)`: two
+//! movers cannot both win, and the epoch rises by exactly one per move.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the group runs across regions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupMode {
+    /// One region consumes; a move drains it and translates its position into the target.
+    ActivePassive,
+    /// Every region consumes; only the primary role (the Lease) moves.
+    ActiveActive,
+}
+
+/// Why the active region moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveReason {
+    /// The first activation: no Lease existed.
+    Initial,
+    /// The active region is down (unplanned).
+    RegionDown,
+    /// `spec.activeRegion` was edited (planned).
+    SpecChanged,
+    /// `spec.activeRegion` was edited back to the region the group left at its last move.
+    Failback,
+}
+
+impl MoveReason {
+    /// The word used in status, events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveReason::Initial => "Initial",
+            MoveReason::RegionDown => "RegionDown",
+            MoveReason::SpecChanged => "SpecChanged",
+            MoveReason::Failback => "Failback",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            MoveReason::Initial,
+            MoveReason::RegionDown,
+            MoveReason::SpecChanged,
+            MoveReason::Failback,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// Whether the region the group leaves takes part in the move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveKind {
+    /// The source is reachable: stop it, wait until the group is empty there, translate its
+    /// final position into the target, then move the Lease. Nothing lost, nothing duplicated
+    /// after dedupe.
+    Planned,
+    /// The source is gone: wait for its Lease to expire (it fences itself), then move the
+    /// Lease; the target resumes from its own warm standby offsets.
+    Unplanned,
+}
+
+/// A move in progress, persisted in status before its first act so that a restarted operator
+/// resumes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// The region left (`None` at the first activation).
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: MoveReason,
+    pub kind: MoveKind,
+    /// The epoch the move produces: the Lease's epoch when the move began, plus one.
+    pub epoch: u64,
+}
+
+/// The active-region Lease as read (with the reconciler's clock for expiry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    pub holder: String,
+    pub epoch: u64,
+    /// `renewTime + leaseDurationSeconds` is in the past.
+    pub expired: bool,
+}
+
+/// One region as observed now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionView {
+    pub region: String,
+    /// Its aggregate cluster answered (fewer than `failureThreshold` consecutive failures).
+    pub healthy: bool,
+    /// How old the standby's committed offsets are (time since its sync last matched a full
+    /// translation); `None`: unknown (no sync Job, not scraped, never synced).
+    pub sync_age: Option<Duration>,
+    /// Members of the group in this region's aggregate cluster; `None`: could not be read.
+    pub group_members: Option<u32>,
+    /// Pods of the region's workload still running (0 when it has no workload).
+    pub running_consumers: u32,
+}
+
+/// The final-translation Job of the move in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinalSync {
+    NotStarted,
+    Running,
+    /// Completed, and its commit was verified in the target.
+    Succeeded,
+    Failed(String),
+}
+
+/// Everything a decision needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub mode: GroupMode,
+    /// `failover.automatic`.
+    pub automatic: bool,
+    /// The annotation `tributary.dev/accept-data-loss: "true"` is set.
+    pub accept_data_loss: bool,
+    /// `failover.maxSyncAge`.
+    pub max_sync_age: Duration,
+    /// In preference order.
+    pub regions: Vec<RegionView>,
+    /// `spec.activeRegion`.
+    pub intent: Option<String>,
+    /// The `spec.activeRegion` the operator last acted on (status); a planned move starts only
+    /// when the intent changes, so an automatic failover is not undone when the pinned region
+    /// returns.
+    pub acted_intent: Option<String>,
+    pub lease: Option<LeaseView>,
+    /// The move recorded in status, if one is under way.
+    pub in_progress: Option<Move>,
+    /// The region the group left at its last completed move (for the `Failback` reason).
+    pub previous_active: Option<String>,
+    pub final_sync: FinalSync,
+}
+
+/// The one thing the reconciler does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing moves. `renew`: renew the Lease (its holder is healthy). `acknowledge_intent`:
+    /// record `spec.activeRegion` as acted on (it already names the active region).
+    Steady {
+        renew: bool,
+        acknowledge_intent: bool,
+    },
+    /// Write the move to status (nothing else yet).
+    Begin(Move),
+    /// Wait: the source's consumers are stopping, or the group still has members there.
+    WaitForSourceEmpty { region: String, detail: String },
+    /// Create the final-translation Job (`from → to`, for `epoch`).
+    RunFinalSync {
+        from: String,
+        to: String,
+        epoch: u64,
+    },
+    /// The final-translation Job runs.
+    WaitForFinalSync,
+    /// The final-translation Job failed: delete it (the next decision runs it again).
+    RetryFinalSync { message: String },
+    /// The source's Lease has not expired yet (unplanned): it may still be fencing itself.
+    WaitForLeaseExpiry { holder: String },
+    /// Compare-and-swap the Lease to `(to, epoch)`; `expect` is what it must still hold
+    /// (`None`: it must not exist).
+    TakeLease {
+        to: String,
+        epoch: u64,
+        expect: Option<(String, u64)>,
+    },
+    /// The Lease names the move's target at its epoch: record the move as finished.
+    Finish(Move),
+    /// The move can no longer complete as recorded (the Lease moved elsewhere, or the target
+    /// went down before the Lease moved): drop it; the next decision starts afresh.
+    Abandon { reason: String },
+    /// A move is needed but refused; the reason is a condition reason (`FailoverBlocked`,
+    /// `NoHealthyRegion`, `AutomaticFailoverDisabled`).
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Whether a region's workload runs now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consumers {
+    Run,
+    Stop,
+}
+
+fn region<'a>(o: &'a Observation, name: &str) -> Option<&'a RegionView> {
+    o.regions.iter().find(|r| r.region == name)
+}
+
+fn fresh(o: &Observation, r: &RegionView) -> bool {
+    o.mode == GroupMode::ActiveActive
+        || o.accept_data_loss
+        || r.sync_age.is_some_and(|a| a <= o.max_sync_age)
+}
+
+/// Why a healthy region may not take over: its standby offsets are stale or unknown.
+fn staleness(o: &Observation, r: &RegionView) -> String {
+    match r.sync_age {
+        Some(a) => format!(
+            "standby {} last synced {:.1}s ago (> failover.maxSyncAge {:.1}s)",
+            r.region,
+            a.as_secs_f64(),
+            o.max_sync_age.as_secs_f64()
+        ),
+        None => format!("standby {}: sync freshness unknown", r.region),
+    }
+}
+
+/// The first healthy region (other than `except`) in preference order whose standby is fresh,
+/// or why there is none.
+fn failover_target(o: &Observation, except: &str) -> Result<String, (&'static str, String)> {
+    let healthy: Vec<&RegionView> = o
+        .regions
+        .iter()
+        .filter(|r| r.region != except && r.healthy)
+        .collect();
+    if healthy.is_empty() {
+        return Err((
+            "NoHealthyRegion",
+            format!("active region {except} is down and no other region is healthy"),
+        ));
+    }
+    match healthy.iter().find(|r| fresh(o, r)) {
+        Some(r) => Ok(r.region.clone()),
+        None => Err((
+            "FailoverBlocked",
+            format!(
+                "active region {except} is down; refusing to fail over: {}; set the annotation tributary.dev/accept-data-loss=\"true\" to fail over anyway",
+                healthy
+                    .iter()
+                    .map(|r| staleness(o, r))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )),
+    }
+}
+
+/// The next step. Pure and total: every observation gets an answer.
+pub fn decide(o: &Observation) -> Step {
+    match &o.in_progress {
+        Some(m) => continue_move(o, m),
+        None => next_move(o),
+    }
+}
+
+fn continue_move(o: &Observation, m: &Move) -> Step {
+    // The Lease is the fact: has this move (or another) already happened?
+    if let Some(l) = &o.lease {
+        if l.holder == m.to && l.epoch == m.epoch {
+            return Step::Finish(m.clone());
+        }
+        if l.epoch >= m.epoch {
+            return Step::Abandon {
+                reason: format!(
+                    "the Lease moved to {} at epoch {} while this move ({} at epoch {}) was under way",
+                    l.holder, l.epoch, m.to, m.epoch
+                ),
+            };
+        }
+    }
+    let expect = o.lease.as_ref().map(|l| (l.holder.clone(), l.epoch));
+    if expect.as_ref().map(|(_, e)| e + 1).unwrap_or(1) != m.epoch {
+        return Step::Abandon {
+            reason: format!(
+                "the move to {} expects epoch {} but the Lease is at {:?}",
+                m.to,
+                m.epoch,
+                expect.as_ref().map(|(_, e)| *e)
+            ),
+        };
+    }
+    let Some(target) = region(o, &m.to) else {
+        return Step::Abandon {
+            reason: format!("region {} is no longer in spec.regions", m.to),
+        };
+    };
+    if !target.healthy {
+        return Step::Abandon {
+            reason: format!("target region {} went down before the move completed", m.to),
+        };
+    }
+    let take = Step::TakeLease {
+        to: m.to.clone(),
+        epoch: m.epoch,
+        expect: expect.clone(),
+    };
+    let Some(from) = &m.from else {
+        return take; // first activation: nothing to drain
+    };
+    match (m.kind, o.mode) {
+        (MoveKind::Unplanned, _) | (MoveKind::Planned, GroupMode::ActiveActive) => {
+            if m.kind == MoveKind::Unplanned
+                && o.mode == GroupMode::ActivePassive
+                && region(o, from).is_some_and(|s| s.healthy)
+                && o.lease.as_ref().is_some_and(|l| !l.expired)
+            {
+                return Step::Abandon {
+                    reason: format!(
+                        "region {from} is healthy again before its Lease expired: the group stays there"
+                    ),
+                };
+            }
+            if m.kind == MoveKind::Unplanned && !fresh(o, target) {
+                return Step::Abandon {
+                    reason: staleness(o, target),
+                };
+            }
+            match &o.lease {
+                Some(l) if m.kind == MoveKind::Unplanned && !l.expired => {
+                    Step::WaitForLeaseExpiry {
+                        holder: l.holder.clone(),
+                    }
+                }
+                _ => take,
+            }
+        }
+        (MoveKind::Planned, GroupMode::ActivePassive) => {
+            let source = region(o, from);
+            if source.is_none_or(|s| !s.healthy) {
+                // The source died mid-move: no final translation is possible any more.
+                return Step::Abandon {
+                    reason: format!(
+                        "source region {from} went down during the planned move; deciding again as a region failure"
+                    ),
+                };
+            }
+            let source = source.expect("checked above");
+            if source.running_consumers > 0 {
+                return Step::WaitForSourceEmpty {
+                    region: from.clone(),
+                    detail: format!(
+                        "{} consumer pod(s) still running in {from}",
+                        source.running_consumers
+                    ),
+                };
+            }
+            match source.group_members {
+                Some(0) => {}
+                Some(n) => {
+                    return Step::WaitForSourceEmpty {
+                        region: from.clone(),
+                        detail: format!("the group still has {n} member(s) in {from}"),
+                    };
+                }
+                None => {
+                    return Step::WaitForSourceEmpty {
+                        region: from.clone(),
+                        detail: format!("the group's members in {from} could not be read"),
+                    };
+                }
+            }
+            match &o.final_sync {
+                FinalSync::NotStarted => Step::RunFinalSync {
+                    from: from.clone(),
+                    to: m.to.clone(),
+                    epoch: m.epoch,
+                },
+                FinalSync::Running => Step::WaitForFinalSync,
+                FinalSync::Failed(message) => Step::RetryFinalSync {
+                    message: message.clone(),
+                },
+                FinalSync::Succeeded => take,
+            }
+        }
+    }
+}
+
+fn next_move(o: &Observation) -> Step {
+    let intent_changed = o.intent.is_some() && o.intent != o.acted_intent;
+    let Some(lease) = &o.lease else {
+        // First activation: the intent, else the first healthy region.
+        let to = match &o.intent {
+            Some(t) => t.clone(),
+            None => match o.regions.iter().find(|r| r.healthy) {
+                Some(r) => r.region.clone(),
+                None => {
+                    return Step::Blocked {
+                        reason: "NoHealthyRegion",
+                        message: "no region is healthy: nothing to activate".into(),
+                    };
+                }
+            },
+        };
+        if region(o, &to).is_none_or(|r| !r.healthy) {
+            return Step::Blocked {
+                reason: "NoHealthyRegion",
+                message: format!("region {to} is not healthy: waiting to activate it"),
+            };
+        }
+        return Step::Begin(Move {
+            from: None,
+            to,
+            reason: MoveReason::Initial,
+            kind: MoveKind::Planned,
+            epoch: 1,
+        });
+    };
+    let active = lease.holder.as_str();
+    let active_view = region(o, active);
+    let active_healthy = active_view.is_some_and(|r| r.healthy);
+    let epoch = lease.epoch + 1;
+
+    // A region removed from spec.regions hands over like a planned move if it is reachable.
+    let wanted = if active_view.is_none() {
+        Some(
+            o.intent
+                .clone()
+                .filter(|t| region(o, t).is_some())
+                .or_else(|| {
+                    o.regions
+                        .iter()
+                        .find(|r| r.healthy)
+                        .map(|r| r.region.clone())
+                }),
+        )
+        .flatten()
+    } else if intent_changed && o.intent.as_deref() != Some(active) {
+        o.intent.clone()
+    } else {
+        None
+    };
+
+    if let Some(to) = wanted {
+        let Some(target) = region(o, &to) else {
+            return Step::Blocked {
+                reason: "NoHealthyRegion",
+                message: format!("no region to move to from {active}"),
+            };
+        };
+        if !target.healthy {
+            return Step::Blocked {
+                reason: "TargetUnhealthy",
+                message: format!("spec.activeRegion {to} is not healthy: waiting to move there"),
+            };
+        }
+        let reason = if o.previous_active.as_deref() == Some(to.as_str()) {
+            MoveReason::Failback
+        } else {
+            MoveReason::SpecChanged
+        };
+        if active_healthy {
+            return Step::Begin(Move {
+                from: Some(active.to_string()),
+                to,
+                reason,
+                kind: MoveKind::Planned,
+                epoch,
+            });
+        }
+        // The user asks for a move away from a dead region: unplanned, same freshness rule.
+        if !fresh(o, target) {
+            return Step::Blocked {
+                reason: "FailoverBlocked",
+                message: format!(
+                    "active region {active} is down; refusing to move to {to}: {}; set the annotation tributary.dev/accept-data-loss=\"true\" to move anyway",
+                    staleness(o, target)
+                ),
+            };
+        }
+        return Step::Begin(Move {
+            from: Some(active.to_string()),
+            to,
+            reason,
+            kind: MoveKind::Unplanned,
+            epoch,
+        });
+    }
+
+    if active_healthy {
+        return Step::Steady {
+            renew: true,
+            acknowledge_intent: intent_changed,
+        };
+    }
+    if !o.automatic {
+        return Step::Blocked {
+            reason: "AutomaticFailoverDisabled",
+            message: format!(
+                "active region {active} is down and failover.automatic is false: edit spec.activeRegion to move the group"
+            ),
+        };
+    }
+    match failover_target(o, active) {
+        Ok(to) => Step::Begin(Move {
+            from: Some(active.to_string()),
+            to,
+            reason: MoveReason::RegionDown,
+            kind: MoveKind::Unplanned,
+            epoch,
+        }),
+        Err((reason, message)) => Step::Blocked { reason, message },
+    }
+}
+
+/// Whether each region's consumers run (in `o.regions` order). ActiveActive: everywhere.
+/// ActivePassive: only the Lease's holder, and nobody while a move is under way (the target
+/// starts only after it holds the Lease, the source stops before anything else happens).
+pub fn desired_consumers(o: &Observation) -> Vec<(String, Consumers)> {
+    o.regions
+        .iter()
+        .map(|r| {
+            let run = match o.mode {
+                GroupMode::ActiveActive => true,
+                GroupMode::ActivePassive => {
+                    o.in_progress.is_none()
+                        && o.lease.as_ref().is_some_and(|l| l.holder == r.region)
+                }
+            };
+            (
+                r.region.clone(),
+                if run { Consumers::Run } else { Consumers::Stop },
+            )
+        })
+        .collect()
+}
+
+/// The regions that get a standby sync Job from the active region: every other region, in
+/// ActivePassive only (in ActiveActive each region's group keeps its own position), and none
+/// while a move is under way (their epoch is about to be superseded).
+pub fn standby_regions(o: &Observation) -> Vec<String> {
+    match (&o.lease, &o.in_progress, o.mode) {
+        (Some(l), None, GroupMode::ActivePassive) => o
+            .regions
+            .iter()
+            .filter(|r| r.region != l.holder)
+            .map(|r| r.region.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, healthy: bool, sync_age: Option<u64>) -> RegionView {
+        RegionView {
+            region: name.into(),
+            healthy,
+            sync_age: sync_age.map(Duration::from_secs),
+            group_members: Some(0),
+            running_consumers: 0,
+        }
+    }
+
+    fn obs(regions: Vec<RegionView>, lease: Option<(&str, u64, bool)>) -> Observation {
+        Observation {
+            mode: GroupMode::ActivePassive,
+            automatic: true,
+            accept_data_loss: false,
+            max_sync_age: Duration::from_secs(30),
+            regions,
+            intent: None,
+            acted_intent: None,
+            lease: lease.map(|(h, e, expired)| LeaseView {
+                holder: h.into(),
+                epoch: e,
+                expired,
+            }),
+            in_progress: None,
+            previous_active: None,
+            final_sync: FinalSync::NotStarted,
+        }
+    }
+
+    #[test]
+    fn first_activation_picks_the_first_healthy_region_at_epoch_one() {
+        let o = obs(
+            vec![view("east", false, None), view("west", true, None)],
+            None,
+        );
+        let Step::Begin(m) = decide(&o) else {
+            panic!("{:?}", decide(&o))
+        };
+        assert_eq!(
+            (m.to.as_str(), m.epoch, m.reason),
+            ("west", 1, MoveReason::Initial)
+        );
+    }
+
+    #[test]
+    fn a_dead_active_region_fails_over_to_the_first_fresh_standby() {
+        let o = obs(
+            vec![
+                view("east", false, None),
+                view("west", true, Some(60)),
+                view("central", true, Some(1)),
+            ],
+            Some(("east", 3, false)),
+        );
+        let Step::Begin(m) = decide(&o) else {
+            panic!("{:?}", decide(&o))
+        };
+        assert_eq!(
+            (m.to.as_str(), m.epoch, m.kind),
+            ("central", 4, MoveKind::Unplanned)
+        );
+        // It then waits for the Lease to expire before taking it.
+        let mut o = o;
+        o.in_progress = Some(m.clone());
+        assert!(matches!(decide(&o), Step::WaitForLeaseExpiry { .. }));
+        o.lease.as_mut().expect("lease").expired = true;
+        assert_eq!(
+            decide(&o),
+            Step::TakeLease {
+                to: "central".into(),
+                epoch: 4,
+                expect: Some(("east".into(), 3))
+            }
+        );
+    }
+
+    #[test]
+    fn stale_standbys_block_failover_until_data_loss_is_accepted() {
+        let mut o = obs(
+            vec![view("east", false, None), view("west", true, Some(60))],
+            Some(("east", 1, true)),
+        );
+        assert!(matches!(
+            decide(&o),
+            Step::Blocked {
+                reason: "FailoverBlocked",
+                ..
+            }
+        ));
+        o.accept_data_loss = true;
+        assert!(matches!(decide(&o), Step::Begin(_)));
+    }
+
+    #[test]
+    fn an_automatic_failover_is_not_undone_when_the_pinned_region_returns() {
+        let mut o = obs(
+            vec![view("east", true, Some(1)), view("west", true, Some(1))],
+            Some(("west", 2, false)),
+        );
+        o.intent = Some("east".into());
+        o.acted_intent = Some("east".into());
+        o.previous_active = Some("east".into());
+        assert_eq!(
+            decide(&o),
+            Step::Steady {
+                renew: true,
+                acknowledge_intent: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_planned_move_drains_translates_then_takes_the_lease() {
+        let mut o = obs(
+            vec![view("east", true, Some(1)), view("west", true, Some(1))],
+            Some(("east", 1, false)),
+        );
+        o.intent = Some("west".into());
+        o.acted_intent = Some("east".into());
+        let Step::Begin(m) = decide(&o) else {
+            panic!("{:?}", decide(&o))
+        };
+        assert_eq!(m.kind, MoveKind::Planned);
+        o.in_progress = Some(m);
+        assert!(
+            desired_consumers(&o)
+                .iter()
+                .all(|(_, c)| *c == Consumers::Stop)
+        );
+        o.regions[0].running_consumers = 2;
+        assert!(matches!(decide(&o), Step::WaitForSourceEmpty { .. }));
+        o.regions[0].running_consumers = 0;
+        o.regions[0].group_members = Some(1);
+        assert!(matches!(decide(&o), Step::WaitForSourceEmpty { .. }));
+        o.regions[0].group_members = Some(0);
+        assert!(matches!(decide(&o), Step::RunFinalSync { epoch: 2, .. }));
+        o.final_sync = FinalSync::Running;
+        assert_eq!(decide(&o), Step::WaitForFinalSync);
+        o.final_sync = FinalSync::Succeeded;
+        assert!(matches!(decide(&o), Step::TakeLease { epoch: 2, .. }));
+        o.lease = Some(LeaseView {
+            holder: "west".into(),
+            epoch: 2,
+            expired: false,
+        });
+        assert!(matches!(decide(&o), Step::Finish(_)));
+    }
+}
