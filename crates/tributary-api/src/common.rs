@@ -127,6 +127,10 @@ pub mod condition_type {
     pub const READY: &str = "Ready";
     /// The object works partly (e.g. some routes stalled) or is waiting for a fix.
     pub const DEGRADED: &str = "Degraded";
+    /// A ConsumerGroupFailover's active region is moving.
+    pub const FAILING_OVER: &str = "FailingOver";
+    /// A ConsumerGroupFailover needs a move that is refused (stale standby, no healthy region).
+    pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
 }
 
 /// Looks up a condition by type.

@@ -138,6 +138,15 @@ pub struct FailoverPolicy {
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('10m')")
         .message("leaseDuration must be between 5s and 10m"))]
     pub lease_duration: String,
+    /// How stale a standby's offsets may be for an automatic failover to it (Go duration, 1s
+    /// to 1h): time since its sync Job last matched a full translation. Staler or unknown ⇒
+    /// the failover is refused (`FailoverBlocked`) until the annotation
+    /// `tributary.dev/accept-data-loss: "true"` is set.
+    #[serde(default = "default_max_sync_age")]
+    #[schemars(length(max = 32), regex(pattern = DURATION))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')")
+        .message("maxSyncAge must be between 1s and 1h"))]
+    pub max_sync_age: String,
 }
 
 impl Default for FailoverPolicy {
@@ -147,8 +156,13 @@ impl Default for FailoverPolicy {
             probe_period: default_probe_period(),
             failure_threshold: default_failure_threshold(),
             lease_duration: default_lease_duration(),
+            max_sync_age: default_max_sync_age(),
         }
     }
+}
+
+fn default_max_sync_age() -> String {
+    "30s".into()
 }
 
 fn default_true() -> bool {
@@ -197,7 +211,8 @@ pub struct ConsumerGroupFailoverStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, `Degraded`, `FailingOver`, with reasons such as `RegionDown`, `SyncStale`.
+    /// `Ready`, `Degraded`, `FailingOver`, `FailoverBlocked`, with reasons such as
+    /// `RegionDown`, `FailoverBlocked`, `AutomaticFailoverDisabled`, `Draining`, `FinalSync`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -217,6 +232,42 @@ pub struct ConsumerGroupFailoverStatus {
     /// The most recent change of active region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
+
+    /// The change of active region under way, written before its first step so that a
+    /// restarted operator resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_move: Option<PendingMove>,
+
+    /// The `spec.activeRegion` the operator last acted on: a planned move starts when the
+    /// spec differs from it, so an automatic failover is not undone when the pinned region
+    /// returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_active_region: Option<String>,
+}
+
+/// A change of active region under way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingMove {
+    /// The region the group leaves (absent at the first activation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The region the group moves to.
+    pub to: String,
+    /// `Initial`, `RegionDown`, `SpecChanged`, `Failback`.
+    pub reason: String,
+    /// `Planned` (drain, final translation, then the Lease) or `Unplanned` (the source is
+    /// down: wait for its Lease to expire, resume from the standby's warm offsets).
+    pub kind: String,
+    /// The epoch the move produces.
+    pub epoch: i64,
+    /// When the move started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Time>,
+    /// When the region the group leaves was first seen down (unplanned moves): the start of
+    /// the measured RTO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<Time>,
 }
 
 /// Health and position of the group in one region.
@@ -233,9 +284,16 @@ pub struct RegionStatus {
     /// Records between the group's committed offsets and the log end, summed over partitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_lag: Option<i64>,
-    /// When the group's offsets were last translated into this region.
+    /// When the group's offsets were last translated into this region (its standby sync
+    /// Job's last full match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+    /// Members of the group in this region's aggregate cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<i32>,
+    /// `Active`, `Standby`, or `Down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// A change of active region.
@@ -247,8 +305,11 @@ pub struct FailoverRecord {
     pub from: Option<String>,
     /// The region the group moved to.
     pub to: String,
-    /// Why: `RegionDown`, `SpecChanged`, `Failback`.
+    /// Why: `Initial`, `RegionDown`, `SpecChanged`, `Failback`.
     pub reason: String,
+    /// `Planned` or `Unplanned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// The epoch the move produced.
     pub epoch: i64,
     /// When the move started.
@@ -257,6 +318,10 @@ pub struct FailoverRecord {
     /// When the group was committed in the new region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Time>,
+    /// Seconds from the failure's detection (unplanned) or the move's start (planned) until
+    /// the new region held the Lease with its consumers scaled up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<f64>,
     /// Per aggregate partition, where the group resumed in the new region.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resume_offsets: Vec<PartitionOffset>,

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub registry: Registry,
     /// Seconds since the last round that ended with B's offsets as the plan wants them.
     pub sync_age_seconds: Gauge<f64, AtomicU64>,
+    /// Unix time of that round (0 until one happened): the operator judges a standby's
+    /// freshness from it with its own clock, whatever the length of the rounds since.
+    pub last_synced_timestamp_seconds: Gauge<f64, AtomicU64>,
     /// Per partition: B's log end minus the translated resume offset.
     pub translated_lag_records: Family<PartitionLabels, Gauge>,
     pub commits_skipped_group_active: Counter,
@@ -46,6 +49,7 @@ impl Metrics {
         let m = Self {
             registry: Registry::default(),
             sync_age_seconds: Gauge::default(),
+            last_synced_timestamp_seconds: Gauge::default(),
             translated_lag_records: Family::default(),
             commits_skipped_group_active: Counter::default(),
             commits: Counter::default(),
@@ -64,6 +68,11 @@ impl Metrics {
             "sync_age_seconds",
             "Seconds since the standby's offsets last matched a fresh translation",
             m.sync_age_seconds.clone(),
+        );
+        registry.register(
+            "last_synced_timestamp_seconds",
+            "Unix time the standby's offsets last matched a fresh translation (0: never)",
+            m.last_synced_timestamp_seconds.clone(),
         );
         registry.register(
             "translated_lag_records",

@@ -553,6 +553,14 @@ impl CheckpointSync {
         self.previous_from = committed;
         if caught_up {
             self.last_synced = Instant::now();
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            self.health
+                .metrics
+                .last_synced_timestamp_seconds
+                .set(unix);
         }
         self.health.metrics.rounds.inc();
         Ok(RoundReport {

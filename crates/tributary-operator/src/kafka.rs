@@ -75,6 +75,17 @@ pub struct RouteProgress {
     pub last_checkpoint_ms: Option<i64>,
 }
 
+/// Where a consumer group stands on one cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupPosition {
+    /// Members of the group (classic protocol, DescribeGroups).
+    pub members: u32,
+    /// `(topic, partition)` → committed offset, for partitions the group committed.
+    pub committed: BTreeMap<(String, i32), i64>,
+    /// Log end minus committed offset, summed over the committed partitions.
+    pub lag: i64,
+}
+
 /// The admin calls the operator makes. Every call is bounded in time by the implementation.
 pub trait ClusterAdmin: Send + Sync + 'static {
     /// Topics of the cluster with their partition counts and the asked configs; `names: None`
@@ -123,6 +134,16 @@ pub trait ClusterAdmin: Send + Sync + 'static {
 
     /// Drops cached clients of connections no longer in use (objects deleted or changed).
     fn retain_connections(&self, _in_use: &[&ResolvedConnection]) {}
+
+    /// The group's members and committed offsets on `topics` (also the failover health probe:
+    /// an error means the cluster did not answer within `timeout`).
+    fn group_position<'a>(
+        &'a self,
+        conn: &'a ResolvedConnection,
+        group: &'a str,
+        topics: &'a [String],
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<GroupPosition, KafkaFailure>>;
 
     /// The latest checkpoint of every partition of `routes` in `checkpoint_topic`.
     fn route_progress<'a>(

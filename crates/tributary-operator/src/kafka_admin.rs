@@ -18,7 +18,8 @@ use tributary_kafka::rdkafka::{Offset, TopicPartitionList};
 use tributary_kafka::{ClientSettings, KafkaAdmin, KafkaError, TopicSpec};
 
 use crate::kafka::{
-    ClusterAdmin, KafkaFailure, NewTopic, ObservedTopic, ResolvedConnection, RouteProgress,
+    ClusterAdmin, GroupPosition, KafkaFailure, NewTopic, ObservedTopic, ResolvedConnection,
+    RouteProgress,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(8);
@@ -38,6 +39,8 @@ struct Clients {
     admins: HashMap<String, KafkaAdmin>,
     raw: HashMap<String, Arc<AdminClient<DefaultClientContext>>>,
     followers: HashMap<String, Arc<Mutex<Follower>>>,
+    /// One consumer per (cluster, group), never subscribed: OffsetFetch and DescribeGroups only.
+    groups: HashMap<String, Arc<BaseConsumer>>,
 }
 
 /// The production [`ClusterAdmin`].
@@ -170,6 +173,85 @@ impl RealClusterAdmin {
     }
 }
 
+impl RealClusterAdmin {
+    fn group_reader(
+        &self,
+        conn: &ResolvedConnection,
+        group: &str,
+    ) -> Result<Arc<BaseConsumer>, KafkaFailure> {
+        let key = format!("{}|group:{group}", cache_key(conn));
+        let mut c = self.clients.lock().map_err(|_| poisoned())?;
+        if let Some(g) = c.groups.get(&key) {
+            return Ok(g.clone());
+        }
+        let mut config = settings(conn).client_config().map_err(failure)?;
+        // The group's own id, so that OffsetFetch reads its offsets; never subscribed, so it
+        // never joins (it cannot disturb the group's members).
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| rd_failure(conn, "creating a group reader", None, e))?;
+        let consumer = Arc::new(consumer);
+        c.groups.insert(key, consumer.clone());
+        Ok(consumer)
+    }
+}
+
+/// DescribeGroups, metadata, OffsetFetch and ListOffsets for one group, each bounded by
+/// `timeout` (blocking: run on a blocking thread).
+fn read_group_position(
+    consumer: &BaseConsumer,
+    conn: &ResolvedConnection,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<GroupPosition, KafkaFailure> {
+    let groups = consumer
+        .fetch_group_list(Some(group), timeout)
+        .map_err(|e| rd_failure(conn, "describing the consumer group", None, e))?;
+    let members = groups
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map(|g| g.members().len() as u32)
+        .unwrap_or(0);
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| rd_failure(conn, "reading topic metadata", Some(topic), e))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition(t.name(), p.id());
+            }
+        }
+    }
+    let mut position = GroupPosition {
+        members,
+        ..Default::default()
+    };
+    if tpl.count() == 0 {
+        return Ok(position);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| rd_failure(conn, "reading committed offsets", None, e))?;
+    for e in committed.elements() {
+        if let Offset::Offset(o) = e.offset() {
+            let (_, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .map_err(|err| rd_failure(conn, "reading offsets", Some(e.topic()), err))?;
+            position.lag += (high - o).max(0);
+            position
+                .committed
+                .insert((e.topic().to_string(), e.partition()), o);
+        }
+    }
+    Ok(position)
+}
+
 fn poisoned() -> KafkaFailure {
     KafkaFailure {
         message: "internal: client cache poisoned".into(),
@@ -280,6 +362,8 @@ impl ClusterAdmin for RealClusterAdmin {
             c.admins.retain(|k, _| keys.contains(k));
             c.raw.retain(|k, _| keys.contains(k));
             c.followers
+                .retain(|k, _| keys.iter().any(|key| k.starts_with(&format!("{key}|"))));
+            c.groups
                 .retain(|k, _| keys.iter().any(|key| k.starts_with(&format!("{key}|"))));
         }
     }
@@ -477,6 +561,25 @@ impl ClusterAdmin for RealClusterAdmin {
                 out.insert(t.name, offsets.iter().map(|o| o.end).collect());
             }
             Ok(out)
+        }
+        .boxed()
+    }
+
+    fn group_position<'a>(
+        &'a self,
+        conn: &'a ResolvedConnection,
+        group: &'a str,
+        topics: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<GroupPosition, KafkaFailure>> {
+        async move {
+            let consumer = self.group_reader(conn, group)?;
+            let (conn, group, topics) = (conn.clone(), group.to_string(), topics.to_vec());
+            tokio::task::spawn_blocking(move || {
+                read_group_position(&consumer, &conn, &group, &topics, timeout)
+            })
+            .await
+            .map_err(|_| poisoned())?
         }
         .boxed()
     }

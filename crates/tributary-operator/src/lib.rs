@@ -1,6 +1,8 @@
 //! The Tributary operator: reconciles `RegionalStream` (a region's topics on its regional
-//! cluster) and `AggregateCluster` (aggregate topics, the checkpoint topic, and one replicator
-//! Deployment per route) — see `DESIGN.md`.
+//! cluster), `AggregateCluster` (aggregate topics, the checkpoint topic, and one replicator
+//! Deployment per route) and `ConsumerGroupFailover` (the active-region Lease, the
+//! `<name>-active` ConfigMap, standby sync Jobs, the workloads' scale, failover) — see
+//! `DESIGN.md` and `docs/failover.md`.
 //!
 //! Pure steps (validate, build) are in [`model`], [`replicator`] and [`kafka::plan_topic_changes`];
 //! I/O is in the controllers, the [`prober`] (Kafka health as an external relation) and the
@@ -8,9 +10,11 @@
 
 pub mod aggregate_cluster;
 pub mod conditions;
+pub mod consumer_group_failover;
 pub mod context;
 pub mod error;
 pub mod frame;
+pub mod group_prober;
 pub mod kafka;
 pub mod kafka_admin;
 pub mod metrics;
@@ -22,5 +26,6 @@ pub mod replicator;
 pub mod run;
 pub mod secrets;
 mod status_util;
+pub mod sync_job;
 
 pub use run::{OperatorArgs, run, run_blocking};

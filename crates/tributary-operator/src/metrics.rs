@@ -22,6 +22,17 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Regions are few and named by the operator's users in spec: a bounded set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
 }
@@ -38,6 +49,14 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     pub routes: Family<StateLabels, Gauge>,
     pub leader: Gauge,
+    /// Completed moves of an active region, by reason (`Initial`, `RegionDown`, ...).
+    pub failovers: Family<ReasonLabels, Counter>,
+    /// The highest epoch of any group's Lease this operator wrote.
+    pub active_epoch: Gauge,
+    /// 1 while the region's aggregate cluster answers the group probes.
+    pub region_healthy: Family<RegionLabels, Gauge>,
+    /// Age of the region's standby offsets (the stalest over the groups seen last).
+    pub standby_sync_age: Family<RegionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Routes per state per AggregateCluster, summed into `routes`.
     route_counts: Mutex<std::collections::BTreeMap<String, [i64; 4]>>,
 }
@@ -61,6 +80,31 @@ impl Default for Metrics {
             );
         let routes = Family::<StateLabels, Gauge>::default();
         let leader = Gauge::default();
+        let failovers = Family::<ReasonLabels, Counter>::default();
+        let active_epoch = Gauge::default();
+        let region_healthy = Family::<RegionLabels, Gauge>::default();
+        let standby_sync_age =
+            Family::<RegionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "failovers",
+            "Completed moves of a group's active region, by reason",
+            failovers.clone(),
+        );
+        registry.register(
+            "active_epoch",
+            "Highest active-region epoch written by this operator",
+            active_epoch.clone(),
+        );
+        registry.register(
+            "region_healthy",
+            "1 while the region's aggregate cluster answers the failover probes",
+            region_healthy.clone(),
+        );
+        registry.register(
+            "standby_sync_age_seconds",
+            "Seconds since the region's standby offsets last matched a full translation",
+            standby_sync_age.clone(),
+        );
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -85,6 +129,10 @@ impl Default for Metrics {
             reconcile_duration,
             routes,
             leader,
+            failovers,
+            active_epoch,
+            region_healthy,
+            standby_sync_age,
             route_counts: Mutex::default(),
         }
     }
@@ -94,6 +142,27 @@ impl Metrics {
     /// Text exposition format.
     pub fn encode(&self) -> String {
         tributary_runtime::encode_registry(&self.registry)
+    }
+
+    pub fn count_failover(&self, reason: &str) {
+        self.failovers
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a region's health and standby freshness as one group saw them.
+    pub fn set_region(&self, region: &str, healthy: bool, sync_age: Option<f64>) {
+        let labels = RegionLabels {
+            region: region.to_string(),
+        };
+        self.region_healthy
+            .get_or_create(&labels)
+            .set(i64::from(healthy));
+        if let Some(age) = sync_age {
+            self.standby_sync_age.get_or_create(&labels).set(age);
+        }
     }
 
     /// Records the route states of one AggregateCluster (`None` when it is gone).

@@ -25,7 +25,55 @@ const MAX_NAME: usize = 63;
 /// truncated and suffixed with a hash when longer than 63 characters (so it is still a valid
 /// label value and unique per route).
 pub fn route_deployment_name(source: &str, aggregate: &str) -> String {
-    let full = format!("tributary-route-{source}-to-{aggregate}");
+    bounded_name(format!("tributary-route-{source}-to-{aggregate}"))
+}
+
+/// The standby sync Job of a ConsumerGroupFailover into `region` for `epoch`.
+pub fn sync_job_name(failover: &str, region: &str, epoch: u64) -> String {
+    bounded_name(format!("{failover}-sync-{region}-e{epoch}"))
+}
+
+/// The final-translation Job of the move into `region` producing `epoch`.
+pub fn final_sync_job_name(failover: &str, region: &str, epoch: u64) -> String {
+    bounded_name(format!("{failover}-final-{region}-e{epoch}"))
+}
+
+/// The Lease and the ConfigMap of a ConsumerGroupFailover: `<name>-active`.
+pub fn active_name(failover: &str) -> String {
+    format!("{failover}-active")
+}
+
+/// Label naming the ConsumerGroupFailover of a sync Job.
+pub const FAILOVER_LABEL: &str = "tributary.dev/failover";
+/// Label naming the region a sync Job writes into.
+pub const REGION_LABEL: &str = "tributary.dev/region";
+/// Label naming the epoch a sync Job acts for.
+pub const EPOCH_LABEL: &str = "tributary.dev/epoch";
+/// Annotation that lets an automatic failover proceed to a stale or unknown standby.
+pub const ACCEPT_DATA_LOSS_ANNOTATION: &str = "tributary.dev/accept-data-loss";
+
+/// Labels of the sync Jobs of one ConsumerGroupFailover (the prune selector).
+pub fn failover_selector_labels(failover: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "tributary".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            failover.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
+        (FAILOVER_LABEL.to_string(), failover.to_string()),
+    ])
+}
+
+/// `full` if it is a valid name length, else truncated to 63 with a stable hash suffix (so it
+/// is still a valid label value and unique).
+fn bounded_name(full: String) -> String {
     if full.len() <= MAX_NAME {
         return full;
     }

@@ -130,15 +130,7 @@ pub fn build_route_deployment(
         liveness_probe: Some(probe("/healthz", 10)),
         resources: r.resources.clone(),
         volume_mounts: (!mounts.mounts.is_empty()).then(|| mounts.mounts.clone()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(restricted_container()),
         ..Default::default()
     };
 
@@ -171,16 +163,7 @@ pub fn build_route_deployment(
                     // The replicator drains and writes a last checkpoint on SIGTERM.
                     termination_grace_period_seconds: Some(30),
                     automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(restricted_pod()),
                     ..Default::default()
                 }),
             },
@@ -190,9 +173,38 @@ pub fn build_route_deployment(
     }
 }
 
+/// The container security of every pod the operator runs: no privilege escalation, read-only
+/// root, no capabilities.
+pub(crate) fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod security of every pod the operator runs: non-root (the image's nonroot user),
+/// runtime-default seccomp.
+pub(crate) fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Required node affinity to the aggregate's region: a route's replicator runs next to its
 /// destination, so a source region's loss stalls only the routes it feeds.
-fn region_affinity(region: &str) -> Affinity {
+pub(crate) fn region_affinity(region: &str) -> Affinity {
     Affinity {
         node_affinity: Some(NodeAffinity {
             required_during_scheduling_ignored_during_execution: Some(NodeSelector {
@@ -212,9 +224,9 @@ fn region_affinity(region: &str) -> Affinity {
 }
 
 #[derive(Default)]
-struct SecretMounts {
-    volumes: Vec<Volume>,
-    mounts: Vec<VolumeMount>,
+pub(crate) struct SecretMounts {
+    pub(crate) volumes: Vec<Volume>,
+    pub(crate) mounts: Vec<VolumeMount>,
 }
 
 impl SecretMounts {
@@ -246,7 +258,11 @@ impl SecretMounts {
 }
 
 /// `--<side>-bootstrap` and friends for one connection; TLS/SASL secrets become mounted files.
-fn connection_args(side: &str, k: &KafkaConnection, mounts: &mut SecretMounts) -> Vec<String> {
+pub(crate) fn connection_args(
+    side: &str,
+    k: &KafkaConnection,
+    mounts: &mut SecretMounts,
+) -> Vec<String> {
     let mut args = vec![format!(
         "--{side}-bootstrap={}",
         k.bootstrap_servers.join(",")

@@ -9,15 +9,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use tributary_api::{AggregateCluster, RegionalStream};
+use tributary_api::{AggregateCluster, ConsumerGroupFailover, RegionalStream};
 use tributary_runtime::{LogFormat, parse_duration};
 
 use crate::context::Context;
+use crate::group_prober::GroupProber;
 use crate::kafka::ClusterAdmin;
 use crate::kafka_admin::RealClusterAdmin;
 use crate::metrics::Metrics;
@@ -51,6 +53,30 @@ pub struct OperatorArgs {
     /// This instance's identity in the Lease and in events.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Kubeconfig of the coordination API server that holds the active-region Leases of
+    /// ConsumerGroupFailovers (its etcd should keep a member in three regions). Default: the
+    /// operator's own cluster (the stretched topology).
+    #[arg(long, env = "TRIBUTARY_COORDINATION_KUBECONFIG")]
+    pub coordination_kubeconfig: Option<std::path::PathBuf>,
+}
+
+/// The client of the coordination API server: `path`'s cluster, else the operator's own.
+async fn coordination_client(
+    own: &kube::Client,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<kube::Client> {
+    let Some(path) = path else {
+        return Ok(own.clone());
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading --coordination-kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .with_context(|| format!("--coordination-kubeconfig {}", path.display()))?;
+    kube::Client::try_from(config).context("connecting to the coordination API server")
 }
 
 /// What the operator answers on `/metrics`, `/healthz` and `/readyz`.
@@ -162,6 +188,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
     let admin: Arc<dyn ClusterAdmin> = Arc::new(RealClusterAdmin::default());
     let (prober, triggers) = Prober::new();
+    let coordination =
+        coordination_client(&client, args.coordination_kubeconfig.as_deref()).await?;
+    let (group_prober, group_triggers) = GroupProber::new(admin.clone());
 
     let streams_api: Api<DeserializeGuard<RegionalStream>> = Api::all(client.clone());
     let aggregates_api: Api<DeserializeGuard<AggregateCluster>> = Api::all(client.clone());
@@ -180,6 +209,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let admin_for_prober = admin.clone();
     let ctx = Arc::new(Context {
         client: client.clone(),
+        coordination,
+        group_prober,
         admin,
         prober,
         recorder,
@@ -244,6 +275,31 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         }
     };
 
+    // ConsumerGroupFailovers: health from the group prober, their sync Jobs owned. The
+    // ConfigMap is not watched: the operator itself rewrites it at every renewal.
+    let failovers_api: Api<DeserializeGuard<ConsumerGroupFailover>> = Api::all(client.clone());
+    let jobs_api: Api<Job> = Api::all(client.clone());
+    let owned_jobs = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        names::MANAGED_BY
+    ));
+    let failover_run = Controller::new(failovers_api, watcher::Config::default())
+        .owns(jobs_api, owned_jobs)
+        .reconcile_on(group_triggers.map(|o| guarded(&o)))
+        .graceful_shutdown_on(stopped())
+        .run(
+            frame::reconcile::<ConsumerGroupFailover>,
+            frame::error_policy::<ConsumerGroupFailover>,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let failover_streams = ctx.streams.clone();
+    let failover_run = async move {
+        if failover_streams.wait_until_ready().await.is_ok() {
+            failover_run.await;
+        }
+    };
+
     let lost = async {
         match leadership.as_mut() {
             Some((rx, _)) => {
@@ -252,7 +308,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             None => futures::future::pending::<()>().await,
         }
     };
-    let controllers = futures::future::join(stream_run, aggregate_run);
+    let controllers = futures::future::join3(stream_run, aggregate_run, failover_run);
     let result = tokio::select! {
         _ = controllers => Ok(()),
         _ = lost => Err(anyhow::anyhow!("lost the leader Lease {}/{}; exiting so that a new leader takes over cleanly", args.lease_namespace, args.lease_name)),

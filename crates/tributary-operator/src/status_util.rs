@@ -7,14 +7,21 @@ use tributary_api::condition_type;
 use crate::conditions::state_of;
 use crate::context::Context;
 
-/// Publishes one event per condition (`Ready`, `Degraded`) whose status or reason changed.
+/// Publishes one event per condition (`Ready`, `Degraded`, `FailingOver`, `FailoverBlocked`)
+/// whose status or reason changed.
 pub async fn announce_transitions(
     ctx: &Context,
     regarding: &ObjectReference,
     old: &[Condition],
     new: &[Condition],
 ) {
-    for type_ in [condition_type::READY, condition_type::DEGRADED] {
+    for type_ in [
+        condition_type::READY,
+        condition_type::DEGRADED,
+        condition_type::FAILING_OVER,
+        condition_type::FAILOVER_BLOCKED,
+    ] {
+        let quiet_when_false = type_ != condition_type::READY;
         let before = state_of(old, type_);
         let Some((status, reason)) = state_of(new, type_) else {
             continue;
@@ -23,7 +30,7 @@ pub async fn announce_transitions(
             continue;
         }
         // A fresh object that is fine needs no "not degraded" event.
-        if type_ == condition_type::DEGRADED && status == "False" && before.is_none() {
+        if quiet_when_false && status == "False" && before.is_none() {
             continue;
         }
         let message = new
@@ -32,7 +39,8 @@ pub async fn announce_transitions(
             .map(|c| c.message.clone())
             .unwrap_or_default();
         let warning = (type_ == condition_type::READY && status == "False")
-            || (type_ == condition_type::DEGRADED && status == "True");
+            || (type_ == condition_type::DEGRADED && status == "True")
+            || (type_ == condition_type::FAILOVER_BLOCKED && status == "True");
         let reason = if type_ == condition_type::DEGRADED && status == "False" {
             "Recovered".to_string()
         } else {

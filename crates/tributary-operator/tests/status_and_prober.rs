@@ -230,6 +230,21 @@ impl ClusterAdmin for FakeKafka {
         }
         .boxed()
     }
+    fn group_position<'a>(
+        &'a self,
+        _: &'a ResolvedConnection,
+        _: &'a str,
+        _: &'a [String],
+        _: std::time::Duration,
+    ) -> BoxFuture<'a, Result<tributary_operator::kafka::GroupPosition, KafkaFailure>> {
+        async move {
+            if self.is_down() {
+                return self.fail();
+            }
+            Ok(Default::default())
+        }
+        .boxed()
+    }
     fn route_progress<'a>(
         &'a self,
         _: &'a ResolvedConnection,

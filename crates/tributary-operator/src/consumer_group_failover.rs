@@ -1,0 +1,1226 @@
+//! The ConsumerGroupFailover controller: observes the group's world (the active-region Lease on
+//! the coordination API server, the move recorded in status, region health from the
+//! [`GroupProber`](crate::group_prober), standby freshness scraped from the sync Jobs, the
+//! workloads, the final-sync Job), asks [`tributary_core::failover::decide`] for the next
+//! step, performs that one step, and writes what it sees: the `<name>-active` ConfigMap, the
+//! standby sync Jobs, the workloads' scale, status, events and metrics.
+//!
+//! Pipeline: validate + dereference (AggregateClusters, Secrets) → observe → decide → apply
+//! (scale, the step, ConfigMap, sync Jobs) → status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tributary_api::aggregate_cluster::TopicNaming;
+use tributary_api::consumer_group_failover::{
+    FailoverMode, FailoverRecord, PartitionOffset, PendingMove, RegionStatus, WorkloadKind,
+    WorkloadRef,
+};
+use tributary_api::{
+    AggregateCluster, ConsumerGroupFailover, ConsumerGroupFailoverStatus, KafkaConnection,
+    condition_type,
+};
+use tributary_core::failover::{
+    Consumers, FinalSync, GroupMode, LeaseView, Move, MoveKind, MoveReason, Observation,
+    RegionView, Step, decide, desired_consumers, standby_regions,
+};
+use tributary_runtime::parse_duration;
+
+use crate::conditions::{self, Wanted};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::frame::Reconciled;
+use crate::group_prober::{GroupTarget, RegionHealth};
+use crate::names::{self, FIELD_MANAGER, PAUSED_ANNOTATION};
+use crate::sync_job::{SYNC_PORT, SyncJob, SyncKind};
+use crate::{model, secrets, status_util};
+
+const KIND: &str = "ConsumerGroupFailover";
+
+impl Reconciled for ConsumerGroupFailover {
+    const KIND: &'static str = KIND;
+
+    async fn reconcile(&self, ctx: &Context) -> Result<Action> {
+        reconcile_inner(self, ctx).await
+    }
+
+    async fn report_failure(&self, ctx: &Context, error: &Error) {
+        let mut status = self.status.clone().unwrap_or_default();
+        let wanted = [
+            Wanted::new(
+                condition_type::READY,
+                false,
+                error.category(),
+                error.to_string(),
+            ),
+            Wanted::new(
+                condition_type::DEGRADED,
+                true,
+                error.category(),
+                error.to_string(),
+            ),
+        ];
+        let mut merged = conditions::merge(&status.conditions, &wanted, self.meta().generation);
+        merged.extend(
+            status
+                .conditions
+                .iter()
+                .filter(|c| wanted.iter().all(|w| w.type_ != c.type_))
+                .cloned(),
+        );
+        status.conditions = merged;
+        let _ = write_status(self, ctx, status).await;
+    }
+}
+
+/// One region of the group, validated and dereferenced.
+struct RegionPlan {
+    region: String,
+    kafka: KafkaConnection,
+    checkpoint_topic: String,
+    naming: TopicNaming,
+    /// Source regions replicated into this region's aggregate.
+    sources: Vec<String>,
+    workload: Option<WorkloadRef>,
+}
+
+/// The validated spec.
+struct Plan {
+    mode: GroupMode,
+    probe_period: Duration,
+    lease_duration: Duration,
+    max_sync_age: Duration,
+    regions: Vec<RegionPlan>,
+}
+
+fn duration(field: &str, value: &str) -> Result<Duration> {
+    parse_duration(value).map_err(|e| Error::InvalidSpec(format!("{field}: {e}")))
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn to_time(t: SystemTime) -> Time {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    Time(Timestamp::from_millisecond(secs).unwrap_or_else(|_| Timestamp::now()))
+}
+
+fn time_unix(t: &Time) -> f64 {
+    t.0.as_millisecond() as f64 / 1000.0
+}
+
+async fn validate(cgf: &ConsumerGroupFailover, ctx: &Context) -> Result<Plan> {
+    let name = cgf.name_any();
+    let namespace = cgf.namespace().unwrap_or_default();
+    let spec = &cgf.spec;
+    let aggregates: Api<AggregateCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let streams: Vec<_> = ctx
+        .streams
+        .state()
+        .iter()
+        .filter_map(|s| s.0.as_ref().ok().cloned())
+        .collect();
+    let mut regions = Vec::new();
+    for (i, r) in spec.regions.iter().enumerate() {
+        let field = format!("spec.regions[{i}].aggregateCluster");
+        let agg = aggregates
+            .get_opt(&r.aggregate_cluster)
+            .await
+            .map_err(|source| Error::Dereference {
+                what: format!("AggregateCluster {namespace}/{} ({field})", r.aggregate_cluster),
+                source,
+            })?
+            .ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "ConsumerGroupFailover {name}: {field}: AggregateCluster {} not found in namespace {namespace}",
+                    r.aggregate_cluster
+                ))
+            })?;
+        if agg.spec.region != r.region {
+            return Err(Error::InvalidSpec(format!(
+                "ConsumerGroupFailover {name}: {field}: AggregateCluster {} is region {}, not {}",
+                r.aggregate_cluster, agg.spec.region, r.region
+            )));
+        }
+        let aggregate_plan = model::plan_aggregate(&agg, &streams)?;
+        let mut sources: Vec<String> = aggregate_plan
+            .routes
+            .iter()
+            .map(|r| r.source_region.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if sources.is_empty() {
+            sources.push(r.region.clone());
+        }
+        regions.push(RegionPlan {
+            region: r.region.clone(),
+            kafka: agg.spec.kafka.clone(),
+            checkpoint_topic: aggregate_plan.checkpoints.topic.clone(),
+            naming: aggregate_plan.naming,
+            sources,
+            workload: r.workload_ref.clone(),
+        });
+    }
+    if let Some(first) = regions.first()
+        && let Some(other) = regions
+            .iter()
+            .find(|r| r.naming != first.naming || r.checkpoint_topic != first.checkpoint_topic)
+    {
+        return Err(Error::InvalidSpec(format!(
+            "ConsumerGroupFailover {name}: the AggregateClusters of {} and {} differ in topicNaming or checkpoints.topic; offsets translate only between aggregates laid out alike",
+            first.region, other.region
+        )));
+    }
+    let f = &spec.failover;
+    Ok(Plan {
+        mode: match spec.mode {
+            FailoverMode::ActivePassive => GroupMode::ActivePassive,
+            FailoverMode::ActiveActive => GroupMode::ActiveActive,
+        },
+        probe_period: duration("spec.failover.probePeriod", &f.probe_period)?,
+        lease_duration: duration("spec.failover.leaseDuration", &f.lease_duration)?,
+        max_sync_age: duration("spec.failover.maxSyncAge", &f.max_sync_age)?,
+        regions,
+    })
+}
+
+fn pending_to_move(p: &PendingMove) -> Option<Move> {
+    Some(Move {
+        from: p.from.clone(),
+        to: p.to.clone(),
+        reason: MoveReason::parse(&p.reason)?,
+        kind: match p.kind.as_str() {
+            "Planned" => MoveKind::Planned,
+            "Unplanned" => MoveKind::Unplanned,
+            _ => return None,
+        },
+        epoch: u64::try_from(p.epoch).ok()?,
+    })
+}
+
+fn kind_str(k: MoveKind) -> &'static str {
+    match k {
+        MoveKind::Planned => "Planned",
+        MoveKind::Unplanned => "Unplanned",
+    }
+}
+
+fn lease_view(lease: &Lease, duration: Duration) -> Option<LeaseView> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.clone()?;
+    let epoch = u64::try_from(spec.lease_transitions.unwrap_or(0)).ok()?;
+    let seconds = spec
+        .lease_duration_seconds
+        .map(|s| s as f64)
+        .unwrap_or(duration.as_secs_f64());
+    let renewed = spec
+        .renew_time
+        .as_ref()
+        .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    Some(LeaseView {
+        holder,
+        epoch,
+        expired: renewed + seconds < now_unix(),
+    })
+}
+
+/// The pods of a workload that still exist (terminating ones included: a consumer that has
+/// not exited may still hold partitions).
+async fn running_consumers(ctx: &Context, namespace: &str, w: &WorkloadRef) -> Result<u32> {
+    let selector = match w.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+                Api::namespaced(ctx.client.clone(), namespace);
+            api.get_opt(&w.name)
+                .await
+                .map_err(|source| Error::Dereference {
+                    what: format!("Deployment {namespace}/{}", w.name),
+                    source,
+                })?
+                .and_then(|d| d.spec.map(|s| s.selector))
+        }
+        WorkloadKind::StatefulSet => {
+            let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+                Api::namespaced(ctx.client.clone(), namespace);
+            api.get_opt(&w.name)
+                .await
+                .map_err(|source| Error::Dereference {
+                    what: format!("StatefulSet {namespace}/{}", w.name),
+                    source,
+                })?
+                .and_then(|d| d.spec.map(|s| s.selector))
+        }
+    };
+    let Some(labels) = selector.and_then(|s| s.match_labels) else {
+        return Ok(0);
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&names::selector_string(&labels)))
+        .await
+        .map_err(|source| Error::Dereference {
+            what: format!("pods of {namespace}/{}", w.name),
+            source,
+        })?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .count() as u32)
+}
+
+/// Scales a workload through its `scale` subresource (server-side apply: the operator owns
+/// `spec.replicas`, nothing else of it).
+async fn scale(ctx: &Context, namespace: &str, w: &WorkloadRef, replicas: i32) -> Result<bool> {
+    let patch = Patch::Apply(json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": w.name, "namespace": namespace},
+        "spec": {"replicas": replicas},
+    }));
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let what = format!("{:?} {namespace}/{}", w.kind, w.name);
+    let current = match w.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+                Api::namespaced(ctx.client.clone(), namespace);
+            let Some(d) = api
+                .get_opt(&w.name)
+                .await
+                .map_err(|source| Error::Dereference {
+                    what: what.clone(),
+                    source,
+                })?
+            else {
+                return Ok(false);
+            };
+            let current = d.spec.and_then(|s| s.replicas);
+            if current != Some(replicas) {
+                api.patch_scale(&w.name, &pp, &patch)
+                    .await
+                    .map_err(|source| Error::Apply { what, source })?;
+            }
+            current
+        }
+        WorkloadKind::StatefulSet => {
+            let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+                Api::namespaced(ctx.client.clone(), namespace);
+            let Some(d) = api
+                .get_opt(&w.name)
+                .await
+                .map_err(|source| Error::Dereference {
+                    what: what.clone(),
+                    source,
+                })?
+            else {
+                return Ok(false);
+            };
+            let current = d.spec.and_then(|s| s.replicas);
+            if current != Some(replicas) {
+                api.patch_scale(&w.name, &pp, &patch)
+                    .await
+                    .map_err(|source| Error::Apply { what, source })?;
+            }
+            current
+        }
+    };
+    Ok(current != Some(replicas))
+}
+
+/// Unix time of a standby sync's last full match, scraped from its pod's `/metrics`; `None`
+/// when the pod is not running, does not answer, or never synced.
+async fn scrape_last_synced(pod_ip: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut s = tokio::net::TcpStream::connect((pod_ip, SYNC_PORT as u16))
+            .await
+            .ok()?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {pod_ip}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    })
+    .await
+    .ok()??;
+    body.lines()
+        .find_map(|l| l.strip_prefix("tributary_checkpoint_sync_last_synced_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+}
+
+/// The state of a Job and, when it failed, why (its pod's termination message).
+async fn job_state(ctx: &Context, namespace: &str, job: &Job) -> FinalSync {
+    if job.metadata.deletion_timestamp.is_some() {
+        return FinalSync::Running;
+    }
+    let status = job.status.clone().unwrap_or_default();
+    if status.succeeded.unwrap_or(0) > 0 {
+        return FinalSync::Succeeded;
+    }
+    let failed = status.failed.unwrap_or(0) > 0
+        || status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Failed" && c.status == "True");
+    if !failed {
+        return FinalSync::Running;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let message = pods
+        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+        .await
+        .ok()
+        .and_then(|l| {
+            l.items.iter().find_map(|p| {
+                p.status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .iter()
+                    .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+            })
+        })
+        .map(|m| {
+            let m = m.trim();
+            m.lines().last().unwrap_or(m).to_string()
+        })
+        .unwrap_or_else(|| "the Job failed (see its pod's log)".into());
+    FinalSync::Failed(format!("Job {}: {message}", job.name_any()))
+}
+
+fn job_epoch(job: &Job) -> Option<u64> {
+    job.labels().get(names::EPOCH_LABEL)?.parse().ok()
+}
+
+fn job_region(job: &Job) -> Option<&str> {
+    job.labels().get(names::REGION_LABEL).map(String::as_str)
+}
+
+fn job_kind(job: &Job) -> Option<SyncKind> {
+    match job
+        .labels()
+        .get("app.kubernetes.io/component")
+        .map(String::as_str)
+    {
+        Some("checkpoint-sync") => Some(SyncKind::Standby),
+        Some("final-sync") => Some(SyncKind::Final),
+        _ => None,
+    }
+}
+
+async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Result<Action> {
+    let name = cached.name_any();
+    let ns = cached.namespace().unwrap_or_default();
+    let obj_ref = ObjectRef::from_obj(cached);
+    if cached
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
+        tracing::info!(
+            namespace = ns,
+            name,
+            "paused by annotation; not reconciling"
+        );
+        return Ok(Action::await_change());
+    }
+    if cached.meta().deletion_timestamp.is_some() {
+        // Jobs and the ConfigMap go with their owner; the Lease stays on the coordination
+        // server, so a re-created object continues the epoch sequence.
+        ctx.group_prober.forget(&obj_ref);
+        return Ok(Action::await_change());
+    }
+    // The status is the memory of a move: read it fresh, not from the watch cache.
+    let api: Api<ConsumerGroupFailover> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(cgf) = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Dereference {
+            what: format!("{KIND} {ns}/{name}"),
+            source,
+        })?
+    else {
+        return Ok(Action::await_change());
+    };
+    let plan = validate(&cgf, ctx).await?;
+    let image = ctx.default_image.clone().ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "{KIND} {name}: no image for the sync Jobs: set TRIBUTARY_IMAGE on the operator"
+        ))
+    })?;
+    let owner = cgf
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidSpec(format!("{KIND} {name} has no uid yet")))?;
+
+    // Dereference: the aggregate clusters' Secrets, for the prober.
+    let mut targets = Vec::new();
+    for r in &plan.regions {
+        let conn = secrets::resolve(
+            &ctx.client,
+            &ns,
+            format!("aggregate cluster of {}", r.region),
+            &r.kafka,
+            "spec.kafka",
+        )
+        .await?;
+        targets.push((r.region.clone(), conn));
+    }
+    ctx.group_prober.watch(
+        obj_ref.clone(),
+        GroupTarget {
+            group: cgf.spec.group_id.clone(),
+            topics: cgf.spec.topics.clone(),
+            period: plan.probe_period,
+            failure_threshold: cgf.spec.failover.failure_threshold.max(1) as u32,
+            regions: targets,
+        },
+    );
+    let health = ctx.group_prober.health(&obj_ref);
+
+    // Observe.
+    let leases: Api<Lease> = Api::namespaced(ctx.coordination.clone(), &ns);
+    let lease_name = names::active_name(&name);
+    let lease = leases
+        .get_opt(&lease_name)
+        .await
+        .map_err(|source| Error::Dereference {
+            what: format!("Lease {ns}/{lease_name} on the coordination API server"),
+            source,
+        })?;
+    let view = lease
+        .as_ref()
+        .and_then(|l| lease_view(l, plan.lease_duration));
+    if lease.is_some() && view.is_none() {
+        // Fail closed: a Lease we cannot read is not a Lease we may overwrite.
+        return Err(Error::InvalidSpec(format!(
+            "Lease {ns}/{lease_name} has no holderIdentity or a negative leaseTransitions; fix or delete it by hand"
+        )));
+    }
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs = jobs_api
+        .list(&ListParams::default().labels(&names::selector_string(
+            &names::failover_selector_labels(&name),
+        )))
+        .await
+        .map_err(|source| Error::Dereference {
+            what: format!("Jobs of {KIND} {ns}/{name}"),
+            source,
+        })?
+        .items;
+    let old_status = cgf.status.clone().unwrap_or_default();
+    let in_progress = old_status.pending_move.as_ref().and_then(pending_to_move);
+
+    let mut last_synced: BTreeMap<String, f64> = BTreeMap::new();
+    if let Some(l) = &view {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        for job in jobs
+            .iter()
+            .filter(|j| job_kind(j) == Some(SyncKind::Standby) && job_epoch(j) == Some(l.epoch))
+        {
+            let Some(region) = job_region(job) else {
+                continue;
+            };
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+                .await
+                .map_err(|source| Error::Dereference {
+                    what: format!("pods of Job {ns}/{}", job.name_any()),
+                    source,
+                })?;
+            for p in &list.items {
+                if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+                    && let Some(ts) = scrape_last_synced(ip).await
+                {
+                    last_synced.insert(region.to_string(), ts);
+                }
+            }
+        }
+    }
+    let mut running = BTreeMap::new();
+    for r in &plan.regions {
+        if let Some(w) = &r.workload {
+            running.insert(r.region.clone(), running_consumers(ctx, &ns, w).await?);
+        }
+    }
+    let final_sync = match &in_progress {
+        Some(m) => match jobs
+            .iter()
+            .find(|j| j.name_any() == names::final_sync_job_name(&name, &m.to, m.epoch))
+        {
+            Some(j) => job_state(ctx, &ns, j).await,
+            None => FinalSync::NotStarted,
+        },
+        None => FinalSync::NotStarted,
+    };
+    let now = now_unix();
+    let observation = Observation {
+        mode: plan.mode,
+        automatic: cgf.spec.failover.automatic,
+        accept_data_loss: cgf
+            .annotations()
+            .get(names::ACCEPT_DATA_LOSS_ANNOTATION)
+            .is_some_and(|v| v == "true"),
+        max_sync_age: plan.max_sync_age,
+        regions: plan
+            .regions
+            .iter()
+            .map(|r| {
+                let h = health.get(&r.region).cloned().unwrap_or_default();
+                RegionView {
+                    region: r.region.clone(),
+                    healthy: h.healthy,
+                    sync_age: last_synced
+                        .get(&r.region)
+                        .map(|ts| Duration::from_secs_f64((now - ts).max(0.0))),
+                    group_members: h.position.as_ref().map(|p| p.members),
+                    running_consumers: running.get(&r.region).copied().unwrap_or(0),
+                }
+            })
+            .collect(),
+        intent: cgf.spec.active_region.clone(),
+        acted_intent: old_status.acted_active_region.clone(),
+        lease: view.clone(),
+        in_progress: in_progress.clone(),
+        previous_active: old_status
+            .last_failover
+            .as_ref()
+            .and_then(|f| f.from.clone()),
+        final_sync,
+    };
+    let step = decide(&observation);
+    tracing::debug!(namespace = ns, name, ?step, "decided");
+
+    // Apply: the workloads first (a move stops the source before anything else happens).
+    for (region, consumers) in desired_consumers(&observation) {
+        let Some(w) = plan
+            .regions
+            .iter()
+            .find(|r| r.region == region)
+            .and_then(|r| r.workload.as_ref())
+        else {
+            continue;
+        };
+        let replicas = if consumers == Consumers::Run {
+            w.replicas
+        } else {
+            0
+        };
+        if scale(ctx, &ns, w, replicas).await? {
+            tracing::info!(
+                namespace = ns,
+                name,
+                region,
+                replicas,
+                "scaled the group's workload"
+            );
+        }
+    }
+
+    let regarding = cgf.object_ref(&());
+    let mut status = old_status.clone();
+    let mut lease_now = lease.clone();
+    let mut requeue = (plan.lease_duration / 3)
+        .min(plan.probe_period)
+        .max(Duration::from_secs(1));
+    let mut blocked: Option<(&'static str, String)> = None;
+    let mut moving: Option<(String, String)> = None; // (reason, message)
+    match &step {
+        Step::Steady {
+            renew,
+            acknowledge_intent,
+        } => {
+            if *acknowledge_intent {
+                status.acted_active_region = cgf.spec.active_region.clone();
+            }
+            if *renew && let Some(l) = &lease {
+                let mut l = l.clone();
+                if let Some(spec) = l.spec.as_mut() {
+                    spec.renew_time = Some(MicroTime(Timestamp::now()));
+                    spec.lease_duration_seconds = Some(plan.lease_duration.as_secs() as i32);
+                }
+                match leases
+                    .replace(&lease_name, &PostParams::default(), &l)
+                    .await
+                {
+                    Ok(l) => lease_now = Some(l),
+                    Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(1),
+                    Err(source) => {
+                        return Err(Error::Apply {
+                            what: format!("Lease {ns}/{lease_name} (renew)"),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        Step::Begin(m) => {
+            let detected = m
+                .from
+                .as_ref()
+                .and_then(|f| health.get(f))
+                .and_then(|h: &RegionHealth| h.failing_since)
+                .filter(|_| m.kind == MoveKind::Unplanned)
+                .map(to_time);
+            status.pending_move = Some(PendingMove {
+                from: m.from.clone(),
+                to: m.to.clone(),
+                reason: m.reason.as_str().into(),
+                kind: kind_str(m.kind).into(),
+                epoch: m.epoch as i64,
+                started: Some(Time(Timestamp::now())),
+                detected,
+            });
+            if cgf.spec.active_region.is_some() {
+                status.acted_active_region = cgf.spec.active_region.clone();
+            }
+            ctx.event(
+                &regarding,
+                m.reason == MoveReason::RegionDown,
+                "FailoverStarted",
+                "MoveActiveRegion",
+                format!(
+                    "moving group {} from {} to {} ({}, {}), epoch {} -> {}",
+                    cgf.spec.group_id,
+                    m.from.as_deref().unwrap_or("-"),
+                    m.to,
+                    m.reason.as_str(),
+                    kind_str(m.kind),
+                    m.epoch - 1,
+                    m.epoch
+                ),
+            )
+            .await;
+            moving = Some(("Started".into(), format!("moving to {}", m.to)));
+            requeue = Duration::from_millis(200);
+        }
+        Step::WaitForSourceEmpty { region, detail } => {
+            moving = Some(("Draining".into(), format!("waiting for {region}: {detail}")));
+            requeue = Duration::from_millis(500);
+        }
+        Step::RunFinalSync { from, to, epoch } => {
+            let (Some(f), Some(t)) = (
+                plan.regions.iter().find(|r| &r.region == from),
+                plan.regions.iter().find(|r| &r.region == to),
+            ) else {
+                return Err(Error::InvalidSpec(format!("{KIND} {name}: region missing")));
+            };
+            let job = SyncJob {
+                kind: SyncKind::Final,
+                failover: &name,
+                namespace: &ns,
+                group: &cgf.spec.group_id,
+                topics: &cgf.spec.topics,
+                from_region: from,
+                to_region: to,
+                from: &f.kafka,
+                to: &t.kafka,
+                checkpoint_topic: &t.checkpoint_topic,
+                naming: t.naming,
+                sources: &union(&f.sources, &t.sources),
+                interval: &cgf.spec.sync.interval,
+                epoch: *epoch,
+                image: &image,
+                owner: owner.clone(),
+            }
+            .build();
+            create_job(&jobs_api, &ns, &job).await?;
+            moving = Some((
+                "FinalSync".into(),
+                format!("translating the group's final position from {from} into {to}"),
+            ));
+            requeue = Duration::from_millis(500);
+        }
+        Step::WaitForFinalSync => {
+            moving = Some(("FinalSync".into(), "final translation running".into()));
+            requeue = Duration::from_millis(500);
+        }
+        Step::RetryFinalSync { message } => {
+            if let Some(m) = &in_progress {
+                let jn = names::final_sync_job_name(&name, &m.to, m.epoch);
+                delete_job(&jobs_api, &ns, &jn).await?;
+            }
+            ctx.event(
+                &regarding,
+                true,
+                "FinalSyncFailed",
+                "MoveActiveRegion",
+                format!("{message}; running it again"),
+            )
+            .await;
+            moving = Some(("FinalSyncFailed".into(), message.clone()));
+            requeue = Duration::from_secs(2);
+        }
+        Step::WaitForLeaseExpiry { holder } => {
+            moving = Some((
+                "WaitingForLeaseExpiry".into(),
+                format!("waiting for the Lease of {holder} to expire (it fences itself meanwhile)"),
+            ));
+            requeue = Duration::from_millis(500);
+        }
+        Step::TakeLease { to, epoch, expect } => {
+            let result = match (&lease, expect) {
+                (None, None) => {
+                    let l = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(lease_name.clone()),
+                            namespace: Some(ns.clone()),
+                            labels: Some(names::failover_selector_labels(&name)),
+                            ..Default::default()
+                        },
+                        spec: Some(new_lease_spec(to, *epoch, plan.lease_duration)),
+                    };
+                    leases.create(&PostParams::default(), &l).await
+                }
+                (Some(l), Some(_)) => {
+                    let mut l = l.clone();
+                    l.spec = Some(new_lease_spec(to, *epoch, plan.lease_duration));
+                    // The observed resourceVersion stays in metadata: a compare-and-swap.
+                    leases
+                        .replace(&lease_name, &PostParams::default(), &l)
+                        .await
+                }
+                _ => {
+                    return Err(Error::InvalidSpec(format!(
+                        "Lease {ns}/{lease_name} changed while deciding; retrying"
+                    )));
+                }
+            };
+            match result {
+                Ok(l) => {
+                    lease_now = Some(l);
+                    ctx.metrics.active_epoch.set(*epoch as i64);
+                    requeue = Duration::from_millis(100);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    // Another mover won the compare-and-swap: re-observe.
+                    requeue = Duration::from_millis(200);
+                }
+                Err(source) => {
+                    return Err(Error::Apply {
+                        what: format!("Lease {ns}/{lease_name} (move to {to})"),
+                        source,
+                    });
+                }
+            }
+            moving = Some(("TakingLease".into(), format!("moving the Lease to {to}")));
+        }
+        Step::Finish(m) => {
+            let pending = status.pending_move.take();
+            let started = pending.as_ref().and_then(|p| p.started.clone());
+            let since = pending
+                .as_ref()
+                .and_then(|p| p.detected.clone().or(p.started.clone()));
+            let rto = since.as_ref().map(|t| (now_unix() - time_unix(t)).max(0.0));
+            let resume_offsets = health
+                .get(&m.to)
+                .and_then(|h| h.position.as_ref())
+                .map(|p| {
+                    p.committed
+                        .iter()
+                        .map(|((topic, partition), offset)| PartitionOffset {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset: *offset,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            status.last_failover = Some(FailoverRecord {
+                from: m.from.clone(),
+                to: m.to.clone(),
+                reason: m.reason.as_str().into(),
+                kind: Some(kind_str(m.kind).into()),
+                epoch: m.epoch as i64,
+                started,
+                finished: Some(Time(Timestamp::now())),
+                rto_seconds: rto.map(|r| (r * 100.0).round() / 100.0),
+                resume_offsets,
+                watermarks: Vec::new(),
+            });
+            ctx.metrics.count_failover(m.reason.as_str());
+            ctx.event(
+                &regarding,
+                false,
+                "FailoverCompleted",
+                "MoveActiveRegion",
+                format!(
+                    "group {} is active in {} at epoch {} ({}{})",
+                    cgf.spec.group_id,
+                    m.to,
+                    m.epoch,
+                    m.reason.as_str(),
+                    rto.map(|r| format!(", {r:.1}s")).unwrap_or_default()
+                ),
+            )
+            .await;
+            requeue = Duration::from_millis(100);
+        }
+        Step::Abandon { reason } => {
+            status.pending_move = None;
+            ctx.event(
+                &regarding,
+                true,
+                "FailoverAbandoned",
+                "MoveActiveRegion",
+                reason.clone(),
+            )
+            .await;
+            requeue = Duration::from_millis(200);
+        }
+        Step::Blocked { reason, message } => {
+            blocked = Some((reason, message.clone()));
+        }
+    }
+
+    // The ConfigMap mirrors the Lease (the fact) for consumers.
+    let fact = lease_now
+        .as_ref()
+        .and_then(|l| lease_view(l, plan.lease_duration));
+    if let (Some(l), Some(spec)) = (&fact, lease_now.as_ref().and_then(|l| l.spec.as_ref())) {
+        let active_kafka = plan.regions.iter().find(|r| r.region == l.holder);
+        let renew = spec
+            .renew_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(names::active_name(&name)),
+                namespace: Some(ns.clone()),
+                labels: Some(names::failover_selector_labels(&name)),
+                owner_references: Some(vec![owner.clone()]),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("activeRegion".to_string(), l.holder.clone()),
+                ("epoch".to_string(), l.epoch.to_string()),
+                (
+                    "bootstrapServers".to_string(),
+                    active_kafka
+                        .map(|r| r.kafka.bootstrap_servers.join(","))
+                        .unwrap_or_default(),
+                ),
+                ("renewTime".to_string(), renew),
+                (
+                    "ttlSeconds".to_string(),
+                    spec.lease_duration_seconds.unwrap_or(15).to_string(),
+                ),
+            ])),
+            ..Default::default()
+        };
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        cms.patch(
+            &names::active_name(&name),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            what: format!("ConfigMap {ns}/{}", names::active_name(&name)),
+            source,
+        })?;
+    }
+
+    // Standby sync Jobs: one per standby region at the current epoch; Jobs of other epochs
+    // and failed ones go (a failed one is replaced next pass).
+    let after = Observation {
+        lease: fact.clone(),
+        in_progress: status.pending_move.as_ref().and_then(pending_to_move),
+        ..observation.clone()
+    };
+    let wanted: BTreeSet<String> = standby_regions(&after).into_iter().collect();
+    let current_epoch = fact.as_ref().map(|l| l.epoch);
+    for job in &jobs {
+        let keep = match job_kind(job) {
+            Some(SyncKind::Standby) => {
+                job_epoch(job) == current_epoch
+                    && job_region(job)
+                        .is_some_and(|r| Some(r) != fact.as_ref().map(|l| l.holder.as_str()))
+                    && !matches!(job_state(ctx, &ns, job).await, FinalSync::Failed(_))
+            }
+            Some(SyncKind::Final) => after.in_progress.as_ref().is_some_and(|m| {
+                job.name_any() == names::final_sync_job_name(&name, &m.to, m.epoch)
+            }),
+            None => true,
+        };
+        if !keep && job.metadata.deletion_timestamp.is_none() {
+            delete_job(&jobs_api, &ns, &job.name_any()).await?;
+        }
+    }
+    if let Some(l) = &fact {
+        let active = plan.regions.iter().find(|r| r.region == l.holder);
+        for region in &wanted {
+            let jn = names::sync_job_name(&name, region, l.epoch);
+            if jobs.iter().any(|j| j.name_any() == jn) {
+                continue;
+            }
+            let (Some(a), Some(b)) = (active, plan.regions.iter().find(|r| &r.region == region))
+            else {
+                continue;
+            };
+            let job = SyncJob {
+                kind: SyncKind::Standby,
+                failover: &name,
+                namespace: &ns,
+                group: &cgf.spec.group_id,
+                topics: &cgf.spec.topics,
+                from_region: &a.region,
+                to_region: region,
+                from: &a.kafka,
+                to: &b.kafka,
+                checkpoint_topic: &b.checkpoint_topic,
+                naming: b.naming,
+                sources: &union(&a.sources, &b.sources),
+                interval: &cgf.spec.sync.interval,
+                epoch: l.epoch,
+                image: &image,
+                owner: owner.clone(),
+            }
+            .build();
+            create_job(&jobs_api, &ns, &job).await?;
+        }
+    }
+
+    // Status.
+    let status = build_status(
+        &cgf,
+        &plan,
+        status,
+        fact.as_ref(),
+        &health,
+        &last_synced,
+        blocked,
+        moving,
+    );
+    for r in &status.regions {
+        ctx.metrics.set_region(
+            &r.region,
+            r.healthy,
+            last_synced.get(&r.region).map(|ts| now - ts),
+        );
+    }
+    write_status(&cgf, ctx, status).await?;
+    Ok(Action::requeue(requeue))
+}
+
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter()
+        .chain(b)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn new_lease_spec(holder: &str, epoch: u64, duration: Duration) -> LeaseSpec {
+    let now = MicroTime(Timestamp::now());
+    LeaseSpec {
+        holder_identity: Some(holder.into()),
+        lease_transitions: Some(epoch as i32),
+        lease_duration_seconds: Some(duration.as_secs() as i32),
+        acquire_time: Some(now.clone()),
+        renew_time: Some(now),
+        ..Default::default()
+    }
+}
+
+async fn create_job(api: &Api<Job>, ns: &str, job: &Job) -> Result<()> {
+    match api.create(&PostParams::default(), job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            what: format!("Job {ns}/{}", job.name_any()),
+            source,
+        }),
+    }
+}
+
+async fn delete_job(api: &Api<Job>, ns: &str, name: &str) -> Result<()> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Prune {
+            what: format!("Job {ns}/{name}"),
+            source,
+        }),
+    }
+}
+
+/// The status from what was observed and done. Pure.
+#[allow(clippy::too_many_arguments)]
+fn build_status(
+    cgf: &ConsumerGroupFailover,
+    plan: &Plan,
+    mut status: ConsumerGroupFailoverStatus,
+    lease: Option<&LeaseView>,
+    health: &BTreeMap<String, RegionHealth>,
+    last_synced: &BTreeMap<String, f64>,
+    blocked: Option<(&'static str, String)>,
+    moving: Option<(String, String)>,
+) -> ConsumerGroupFailoverStatus {
+    status.observed_generation = cgf.meta().generation;
+    status.active_region = lease.map(|l| l.holder.clone());
+    status.epoch = lease.map(|l| l.epoch as i64);
+    status.regions = plan
+        .regions
+        .iter()
+        .map(|r| {
+            let h = health.get(&r.region).cloned().unwrap_or_default();
+            let active = lease.is_some_and(|l| l.holder == r.region);
+            RegionStatus {
+                region: r.region.clone(),
+                healthy: h.healthy,
+                failed_probes: h.consecutive_failures as i32,
+                committed_lag: h.position.as_ref().map(|p| p.lag),
+                last_sync_time: last_synced
+                    .get(&r.region)
+                    .map(|ts| to_time(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(*ts))),
+                members: h.position.as_ref().map(|p| p.members as i32),
+                role: Some(
+                    if !h.healthy {
+                        "Down"
+                    } else if active {
+                        "Active"
+                    } else {
+                        "Standby"
+                    }
+                    .into(),
+                ),
+            }
+        })
+        .collect();
+    let down: Vec<String> = status
+        .regions
+        .iter()
+        .filter(|r| !r.healthy)
+        .map(|r| {
+            let why = health
+                .get(&r.region)
+                .and_then(|h| h.last_error.clone())
+                .unwrap_or_else(|| "not probed yet".into());
+            format!("{}: {why}", r.region)
+        })
+        .collect();
+    let mut wanted = Vec::new();
+    match (&moving, &blocked, lease) {
+        (Some((reason, message)), _, _) => {
+            wanted.push(Wanted::new(
+                condition_type::READY,
+                false,
+                "FailingOver",
+                message.clone(),
+            ));
+            wanted.push(Wanted::new(
+                condition_type::FAILING_OVER,
+                true,
+                reason,
+                message.clone(),
+            ));
+        }
+        (None, Some((reason, message)), _) => {
+            wanted.push(Wanted::new(
+                condition_type::READY,
+                false,
+                reason,
+                message.clone(),
+            ));
+            wanted.push(Wanted::new(condition_type::FAILING_OVER, false, "Idle", ""));
+        }
+        (None, None, Some(l)) => {
+            wanted.push(Wanted::new(
+                condition_type::READY,
+                true,
+                "Active",
+                format!("active in {} at epoch {}", l.holder, l.epoch),
+            ));
+            wanted.push(Wanted::new(condition_type::FAILING_OVER, false, "Idle", ""));
+        }
+        (None, None, None) => {
+            wanted.push(Wanted::new(
+                condition_type::READY,
+                false,
+                "NotActivated",
+                "no active region yet",
+            ));
+            wanted.push(Wanted::new(condition_type::FAILING_OVER, false, "Idle", ""));
+        }
+    }
+    wanted.push(match &blocked {
+        Some((reason, message)) => Wanted::new(
+            condition_type::FAILOVER_BLOCKED,
+            true,
+            reason,
+            message.clone(),
+        ),
+        None => Wanted::new(condition_type::FAILOVER_BLOCKED, false, "AsExpected", ""),
+    });
+    wanted.push(if down.is_empty() {
+        Wanted::new(condition_type::DEGRADED, false, "AsExpected", "")
+    } else {
+        Wanted::new(
+            condition_type::DEGRADED,
+            true,
+            "RegionDown",
+            down.join("; "),
+        )
+    });
+    status.conditions = conditions::merge(&status.conditions, &wanted, cgf.meta().generation);
+    status
+}
+
+async fn write_status(
+    cgf: &ConsumerGroupFailover,
+    ctx: &Context,
+    status: ConsumerGroupFailoverStatus,
+) -> Result<()> {
+    let old = cgf.status.clone().unwrap_or_default();
+    if old == status {
+        return Ok(());
+    }
+    let ns = cgf.namespace().unwrap_or_default();
+    let api: Api<ConsumerGroupFailover> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"apiVersion": "tributary.dev/v1alpha1", "kind": KIND, "status": status});
+    api.patch_status(
+        &cgf.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        what: format!("{KIND} {ns}/{}", cgf.name_any()),
+        source,
+    })?;
+    status_util::announce_transitions(
+        ctx,
+        &cgf.object_ref(&()),
+        &old.conditions,
+        &status.conditions,
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The build step for a ConsumerGroupFailover's checkpoint-sync Jobs, pure: the standby sync of
+//! one region (kept warm every `sync.interval` until its epoch is superseded) and the one-shot
+//! final translation of a planned move. Same inputs, same object.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, KeyToPath,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use tributary_api::KafkaConnection;
+use tributary_api::aggregate_cluster::TopicNaming;
+
+use crate::names;
+use crate::replicator::{
+    SecretMounts, connection_args, region_affinity, restricted_container, restricted_pod,
+};
+
+/// Port of a standby sync's /metrics (scraped by the operator for the standby's freshness).
+pub const SYNC_PORT: i32 = 8080;
+/// Where the `<name>-active` ConfigMap is mounted in sync pods.
+pub const ACTIVE_MOUNT: &str = "/etc/tributary/active";
+
+/// Which of the two Jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    Standby,
+    Final,
+}
+
+impl SyncKind {
+    pub fn component(self) -> &'static str {
+        match self {
+            SyncKind::Standby => "checkpoint-sync",
+            SyncKind::Final => "final-sync",
+        }
+    }
+}
+
+/// Everything one sync Job needs, validated.
+#[derive(Clone, Debug)]
+pub struct SyncJob<'a> {
+    pub kind: SyncKind,
+    pub failover: &'a str,
+    pub namespace: &'a str,
+    pub group: &'a str,
+    pub topics: &'a [String],
+    pub from_region: &'a str,
+    pub to_region: &'a str,
+    pub from: &'a KafkaConnection,
+    pub to: &'a KafkaConnection,
+    pub checkpoint_topic: &'a str,
+    pub naming: TopicNaming,
+    pub sources: &'a [String],
+    pub interval: &'a str,
+    pub epoch: u64,
+    pub image: &'a str,
+    pub owner: OwnerReference,
+}
+
+impl SyncJob<'_> {
+    pub fn name(&self) -> String {
+        match self.kind {
+            SyncKind::Standby => names::sync_job_name(self.failover, self.to_region, self.epoch),
+            SyncKind::Final => {
+                names::final_sync_job_name(self.failover, self.to_region, self.epoch)
+            }
+        }
+    }
+
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = names::failover_selector_labels(self.failover);
+        labels.insert(
+            "app.kubernetes.io/component".into(),
+            self.kind.component().into(),
+        );
+        labels.insert(names::REGION_LABEL.into(), self.to_region.into());
+        labels.insert(names::EPOCH_LABEL.into(), self.epoch.to_string());
+        labels
+    }
+
+    /// The Job: runs in the region it writes into (it must outlive the active region), with
+    /// the ConfigMap's `epoch` as its epoch file and the clusters' Secrets mounted as files.
+    pub fn build(&self) -> Job {
+        let mut mounts = SecretMounts::default();
+        let mut args = vec![
+            "checkpoint-sync".to_string(),
+            format!("--group={}", self.group),
+            format!("--topics={}", self.topics.join(",")),
+            format!("--from-region={}", self.from_region),
+            format!("--to-region={}", self.to_region),
+        ];
+        args.extend(connection_args("from", self.from, &mut mounts));
+        args.extend(connection_args("to", self.to, &mut mounts));
+        args.extend([
+            format!("--checkpoint-topic={}", self.checkpoint_topic),
+            format!(
+                "--topic-naming={}",
+                match self.naming {
+                    TopicNaming::Identity => "identity",
+                    TopicNaming::Prefixed => "prefixed",
+                }
+            ),
+            format!("--sources={}", self.sources.join(",")),
+            format!("--interval={}", self.interval),
+            format!("--epoch={}", self.epoch),
+            format!("--epoch-file={ACTIVE_MOUNT}/epoch"),
+            "--log-format=json".to_string(),
+        ]);
+        match self.kind {
+            // The pod IP, not 0.0.0.0: pods sharing a network must not collide.
+            SyncKind::Standby => args.push(format!("--listen=$(POD_IP):{SYNC_PORT}")),
+            SyncKind::Final => args.extend(["--once".to_string(), "--final".to_string()]),
+        }
+        let mut volumes = mounts.volumes;
+        let mut volume_mounts = mounts.mounts;
+        volumes.push(Volume {
+            name: "active".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::active_name(self.failover),
+                items: Some(vec![KeyToPath {
+                    key: "epoch".into(),
+                    path: "epoch".into(),
+                    mode: None,
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        volume_mounts.push(VolumeMount {
+            name: "active".into(),
+            mount_path: ACTIVE_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        let labels = self.labels();
+        let container = Container {
+            name: self.kind.component().into(),
+            image: Some(self.image.into()),
+            args: Some(args),
+            env: Some(vec![
+                EnvVar {
+                    name: "POD_IP".into(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "status.podIP".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "RUST_LOG".into(),
+                    value: Some("info".into()),
+                    ..Default::default()
+                },
+            ]),
+            ports: (self.kind == SyncKind::Standby).then(|| {
+                vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: SYNC_PORT,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]
+            }),
+            volume_mounts: Some(volume_mounts),
+            security_context: Some(restricted_container()),
+            // A failed final translation's reason reaches the operator (and status) this way.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            ..Default::default()
+        };
+        Job {
+            metadata: ObjectMeta {
+                name: Some(self.name()),
+                namespace: Some(self.namespace.into()),
+                labels: Some(labels.clone()),
+                owner_references: Some(vec![self.owner.clone()]),
+                ..Default::default()
+            },
+            spec: Some(JobSpec {
+                // A failed Job is replaced by the operator (a new pod, fresh flags), not retried.
+                backoff_limit: Some(0),
+                active_deadline_seconds: (self.kind == SyncKind::Final).then_some(300),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..Default::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        restart_policy: Some("Never".into()),
+                        affinity: Some(region_affinity(self.to_region)),
+                        termination_grace_period_seconds: Some(15),
+                        automount_service_account_token: Some(false),
+                        security_context: Some(restricted_pod()),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
