@@ -1,0 +1,538 @@
+//! ConsumerGroupFailover on the real local stack (`make stack-up`): the operator installed by
+//! the Helm chart, replicators between two regions, and the group's consumers run as Kafka's
+//! own VerifiableConsumer (image `apache/kafka`), so lost and duplicated records are counted
+//! from Kafka's tool, not from our code.
+//!
+//! One scenario in order: first activation (Lease epoch 1, ConfigMap, only east consumes, a
+//! standby sync Job keeps west warm) → east killed while both regions produce: the group moves
+//! to west by itself, every record acknowledged to west is consumed, RTO printed → east back:
+//! it becomes a standby, no second move → GitOps failback by editing `spec.activeRegion`:
+//! planned switchover, nothing lost → re-applying the manifests changes nothing the operator
+//! owns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use tributary_api::{ConsumerGroupFailover, find_condition};
+use tributary_e2e::kafka::produce;
+use tributary_e2e::{Role, Stack, TestNamespace, repo_path, wait_until};
+
+const SLOW: Duration = Duration::from_secs(240);
+const PARTITIONS: i32 = 3;
+
+/// Uninstalls the release when the test ends, also on failure.
+struct Release {
+    helm: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+    name: String,
+    namespace: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.helm)
+            .args([
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.namespace,
+                "--wait",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+    }
+}
+
+/// Brings a killed region back when the test ends, also on failure (later tests need it).
+struct RegionGuard<'a> {
+    stack: &'a Stack,
+    region: String,
+    down: bool,
+}
+
+impl Drop for RegionGuard<'_> {
+    fn drop(&mut self) {
+        if self.down
+            && let Err(e) = self.stack.try_stack_command(&["region-up", &self.region])
+        {
+            eprintln!("could not bring {} back: {e}", self.region);
+        }
+    }
+}
+
+fn helm_install(stack: &Stack, release: &str, ns: &str) -> Release {
+    let chart = repo_path("charts/tributary");
+    let out = Command::new(&stack.helm)
+        .args([
+            "install",
+            release,
+            chart.to_str().expect("path"),
+            "--namespace",
+            ns,
+            "--set",
+            "image.repository=local/tributary",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "logFormat=json",
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .env("KUBECONFIG", stack.state_dir.join("kubeconfig"))
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Release {
+        helm: stack.helm.clone(),
+        kubeconfig: stack.state_dir.join("kubeconfig"),
+        name: release.to_string(),
+        namespace: ns.to_string(),
+    }
+}
+
+/// Streams, aggregates, one VerifiableConsumer Deployment per region (replicas 0: the operator
+/// owns the scale) and the ConsumerGroupFailover, with names unique to this run.
+fn manifests(stack: &Stack, suffix: &str) -> String {
+    let mut yaml = String::new();
+    for r in &stack.regions {
+        let regional = stack.bootstrap(r, Role::Regional);
+        let aggregate = stack.bootstrap(r, Role::Aggregate);
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: tributary.dev/v1alpha1
+kind: RegionalStream
+metadata: {{name: {r}}}
+spec:
+  region: {r}
+  deletionPolicy: Retain
+  kafka: {{bootstrapServers: ["{regional}"]}}
+  topics:
+    - {{name: orders-{suffix}, partitions: {PARTITIONS}, replicationFactor: 1}}
+---
+apiVersion: tributary.dev/v1alpha1
+kind: AggregateCluster
+metadata: {{name: {r}}}
+spec:
+  region: {r}
+  kafka: {{bootstrapServers: ["{aggregate}"]}}
+  topicNaming: Identity
+  replicator:
+    replicas: 1
+    delivery: AtLeastOnce
+    resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
+  checkpoints: {{interval: 1s, topic: tributary.checkpoints, retention: 168h}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: billing-{r}}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: billing, region: {r}}}}}
+  template:
+    metadata: {{labels: {{app: billing, region: {r}}}}}
+    spec:
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+              - matchExpressions: [{{key: topology.kubernetes.io/region, operator: In, values: [{r}]}}]
+      terminationGracePeriodSeconds: 10
+      containers:
+        - name: consumer
+          image: apache/kafka:4.2.0
+          command: ["/opt/kafka/bin/kafka-verifiable-consumer.sh"]
+          args: ["--bootstrap-server", "{aggregate}", "--topic", "orders-{suffix}",
+                 "--group-id", "billing-{suffix}", "--reset-policy", "earliest", "--verbose"]
+"#
+        ));
+    }
+    let regions: String = stack
+        .regions
+        .iter()
+        .map(|r| {
+            format!(
+                "    - {{region: {r}, aggregateCluster: {r}, workloadRef: {{kind: Deployment, name: billing-{r}, replicas: 1}}}}\n"
+            )
+        })
+        .collect();
+    yaml.push_str(&format!(
+        r#"---
+apiVersion: tributary.dev/v1alpha1
+kind: ConsumerGroupFailover
+metadata: {{name: billing}}
+spec:
+  groupId: billing-{suffix}
+  topics: [orders-{suffix}]
+  mode: ActivePassive
+  regions:
+{regions}  failover: {{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}}
+  sync: {{interval: 1s}}
+"#
+    ));
+    yaml
+}
+
+/// One record the VerifiableConsumer reported (`--verbose`: a `record_data` event per record).
+#[derive(Clone, Debug)]
+struct Consumed {
+    value: String,
+    at_ms: i64,
+}
+
+/// Every record consumed by the billing pods of `region` in this namespace, from the pods'
+/// log files (kept by the node agent after the pods are gone).
+fn consumed_in(stack: &Stack, ns: &str, region: &str) -> Vec<Consumed> {
+    let dir = stack.state_dir.join(format!("agent-{region}/pods"));
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with(&format!("{ns}_billing-")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path().join("consumer.log")).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["name"] == "record_data" {
+                out.push(Consumed {
+                    value: v["value"].as_str().unwrap_or_default().to_string(),
+                    at_ms: v["timestamp"].as_i64().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn all_consumed(stack: &Stack, ns: &str) -> Vec<Consumed> {
+    stack
+        .regions
+        .iter()
+        .flat_map(|r| consumed_in(stack, ns, r))
+        .collect()
+}
+
+/// Produces `n` records `<region>-<batch>-<i>` into `region`'s regional cluster.
+async fn produce_batch(
+    stack: &Stack,
+    region: &str,
+    topic: &str,
+    batch: &str,
+    n: usize,
+) -> Vec<String> {
+    let records: Vec<(i32, String, String)> = (0..n)
+        .map(|i| {
+            (
+                (i as i32) % PARTITIONS,
+                format!("k{i}"),
+                format!("{region}-{batch}-{i}"),
+            )
+        })
+        .collect();
+    produce(stack.bootstrap(region, Role::Regional), topic, &records).await;
+    records.into_iter().map(|(_, _, v)| v).collect()
+}
+
+/// Waits until every value in `expected` was consumed at least once; returns the raw
+/// duplicates among them.
+async fn wait_consumed(stack: &Stack, ns: &str, what: &str, expected: &[String]) -> usize {
+    let want: BTreeSet<&String> = expected.iter().collect();
+    wait_until(what, SLOW, || async {
+        let consumed = all_consumed(stack, ns);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &consumed {
+            *counts.entry(c.value.as_str()).or_default() += 1;
+        }
+        let missing = want
+            .iter()
+            .filter(|v| !counts.contains_key(v.as_str()))
+            .count();
+        (missing == 0).then(|| {
+            want.iter()
+                .map(|v| counts[v.as_str()].saturating_sub(1))
+                .sum::<usize>()
+        })
+    })
+    .await
+}
+
+async fn status_of(api: &Api<ConsumerGroupFailover>) -> tributary_api::ConsumerGroupFailoverStatus {
+    api.get("billing")
+        .await
+        .expect("get billing")
+        .status
+        .unwrap_or_default()
+}
+
+async fn wait_active(api: &Api<ConsumerGroupFailover>, region: &str, epoch: i64) {
+    wait_until(
+        &format!("billing active in {region} at epoch {epoch}"),
+        SLOW,
+        || async {
+            let s = status_of(api).await;
+            let ready = find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True");
+            (s.active_region.as_deref() == Some(region) && s.epoch == Some(epoch) && ready)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+async fn replicas(deployments: &Api<Deployment>, name: &str) -> i32 {
+    deployments
+        .get(name)
+        .await
+        .expect("deployment")
+        .spec
+        .and_then(|s| s.replicas)
+        .unwrap_or(-1)
+}
+
+fn kubectl_apply(stack: &Stack, ns: &str, yaml: &str) {
+    use std::io::Write;
+    let out = Command::new(&stack.kubectl)
+        .args(["apply", "-n", ns, "-f", "-"])
+        .env("KUBECONFIG", stack.state_dir.join("kubeconfig"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(yaml.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("kubectl apply runs");
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_fails_over_by_itself_and_fails_back_by_one_edit_without_losing_a_record() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    assert!(stack.regions.len() >= 2, "needs two regions");
+    TestNamespace::run(&stack, "e2e-failover", |t| async move {
+        let stack = &t.stack;
+        let ns = t.name.clone();
+        let (east, west) = (stack.regions[0].clone(), stack.regions[1].clone());
+        let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
+        let topic = format!("orders-{suffix}");
+        let _release = helm_install(stack, &format!("tributary-{suffix}"), &ns);
+        let yaml = manifests(stack, &suffix);
+        // `kubectl apply` as a GitOps tool does it (client-side, three-way): the workloads say
+        // `replicas: 0` and a re-apply leaves the operator's scale alone.
+        kubectl_apply(stack, &ns, &yaml);
+        let cgfs: Api<ConsumerGroupFailover> = t.api();
+        let deployments: Api<Deployment> = t.api();
+        let leases: Api<Lease> = t.api();
+        let cms: Api<ConfigMap> = t.api();
+        let jobs: Api<Job> = t.api();
+
+        // First activation.
+        wait_active(&cgfs, &east, 1).await;
+        let lease = leases.get("billing-active").await.expect("lease");
+        let spec = lease.spec.expect("lease spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some(east.as_str()));
+        assert_eq!(spec.lease_transitions, Some(1));
+        let cm = cms.get("billing-active").await.expect("configmap");
+        let data = cm.data.unwrap_or_default();
+        assert_eq!(data.get("activeRegion"), Some(&east));
+        assert_eq!(data.get("epoch").map(String::as_str), Some("1"));
+        assert_eq!(
+            data.get("bootstrapServers").map(String::as_str),
+            Some(stack.bootstrap(&east, Role::Aggregate))
+        );
+        wait_until("only east's consumers scaled up", SLOW, || async {
+            (replicas(&deployments, &format!("billing-{east}")).await == 1
+                && replicas(&deployments, &format!("billing-{west}")).await == 0)
+                .then_some(())
+        })
+        .await;
+        wait_until("a standby sync Job for west at epoch 1", SLOW, || async {
+            jobs.get_opt(&format!("billing-sync-{west}-e1"))
+                .await
+                .ok()
+                .flatten()
+                .filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0)
+        })
+        .await;
+
+        let mut expected = Vec::new();
+        for r in [&east, &west] {
+            expected.extend(produce_batch(stack, r, &topic, "before", 60).await);
+        }
+        let dups = wait_consumed(stack, &ns, "records of both regions consumed in east", &expected).await;
+        assert!(consumed_in(stack, &ns, &west).is_empty(), "west consumed while standby");
+        eprintln!("first activation: {} records consumed in {east}, {dups} raw duplicates", expected.len());
+        wait_until("west's standby offsets fresh (status.regions lastSyncTime)", SLOW, || async {
+            let s = status_of(&cgfs).await;
+            s.regions
+                .iter()
+                .find(|r| r.region == west)
+                .and_then(|r| r.last_sync_time.clone())
+                .filter(|t| (now_ms() - t.0.as_millisecond()) < 5_000)
+        })
+        .await;
+
+        // Kill east while west keeps producing.
+        let killed_ms = now_ms();
+        let killed = Instant::now();
+        let mut guard = RegionGuard {
+            stack,
+            region: east.clone(),
+            down: true,
+        };
+        stack.stack_command(&["region-down", &east]);
+        let mut surviving = Vec::new();
+        for i in 0..10 {
+            surviving.extend(produce_batch(stack, &west, &topic, &format!("outage{i}"), 20).await);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        wait_active(&cgfs, &west, 2).await;
+        let decided = killed.elapsed();
+        let dups = wait_consumed(stack, &ns, "every record acknowledged to west consumed", &surviving).await;
+        let first_in_west = consumed_in(stack, &ns, &west)
+            .iter()
+            .map(|c| c.at_ms)
+            .filter(|t| *t >= killed_ms)
+            .min()
+            .expect("west consumed");
+        let s = status_of(&cgfs).await;
+        let last = s.last_failover.clone().expect("lastFailover");
+        assert_eq!((last.reason.as_str(), last.from.as_deref()), ("RegionDown", Some(east.as_str())));
+        eprintln!(
+            "unplanned failover: RTO (killed -> first record consumed in {west}) {:.1}s, Lease moved after {:.1}s, operator rtoSeconds {:?}; {} records from {west} all consumed, {dups} raw duplicates",
+            (first_in_west - killed_ms) as f64 / 1000.0,
+            decided.as_secs_f64(),
+            last.rto_seconds,
+            surviving.len()
+        );
+        assert_eq!(replicas(&deployments, &format!("billing-{east}")).await, 0);
+
+        // East returns: a standby now, no second move.
+        stack.stack_command(&["region-up", &east]);
+        guard.down = false;
+        wait_until("a standby sync Job for east at epoch 2", SLOW, || async {
+            jobs.get_opt(&format!("billing-sync-{east}-e2")).await.ok().flatten()
+        })
+        .await;
+        wait_until("east healthy again", SLOW, || async {
+            status_of(&cgfs)
+                .await
+                .regions
+                .iter()
+                .find(|r| r.region == east && r.healthy)
+                .map(|_| ())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = status_of(&cgfs).await;
+        assert_eq!((s.active_region.as_deref(), s.epoch), (Some(west.as_str()), Some(2)), "no second move");
+
+        // GitOps failback: one edit.
+        let mut more = Vec::new();
+        for r in [&east, &west] {
+            more.extend(produce_batch(stack, r, &topic, "after", 40).await);
+        }
+        wait_consumed(stack, &ns, "records consumed in west before the failback", &more).await;
+        let before_failback = all_consumed(stack, &ns).len();
+        let started = Instant::now();
+        cgfs.patch(
+            "billing",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"activeRegion": east}})),
+        )
+        .await
+        .expect("edit spec.activeRegion");
+        wait_active(&cgfs, &east, 3).await;
+        let switchover = started.elapsed();
+        let mut last_batch = Vec::new();
+        for r in [&east, &west] {
+            last_batch.extend(produce_batch(stack, r, &topic, "failback", 40).await);
+        }
+        wait_consumed(stack, &ns, "records consumed in east after the failback", &last_batch).await;
+        let after = all_consumed(stack, &ns);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &after {
+            *counts.entry(c.value.as_str()).or_default() += 1;
+        }
+        let planned_dups: usize = last_batch
+            .iter()
+            .chain(&more)
+            .map(|v| counts.get(v.as_str()).copied().unwrap_or(0).saturating_sub(1))
+            .sum();
+        let s = status_of(&cgfs).await;
+        let last = s.last_failover.clone().expect("lastFailover");
+        assert_eq!(last.reason, "Failback");
+        assert_eq!(last.kind.as_deref(), Some("Planned"));
+        eprintln!(
+            "planned failback: {:.1}s from the edit to active in {east} (operator rtoSeconds {:?}); raw duplicates of the records around it {planned_dups} ({} consumed before the edit)",
+            switchover.as_secs_f64(),
+            last.rto_seconds,
+            before_failback
+        );
+        let lease = leases.get("billing-active").await.expect("lease");
+        assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(3), "epoch +1 per move");
+
+        // Re-applying the manifests changes nothing the operator owns.
+        let owned = |d: &Deployment| (d.name_any(), d.spec.as_ref().and_then(|s| s.replicas));
+        let before: Vec<_> = deployments
+            .list(&ListParams::default().labels("app=billing"))
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(owned)
+            .collect();
+        let cm_before = cms.get("billing-active").await.expect("cm").data;
+        kubectl_apply(stack, &ns, &yaml);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after: Vec<_> = deployments
+            .list(&ListParams::default().labels("app=billing"))
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(owned)
+            .collect();
+        assert_eq!(before, after, "re-applying the manifests must not change the scale");
+        let cm_after = cms.get("billing-active").await.expect("cm").data;
+        assert_eq!(
+            cm_before.as_ref().and_then(|d| d.get("epoch")),
+            cm_after.as_ref().and_then(|d| d.get("epoch"))
+        );
+        let s = status_of(&cgfs).await;
+        assert_eq!((s.active_region.as_deref(), s.epoch), (Some(east.as_str()), Some(3)));
+    })
+    .await;
+}
