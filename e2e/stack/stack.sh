@@ -58,6 +58,8 @@ agent_start() {
     --region "$region" \
     --binary "$TRIBUTARY_BIN" \
     --image-match tributary \
+    --kafka-lib "$(_kafka_cache)/lib" \
+    --kafka-log4j "$REPO_ROOT/e2e/kafka/log4j2-tools.properties" \
     --state-dir "$STATE/agent-$region" \
     >>"$STATE/logs/agent-$region.log" 2>&1 </dev/null &
   echo $! >"$(agent_pidfile "$region")"

@@ -1,5 +1,6 @@
 //! Pure rules that turn a container spec into a local process: which images this agent runs,
-//! the argv (with kubelet's `$(VAR)` expansion) and the program to execute.
+//! the argv (with kubelet's `$(VAR)` expansion) and the program to execute. The project's
+//! image is handled here; the apache/kafka image's rules are in `kafka_image`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +13,30 @@ pub fn image_name(image: &str) -> &str {
     last.split(':').next().unwrap_or(last)
 }
 
-/// Whether this agent runs the image as a local process.
+/// Whether this image is the project's (runs the project's binary).
 pub fn image_runs_here(image: &str, image_match: &str) -> bool {
     image_name(image) == image_match
+}
+
+/// Which launch rules apply to a container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// The project's image (`--image-match`): [`build_launch`].
+    Project,
+    /// The official `apache/kafka` image: `kafka_image::build_kafka_launch`.
+    Kafka,
+    /// Anything else: not run.
+    Other,
+}
+
+pub fn image_kind(image: &str, image_match: &str) -> ImageKind {
+    if image_runs_here(image, image_match) {
+        ImageKind::Project
+    } else if crate::kafka_image::is_kafka_image(image) {
+        ImageKind::Kafka
+    } else {
+        ImageKind::Other
+    }
 }
 
 /// What to execute for a container.
@@ -134,6 +156,24 @@ mod tests {
         assert_eq!(image_name("ghcr.io/x/tributary:1@sha256:abc"), "tributary");
         assert!(!image_runs_here("busybox:1.36", "tributary"));
         assert!(!image_runs_here("ghcr.io/tributary/other:1", "tributary"));
+    }
+
+    #[test]
+    fn image_kind_tells_the_project_kafka_and_other_images_apart() {
+        assert_eq!(image_kind("tributary:dev", "tributary"), ImageKind::Project);
+        assert_eq!(
+            image_kind("apache/kafka:4.2.0", "tributary"),
+            ImageKind::Kafka
+        );
+        assert_eq!(
+            image_kind("docker.io/apache/kafka:4.1.1", "tributary"),
+            ImageKind::Kafka
+        );
+        assert_eq!(
+            image_kind("bitnami/kafka:4.0", "tributary"),
+            ImageKind::Other
+        );
+        assert_eq!(image_kind("nginx:1.27", "tributary"), ImageKind::Other);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `tributary-node-agent`: the e2e stack's stand-in for kubelet and scheduler, one process per
 //! region. It registers the region's Node, binds pods to it, and runs the containers of
-//! Tributary's own image as local processes. Test infrastructure only; not shipped.
+//! Tributary's own image (and the tool containers of the apache/kafka image, on the stack's
+//! cached Kafka jars) as local processes. Test infrastructure only; not shipped.
 //! SIGTERM/SIGINT = "stop region": Node NotReady, every pod process SIGKILLed, exit 0.
 
 mod env;
+mod kafka_image;
 mod launch;
 mod mount_exec;
 mod node;
@@ -32,7 +34,7 @@ use crate::procs::ProcessTable;
 use crate::token::ApiServer;
 
 /// Node agent of the Tributary e2e stack: registers one Node for a region, schedules pods to
-/// it and runs the containers of Tributary's image as local processes.
+/// it and runs the containers of Tributary's image (and apache/kafka tools) as local processes.
 #[derive(Parser, Debug)]
 #[command(name = "tributary-node-agent", version)]
 struct Cli {
@@ -49,6 +51,14 @@ struct Cli {
     /// digest) equals this.
     #[arg(long, default_value = "tributary")]
     image_match: String,
+    /// Kafka's jars (the stack's Maven-fetched lib dir): containers of the `apache/kafka`
+    /// image run their `/opt/kafka/bin/kafka-*.sh` tool as a JVM on `<dir>/*`. Without it
+    /// they wait with reason ImageNotRunnable.
+    #[arg(long)]
+    kafka_lib: Option<PathBuf>,
+    /// log4j2 config for those Kafka tools (`-Dlog4j2.configurationFile`).
+    #[arg(long)]
+    kafka_log4j: Option<PathBuf>,
     /// Where pod dirs, logs and the process table live.
     #[arg(long)]
     state_dir: PathBuf,
@@ -92,6 +102,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(cli.state_dir.join("pods"))
         .with_context(|| format!("--state-dir {}", cli.state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&cli.state_dir)?;
+    let kafka =
+        kafka_image::KafkaTools::discover(cli.kafka_lib.as_deref(), cli.kafka_log4j.as_deref());
+    match &kafka {
+        Ok(k) => {
+            tracing::info!(lib = %k.lib.display(), java = %k.java.display(), "apache/kafka containers run on the cached Kafka jars")
+        }
+        Err(why) if cli.kafka_lib.is_some() => {
+            tracing::warn!(%why, "apache/kafka containers cannot run")
+        }
+        Err(why) => tracing::info!(%why, "apache/kafka containers will not run"),
+    }
     let (client, api) = connect(&cli.kubeconfig).await?;
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -104,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         node_name: node_name.clone(),
         binary,
         image_match: cli.image_match.clone(),
+        kafka,
         state_dir,
         agent_exe: std::env::current_exe()?,
         api,

@@ -17,7 +17,8 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::launch::{build_launch, image_runs_here};
+use crate::kafka_image::{self, KafkaTools};
+use crate::launch::{ImageKind, Launch, build_launch, image_kind};
 use crate::mount_exec::{LaunchSpec, MountSpec, SUBCOMMAND};
 use crate::node::now;
 use crate::phase::{RestartPolicy, Seen, pod_phase};
@@ -42,6 +43,8 @@ pub struct Agent {
     pub node_name: String,
     pub binary: PathBuf,
     pub image_match: String,
+    /// JVM and jars for apache/kafka containers; the error is why they cannot run.
+    pub kafka: Result<KafkaTools, String>,
     pub state_dir: PathBuf,
     pub agent_exe: PathBuf,
     pub api: ApiServer,
@@ -248,34 +251,27 @@ impl PodRunner {
                 ));
             }
         }
-        let image_match = agent.image_match.clone();
+        let refusals: Vec<Option<String>> =
+            runs.iter().map(|r| not_runnable(&agent, &r.spec)).collect();
         let foreign: Vec<String> = runs
             .iter()
-            .filter(|r| !image_runs_here(r.spec.image.as_deref().unwrap_or_default(), &image_match))
-            .map(|r| {
-                format!(
-                    "{} ({})",
-                    r.name(),
-                    r.spec.image.clone().unwrap_or_default()
-                )
+            .zip(&refusals)
+            .filter_map(|(r, why)| {
+                let why = why.as_ref()?;
+                let image = r.spec.image.clone().unwrap_or_default();
+                Some(format!("{} ({image}): {why}", r.name()))
             })
             .collect();
-        let unrunnable = (!foreign.is_empty()).then(|| {
-            format!(
-                "node agent runs only images named {image_match}; cannot run container(s) {}",
-                foreign.join(", ")
-            )
-        });
+        let unrunnable = (!foreign.is_empty())
+            .then(|| format!("node agent cannot run container(s) {}", foreign.join("; ")));
         if unrunnable.is_some() && finished.is_none() {
-            for r in &mut runs {
-                if !image_runs_here(r.spec.image.as_deref().unwrap_or_default(), &image_match) {
-                    let msg = format!("node agent runs only images named {image_match}");
-                    r.wait("ImageNotRunnable", Some(msg));
-                } else {
-                    r.wait(
+            for (r, why) in runs.iter_mut().zip(refusals) {
+                match why {
+                    Some(why) => r.wait("ImageNotRunnable", Some(why)),
+                    None => r.wait(
                         "ContainerCreating",
                         Some("another container of this pod cannot run on the node agent".into()),
-                    );
+                    ),
                 }
             }
         }
@@ -622,7 +618,7 @@ impl PodRunner {
         &self,
         i: usize,
         mut env: HashMap<String, String>,
-    ) -> Result<(HashMap<String, String>, PathBuf, crate::launch::Launch), String> {
+    ) -> Result<(HashMap<String, String>, PathBuf, Launch), String> {
         let c = &self.runs[i].spec;
         let (host, port) = self.agent.api.host_port();
         let work = self.dir.join("work");
@@ -646,13 +642,7 @@ impl PodRunner {
             env.entry("KUBECONFIG".into())
                 .or_insert_with(|| kc.display().to_string());
         }
-        let launch = build_launch(
-            &self.agent.binary,
-            &self.agent.image_match,
-            c.command.as_deref().unwrap_or_default(),
-            c.args.as_deref().unwrap_or_default(),
-            &env,
-        );
+        let launch = self.agent.launch(c, &env)?;
         let mut mounts = Vec::new();
         for m in c.volume_mounts.as_deref().unwrap_or_default() {
             let base = self
@@ -1020,6 +1010,47 @@ impl PodRunner {
                 .any(|c| c.type_ == g.condition_type && c.status == "True")
         })
     }
+}
+
+impl Agent {
+    /// The program and argv of container `c` by its image's rules.
+    fn launch(&self, c: &Container, env: &HashMap<String, String>) -> Result<Launch, String> {
+        let command = c.command.as_deref().unwrap_or_default();
+        let args = c.args.as_deref().unwrap_or_default();
+        match image_kind(c.image.as_deref().unwrap_or_default(), &self.image_match) {
+            ImageKind::Project => Ok(build_launch(
+                &self.binary,
+                &self.image_match,
+                command,
+                args,
+                env,
+            )),
+            ImageKind::Kafka => {
+                kafka_image::build_kafka_launch(self.kafka.as_ref()?, command, args, env)
+            }
+            ImageKind::Other => Err(other_image(&self.image_match)),
+        }
+    }
+}
+
+/// Why container `c` cannot run on this agent, if it cannot (decided when the pod is adopted).
+fn not_runnable(agent: &Agent, c: &Container) -> Option<String> {
+    match image_kind(c.image.as_deref().unwrap_or_default(), &agent.image_match) {
+        ImageKind::Project => None,
+        ImageKind::Kafka => match &agent.kafka {
+            Err(why) => Some(why.clone()),
+            Ok(_) => kafka_image::tool(
+                c.command.as_deref().unwrap_or_default(),
+                c.args.as_deref().unwrap_or_default(),
+            )
+            .err(),
+        },
+        ImageKind::Other => Some(other_image(&agent.image_match)),
+    }
+}
+
+fn other_image(image_match: &str) -> String {
+    format!("node agent runs only images named {image_match} and apache/kafka")
 }
 
 fn managed_condition(type_: &str) -> Option<&'static str> {
