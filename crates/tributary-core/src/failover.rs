@@ -154,8 +154,10 @@ pub enum Step {
     },
     /// Write the move to status (nothing else yet).
     Begin(Move),
-    /// Wait: the source's consumers are stopping, or the group still has members there.
-    WaitForSourceEmpty { region: String, detail: String },
+    /// Wait: the source's consumers are stopping, or the group still has members in the
+    /// source or in the target (a consumer lost with its region stays a member until its
+    /// session times out; offsets are never moved under a member).
+    WaitForGroupEmpty { region: String, detail: String },
     /// Create the final-translation Job (`from → to`, for `epoch`).
     RunFinalSync {
         from: String,
@@ -339,7 +341,7 @@ fn continue_move(o: &Observation, m: &Move) -> Step {
             }
             let source = source.expect("checked above");
             if source.running_consumers > 0 {
-                return Step::WaitForSourceEmpty {
+                return Step::WaitForGroupEmpty {
                     region: from.clone(),
                     detail: format!(
                         "{} consumer pod(s) still running in {from}",
@@ -350,15 +352,30 @@ fn continue_move(o: &Observation, m: &Move) -> Step {
             match source.group_members {
                 Some(0) => {}
                 Some(n) => {
-                    return Step::WaitForSourceEmpty {
+                    return Step::WaitForGroupEmpty {
                         region: from.clone(),
                         detail: format!("the group still has {n} member(s) in {from}"),
                     };
                 }
                 None => {
-                    return Step::WaitForSourceEmpty {
+                    return Step::WaitForGroupEmpty {
                         region: from.clone(),
                         detail: format!("the group's members in {from} could not be read"),
+                    };
+                }
+            }
+            match target.group_members {
+                Some(0) => {}
+                n => {
+                    return Step::WaitForGroupEmpty {
+                        region: m.to.clone(),
+                        detail: match n {
+                            Some(n) => format!(
+                                "the group has {n} member(s) in {} (consumers lost there stay members until their session times out)",
+                                m.to
+                            ),
+                            None => format!("the group's members in {} could not be read", m.to),
+                        },
                     };
                 }
             }
@@ -677,10 +694,10 @@ mod tests {
                 .all(|(_, c)| *c == Consumers::Stop)
         );
         o.regions[0].running_consumers = 2;
-        assert!(matches!(decide(&o), Step::WaitForSourceEmpty { .. }));
+        assert!(matches!(decide(&o), Step::WaitForGroupEmpty { .. }));
         o.regions[0].running_consumers = 0;
         o.regions[0].group_members = Some(1);
-        assert!(matches!(decide(&o), Step::WaitForSourceEmpty { .. }));
+        assert!(matches!(decide(&o), Step::WaitForGroupEmpty { .. }));
         o.regions[0].group_members = Some(0);
         assert!(matches!(decide(&o), Step::RunFinalSync { epoch: 2, .. }));
         o.final_sync = FinalSync::Running;

@@ -308,7 +308,7 @@ impl World {
                 self.in_progress = None;
             }
             Step::Abandon { .. } => self.in_progress = None,
-            Step::WaitForSourceEmpty { .. }
+            Step::WaitForGroupEmpty { .. }
             | Step::WaitForFinalSync
             | Step::WaitForLeaseExpiry { .. }
             | Step::Blocked { .. } => {}

@@ -501,6 +501,18 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         },
     );
     let health = ctx.group_prober.health(&obj_ref);
+    // Fail closed: a region whose health is not known yet (a restarted operator's first
+    // probes) is neither healthy nor down; nothing is decided until every region is known.
+    let unknown: Vec<&str> = plan
+        .regions
+        .iter()
+        .filter(|r| health.get(&r.region).is_none_or(|h| !h.probed))
+        .map(|r| r.region.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        tracing::debug!(namespace = ns, name, ?unknown, "waiting for the first probes");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
 
     // Observe.
     let leases: Api<Lease> = Api::namespaced(ctx.coordination.clone(), &ns);
@@ -718,7 +730,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             moving = Some(("Started".into(), format!("moving to {}", m.to)));
             requeue = Duration::from_millis(200);
         }
-        Step::WaitForSourceEmpty { region, detail } => {
+        Step::WaitForGroupEmpty { region, detail } => {
             moving = Some(("Draining".into(), format!("waiting for {region}: {detail}")));
             requeue = Duration::from_millis(500);
         }

@@ -29,7 +29,8 @@ pub struct GroupTarget {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RegionHealth {
     pub consecutive_failures: u32,
-    /// No probe answered yet: health unknown (counts as not healthy).
+    /// Health is known: a probe answered, or `failureThreshold` probes in a row failed.
+    /// Until then the region is neither healthy nor down, and nothing is decided.
     pub probed: bool,
     pub healthy: bool,
     /// The last successful probe.
@@ -173,11 +174,14 @@ impl GroupProber {
                             h.last_error = Some(e.message);
                             if h.consecutive_failures >= target.failure_threshold {
                                 h.healthy = false;
+                                h.probed = true;
                                 h.position = None;
                             }
                         }
                     }
-                    h.probed = true;
+                    if h.healthy {
+                        h.probed = true;
+                    }
                     changed |=
                         before != (h.healthy, h.probed, h.position.as_ref().map(|p| p.members));
                 }

@@ -47,6 +47,10 @@ pub struct OperatorArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "tributary-operator-leader")]
     pub lease_name: String,
+    /// Duration of the leader-election Lease: how long a dead leader blocks a standby replica
+    /// (and with it every failover it would drive). Renewed every third of it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_lease_duration: Duration,
     /// Namespace of the leader-election Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
@@ -160,8 +164,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
                 .with_namespace(&args.lease_namespace)
                 .with_identity(&identity)
-                .with_duration(15)
-                .with_grace(5)
+                .with_duration(args.leader_lease_duration.as_secs().max(2))
+                .with_grace((args.leader_lease_duration.as_secs() / 3).max(1))
                 .build()
                 .await
                 .with_context(|| {

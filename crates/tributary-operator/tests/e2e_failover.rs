@@ -80,8 +80,12 @@ fn helm_install(stack: &Stack, release: &str, ns: &str) -> Release {
             "image.repository=local/tributary",
             "--set",
             "image.tag=dev",
+            // Two replicas spread over the regions: the one in the killed region may be the
+            // leader, and the other must take over quickly.
             "--set",
-            "replicaCount=1",
+            "replicaCount=2",
+            "--set",
+            "leaderElection.leaseDuration=4s",
             "--set",
             "logFormat=json",
             "--wait",
@@ -157,7 +161,8 @@ spec:
           image: apache/kafka:4.2.0
           command: ["/opt/kafka/bin/kafka-verifiable-consumer.sh"]
           args: ["--bootstrap-server", "{aggregate}", "--topic", "orders-{suffix}",
-                 "--group-id", "billing-{suffix}", "--reset-policy", "earliest", "--verbose"]
+                 "--group-id", "billing-{suffix}", "--reset-policy", "earliest", "--verbose",
+                 "--session-timeout", "10000"]
 "#
         ));
     }
@@ -413,13 +418,23 @@ async fn a_group_fails_over_by_itself_and_fails_back_by_one_edit_without_losing_
             down: true,
         };
         stack.stack_command(&["region-down", &east]);
-        let mut surviving = Vec::new();
-        for i in 0..10 {
-            surviving.extend(produce_batch(stack, &west, &topic, &format!("outage{i}"), 20).await);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        // West keeps producing through the outage, concurrently with the wait.
+        let producer = {
+            let (stack, west, topic) = (stack.clone(), west.clone(), topic.clone());
+            tokio::spawn(async move {
+                let mut produced = Vec::new();
+                for i in 0..10 {
+                    produced.extend(
+                        produce_batch(&stack, &west, &topic, &format!("outage{i}"), 20).await,
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                produced
+            })
+        };
         wait_active(&cgfs, &west, 2).await;
         let decided = killed.elapsed();
+        let surviving = producer.await.expect("producer task");
         let dups = wait_consumed(stack, &ns, "every record acknowledged to west consumed", &surviving).await;
         let first_in_west = consumed_in(stack, &ns, &west)
             .iter()
