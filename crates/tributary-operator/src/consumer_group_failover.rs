@@ -510,7 +510,12 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         .map(|r| r.region.as_str())
         .collect();
     if !unknown.is_empty() {
-        tracing::debug!(namespace = ns, name, ?unknown, "waiting for the first probes");
+        tracing::debug!(
+            namespace = ns,
+            name,
+            ?unknown,
+            "waiting for the first probes"
+        );
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
 

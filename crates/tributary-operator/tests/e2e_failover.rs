@@ -67,8 +67,9 @@ impl Drop for RegionGuard<'_> {
     }
 }
 
-fn helm_install(stack: &Stack, release: &str, ns: &str) -> Release {
+fn helm_install(stack: &Stack, release: &str, ns: &str, replicas: u32) -> Release {
     let chart = repo_path("charts/tributary");
+    let replicas = format!("replicaCount={replicas}");
     let out = Command::new(&stack.helm)
         .args([
             "install",
@@ -80,10 +81,8 @@ fn helm_install(stack: &Stack, release: &str, ns: &str) -> Release {
             "image.repository=local/tributary",
             "--set",
             "image.tag=dev",
-            // Two replicas spread over the regions: the one in the killed region may be the
-            // leader, and the other must take over quickly.
             "--set",
-            "replicaCount=2",
+            &replicas,
             "--set",
             "leaderElection.leaseDuration=4s",
             "--set",
@@ -111,7 +110,7 @@ fn helm_install(stack: &Stack, release: &str, ns: &str) -> Release {
 
 /// Streams, aggregates, one VerifiableConsumer Deployment per region (replicas 0: the operator
 /// owns the scale) and the ConsumerGroupFailover, with names unique to this run.
-fn manifests(stack: &Stack, suffix: &str) -> String {
+fn manifests(stack: &Stack, suffix: &str, group: &Group) -> String {
     let mut yaml = String::new();
     for r in &stack.regions {
         let regional = stack.bootstrap(r, Role::Regional);
@@ -175,6 +174,11 @@ spec:
             )
         })
         .collect();
+    let Group {
+        mode,
+        failover,
+        sync_interval,
+    } = group;
     yaml.push_str(&format!(
         r#"---
 apiVersion: tributary.dev/v1alpha1
@@ -183,13 +187,78 @@ metadata: {{name: billing}}
 spec:
   groupId: billing-{suffix}
   topics: [orders-{suffix}]
-  mode: ActivePassive
+  mode: {mode}
   regions:
-{regions}  failover: {{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}}
-  sync: {{interval: 1s}}
+{regions}  failover: {failover}
+  sync: {{interval: {sync_interval}}}
 "#
     ));
     yaml
+}
+
+/// The ConsumerGroupFailover's settings under test.
+struct Group {
+    mode: &'static str,
+    failover: &'static str,
+    sync_interval: &'static str,
+}
+
+const TIGHT: &str =
+    "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}";
+
+impl Default for Group {
+    fn default() -> Self {
+        Group {
+            mode: "ActivePassive",
+            failover: TIGHT,
+            sync_interval: "1s",
+        }
+    }
+}
+
+/// One operator release at a time: every operator watches every namespace.
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What every scenario starts from: the operator installed, the manifests applied, the group
+/// active in the first region at epoch 1.
+struct Setup {
+    _release: Release,
+    ns: String,
+    topic: String,
+    yaml: String,
+    east: String,
+    west: String,
+    cgfs: Api<ConsumerGroupFailover>,
+    deployments: Api<Deployment>,
+}
+
+async fn setup(t: &TestNamespace, group: &Group, operator_replicas: u32) -> Setup {
+    let stack = &t.stack;
+    let ns = t.name.clone();
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
+    let release = helm_install(
+        stack,
+        &format!("tributary-{suffix}"),
+        &ns,
+        operator_replicas,
+    );
+    let yaml = manifests(stack, &suffix, group);
+    // `kubectl apply` as a GitOps tool does it (client-side, three-way): the workloads say
+    // `replicas: 0` and a re-apply leaves the operator's scale alone.
+    kubectl_apply(stack, &ns, &yaml);
+    let cgfs: Api<ConsumerGroupFailover> = t.api();
+    let east = stack.regions[0].clone();
+    wait_active(&cgfs, &east, 1).await;
+    Setup {
+        _release: release,
+        topic: format!("orders-{suffix}"),
+        yaml,
+        east,
+        west: stack.regions[1].clone(),
+        cgfs,
+        deployments: t.api(),
+        ns,
+    }
 }
 
 /// One record the VerifiableConsumer reported (`--verbose`: a `record_data` event per record).
@@ -346,25 +415,26 @@ async fn a_group_fails_over_by_itself_and_fails_back_by_one_edit_without_losing_
         return;
     };
     assert!(stack.regions.len() >= 2, "needs two regions");
+    let _one = ONE_OPERATOR.lock().await;
     TestNamespace::run(&stack, "e2e-failover", |t| async move {
         let stack = &t.stack;
-        let ns = t.name.clone();
-        let (east, west) = (stack.regions[0].clone(), stack.regions[1].clone());
-        let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
-        let topic = format!("orders-{suffix}");
-        let _release = helm_install(stack, &format!("tributary-{suffix}"), &ns);
-        let yaml = manifests(stack, &suffix);
-        // `kubectl apply` as a GitOps tool does it (client-side, three-way): the workloads say
-        // `replicas: 0` and a re-apply leaves the operator's scale alone.
-        kubectl_apply(stack, &ns, &yaml);
-        let cgfs: Api<ConsumerGroupFailover> = t.api();
-        let deployments: Api<Deployment> = t.api();
+        // Two operator replicas spread over the regions: the one in the killed region may be
+        // the leader, and the other must take over quickly.
+        let Setup {
+            _release,
+            ns,
+            topic,
+            yaml,
+            east,
+            west,
+            cgfs,
+            deployments,
+        } = setup(&t, &Group::default(), 2).await;
         let leases: Api<Lease> = t.api();
         let cms: Api<ConfigMap> = t.api();
         let jobs: Api<Job> = t.api();
 
         // First activation.
-        wait_active(&cgfs, &east, 1).await;
         let lease = leases.get("billing-active").await.expect("lease");
         let spec = lease.spec.expect("lease spec");
         assert_eq!(spec.holder_identity.as_deref(), Some(east.as_str()));
@@ -548,6 +618,225 @@ async fn a_group_fails_over_by_itself_and_fails_back_by_one_edit_without_losing_
         );
         let s = status_of(&cgfs).await;
         assert_eq!((s.active_region.as_deref(), s.epoch), (Some(east.as_str()), Some(3)));
+    })
+    .await;
+}
+
+async fn condition(api: &Api<ConsumerGroupFailover>, type_: &str) -> Option<(String, String)> {
+    let s = status_of(api).await;
+    find_condition(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+async fn wait_condition(api: &Api<ConsumerGroupFailover>, type_: &str, status: &str, reason: &str) {
+    wait_until(&format!("{type_}={status} ({reason})"), SLOW, || async {
+        (condition(api, type_).await == Some((status.to_string(), reason.to_string())))
+            .then_some(())
+    })
+    .await;
+}
+
+async fn has_event(stack: &Stack, ns: &str, reason: &str) -> bool {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(stack.client.clone(), ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().any(|e| e.reason.as_deref() == Some(reason)))
+        .unwrap_or(false)
+}
+
+async fn patch_spec(api: &Api<ConsumerGroupFailover>, patch: serde_json::Value) {
+    api.patch("billing", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch the ConsumerGroupFailover");
+}
+
+/// `automatic: false`: a dead active region is reported and nothing moves; a stale standby
+/// blocks the failover (`FailoverBlocked`) until the data-loss annotation accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_group_waits_and_a_stale_standby_waits_for_the_override() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let _one = ONE_OPERATOR.lock().await;
+    TestNamespace::run(&stack, "e2e-failover-manual", |t| async move {
+        let stack = &t.stack;
+        let group = Group {
+            failover: "{automatic: false, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}",
+            ..Group::default()
+        };
+        // Two operator replicas: the leader may die with east.
+        let s = setup(&t, &group, 2).await;
+        let mut guard = RegionGuard {
+            stack,
+            region: s.east.clone(),
+            down: true,
+        };
+        stack.stack_command(&["region-down", &s.east]);
+        wait_condition(&s.cgfs, "FailoverBlocked", "True", "AutomaticFailoverDisabled").await;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let st = status_of(&s.cgfs).await;
+        assert_eq!((st.active_region.as_deref(), st.epoch), (Some(s.east.as_str()), Some(1)), "no move with automatic: false");
+        assert!(has_event(stack, &s.ns, "AutomaticFailoverDisabled").await, "an event says the region is down");
+
+        // Automatic again, but the standby is older than maxSyncAge (east died seconds ago).
+        patch_spec(&s.cgfs, serde_json::json!({"spec": {"failover": {"automatic": true, "maxSyncAge": "1s"}}})).await;
+        wait_condition(&s.cgfs, "FailoverBlocked", "True", "FailoverBlocked").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(status_of(&s.cgfs).await.epoch, Some(1), "a stale standby is not failed over to");
+        assert!(has_event(stack, &s.ns, "FailoverBlocked").await);
+        s.cgfs
+            .patch(
+                "billing",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"tributary.dev/accept-data-loss": "true"}}})),
+            )
+            .await
+            .expect("annotate");
+        wait_active(&s.cgfs, &s.west, 2).await;
+        assert_eq!(replicas(&s.deployments, &format!("billing-{}", s.west)).await, 1);
+        stack.stack_command(&["region-up", &s.east]);
+        guard.down = false;
+    })
+    .await;
+}
+
+/// ActiveActive: both regions consume throughout; on region loss only the Lease and the
+/// ConfigMap move, no workload is scaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_active_group_moves_only_its_primary() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let _one = ONE_OPERATOR.lock().await;
+    TestNamespace::run(&stack, "e2e-failover-aa", |t| async move {
+        let stack = &t.stack;
+        let group = Group {
+            mode: "ActiveActive",
+            ..Group::default()
+        };
+        let s = setup(&t, &group, 2).await;
+        let cms: Api<ConfigMap> = t.api();
+        wait_until("consumers in both regions", SLOW, || async {
+            (replicas(&s.deployments, &format!("billing-{}", s.east)).await == 1
+                && replicas(&s.deployments, &format!("billing-{}", s.west)).await == 1)
+                .then_some(())
+        })
+        .await;
+        let mut before = Vec::new();
+        for r in [&s.east, &s.west] {
+            before.extend(produce_batch(stack, r, &s.topic, "aa", 30).await);
+        }
+        // Each region's group consumes its own aggregate: every record in both.
+        for r in [&s.east, &s.west] {
+            wait_until(&format!("every record consumed in {r}"), SLOW, || async {
+                let seen: BTreeSet<String> = consumed_in(stack, &s.ns, r)
+                    .into_iter()
+                    .map(|c| c.value)
+                    .collect();
+                before.iter().all(|v| seen.contains(v)).then_some(())
+            })
+            .await;
+        }
+        let mut guard = RegionGuard {
+            stack,
+            region: s.east.clone(),
+            down: true,
+        };
+        stack.stack_command(&["region-down", &s.east]);
+        wait_active(&s.cgfs, &s.west, 2).await;
+        let data = cms
+            .get("billing-active")
+            .await
+            .expect("cm")
+            .data
+            .unwrap_or_default();
+        assert_eq!(data.get("activeRegion"), Some(&s.west));
+        assert_eq!(
+            replicas(&s.deployments, &format!("billing-{}", s.east)).await,
+            1,
+            "ActiveActive scales nothing"
+        );
+        assert_eq!(
+            replicas(&s.deployments, &format!("billing-{}", s.west)).await,
+            1
+        );
+        let during = produce_batch(stack, &s.west, &s.topic, "aa-outage", 30).await;
+        wait_until("west keeps consuming", SLOW, || async {
+            let seen: BTreeSet<String> = consumed_in(stack, &s.ns, &s.west)
+                .into_iter()
+                .map(|c| c.value)
+                .collect();
+            during.iter().all(|v| seen.contains(v)).then_some(())
+        })
+        .await;
+        stack.stack_command(&["region-up", &s.east]);
+        guard.down = false;
+    })
+    .await;
+}
+
+/// The operator killed in the middle of a planned switchover: the restarted one finishes the
+/// move from the Lease and the status, and the epoch rises exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_switchover_finishes_the_move_once() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let _one = ONE_OPERATOR.lock().await;
+    TestNamespace::run(&stack, "e2e-failover-crash", |t| async move {
+        let stack = &t.stack;
+        let s = setup(&t, &Group::default(), 1).await;
+        let leases: Api<Lease> = t.api();
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = t.api();
+        let mut expected = Vec::new();
+        for r in [&s.east, &s.west] {
+            expected.extend(produce_batch(stack, r, &s.topic, "crash", 40).await);
+        }
+        wait_consumed(stack, &s.ns, "records consumed in east", &expected).await;
+        patch_spec(
+            &s.cgfs,
+            serde_json::json!({"spec": {"activeRegion": s.west}}),
+        )
+        .await;
+        wait_until("the switchover under way", SLOW, || async {
+            status_of(&s.cgfs).await.pending_move.map(|_| ())
+        })
+        .await;
+        let operators = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+            .await
+            .expect("operator pods");
+        assert!(!operators.items.is_empty());
+        for p in &operators.items {
+            pods.delete(
+                &p.name_any(),
+                &kube::api::DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("kill the operator");
+        }
+        wait_active(&s.cgfs, &s.west, 2).await;
+        let lease = leases.get("billing-active").await.expect("lease");
+        assert_eq!(
+            lease.spec.and_then(|s| s.lease_transitions),
+            Some(2),
+            "epoch + 1 exactly once"
+        );
+        let st = status_of(&s.cgfs).await;
+        assert_eq!(st.last_failover.as_ref().map(|f| f.epoch), Some(2));
+        assert!(st.pending_move.is_none());
+        let more = produce_batch(stack, &s.west, &s.topic, "after-crash", 40).await;
+        let all: Vec<String> = expected.iter().chain(&more).cloned().collect();
+        let dups = wait_consumed(stack, &s.ns, "every record consumed across the move", &all).await;
+        eprintln!(
+            "operator killed mid-switchover: move finished at epoch 2, {dups} raw duplicates"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(status_of(&s.cgfs).await.epoch, Some(2), "no second move");
     })
     .await;
 }
