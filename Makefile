@@ -101,6 +101,10 @@ demo-clean: ## Remove what `make demo` installed (the e2e tests install operator
 bench-translate: ## Offset translation benchmark: 1000 partitions x 3 sources over a day of 1 s checkpoints.
 	$(CARGO) bench -q -p tributary-core --bench translate
 
+.PHONY: bench-failover
+bench-failover: stack-up demo-clean ## Failover benchmark: automatic RTO over RUNS=5 region losses at default and tight settings, planned switchover; results in BENCHMARKS.md.
+	source $(ENV_FILE) && RUNS=$${RUNS:-5} $(CARGO) test -q -p tributary-operator --test bench_failover -- --ignored --nocapture
+
 .PHONY: bench-replicator
 bench-replicator: ## Replicator benchmark: ours (both modes) vs MirrorMaker 2 vs producer-perf ceiling; results in BENCHMARKS.md.
 	bash e2e/bench/replicator.sh

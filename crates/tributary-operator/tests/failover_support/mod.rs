@@ -1,0 +1,448 @@
+//! What the ConsumerGroupFailover e2e tests and the failover benchmark share: the operator
+//! installed by the chart, the manifests (streams, aggregates, VerifiableConsumer workloads,
+//! the group), Kafka's VerifiableConsumer output read from the pods' logs, and waits.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use tributary_api::{ConsumerGroupFailover, find_condition};
+use tributary_e2e::kafka::produce;
+use tributary_e2e::{Role, Stack, TestNamespace, repo_path, wait_until};
+
+pub const SLOW: Duration = Duration::from_secs(240);
+pub const PARTITIONS: i32 = 3;
+
+/// Uninstalls the release when the test ends, also on failure.
+pub struct Release {
+    pub helm: std::path::PathBuf,
+    pub kubeconfig: std::path::PathBuf,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.helm)
+            .args([
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.namespace,
+                "--wait",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+    }
+}
+
+/// Brings a killed region back when the test ends, also on failure (later tests need it).
+pub struct RegionGuard<'a> {
+    pub stack: &'a Stack,
+    pub region: String,
+    pub down: bool,
+}
+
+impl Drop for RegionGuard<'_> {
+    fn drop(&mut self) {
+        if self.down
+            && let Err(e) = self.stack.try_stack_command(&["region-up", &self.region])
+        {
+            eprintln!("could not bring {} back: {e}", self.region);
+        }
+    }
+}
+
+pub fn helm_install(
+    stack: &Stack,
+    release: &str,
+    ns: &str,
+    replicas: u32,
+    leader_lease: &str,
+) -> Release {
+    let chart = repo_path("charts/tributary");
+    let replicas = format!("replicaCount={replicas}");
+    let leader_lease = format!("leaderElection.leaseDuration={leader_lease}");
+    let out = Command::new(&stack.helm)
+        .args([
+            "install",
+            release,
+            chart.to_str().expect("path"),
+            "--namespace",
+            ns,
+            "--set",
+            "image.repository=local/tributary",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            &replicas,
+            "--set",
+            &leader_lease,
+            "--set",
+            "logFormat=json",
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .env("KUBECONFIG", stack.state_dir.join("kubeconfig"))
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Release {
+        helm: stack.helm.clone(),
+        kubeconfig: stack.state_dir.join("kubeconfig"),
+        name: release.to_string(),
+        namespace: ns.to_string(),
+    }
+}
+
+/// Streams, aggregates, one VerifiableConsumer Deployment per region (replicas 0: the operator
+/// owns the scale) and the ConsumerGroupFailover, with names unique to this run.
+pub fn manifests(stack: &Stack, suffix: &str, group: &Group) -> String {
+    let mut yaml = String::new();
+    for r in &stack.regions {
+        let regional = stack.bootstrap(r, Role::Regional);
+        let aggregate = stack.bootstrap(r, Role::Aggregate);
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: tributary.dev/v1alpha1
+kind: RegionalStream
+metadata: {{name: {r}}}
+spec:
+  region: {r}
+  deletionPolicy: Retain
+  kafka: {{bootstrapServers: ["{regional}"]}}
+  topics:
+    - {{name: orders-{suffix}, partitions: {PARTITIONS}, replicationFactor: 1}}
+---
+apiVersion: tributary.dev/v1alpha1
+kind: AggregateCluster
+metadata: {{name: {r}}}
+spec:
+  region: {r}
+  kafka: {{bootstrapServers: ["{aggregate}"]}}
+  topicNaming: Identity
+  replicator:
+    replicas: 1
+    delivery: AtLeastOnce
+    resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
+  checkpoints: {{interval: 1s, topic: tributary.checkpoints, retention: 168h}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: billing-{r}}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: billing, region: {r}}}}}
+  template:
+    metadata: {{labels: {{app: billing, region: {r}}}}}
+    spec:
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+              - matchExpressions: [{{key: topology.kubernetes.io/region, operator: In, values: [{r}]}}]
+      terminationGracePeriodSeconds: 10
+      containers:
+        - name: consumer
+          image: apache/kafka:4.2.0
+          command: ["/opt/kafka/bin/kafka-verifiable-consumer.sh"]
+          args: ["--bootstrap-server", "{aggregate}", "--topic", "orders-{suffix}",
+                 "--group-id", "billing-{suffix}", "--reset-policy", "earliest", "--verbose",
+                 "--session-timeout", "10000"]
+"#
+        ));
+    }
+    let regions: String = stack
+        .regions
+        .iter()
+        .map(|r| {
+            format!(
+                "    - {{region: {r}, aggregateCluster: {r}, workloadRef: {{kind: Deployment, name: billing-{r}, replicas: 1}}}}\n"
+            )
+        })
+        .collect();
+    let Group {
+        mode,
+        failover,
+        sync_interval,
+        ..
+    } = group;
+    yaml.push_str(&format!(
+        r#"---
+apiVersion: tributary.dev/v1alpha1
+kind: ConsumerGroupFailover
+metadata: {{name: billing}}
+spec:
+  groupId: billing-{suffix}
+  topics: [orders-{suffix}]
+  mode: {mode}
+  regions:
+{regions}  failover: {failover}
+  sync: {{interval: {sync_interval}}}
+"#
+    ));
+    yaml
+}
+
+/// The ConsumerGroupFailover's settings under test.
+pub struct Group {
+    pub mode: &'static str,
+    pub failover: &'static str,
+    pub sync_interval: &'static str,
+    /// The operator's `leaderElection.leaseDuration`.
+    pub leader_lease: &'static str,
+}
+
+pub const TIGHT: &str =
+    "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}";
+
+impl Default for Group {
+    fn default() -> Self {
+        Group {
+            mode: "ActivePassive",
+            failover: TIGHT,
+            sync_interval: "1s",
+            leader_lease: "4s",
+        }
+    }
+}
+
+/// One operator release at a time: every operator watches every namespace.
+pub static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What every scenario starts from: the operator installed, the manifests applied, the group
+/// active in the first region at epoch 1.
+pub struct Setup {
+    pub _release: Release,
+    pub ns: String,
+    pub topic: String,
+    pub yaml: String,
+    pub east: String,
+    pub west: String,
+    pub cgfs: Api<ConsumerGroupFailover>,
+    pub deployments: Api<Deployment>,
+}
+
+pub async fn setup(t: &TestNamespace, group: &Group, operator_replicas: u32) -> Setup {
+    let stack = &t.stack;
+    let ns = t.name.clone();
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
+    let release = helm_install(
+        stack,
+        &format!("tributary-{suffix}"),
+        &ns,
+        operator_replicas,
+        group.leader_lease,
+    );
+    let yaml = manifests(stack, &suffix, group);
+    // `kubectl apply` as a GitOps tool does it (client-side, three-way): the workloads say
+    // `replicas: 0` and a re-apply leaves the operator's scale alone.
+    kubectl_apply(stack, &ns, &yaml);
+    let cgfs: Api<ConsumerGroupFailover> = t.api();
+    let east = stack.regions[0].clone();
+    wait_active(&cgfs, &east, 1).await;
+    Setup {
+        _release: release,
+        topic: format!("orders-{suffix}"),
+        yaml,
+        east,
+        west: stack.regions[1].clone(),
+        cgfs,
+        deployments: t.api(),
+        ns,
+    }
+}
+
+/// One record the VerifiableConsumer reported (`--verbose`: a `record_data` event per record).
+#[derive(Clone, Debug)]
+pub struct Consumed {
+    pub value: String,
+    pub at_ms: i64,
+}
+
+/// Every record consumed by the billing pods of `region` in this namespace, from the pods'
+/// log files (kept by the node agent after the pods are gone).
+pub fn consumed_in(stack: &Stack, ns: &str, region: &str) -> Vec<Consumed> {
+    let dir = stack.state_dir.join(format!("agent-{region}/pods"));
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with(&format!("{ns}_billing-")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path().join("consumer.log")).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["name"] == "record_data" {
+                out.push(Consumed {
+                    value: v["value"].as_str().unwrap_or_default().to_string(),
+                    at_ms: v["timestamp"].as_i64().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    out
+}
+
+pub fn all_consumed(stack: &Stack, ns: &str) -> Vec<Consumed> {
+    stack
+        .regions
+        .iter()
+        .flat_map(|r| consumed_in(stack, ns, r))
+        .collect()
+}
+
+/// Produces `n` records `<region>-<batch>-<i>` into `region`'s regional cluster.
+pub async fn produce_batch(
+    stack: &Stack,
+    region: &str,
+    topic: &str,
+    batch: &str,
+    n: usize,
+) -> Vec<String> {
+    let records: Vec<(i32, String, String)> = (0..n)
+        .map(|i| {
+            (
+                (i as i32) % PARTITIONS,
+                format!("k{i}"),
+                format!("{region}-{batch}-{i}"),
+            )
+        })
+        .collect();
+    produce(stack.bootstrap(region, Role::Regional), topic, &records).await;
+    records.into_iter().map(|(_, _, v)| v).collect()
+}
+
+/// Waits until every value in `expected` was consumed at least once; returns the raw
+/// duplicates among them.
+pub async fn wait_consumed(stack: &Stack, ns: &str, what: &str, expected: &[String]) -> usize {
+    let want: BTreeSet<&String> = expected.iter().collect();
+    wait_until(what, SLOW, || async {
+        let consumed = all_consumed(stack, ns);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &consumed {
+            *counts.entry(c.value.as_str()).or_default() += 1;
+        }
+        let missing = want
+            .iter()
+            .filter(|v| !counts.contains_key(v.as_str()))
+            .count();
+        (missing == 0).then(|| {
+            want.iter()
+                .map(|v| counts[v.as_str()].saturating_sub(1))
+                .sum::<usize>()
+        })
+    })
+    .await
+}
+
+pub async fn status_of(
+    api: &Api<ConsumerGroupFailover>,
+) -> tributary_api::ConsumerGroupFailoverStatus {
+    api.get("billing")
+        .await
+        .expect("get billing")
+        .status
+        .unwrap_or_default()
+}
+
+pub async fn wait_active(api: &Api<ConsumerGroupFailover>, region: &str, epoch: i64) {
+    wait_until(
+        &format!("billing active in {region} at epoch {epoch}"),
+        SLOW,
+        || async {
+            let s = status_of(api).await;
+            let ready = find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True");
+            (s.active_region.as_deref() == Some(region) && s.epoch == Some(epoch) && ready)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+pub async fn replicas(deployments: &Api<Deployment>, name: &str) -> i32 {
+    deployments
+        .get(name)
+        .await
+        .expect("deployment")
+        .spec
+        .and_then(|s| s.replicas)
+        .unwrap_or(-1)
+}
+
+pub fn kubectl_apply(stack: &Stack, ns: &str, yaml: &str) {
+    use std::io::Write;
+    let out = Command::new(&stack.kubectl)
+        .args(["apply", "-n", ns, "-f", "-"])
+        .env("KUBECONFIG", stack.state_dir.join("kubeconfig"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(yaml.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("kubectl apply runs");
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+pub async fn condition(api: &Api<ConsumerGroupFailover>, type_: &str) -> Option<(String, String)> {
+    let s = status_of(api).await;
+    find_condition(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+pub async fn wait_condition(
+    api: &Api<ConsumerGroupFailover>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) {
+    wait_until(&format!("{type_}={status} ({reason})"), SLOW, || async {
+        (condition(api, type_).await == Some((status.to_string(), reason.to_string())))
+            .then_some(())
+    })
+    .await;
+}
+
+pub async fn has_event(stack: &Stack, ns: &str, reason: &str) -> bool {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(stack.client.clone(), ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().any(|e| e.reason.as_deref() == Some(reason)))
+        .unwrap_or(false)
+}
+
+pub async fn patch_spec(api: &Api<ConsumerGroupFailover>, patch: serde_json::Value) {
+    api.patch("billing", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch the ConsumerGroupFailover");
+}
