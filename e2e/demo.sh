@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: Tributary running on the local stack. Three regions (east, west, central), the
 # operator installed by its Helm chart, the example setup applied; records produced in every
-# region show up in every region's aggregate cluster. The stack stays up afterwards to explore.
+# region show up in every region's aggregate cluster; then the billing group fails over by
+# itself when east is killed and fails back by one edit of spec.activeRegion. The stack stays
+# up afterwards to explore.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,9 +20,9 @@ source "$STATE/env"
 source e2e/stack/kafka.sh
 K() { "$TRIBUTARY_KUBECTL" "$@"; }
 
-say "Installing the operator with its Helm chart (image local/tributary runs as a local process)"
+say "Installing the operator with its Helm chart (two replicas, one leader; image local/tributary runs as a local process)"
 "$TRIBUTARY_HELM" upgrade --install tributary charts/tributary --namespace tributary-system --create-namespace \
-  --set image.repository=local/tributary --set image.tag=dev --set replicaCount=1 --set logFormat=text \
+  --set image.repository=local/tributary --set image.tag=dev --set replicaCount=2 --set logFormat=text \
   --wait --timeout 180s >/dev/null
 K -n tributary-system get deployment tributary
 
@@ -61,12 +63,53 @@ say "Status after the copy (lag should be 0)"
 sleep 5
 K -n "$NS" get aggregateclusters -o wide
 
+cgf() { K -n "$NS" get consumergroupfailover billing -o "jsonpath={$1}"; }
+wait_cgf() { # REGION EPOCH: until billing is active there at that epoch
+  local deadline=$((SECONDS + 240))
+  until [[ "$(cgf .status.activeRegion)/$(cgf .status.epoch)" == "$1/$2" ]]; do
+    ((SECONDS < deadline)) || { echo "billing not active in $1 at epoch $2" >&2; K -n "$NS" get cgf billing -o yaml >&2; exit 1; }
+    sleep 1
+  done
+}
+
+say "The billing group (ActivePassive): active in east, consumers only there, standbys kept warm"
+wait_cgf east 1
+K -n "$NS" get consumergroupfailovers
+K -n "$NS" get deployments -l app=billing
+K -n "$NS" get jobs
+K -n "$NS" get configmap billing-active -o jsonpath='{.data}'; echo
+
+say "Killing region east (make region-down REGION=east): the group moves by itself"
+started=$SECONDS
+bash e2e/stack/stack.sh region-down east >/dev/null
+wait_cgf west 2
+echo "billing active in $(cgf .status.activeRegion) at epoch $(cgf .status.epoch) after $((SECONDS - started))s (lastFailover: $(cgf .status.lastFailover.reason), rtoSeconds $(cgf .status.lastFailover.rtoSeconds))"
+K -n "$NS" get deployments -l app=billing
+K -n "$NS" get events --field-selector involvedObject.name=billing --sort-by=.metadata.creationTimestamp 2>/dev/null | tail -n 6 || true
+
+say "Bringing east back: it becomes a standby (its sync Job follows west), no second move"
+bash e2e/stack/stack.sh region-up east >/dev/null
+deadline=$((SECONDS + 240))
+until [[ "$(K -n "$NS" get consumergroupfailover billing -o jsonpath='{.status.regions[?(@.region=="east")].role}')" == Standby ]]; do
+  ((SECONDS < deadline)) || { echo "east not a standby again" >&2; exit 1; }
+  sleep 2
+done
+K -n "$NS" get consumergroupfailovers
+
+say "Failing back by one edit (GitOps): spec.activeRegion: east — a planned switchover"
+started=$SECONDS
+K -n "$NS" patch consumergroupfailover billing --type merge -p '{"spec":{"activeRegion":"east"}}' >/dev/null
+wait_cgf east 3
+echo "billing active in east at epoch 3 after $((SECONDS - started))s (lastFailover: $(cgf .status.lastFailover.reason), $(cgf .status.lastFailover.kind))"
+K -n "$NS" get deployments -l app=billing
+
 cat <<EOT
 
 The stack keeps running. Explore it:
   source $STATE/env
   \$TRIBUTARY_KUBECTL -n $NS get tributary
   \$TRIBUTARY_KUBECTL -n $NS describe aggregatecluster west
+  \$TRIBUTARY_KUBECTL -n $NS get consumergroupfailover billing -o yaml
   make region-down REGION=east   # then watch: \$TRIBUTARY_KUBECTL -n $NS get aggregateclusters -w
   make region-up REGION=east
   make stack-down

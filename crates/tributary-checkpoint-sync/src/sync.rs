@@ -557,10 +557,7 @@ impl CheckpointSync {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or_default();
-            self.health
-                .metrics
-                .last_synced_timestamp_seconds
-                .set(unix);
+            self.health.metrics.last_synced_timestamp_seconds.set(unix);
         }
         self.health.metrics.rounds.inc();
         Ok(RoundReport {

@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+
 use tributary_api::aggregate_cluster::RouteStatus;
 use tributary_api::{AggregateCluster, AggregateClusterStatus, condition_type};
 
@@ -39,7 +39,7 @@ impl Reconciled for AggregateCluster {
     }
 
     async fn report_failure(&self, ctx: &Context, error: &Error) {
-        let _ = write_status(self, ctx, error_status(self, error)).await;
+        let _ = status_util::write_status(self, ctx, error_status(self, error)).await;
     }
 }
 
@@ -207,7 +207,7 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
     ctx.metrics
         .set_routes(&format!("{ns}/{name}"), Some(&states));
     announce_route_transitions(ctx, agg, &status).await;
-    write_status(agg, ctx, status).await?;
+    status_util::write_status(agg, ctx, status).await?;
     topic_result?;
     Ok(Action::requeue(RESYNC))
 }
@@ -540,36 +540,4 @@ fn error_status(agg: &AggregateCluster, e: &Error) -> AggregateClusterStatus {
         conditions: conditions::merge(&old.conditions, &wanted, agg.meta().generation),
         ..old
     }
-}
-
-async fn write_status(
-    agg: &AggregateCluster,
-    ctx: &Context,
-    status: AggregateClusterStatus,
-) -> Result<()> {
-    let old = agg.status.clone().unwrap_or_default();
-    if old == status {
-        return Ok(());
-    }
-    let ns = agg.namespace().unwrap_or_default();
-    let api: Api<AggregateCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"apiVersion": "tributary.dev/v1alpha1", "kind": KIND, "status": status});
-    api.patch_status(
-        &agg.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        what: format!("{KIND} {ns}/{}", agg.name_any()),
-        source,
-    })?;
-    status_util::announce_transitions(
-        ctx,
-        &agg.object_ref(&()),
-        &old.conditions,
-        &status.conditions,
-    )
-    .await;
-    Ok(())
 }

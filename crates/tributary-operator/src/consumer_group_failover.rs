@@ -79,7 +79,7 @@ impl Reconciled for ConsumerGroupFailover {
                 .cloned(),
         );
         status.conditions = merged;
-        let _ = write_status(self, ctx, status).await;
+        let _ = status_util::write_status(self, ctx, status).await;
     }
 }
 
@@ -243,34 +243,96 @@ fn lease_view(lease: &Lease, duration: Duration) -> Option<LeaseView> {
     })
 }
 
+/// What the operator reads of a consumer workload, whatever its kind.
+trait Workload:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    /// `spec.replicas` and the pod selector's labels.
+    fn scale_and_selector(&self) -> (Option<i32>, Option<BTreeMap<String, String>>);
+}
+
+impl Workload for k8s_openapi::api::apps::v1::Deployment {
+    fn scale_and_selector(&self) -> (Option<i32>, Option<BTreeMap<String, String>>) {
+        let spec = self.spec.as_ref();
+        (
+            spec.and_then(|s| s.replicas),
+            spec.and_then(|s| s.selector.match_labels.clone()),
+        )
+    }
+}
+
+impl Workload for k8s_openapi::api::apps::v1::StatefulSet {
+    fn scale_and_selector(&self) -> (Option<i32>, Option<BTreeMap<String, String>>) {
+        let spec = self.spec.as_ref();
+        (
+            spec.and_then(|s| s.replicas),
+            spec.and_then(|s| s.selector.match_labels.clone()),
+        )
+    }
+}
+
+/// Reads the workload; with `scale_to`, scales it through its `scale` subresource when it
+/// differs (server-side apply: the operator owns `spec.replicas`, nothing else of it).
+/// Returns its selector and whether it was scaled; `None` when it does not exist.
+async fn read_and_scale<K: Workload>(
+    ctx: &Context,
+    namespace: &str,
+    w: &WorkloadRef,
+    scale_to: Option<i32>,
+) -> Result<Option<(Option<BTreeMap<String, String>>, bool)>> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let what = format!("{:?} {namespace}/{}", w.kind, w.name);
+    let Some(obj) = api
+        .get_opt(&w.name)
+        .await
+        .map_err(|source| Error::Dereference {
+            what: what.clone(),
+            source,
+        })?
+    else {
+        return Ok(None);
+    };
+    let (current, selector) = obj.scale_and_selector();
+    let Some(replicas) = scale_to.filter(|r| current != Some(*r)) else {
+        return Ok(Some((selector, false)));
+    };
+    let patch = Patch::Apply(json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": w.name, "namespace": namespace},
+        "spec": {"replicas": replicas},
+    }));
+    api.patch_scale(&w.name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+        .await
+        .map_err(|source| Error::Apply { what, source })?;
+    Ok(Some((selector, true)))
+}
+
+async fn workload(
+    ctx: &Context,
+    namespace: &str,
+    w: &WorkloadRef,
+    scale_to: Option<i32>,
+) -> Result<Option<(Option<BTreeMap<String, String>>, bool)>> {
+    match w.kind {
+        WorkloadKind::Deployment => {
+            read_and_scale::<k8s_openapi::api::apps::v1::Deployment>(ctx, namespace, w, scale_to)
+                .await
+        }
+        WorkloadKind::StatefulSet => {
+            read_and_scale::<k8s_openapi::api::apps::v1::StatefulSet>(ctx, namespace, w, scale_to)
+                .await
+        }
+    }
+}
+
 /// The pods of a workload that still exist (terminating ones included: a consumer that has
 /// not exited may still hold partitions).
 async fn running_consumers(ctx: &Context, namespace: &str, w: &WorkloadRef) -> Result<u32> {
-    let selector = match w.kind {
-        WorkloadKind::Deployment => {
-            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
-                Api::namespaced(ctx.client.clone(), namespace);
-            api.get_opt(&w.name)
-                .await
-                .map_err(|source| Error::Dereference {
-                    what: format!("Deployment {namespace}/{}", w.name),
-                    source,
-                })?
-                .and_then(|d| d.spec.map(|s| s.selector))
-        }
-        WorkloadKind::StatefulSet => {
-            let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
-                Api::namespaced(ctx.client.clone(), namespace);
-            api.get_opt(&w.name)
-                .await
-                .map_err(|source| Error::Dereference {
-                    what: format!("StatefulSet {namespace}/{}", w.name),
-                    source,
-                })?
-                .and_then(|d| d.spec.map(|s| s.selector))
-        }
-    };
-    let Some(labels) = selector.and_then(|s| s.match_labels) else {
+    let Some((Some(labels), _)) = workload(ctx, namespace, w, None).await? else {
         return Ok(0);
     };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
@@ -289,64 +351,6 @@ async fn running_consumers(ctx: &Context, namespace: &str, w: &WorkloadRef) -> R
             !matches!(phase, Some("Succeeded" | "Failed"))
         })
         .count() as u32)
-}
-
-/// Scales a workload through its `scale` subresource (server-side apply: the operator owns
-/// `spec.replicas`, nothing else of it).
-async fn scale(ctx: &Context, namespace: &str, w: &WorkloadRef, replicas: i32) -> Result<bool> {
-    let patch = Patch::Apply(json!({
-        "apiVersion": "autoscaling/v1",
-        "kind": "Scale",
-        "metadata": {"name": w.name, "namespace": namespace},
-        "spec": {"replicas": replicas},
-    }));
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let what = format!("{:?} {namespace}/{}", w.kind, w.name);
-    let current = match w.kind {
-        WorkloadKind::Deployment => {
-            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
-                Api::namespaced(ctx.client.clone(), namespace);
-            let Some(d) = api
-                .get_opt(&w.name)
-                .await
-                .map_err(|source| Error::Dereference {
-                    what: what.clone(),
-                    source,
-                })?
-            else {
-                return Ok(false);
-            };
-            let current = d.spec.and_then(|s| s.replicas);
-            if current != Some(replicas) {
-                api.patch_scale(&w.name, &pp, &patch)
-                    .await
-                    .map_err(|source| Error::Apply { what, source })?;
-            }
-            current
-        }
-        WorkloadKind::StatefulSet => {
-            let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
-                Api::namespaced(ctx.client.clone(), namespace);
-            let Some(d) = api
-                .get_opt(&w.name)
-                .await
-                .map_err(|source| Error::Dereference {
-                    what: what.clone(),
-                    source,
-                })?
-            else {
-                return Ok(false);
-            };
-            let current = d.spec.and_then(|s| s.replicas);
-            if current != Some(replicas) {
-                api.patch_scale(&w.name, &pp, &patch)
-                    .await
-                    .map_err(|source| Error::Apply { what, source })?;
-            }
-            current
-        }
-    };
-    Ok(current != Some(replicas))
 }
 
 /// Unix time of a standby sync's last full match, scraped from its pod's `/metrics`; `None`
@@ -647,7 +651,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         } else {
             0
         };
-        if scale(ctx, &ns, w, replicas).await? {
+        if let Some((_, true)) = workload(ctx, &ns, w, Some(replicas)).await? {
             tracing::info!(
                 namespace = ns,
                 name,
@@ -1041,7 +1045,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             last_synced.get(&r.region).map(|ts| now - ts),
         );
     }
-    write_status(&cgf, ctx, status).await?;
+    status_util::write_status(&cgf, ctx, status).await?;
     Ok(Action::requeue(requeue))
 }
 
@@ -1208,36 +1212,4 @@ fn build_status(
     });
     status.conditions = conditions::merge(&status.conditions, &wanted, cgf.meta().generation);
     status
-}
-
-async fn write_status(
-    cgf: &ConsumerGroupFailover,
-    ctx: &Context,
-    status: ConsumerGroupFailoverStatus,
-) -> Result<()> {
-    let old = cgf.status.clone().unwrap_or_default();
-    if old == status {
-        return Ok(());
-    }
-    let ns = cgf.namespace().unwrap_or_default();
-    let api: Api<ConsumerGroupFailover> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"apiVersion": "tributary.dev/v1alpha1", "kind": KIND, "status": status});
-    api.patch_status(
-        &cgf.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        what: format!("{KIND} {ns}/{}", cgf.name_any()),
-        source,
-    })?;
-    status_util::announce_transitions(
-        ctx,
-        &cgf.object_ref(&()),
-        &old.conditions,
-        &status.conditions,
-    )
-    .await;
-    Ok(())
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::frame::Reconciled;
 use crate::kafka::{KafkaFailure, NewTopic, ObservedTopic, plan_topic_changes};
 use crate::model::{self, ValidStream};
-use crate::names::{FIELD_MANAGER, PAUSED_ANNOTATION, TOPICS_FINALIZER};
+use crate::names::{PAUSED_ANNOTATION, TOPICS_FINALIZER};
 use crate::prober::Reach;
 use crate::{secrets, status_util};
 
@@ -42,7 +42,7 @@ impl Reconciled for RegionalStream {
     }
 
     async fn report_failure(&self, ctx: &Context, error: &Error) {
-        let _ = write_status(self, ctx, error_status(self, error)).await;
+        let _ = status_util::write_status(self, ctx, error_status(self, error)).await;
     }
 }
 
@@ -234,7 +234,7 @@ async fn reconcile_inner(rs: &RegionalStream, ctx: &Context) -> Result<Action> {
         &changes.shrink_refused,
         ctx.prober.stream(&obj_ref).map(|o| (o.reach.clone(), o)),
     );
-    write_status(rs, ctx, status).await?;
+    status_util::write_status(rs, ctx, status).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -366,44 +366,6 @@ fn error_status(rs: &RegionalStream, e: &Error) -> RegionalStreamStatus {
         conditions: conditions::merge(&old.conditions, &wanted, rs.meta().generation),
         ..old
     }
-}
-
-/// Writes the status whole (server-side apply, one field manager) when it changed, and
-/// publishes an event when `Ready` or `Degraded` changed state.
-async fn write_status(
-    rs: &RegionalStream,
-    ctx: &Context,
-    status: RegionalStreamStatus,
-) -> Result<()> {
-    let old = rs.status.clone().unwrap_or_default();
-    if old == status {
-        return Ok(());
-    }
-    let ns = rs.namespace().unwrap_or_default();
-    let api: Api<RegionalStream> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({
-        "apiVersion": "tributary.dev/v1alpha1",
-        "kind": KIND,
-        "status": status,
-    });
-    api.patch_status(
-        &rs.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        what: format!("{KIND} {ns}/{}", rs.name_any()),
-        source,
-    })?;
-    status_util::announce_transitions(
-        ctx,
-        &rs.object_ref(&()),
-        &old.conditions,
-        &status.conditions,
-    )
-    .await;
-    Ok(())
 }
 
 async fn sync_finalizer(

@@ -102,24 +102,7 @@ pub fn build_route_deployment(
         name: "replicator".into(),
         image: Some(image.into()),
         args: Some(args),
-        env: Some(vec![
-            EnvVar {
-                name: "POD_IP".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "status.podIP".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "RUST_LOG".into(),
-                value: Some("info".into()),
-                ..Default::default()
-            },
-        ]),
+        env: Some(pod_env()),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: port,
@@ -171,6 +154,28 @@ pub fn build_route_deployment(
         }),
         ..Default::default()
     }
+}
+
+/// `POD_IP` (for `--listen=$(POD_IP):port`) and `RUST_LOG` of every container the operator runs.
+pub(crate) fn pod_env() -> Vec<EnvVar> {
+    vec![
+        EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "RUST_LOG".into(),
+            value: Some("info".into()),
+            ..Default::default()
+        },
+    ]
 }
 
 /// The container security of every pod the operator runs: no privilege escalation, read-only

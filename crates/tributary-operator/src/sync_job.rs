@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, KeyToPath,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, KeyToPath, PodSpec, PodTemplateSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use tributary_api::KafkaConnection;
@@ -15,7 +15,7 @@ use tributary_api::aggregate_cluster::TopicNaming;
 
 use crate::names;
 use crate::replicator::{
-    SecretMounts, connection_args, region_affinity, restricted_container, restricted_pod,
+    SecretMounts, connection_args, pod_env, region_affinity, restricted_container, restricted_pod,
 };
 
 /// Port of a standby sync's /metrics (scraped by the operator for the standby's freshness).
@@ -140,24 +140,7 @@ impl SyncJob<'_> {
             name: self.kind.component().into(),
             image: Some(self.image.into()),
             args: Some(args),
-            env: Some(vec![
-                EnvVar {
-                    name: "POD_IP".into(),
-                    value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector {
-                            field_path: "status.podIP".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                EnvVar {
-                    name: "RUST_LOG".into(),
-                    value: Some("info".into()),
-                    ..Default::default()
-                },
-            ]),
+            env: Some(pod_env()),
             ports: (self.kind == SyncKind::Standby).then(|| {
                 vec![ContainerPort {
                     name: Some("http".into()),

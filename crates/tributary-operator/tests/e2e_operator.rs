@@ -8,7 +8,6 @@
 //! fails with a clear Forbidden in status and logs.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,90 +17,21 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use tributary_api::{AggregateCluster, RegionalStream, find_condition};
 use tributary_e2e::kafka::{consume_all, produce};
-use tributary_e2e::{Role, Stack, TestNamespace, apply_yaml, repo_path, wait_until};
+use tributary_e2e::{HelmRelease, Role, Stack, TestNamespace, apply_yaml, wait_until};
 
 const SLOW: Duration = Duration::from_secs(180);
 
 /// One operator release at a time: every operator watches every namespace.
 static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Uninstalls the release when the test ends, also on failure: its ClusterRole and binding are
-/// cluster-scoped and would outlive the test namespace.
-struct Release {
-    helm: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    name: String,
-    namespace: String,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.helm)
-            .args([
-                "uninstall",
-                &self.name,
-                "--namespace",
-                &self.namespace,
-                "--wait",
-            ])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output();
-    }
-}
-
 #[must_use]
-fn install(stack: &Stack, release: &str, ns: &str) -> Release {
+fn install(stack: &Stack, release: &str, ns: &str) -> HelmRelease {
     install_with(stack, release, ns, 1)
 }
 
 #[must_use]
-fn install_with(stack: &Stack, release: &str, ns: &str, replicas: u32) -> Release {
-    let chart = repo_path("charts/tributary");
-    let replicas = format!("replicaCount={replicas}");
-    run(
-        &stack.helm,
-        stack,
-        &[
-            "install",
-            release,
-            chart.to_str().expect("path"),
-            "--namespace",
-            ns,
-            "--set",
-            "image.repository=local/tributary",
-            "--set",
-            "image.tag=dev",
-            "--set",
-            &replicas,
-            "--set",
-            "logFormat=json",
-            "--wait",
-            "--timeout",
-            "120s",
-        ],
-    );
-    Release {
-        helm: stack.helm.clone(),
-        kubeconfig: stack.state_dir.join("kubeconfig"),
-        name: release.to_string(),
-        namespace: ns.to_string(),
-    }
-}
-
-fn run(bin: &std::path::Path, stack: &Stack, args: &[&str]) -> String {
-    let out = Command::new(bin)
-        .args(args)
-        .env("KUBECONFIG", stack.state_dir.join("kubeconfig"))
-        .output()
-        .expect("tool runs");
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed:\n{}{}",
-        bin.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn install_with(stack: &Stack, release: &str, ns: &str, replicas: u32) -> HelmRelease {
+    stack.install_operator(release, ns, &[format!("replicaCount={replicas}")])
 }
 
 /// RegionalStreams and AggregateClusters for every region of the stack, with topic names

@@ -164,6 +164,79 @@ impl Stack {
     }
 }
 
+/// An operator release installed from `charts/tributary`; uninstalled when dropped, also when a
+/// test fails (its ClusterRole and binding are cluster-scoped and would outlive the test).
+pub struct HelmRelease {
+    helm: PathBuf,
+    kubeconfig: PathBuf,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.helm)
+            .args([
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.namespace,
+                "--wait",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output();
+    }
+}
+
+impl Stack {
+    /// `helm install` of the chart with the stack's image (`local/tributary:dev`, run by the
+    /// node agent), JSON logs, `--wait`, and `sets` (`key=value`) on top. Panics on failure.
+    #[must_use]
+    pub fn install_operator(&self, release: &str, namespace: &str, sets: &[String]) -> HelmRelease {
+        let chart = repo_path("charts/tributary");
+        let mut args: Vec<String> = [
+            "install",
+            release,
+            chart.to_str().expect("path"),
+            "--namespace",
+            namespace,
+            "--set",
+            "image.repository=local/tributary",
+            "--set",
+            "image.tag=dev",
+            "--set",
+            "logFormat=json",
+            "--wait",
+            "--timeout",
+            "120s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for s in sets {
+            args.extend(["--set".to_string(), s.clone()]);
+        }
+        let kubeconfig = self.state_dir.join("kubeconfig");
+        let out = std::process::Command::new(&self.helm)
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        HelmRelease {
+            helm: self.helm.clone(),
+            kubeconfig,
+            name: release.to_string(),
+            namespace: namespace.to_string(),
+        }
+    }
+}
+
 /// The repository's root (examples, charts, crds).
 pub fn repo_path(relative: &str) -> PathBuf {
     repo_root().join(relative)

@@ -12,33 +12,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use tributary_api::{ConsumerGroupFailover, find_condition};
 use tributary_e2e::kafka::produce;
-use tributary_e2e::{Role, Stack, TestNamespace, repo_path, wait_until};
+use tributary_e2e::{HelmRelease, Role, Stack, TestNamespace, wait_until};
 
 pub const SLOW: Duration = Duration::from_secs(240);
 pub const PARTITIONS: i32 = 3;
-
-/// Uninstalls the release when the test ends, also on failure.
-pub struct Release {
-    pub helm: std::path::PathBuf,
-    pub kubeconfig: std::path::PathBuf,
-    pub name: String,
-    pub namespace: String,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.helm)
-            .args([
-                "uninstall",
-                &self.name,
-                "--namespace",
-                &self.namespace,
-                "--wait",
-            ])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output();
-    }
-}
 
 /// Brings a killed region back when the test ends, also on failure (later tests need it).
 pub struct RegionGuard<'a> {
@@ -54,54 +31,6 @@ impl Drop for RegionGuard<'_> {
         {
             eprintln!("could not bring {} back: {e}", self.region);
         }
-    }
-}
-
-pub fn helm_install(
-    stack: &Stack,
-    release: &str,
-    ns: &str,
-    replicas: u32,
-    leader_lease: &str,
-) -> Release {
-    let chart = repo_path("charts/tributary");
-    let replicas = format!("replicaCount={replicas}");
-    let leader_lease = format!("leaderElection.leaseDuration={leader_lease}");
-    let out = Command::new(&stack.helm)
-        .args([
-            "install",
-            release,
-            chart.to_str().expect("path"),
-            "--namespace",
-            ns,
-            "--set",
-            "image.repository=local/tributary",
-            "--set",
-            "image.tag=dev",
-            "--set",
-            &replicas,
-            "--set",
-            &leader_lease,
-            "--set",
-            "logFormat=json",
-            "--wait",
-            "--timeout",
-            "120s",
-        ])
-        .env("KUBECONFIG", stack.state_dir.join("kubeconfig"))
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm install failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Release {
-        helm: stack.helm.clone(),
-        kubeconfig: stack.state_dir.join("kubeconfig"),
-        name: release.to_string(),
-        namespace: ns.to_string(),
     }
 }
 
@@ -223,7 +152,7 @@ pub static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(
 /// What every scenario starts from: the operator installed, the manifests applied, the group
 /// active in the first region at epoch 1.
 pub struct Setup {
-    pub _release: Release,
+    pub _release: HelmRelease,
     pub ns: String,
     pub topic: String,
     pub yaml: String,
@@ -237,12 +166,13 @@ pub async fn setup(t: &TestNamespace, group: &Group, operator_replicas: u32) -> 
     let stack = &t.stack;
     let ns = t.name.clone();
     let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
-    let release = helm_install(
-        stack,
+    let release = stack.install_operator(
         &format!("tributary-{suffix}"),
         &ns,
-        operator_replicas,
-        group.leader_lease,
+        &[
+            format!("replicaCount={operator_replicas}"),
+            format!("leaderElection.leaseDuration={}", group.leader_lease),
+        ],
     );
     let yaml = manifests(stack, &suffix, group);
     // `kubectl apply` as a GitOps tool does it (client-side, three-way): the workloads say
