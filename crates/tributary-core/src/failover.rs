@@ -181,7 +181,9 @@ pub enum Step {
     Finish(Move),
     /// The move can no longer complete as recorded (the Lease moved elsewhere, or the target
     /// went down before the Lease moved): drop it; the next decision starts afresh.
-    Abandon { reason: String },
+    /// `forget_intent`: the move was asked for by `spec.activeRegion`; forget that it was acted
+    /// on, so that the request is tried again once it can be.
+    Abandon { reason: String, forget_intent: bool },
     /// A move is needed but refused; the reason is a condition reason (`FailoverBlocked`,
     /// `NoHealthyRegion`, `AutomaticFailoverDisabled`).
     Blocked {
@@ -253,8 +255,21 @@ fn failover_target(o: &Observation, except: &str) -> Result<String, (&'static st
 /// The next step. Pure and total: every observation gets an answer.
 pub fn decide(o: &Observation) -> Step {
     match &o.in_progress {
-        Some(m) => continue_move(o, m),
+        Some(m) => match continue_move(o, m) {
+            Step::Abandon { reason, .. } => Step::Abandon {
+                reason,
+                forget_intent: matches!(m.reason, MoveReason::SpecChanged | MoveReason::Failback),
+            },
+            step => step,
+        },
         None => next_move(o),
+    }
+}
+
+fn abandon(reason: String) -> Step {
+    Step::Abandon {
+        reason,
+        forget_intent: false,
     }
 }
 
@@ -265,34 +280,29 @@ fn continue_move(o: &Observation, m: &Move) -> Step {
             return Step::Finish(m.clone());
         }
         if l.epoch >= m.epoch {
-            return Step::Abandon {
-                reason: format!(
-                    "the Lease moved to {} at epoch {} while this move ({} at epoch {}) was under way",
-                    l.holder, l.epoch, m.to, m.epoch
-                ),
-            };
+            return abandon(format!(
+                "the Lease moved to {} at epoch {} while this move ({} at epoch {}) was under way",
+                l.holder, l.epoch, m.to, m.epoch
+            ));
         }
     }
     let expect = o.lease.as_ref().map(|l| (l.holder.clone(), l.epoch));
     if expect.as_ref().map(|(_, e)| e + 1).unwrap_or(1) != m.epoch {
-        return Step::Abandon {
-            reason: format!(
-                "the move to {} expects epoch {} but the Lease is at {:?}",
-                m.to,
-                m.epoch,
-                expect.as_ref().map(|(_, e)| *e)
-            ),
-        };
+        return abandon(format!(
+            "the move to {} expects epoch {} but the Lease is at {:?}",
+            m.to,
+            m.epoch,
+            expect.as_ref().map(|(_, e)| *e)
+        ));
     }
     let Some(target) = region(o, &m.to) else {
-        return Step::Abandon {
-            reason: format!("region {} is no longer in spec.regions", m.to),
-        };
+        return abandon(format!("region {} is no longer in spec.regions", m.to));
     };
     if !target.healthy {
-        return Step::Abandon {
-            reason: format!("target region {} went down before the move completed", m.to),
-        };
+        return abandon(format!(
+            "target region {} went down before the move completed",
+            m.to
+        ));
     }
     let take = Step::TakeLease {
         to: m.to.clone(),
@@ -309,17 +319,12 @@ fn continue_move(o: &Observation, m: &Move) -> Step {
                 && region(o, from).is_some_and(|s| s.healthy)
                 && o.lease.as_ref().is_some_and(|l| !l.expired)
             {
-                return Step::Abandon {
-                    reason: format!(
-                        "region {from} is healthy again before its Lease expired: the group stays there"
-                    ),
-                };
+                return abandon(format!(
+                    "region {from} is healthy again before its Lease expired: the group stays there"
+                ));
             }
-            if m.kind == MoveKind::Unplanned && !fresh(o, target) {
-                return Step::Abandon {
-                    reason: staleness(o, target),
-                };
-            }
+            // Freshness was judged when the move began. Once the source is down nothing is
+            // consumed there, so the standby's growing age since then loses nothing more.
             match &o.lease {
                 Some(l) if m.kind == MoveKind::Unplanned && !l.expired => {
                     Step::WaitForLeaseExpiry {
@@ -333,11 +338,9 @@ fn continue_move(o: &Observation, m: &Move) -> Step {
             let source = region(o, from);
             if source.is_none_or(|s| !s.healthy) {
                 // The source died mid-move: no final translation is possible any more.
-                return Step::Abandon {
-                    reason: format!(
-                        "source region {from} went down during the planned move; deciding again as a region failure"
-                    ),
-                };
+                return abandon(format!(
+                    "source region {from} went down during the planned move; deciding again as a region failure"
+                ));
             }
             let source = source.expect("checked above");
             if source.running_consumers > 0 {
@@ -430,21 +433,16 @@ fn next_move(o: &Observation) -> Step {
     let active_healthy = active_view.is_some_and(|r| r.healthy);
     let epoch = lease.epoch + 1;
 
-    // A region removed from spec.regions hands over like a planned move if it is reachable.
-    let wanted = if active_view.is_none() {
-        Some(
-            o.intent
-                .clone()
-                .filter(|t| region(o, t).is_some())
-                .or_else(|| {
-                    o.regions
-                        .iter()
-                        .find(|r| r.healthy)
-                        .map(|r| r.region.clone())
-                }),
-        )
-        .flatten()
-    } else if intent_changed && o.intent.as_deref() != Some(active) {
+    // Fail closed: a removed region's workload is no longer known, so it cannot be drained.
+    if active_view.is_none() {
+        return Step::Blocked {
+            reason: "ActiveRegionRemoved",
+            message: format!(
+                "spec.regions no longer lists the active region {active}: move the group first (spec.activeRegion), then remove the region"
+            ),
+        };
+    }
+    let wanted = if intent_changed && o.intent.as_deref() != Some(active) {
         o.intent.clone()
     } else {
         None

@@ -307,7 +307,12 @@ impl World {
                 self.previous_active = m.from.clone();
                 self.in_progress = None;
             }
-            Step::Abandon { .. } => self.in_progress = None,
+            Step::Abandon { forget_intent, .. } => {
+                self.in_progress = None;
+                if forget_intent {
+                    self.acted_intent = None;
+                }
+            }
             Step::WaitForGroupEmpty { .. }
             | Step::WaitForFinalSync
             | Step::WaitForLeaseExpiry { .. }

@@ -505,23 +505,6 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         },
     );
     let health = ctx.group_prober.health(&obj_ref);
-    // Fail closed: a region whose health is not known yet (a restarted operator's first
-    // probes) is neither healthy nor down; nothing is decided until every region is known.
-    let unknown: Vec<&str> = plan
-        .regions
-        .iter()
-        .filter(|r| health.get(&r.region).is_none_or(|h| !h.probed))
-        .map(|r| r.region.as_str())
-        .collect();
-    if !unknown.is_empty() {
-        tracing::debug!(
-            namespace = ns,
-            name,
-            ?unknown,
-            "waiting for the first probes"
-        );
-        return Ok(Action::requeue(Duration::from_millis(500)));
-    }
 
     // Observe.
     let leases: Api<Lease> = Api::namespaced(ctx.coordination.clone(), &ns);
@@ -542,6 +525,38 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             "Lease {ns}/{lease_name} has no holderIdentity or a negative leaseTransitions; fix or delete it by hand"
         )));
     }
+    let old_status = cgf.status.clone().unwrap_or_default();
+    let in_progress = old_status.pending_move.as_ref().and_then(pending_to_move);
+    // Fail closed: a region whose health is not known yet (a restarted operator's first
+    // probes) is neither healthy nor down. The regions a decision turns on — the holder, the
+    // move's ends, or all of them before the first activation — must be known; any other
+    // unknown region only cannot be moved to.
+    let relevant: Vec<&str> = match (&view, &in_progress) {
+        (None, _) => plan.regions.iter().map(|r| r.region.as_str()).collect(),
+        (Some(l), None) => vec![l.holder.as_str()],
+        (Some(l), Some(m)) => [
+            Some(l.holder.as_str()),
+            Some(m.to.as_str()),
+            m.from.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    let unknown: Vec<&str> = relevant
+        .into_iter()
+        .filter(|r| plan.regions.iter().any(|p| p.region == *r))
+        .filter(|r| health.get(*r).is_none_or(|h| !h.probed))
+        .collect();
+    if !unknown.is_empty() {
+        tracing::debug!(
+            namespace = ns,
+            name,
+            ?unknown,
+            "waiting for the first probes"
+        );
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let jobs = jobs_api
         .list(&ListParams::default().labels(&names::selector_string(
@@ -553,8 +568,6 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             source,
         })?
         .items;
-    let old_status = cgf.status.clone().unwrap_or_default();
-    let in_progress = old_status.pending_move.as_ref().and_then(pending_to_move);
 
     let mut last_synced: BTreeMap<String, f64> = BTreeMap::new();
     if let Some(l) = &view {
@@ -901,8 +914,14 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             .await;
             requeue = Duration::from_millis(100);
         }
-        Step::Abandon { reason } => {
+        Step::Abandon {
+            reason,
+            forget_intent,
+        } => {
             status.pending_move = None;
+            if *forget_intent {
+                status.acted_active_region = None;
+            }
             ctx.event(
                 &regarding,
                 true,
@@ -1173,12 +1192,16 @@ fn build_status(
             wanted.push(Wanted::new(condition_type::FAILING_OVER, false, "Idle", ""));
         }
         (None, None, Some(l)) => {
-            wanted.push(Wanted::new(
-                condition_type::READY,
-                true,
-                "Active",
-                format!("active in {} at epoch {}", l.holder, l.epoch),
-            ));
+            let mut message = format!("active in {} at epoch {}", l.holder, l.epoch);
+            if let Some(intent) = cgf.spec.active_region.as_ref().filter(|i| **i != l.holder) {
+                // An automatic failover is not undone by a spec that still names the old
+                // region: say how to fail back.
+                message.push_str(&format!(
+                    "; spec.activeRegion still says {intent} (not acted on since the failover): set it to {} to acknowledge, then to {intent} to fail back",
+                    l.holder
+                ));
+            }
+            wanted.push(Wanted::new(condition_type::READY, true, "Active", message));
             wanted.push(Wanted::new(condition_type::FAILING_OVER, false, "Idle", ""));
         }
         (None, None, None) => {

@@ -146,6 +146,18 @@ async fn run_setting(
                 status_of(&s.cgfs).await.regions.iter().find(|r| r.region == active && r.healthy).map(|_| ())
             })
             .await;
+            // spec.activeRegion still names the old region after an automatic failover: first
+            // acknowledge where the group is, then fail back by one more edit.
+            if run > 0 {
+                s.cgfs
+                    .patch("billing", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"activeRegion": standby}})))
+                    .await
+                    .expect("acknowledge");
+                wait_until("the edit acknowledged", Duration::from_secs(60), || async {
+                    (status_of(&s.cgfs).await.acted_active_region.as_deref() == Some(standby.as_str())).then_some(())
+                })
+                .await;
+            }
             // Planned switchover back (waits for the lost consumer's session to time out).
             let edited_ms = now_ms();
             let edited = Instant::now();
