@@ -612,6 +612,18 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         None => FinalSync::NotStarted,
     };
     let now = now_unix();
+    // A standby's staleness is what it missed of the active region's progress: measured up to
+    // now while the active region runs, and up to its first failed probe once it fails
+    // (nothing is consumed there after that, so the standby ages for nothing). A first failed
+    // probe seen late (a new operator leader) only makes the standby look staler.
+    let fresh_as_of = view
+        .as_ref()
+        .and_then(|l| health.get(&l.holder))
+        .and_then(|h| h.failing_since)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(now)
+        .min(now);
     let observation = Observation {
         mode: plan.mode,
         automatic: cgf.spec.failover.automatic,
@@ -630,7 +642,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     healthy: h.healthy,
                     sync_age: last_synced
                         .get(&r.region)
-                        .map(|ts| Duration::from_secs_f64((now - ts).max(0.0))),
+                        .map(|ts| Duration::from_secs_f64((fresh_as_of - ts).max(0.0))),
                     group_members: h.position.as_ref().map(|p| p.members),
                     running_consumers: running.get(&r.region).copied().unwrap_or(0),
                 }

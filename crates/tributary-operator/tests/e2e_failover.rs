@@ -249,8 +249,11 @@ async fn a_manual_group_waits_and_a_stale_standby_waits_for_the_override() {
     let _one = ONE_OPERATOR.lock().await;
     TestNamespace::run(&stack, "e2e-failover-manual", |t| async move {
         let stack = &t.stack;
+        // The standby syncs once when its Job starts and then every 10 minutes: by the time east
+        // dies it has missed more than maxSyncAge of east's progress.
         let group = Group {
-            failover: "{automatic: false, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}",
+            failover: "{automatic: false, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 5s}",
+            sync_interval: "10m",
             ..Group::default()
         };
         // Two operator replicas: the leader may die with east.
@@ -260,6 +263,9 @@ async fn a_manual_group_waits_and_a_stale_standby_waits_for_the_override() {
             region: s.east.clone(),
             down: true,
         };
+        let consumed = produce_batch(stack, &s.east, &s.topic, "manual", 20).await;
+        wait_consumed(stack, &s.ns, "records consumed in east", &consumed).await;
+        tokio::time::sleep(Duration::from_secs(7)).await;
         stack.stack_command(&["region-down", &s.east]);
         wait_condition(&s.cgfs, "FailoverBlocked", "True", "AutomaticFailoverDisabled").await;
         tokio::time::sleep(Duration::from_secs(8)).await;
@@ -267,8 +273,8 @@ async fn a_manual_group_waits_and_a_stale_standby_waits_for_the_override() {
         assert_eq!((st.active_region.as_deref(), st.epoch), (Some(s.east.as_str()), Some(1)), "no move with automatic: false");
         assert!(has_event(stack, &s.ns, "AutomaticFailoverDisabled").await, "an event says the region is down");
 
-        // Automatic again, but the standby is older than maxSyncAge (east died seconds ago).
-        patch_spec(&s.cgfs, serde_json::json!({"spec": {"failover": {"automatic": true, "maxSyncAge": "1s"}}})).await;
+        // Automatic again, but the standby missed more than maxSyncAge of east's progress.
+        patch_spec(&s.cgfs, serde_json::json!({"spec": {"failover": {"automatic": true}}})).await;
         wait_condition(&s.cgfs, "FailoverBlocked", "True", "FailoverBlocked").await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(status_of(&s.cgfs).await.epoch, Some(1), "a stale standby is not failed over to");

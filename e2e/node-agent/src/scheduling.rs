@@ -4,7 +4,9 @@
 //!
 //! Rule: the candidate nodes are the Ready agent nodes that are schedulable, match the pod's
 //! `nodeSelector` and required node affinity, and carry no taint the pod does not tolerate.
-//! The pod goes to the least loaded candidate (non-terminal pods per node), ties broken by
+//! The pod goes to the candidate with the fewest pods matching its `topologySpreadConstraints`
+//! in the candidate's topology domain (as a soft constraint: kube-scheduler's
+//! `ScheduleAnyway`), then to the least loaded one (non-terminal pods per node), ties broken by
 //! the lexicographically smallest name. A pod pinned to a region has one candidate: that
 //! region's node; it stays Pending while that region is down.
 
@@ -46,19 +48,69 @@ impl Candidate {
     }
 }
 
+/// A scheduled, active pod as topology spreading counts it.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub node: String,
+}
+
+/// Pods matching `pod`'s spread constraints in `node`'s domain of each constraint's key.
+fn spread_count(pod: &Pod, node: &Candidate, nodes: &[Candidate], placed: &[Placed]) -> usize {
+    let Some(constraints) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+    else {
+        return 0;
+    };
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let domain_of = |name: &str, key: &str| {
+        nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.labels.get(key).cloned())
+    };
+    constraints
+        .iter()
+        .map(|c| {
+            let Some(domain) = node.labels.get(&c.topology_key) else {
+                return 0;
+            };
+            let wanted = c
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default();
+            placed
+                .iter()
+                .filter(|p| p.namespace == ns)
+                .filter(|p| wanted.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+                .filter(|p| domain_of(&p.node, &c.topology_key).as_ref() == Some(domain))
+                .count()
+        })
+        .sum()
+}
+
 /// Picks the node for `pod` among `nodes` (already filtered to Ready agent nodes).
 pub fn choose_node<'a>(
     pod: &Pod,
     nodes: &'a [Candidate],
     load: &HashMap<String, usize>,
+    placed: &[Placed],
 ) -> Option<&'a str> {
     nodes
         .iter()
         .filter(|n| fits(pod, n))
         .min_by(|a, b| {
+            let sa = spread_count(pod, a, nodes, placed);
+            let sb = spread_count(pod, b, nodes, placed);
             let la = load.get(&a.name).copied().unwrap_or(0);
             let lb = load.get(&b.name).copied().unwrap_or(0);
-            la.cmp(&lb).then_with(|| a.name.cmp(&b.name))
+            sa.cmp(&sb)
+                .then(la.cmp(&lb))
+                .then_with(|| a.name.cmp(&b.name))
         })
         .map(|n| n.name.as_str())
 }
@@ -178,12 +230,19 @@ fn is_unscheduled(pod: &Pod) -> bool {
 /// so every agent reaches the same assignment from the same snapshot.
 pub fn assignments_for(me: &str, pods: &[Arc<Pod>], nodes: &[Candidate]) -> Vec<Arc<Pod>> {
     let mut load: HashMap<String, usize> = HashMap::new();
+    let mut placed = Vec::new();
     for p in pods {
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref())
             && !n.is_empty()
             && is_active(p)
+            && p.metadata.deletion_timestamp.is_none()
         {
             *load.entry(n.to_string()).or_default() += 1;
+            placed.push(Placed {
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                labels: p.metadata.labels.clone().unwrap_or_default(),
+                node: n.to_string(),
+            });
         }
     }
     let mut pending: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_unscheduled(p)).collect();
@@ -199,8 +258,13 @@ pub fn assignments_for(me: &str, pods: &[Arc<Pod>], nodes: &[Candidate]) -> Vec<
     });
     let mut mine = Vec::new();
     for pod in pending {
-        if let Some(node) = choose_node(pod, nodes, &load) {
+        if let Some(node) = choose_node(pod, nodes, &load, &placed) {
             *load.entry(node.to_string()).or_default() += 1;
+            placed.push(Placed {
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                labels: pod.metadata.labels.clone().unwrap_or_default(),
+                node: node.to_string(),
+            });
             if node == me {
                 mine.push(pod.clone());
             }
@@ -397,7 +461,7 @@ mod tests {
         );
         for p in [by_selector, by_affinity] {
             assert_eq!(
-                choose_node(&p, &nodes, &HashMap::new()),
+                choose_node(&p, &nodes, &HashMap::new(), &[]),
                 Some("tributary-west")
             );
         }
@@ -406,7 +470,7 @@ mod tests {
             serde_json::json!({"containers": [], "nodeSelector": {REGION: "central"}}),
         );
         assert_eq!(
-            choose_node(&pinned_to_down_region, &nodes, &HashMap::new()),
+            choose_node(&pinned_to_down_region, &nodes, &HashMap::new(), &[]),
             None
         );
     }
@@ -424,6 +488,43 @@ mod tests {
         let west = assignments_for("tributary-west", &pods, &nodes);
         assert_eq!(names(&east), ["p0", "p2"]);
         assert_eq!(names(&west), ["p1", "p3"]);
+    }
+
+    #[test]
+    fn spread_constraints_put_replicas_in_different_regions_whatever_the_load() {
+        let nodes = [
+            node("tributary-east", "east"),
+            node("tributary-west", "west"),
+        ];
+        // West is busier, but east already has one replica of the spread set.
+        let mut pods: Vec<Arc<Pod>> = (0..3)
+            .map(|i| {
+                pod(
+                    &format!("busy{i}"),
+                    serde_json::json!({"containers": [], "nodeName": "tributary-west"}),
+                )
+            })
+            .collect();
+        let spread = serde_json::json!([{"maxSkew": 1, "topologyKey": REGION,
+            "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "op"}}}]);
+        let mut first = (*pod(
+            "op-0",
+            serde_json::json!({"containers": [], "nodeName": "tributary-east", "topologySpreadConstraints": spread}),
+        ))
+        .clone();
+        first.metadata.labels = Some(BTreeMap::from([("app".into(), "op".into())]));
+        pods.push(Arc::new(first));
+        let mut second = (*pod(
+            "op-1",
+            serde_json::json!({"containers": [], "topologySpreadConstraints": spread}),
+        ))
+        .clone();
+        second.metadata.labels = Some(BTreeMap::from([("app".into(), "op".into())]));
+        pods.push(Arc::new(second));
+        assert_eq!(
+            names(&assignments_for("tributary-west", &pods, &nodes)),
+            ["op-1"]
+        );
     }
 
     #[test]
@@ -465,14 +566,14 @@ mod tests {
         cordoned.unschedulable = true;
         let nodes = [tainted, cordoned];
         let plain = pod("a", serde_json::json!({"containers": []}));
-        assert_eq!(choose_node(&plain, &nodes, &HashMap::new()), None);
+        assert_eq!(choose_node(&plain, &nodes, &HashMap::new(), &[]), None);
         let tolerant = pod(
             "b",
             serde_json::json!({"containers": [], "tolerations": [
             {"key": "dedicated", "operator": "Equal", "value": "kafka", "effect": "NoSchedule"}]}),
         );
         assert_eq!(
-            choose_node(&tolerant, &nodes, &HashMap::new()),
+            choose_node(&tolerant, &nodes, &HashMap::new(), &[]),
             Some("tributary-east")
         );
     }
