@@ -5,8 +5,9 @@
 //! Per setting (the defaults, and `probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s`)
 //! and per run: both regions produce continuously; the active region is killed; RTO = killed →
 //! first record consumed in the new region (from VerifiableConsumer's own timestamps); the
-//! region comes back; a planned switchover returns the group (edit → active, and edit → first
-//! record consumed there). Every record acknowledged to the surviving region must be consumed;
+//! region comes back; a failback returns the group (edit → active: it includes waiting for
+//! the consumer lost with the region to leave the group, `session.timeout.ms`); then two clean
+//! planned switchovers, away and back (edit → active, and edit → first record consumed). Every record acknowledged to the surviving region must be consumed;
 //! raw duplicates are counted against one sync interval of traffic. Exits non-zero when a goal
 //! is missed: automatic RTO p50 ≤ 10 s at the tight settings, planned switchover p50 ≤ 3 s,
 //! nothing lost.
@@ -31,6 +32,9 @@ const PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 struct Samples {
     rto: Vec<f64>,
+    /// Failback right after the region returned (waits for the lost consumer's session).
+    failback_active: Vec<f64>,
+    /// Planned switchovers with both regions up and settled.
     planned_active: Vec<f64>,
     planned_consumed: Vec<f64>,
     /// Raw duplicates over every move of the setting.
@@ -175,14 +179,35 @@ async fn run_setting(
             let st = status_of(&s.cgfs).await;
             let planned_move = st.last_failover.as_ref().and_then(|f| f.rto_seconds);
             eprintln!(
-                "{label} run {run}: RTO {rto:.1}s; planned: edit -> active {to_active:.1}s (operator {planned_move:?}s), edit -> first record {:.1}s",
+                "{label} run {run}: RTO {rto:.1}s; failback after region-up: edit -> active {to_active:.1}s (operator {planned_move:?}s), edit -> first record {:.1}s",
                 (first - edited_ms) as f64 / 1000.0
             );
             let mut g = out.lock().await;
             g.rto.push(rto);
-            g.planned_active.push(to_active);
-            g.planned_consumed.push((first - edited_ms) as f64 / 1000.0);
+            g.failback_active.push(to_active);
             drop(g);
+            // Clean planned switchovers: both regions up and settled, away and back.
+            for (to, from) in [(&standby, &active), (&active, &standby)] {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let edited_ms = now_ms();
+                let edited = Instant::now();
+                s.cgfs
+                    .patch("billing", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"activeRegion": to}})))
+                    .await
+                    .expect("edit spec.activeRegion");
+                epoch += 1;
+                wait_active(&s.cgfs, to, epoch).await;
+                let to_active = edited.elapsed().as_secs_f64();
+                let first = wait_until("first record consumed after the switchover", Duration::from_secs(120), || async {
+                    consumed_in(stack, &s.ns, to).iter().map(|c| c.at_ms).filter(|t| *t >= edited_ms).min()
+                })
+                .await;
+                let consumed = (first - edited_ms) as f64 / 1000.0;
+                eprintln!("{label} run {run}: planned {from} -> {to}: edit -> active {to_active:.1}s, edit -> first record {consumed:.1}s");
+                let mut g = out.lock().await;
+                g.planned_active.push(to_active);
+                g.planned_consumed.push(consumed);
+            }
             // Let the group settle before the next kill.
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
@@ -234,9 +259,9 @@ async fn failover_rto_and_switchover_time() {
     let tight = run_setting(&stack, "tight", TIGHT, "4s", runs).await;
     let defaults = run_setting(&stack, "defaults", DEFAULTS, "15s", runs).await;
     println!(
-        "| setting | automatic RTO (s) | planned: edit → active (s) | planned: edit → first record (s) | raw duplicates, all moves | traffic (records/s) |"
+        "| setting | automatic RTO: killed → first record (s) | failback right after region-up: edit → active (s) | planned switchover: edit → active (s) | planned: edit → first record (s) | raw duplicates, all moves | traffic (records/s) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (label, s) in [
         (
             "probePeriod 1s, failureThreshold 2, leaseDuration 5s, leader lease 4s",
@@ -245,8 +270,9 @@ async fn failover_rto_and_switchover_time() {
         ("defaults (5s, 3, 15s, leader lease 15s)", &defaults),
     ] {
         println!(
-            "| {label} | {} | {} | {} | {} | {:.0} |",
+            "| {label} | {} | {} | {} | {} | {} | {:.0} |",
             summary(&s.rto),
+            summary(&s.failback_active),
             summary(&s.planned_active),
             summary(&s.planned_consumed),
             s.dups.iter().sum::<usize>(),
