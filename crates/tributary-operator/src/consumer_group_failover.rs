@@ -662,30 +662,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     tracing::debug!(namespace = ns, name, ?step, "decided");
 
     // Apply: the workloads first (a move stops the source before anything else happens).
-    for (region, consumers) in desired_consumers(&observation) {
-        let Some(w) = plan
-            .regions
-            .iter()
-            .find(|r| r.region == region)
-            .and_then(|r| r.workload.as_ref())
-        else {
-            continue;
-        };
-        let replicas = if consumers == Consumers::Run {
-            w.replicas
-        } else {
-            0
-        };
-        if let Some((_, true)) = workload(ctx, &ns, w, Some(replicas)).await? {
-            tracing::info!(
-                namespace = ns,
-                name,
-                region,
-                replicas,
-                "scaled the group's workload"
-            );
-        }
-    }
+    apply_consumers(ctx, &ns, &name, &plan, &observation).await?;
 
     let regarding = cgf.object_ref(&());
     let mut status = old_status.clone();
@@ -1005,6 +982,11 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         in_progress: status.pending_move.as_ref().and_then(pending_to_move),
         ..observation.clone()
     };
+    // A finished (or dropped) move starts the new holder's consumers in this same pass, before
+    // the status says the group is active there.
+    if matches!(step, Step::Finish(_) | Step::Abandon { .. }) && after.in_progress.is_none() {
+        apply_consumers(ctx, &ns, &name, &plan, &after).await?;
+    }
     let wanted: BTreeSet<String> = standby_regions(&after).into_iter().collect();
     let current_epoch = fact.as_ref().map(|l| l.epoch);
     for job in &jobs {
@@ -1078,6 +1060,41 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     }
     status_util::write_status(&cgf, ctx, status).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Scales every region's workload as `o` wants it (a no-op where it already is).
+async fn apply_consumers(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    plan: &Plan,
+    o: &Observation,
+) -> Result<()> {
+    for (region, consumers) in desired_consumers(o) {
+        let Some(w) = plan
+            .regions
+            .iter()
+            .find(|r| r.region == region)
+            .and_then(|r| r.workload.as_ref())
+        else {
+            continue;
+        };
+        let replicas = if consumers == Consumers::Run {
+            w.replicas
+        } else {
+            0
+        };
+        if let Some((_, true)) = workload(ctx, ns, w, Some(replicas)).await? {
+            tracing::info!(
+                namespace = ns,
+                name,
+                region,
+                replicas,
+                "scaled the group's workload"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn union(a: &[String], b: &[String]) -> Vec<String> {
