@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::frame::Reconciled;
 use crate::kafka::{NewTopic, plan_topic_changes};
 use crate::model::{self, AggregatePlan};
-use crate::names::{self, FIELD_MANAGER, PAUSED_ANNOTATION};
+use crate::names::{self, FIELD_MANAGER};
 use crate::prober::{AggregateObservation, Reach, RouteTarget};
 use crate::replicator::build_route_deployment;
 use crate::{secrets, status_util};
@@ -47,18 +47,6 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
     let name = agg.name_any();
     let ns = agg.namespace().unwrap_or_default();
     let obj_ref = ObjectRef::from_obj(agg);
-    if agg
-        .annotations()
-        .get(PAUSED_ANNOTATION)
-        .is_some_and(|v| v == "true")
-    {
-        tracing::info!(
-            namespace = ns,
-            name,
-            "paused by annotation; not reconciling"
-        );
-        return Ok(Action::await_change());
-    }
     if agg.meta().deletion_timestamp.is_some() {
         // Route Deployments go with their owner (garbage collection); nothing Kafka-side.
         ctx.prober.forget_aggregate(&obj_ref);

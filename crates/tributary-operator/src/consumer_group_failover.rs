@@ -41,7 +41,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::frame::Reconciled;
 use crate::group_prober::{GroupTarget, RegionHealth};
-use crate::names::{self, FIELD_MANAGER, PAUSED_ANNOTATION};
+use crate::names::{self, FIELD_MANAGER};
 use crate::sync_job::{SYNC_PORT, SyncJob, SyncKind};
 use crate::{model, secrets, status_util};
 
@@ -441,18 +441,6 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let name = cached.name_any();
     let ns = cached.namespace().unwrap_or_default();
     let obj_ref = ObjectRef::from_obj(cached);
-    if cached
-        .annotations()
-        .get(PAUSED_ANNOTATION)
-        .is_some_and(|v| v == "true")
-    {
-        tracing::info!(
-            namespace = ns,
-            name,
-            "paused by annotation; not reconciling"
-        );
-        return Ok(Action::await_change());
-    }
     if cached.meta().deletion_timestamp.is_some() {
         // Jobs and the ConfigMap go with their owner; the Lease stays on the coordination
         // server, so a re-created object continues the epoch sequence.

@@ -2,7 +2,8 @@
 //! read (schema drift) is reported and waits for a fix instead of breaking the watch of every
 //! other object; each run is counted and timed; a failure is counted by category, written to
 //! the object's status, and retried with a per-object backoff (an invalid spec waits for a
-//! change instead).
+//! change instead). An object paused by the annotation `tributary.dev/paused: "true"` is
+//! left alone until the annotation changes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,6 +66,21 @@ where
             )));
         }
     };
+    if valid
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::names::PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true")
+    {
+        tracing::info!(
+            kind = K::KIND,
+            namespace = valid.namespace().unwrap_or_default(),
+            name = valid.name_any(),
+            "paused by annotation; not reconciling"
+        );
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     let labels = KindLabels { kind: K::KIND };
     ctx.metrics.reconciles.get_or_create(&labels).inc();

@@ -18,21 +18,13 @@ use crate::error::{Error, Result};
 use crate::frame::Reconciled;
 use crate::kafka::{KafkaFailure, NewTopic, ObservedTopic, plan_topic_changes};
 use crate::model::{self, ValidStream};
-use crate::names::{PAUSED_ANNOTATION, TOPICS_FINALIZER};
+use crate::names::TOPICS_FINALIZER;
 use crate::prober::Reach;
 use crate::{secrets, status_util};
 
 const KIND: &str = "RegionalStream";
 /// Even when nothing changes, look again now and then (drift on the Kafka side).
 const RESYNC: Duration = Duration::from_secs(300);
-
-fn is_paused(obj: &impl Resource) -> bool {
-    obj.meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PAUSED_ANNOTATION))
-        .is_some_and(|v| v == "true")
-}
 
 impl Reconciled for RegionalStream {
     const KIND: &'static str = KIND;
@@ -47,19 +39,9 @@ impl Reconciled for RegionalStream {
 }
 
 async fn reconcile_inner(rs: &RegionalStream, ctx: &Context) -> Result<Action> {
-    let name = rs.name_any();
     let ns = rs.namespace().unwrap_or_default();
     let api: Api<RegionalStream> = Api::namespaced(ctx.client.clone(), &ns);
     let obj_ref = ObjectRef::from_obj(rs);
-    if is_paused(rs) {
-        tracing::info!(
-            namespace = ns,
-            name,
-            "paused by annotation; not reconciling"
-        );
-        return Ok(Action::await_change());
-    }
-
     // Deletion: Kafka-side cleanup only when the user asked for it.
     if rs.meta().deletion_timestamp.is_some() {
         ctx.prober.forget_stream(&obj_ref);
