@@ -468,6 +468,34 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let owner = cgf
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec(format!("{KIND} {name} has no uid yet")))?;
+    // The sync Job (standby or final) translating the group from `from` into `to`.
+    let sync_job = |kind: SyncKind, from: &str, to: &str, epoch: u64| -> Result<Job> {
+        let region = |r: &str| {
+            plan.regions.iter().find(|p| p.region == r).ok_or_else(|| {
+                Error::InvalidSpec(format!("{KIND} {name}: region {r} is not in spec.regions"))
+            })
+        };
+        let (a, b) = (region(from)?, region(to)?);
+        Ok(SyncJob {
+            kind,
+            failover: &name,
+            namespace: &ns,
+            group: &cgf.spec.group_id,
+            topics: &cgf.spec.topics,
+            from_region: from,
+            to_region: to,
+            from: &a.kafka,
+            to: &b.kafka,
+            checkpoint_topic: &b.checkpoint_topic,
+            naming: b.naming,
+            sources: &union(&a.sources, &b.sources),
+            interval: &cgf.spec.sync.interval,
+            epoch,
+            image: &image,
+            owner: owner.clone(),
+        }
+        .build())
+    };
 
     // Dereference: the aggregate clusters' Secrets, for the prober.
     let mut targets = Vec::new();
@@ -734,31 +762,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             requeue = Duration::from_millis(500);
         }
         Step::RunFinalSync { from, to, epoch } => {
-            let (Some(f), Some(t)) = (
-                plan.regions.iter().find(|r| &r.region == from),
-                plan.regions.iter().find(|r| &r.region == to),
-            ) else {
-                return Err(Error::InvalidSpec(format!("{KIND} {name}: region missing")));
-            };
-            let job = SyncJob {
-                kind: SyncKind::Final,
-                failover: &name,
-                namespace: &ns,
-                group: &cgf.spec.group_id,
-                topics: &cgf.spec.topics,
-                from_region: from,
-                to_region: to,
-                from: &f.kafka,
-                to: &t.kafka,
-                checkpoint_topic: &t.checkpoint_topic,
-                naming: t.naming,
-                sources: &union(&f.sources, &t.sources),
-                interval: &cgf.spec.sync.interval,
-                epoch: *epoch,
-                image: &image,
-                owner: owner.clone(),
-            }
-            .build();
+            let job = sync_job(SyncKind::Final, from, to, *epoch)?;
             create_job(&jobs_api, &ns, &job).await?;
             moving = Some((
                 "FinalSync".into(),
@@ -794,8 +798,14 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             requeue = Duration::from_millis(500);
         }
         Step::TakeLease { to, epoch, expect } => {
-            let result = match (&lease, expect) {
-                (None, None) => {
+            // `expect` is the observed Lease itself (the view was made from it): create when
+            // there is none, else replace with its resourceVersion, a compare-and-swap.
+            debug_assert_eq!(
+                expect.as_ref().map(|(h, e)| (h.as_str(), *e)),
+                view.as_ref().map(|v| (v.holder.as_str(), v.epoch))
+            );
+            let result = match &lease {
+                None => {
                     let l = Lease {
                         metadata: ObjectMeta {
                             name: Some(lease_name.clone()),
@@ -807,18 +817,12 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     };
                     leases.create(&PostParams::default(), &l).await
                 }
-                (Some(l), Some(_)) => {
+                Some(l) => {
                     let mut l = l.clone();
                     l.spec = Some(new_lease_spec(to, *epoch, plan.lease_duration));
-                    // The observed resourceVersion stays in metadata: a compare-and-swap.
                     leases
                         .replace(&lease_name, &PostParams::default(), &l)
                         .await
-                }
-                _ => {
-                    return Err(Error::InvalidSpec(format!(
-                        "Lease {ns}/{lease_name} changed while deciding; retrying"
-                    )));
                 }
             };
             match result {
@@ -994,36 +998,17 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             delete_job(&jobs_api, &ns, &job.name_any()).await?;
         }
     }
-    if let Some(l) = &fact {
-        let active = plan.regions.iter().find(|r| r.region == l.holder);
+    // A holder no longer in spec.regions has nothing to sync from (the move is refused).
+    if let Some(l) = fact
+        .as_ref()
+        .filter(|l| plan.regions.iter().any(|r| r.region == l.holder))
+    {
         for region in &wanted {
             let jn = names::sync_job_name(&name, region, l.epoch);
             if jobs.iter().any(|j| j.name_any() == jn) {
                 continue;
             }
-            let (Some(a), Some(b)) = (active, plan.regions.iter().find(|r| &r.region == region))
-            else {
-                continue;
-            };
-            let job = SyncJob {
-                kind: SyncKind::Standby,
-                failover: &name,
-                namespace: &ns,
-                group: &cgf.spec.group_id,
-                topics: &cgf.spec.topics,
-                from_region: &a.region,
-                to_region: region,
-                from: &a.kafka,
-                to: &b.kafka,
-                checkpoint_topic: &b.checkpoint_topic,
-                naming: b.naming,
-                sources: &union(&a.sources, &b.sources),
-                interval: &cgf.spec.sync.interval,
-                epoch: l.epoch,
-                image: &image,
-                owner: owner.clone(),
-            }
-            .build();
+            let job = sync_job(SyncKind::Standby, &l.holder, region, l.epoch)?;
             create_job(&jobs_api, &ns, &job).await?;
         }
     }
