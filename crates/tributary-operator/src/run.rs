@@ -287,8 +287,32 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         "app.kubernetes.io/managed-by={}",
         names::MANAGED_BY
     ));
-    let failover_run = Controller::new(failovers_api, watcher::Config::default())
+    let failover_controller = Controller::new(failovers_api, watcher::Config::default());
+    let failovers = failover_controller.store();
+    let aggregates_for_failovers: Api<DeserializeGuard<AggregateCluster>> =
+        Api::all(client.clone());
+    let failover_run = failover_controller
         .owns(jobs_api, owned_jobs)
+        // A group names its AggregateClusters: one created, changed or deleted later (GitOps
+        // applies in any order) reconciles the groups that name it.
+        .watches(
+            aggregates_for_failovers,
+            watcher::Config::default(),
+            move |agg: DeserializeGuard<AggregateCluster>| {
+                let (ns, name) = (agg.namespace(), agg.name_any());
+                failovers
+                    .state()
+                    .iter()
+                    .filter(|f| f.namespace() == ns)
+                    .filter(|f| {
+                        f.0.as_ref().is_ok_and(|f| {
+                            f.spec.regions.iter().any(|r| r.aggregate_cluster == name)
+                        })
+                    })
+                    .map(|f| ObjectRef::from_obj(f.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .reconcile_on(group_triggers.map(|o| guarded(&o)))
         .graceful_shutdown_on(stopped())
         .run(

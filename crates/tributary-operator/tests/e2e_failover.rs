@@ -296,7 +296,8 @@ async fn a_manual_group_waits_and_a_stale_standby_waits_for_the_override() {
 }
 
 /// ActiveActive: both regions consume throughout; on region loss only the Lease and the
-/// ConfigMap move, no workload is scaled.
+/// ConfigMap move, no workload is scaled. The group is applied before the AggregateClusters it
+/// names and starts once they exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_active_group_moves_only_its_primary() {
     let Some(stack) = Stack::connect().await else {
@@ -307,6 +308,7 @@ async fn an_active_active_group_moves_only_its_primary() {
         let stack = &t.stack;
         let group = Group {
             mode: "ActiveActive",
+            group_first: true,
             ..Group::default()
         };
         let s = setup(&t, &group, 2).await;

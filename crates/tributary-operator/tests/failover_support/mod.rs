@@ -130,6 +130,9 @@ pub struct Group {
     pub sync_interval: &'static str,
     /// The operator's `leaderElection.leaseDuration`.
     pub leader_lease: &'static str,
+    /// Apply the ConsumerGroupFailover before the AggregateClusters it names (GitOps tools
+    /// apply in any order): it must start once they exist.
+    pub group_first: bool,
 }
 
 pub const TIGHT: &str =
@@ -142,6 +145,7 @@ impl Default for Group {
             failover: TIGHT,
             sync_interval: "1s",
             leader_lease: "4s",
+            group_first: false,
         }
     }
 }
@@ -177,7 +181,16 @@ pub async fn setup(t: &TestNamespace, group: &Group, operator_replicas: u32) -> 
     let yaml = manifests(stack, &suffix, group);
     // `kubectl apply` as a GitOps tool does it (client-side, three-way): the workloads say
     // `replicas: 0` and a re-apply leaves the operator's scale alone.
-    kubectl_apply(stack, &ns, &yaml);
+    if group.group_first {
+        let at = yaml
+            .find("---\napiVersion: tributary.dev/v1alpha1\nkind: ConsumerGroupFailover")
+            .expect("the group is the last document");
+        kubectl_apply(stack, &ns, &yaml[at..]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        kubectl_apply(stack, &ns, &yaml[..at]);
+    } else {
+        kubectl_apply(stack, &ns, &yaml);
+    }
     let cgfs: Api<ConsumerGroupFailover> = t.api();
     let east = stack.regions[0].clone();
     wait_active(&cgfs, &east, 1).await;
