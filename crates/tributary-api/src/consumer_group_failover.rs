@@ -268,6 +268,35 @@ pub struct PendingMove {
     /// the measured RTO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detected: Option<Time>,
+    /// The translation the group resumes from, once the target's standby sync answered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<MovePlan>,
+    /// The last final translation's failure (planned moves); it is asked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_sync_error: Option<String>,
+}
+
+/// The translation a move resumes from, as the target region's standby sync answered it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MovePlan {
+    /// `Final`: translated after the source's consumers stopped (planned moves), committed and
+    /// read back. `LastStandbyRound`: the standby's last committed round before the source
+    /// was lost (unplanned moves); nothing newer can exist.
+    pub origin: String,
+    /// When the operator received it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<Time>,
+    /// Every resume offset and watermark is exact.
+    pub exact: bool,
+    /// Upper bound on records the group reads again in the new region.
+    pub max_duplicates: i64,
+    /// Upper bound on duplicates left after dropping records below the watermarks (0: the
+    /// watermarks drop exactly what was consumed before the move).
+    pub max_duplicates_after_dedupe: i64,
+    /// Per source partition, the source watermark.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watermarks: Vec<SourceWatermark>,
 }
 
 /// Health and position of the group in one region.
@@ -329,6 +358,13 @@ pub struct FailoverRecord {
     /// been consumed. With provenance headers a consumer can drop exactly what it already saw.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watermarks: Vec<SourceWatermark>,
+    /// Where the watermarks come from: `Final` or `LastStandbyRound` (see `pendingMove.plan`);
+    /// absent when no standby answered (then there are none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_origin: Option<String>,
+    /// Upper bound on duplicates left after dedupe with the watermarks (0: exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duplicates_after_dedupe: Option<i64>,
 }
 
 /// A topic partition and an offset.

@@ -198,6 +198,13 @@ impl SyncConfig {
             (false, false) => Mode::Standby,
             (false, true) => bail!("--final needs --once"),
         };
+        // A standby runs for as long as its epoch lasts: without both it could commit
+        // after a failover moved the group elsewhere (fencing fails closed).
+        if mode == Mode::Standby && (args.epoch.is_none() || args.epoch_file.is_none()) {
+            bail!(
+                "a standby sync needs --epoch and --epoch-file (the epoch it acts for, and the mounted file that shows the current one); only --once runs may go without"
+            );
+        }
         Ok(Self {
             group: args.group.clone(),
             topics,
@@ -300,6 +307,22 @@ mod tests {
         let mut args = parse(&["--topic-naming", "prefixed"])?;
         args.topics = vec!["orders".into()];
         assert!(SyncConfig::from_args(&args).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_standby_without_an_epoch_and_its_file_is_refused() -> anyhow::Result<()> {
+        for extra in [&[][..], &["--epoch", "3"][..]] {
+            let err = SyncConfig::from_args(&parse(extra)?)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("needs --epoch and --epoch-file"), "{err}");
+        }
+        assert_eq!(
+            SyncConfig::from_args(&parse(&["--once"])?)?.mode,
+            Mode::Once
+        );
         Ok(())
     }
 

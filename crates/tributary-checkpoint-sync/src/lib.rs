@@ -7,6 +7,9 @@
 //! on the calling thread (librdkafka calls block), the HTTP server and signal handling on a
 //! small tokio runtime.
 //!
+//! A standby also answers the operator's `POST /final` (the final round of a planned move, run
+//! by this warm process instead of a new one) and `GET /plan` (see [`http`]).
+//!
 //! Exit status: 0 when stopped by a signal or when the epoch file shows a later epoch
 //! (superseded); non-zero for bad flags and, with `--once`, for any failed round (the plan is
 //! printed only after its commit was read back from B).
@@ -28,7 +31,7 @@ use tracing::{info, warn};
 pub use config::{CheckpointSyncArgs, Mode, SyncConfig};
 pub use sync::{CheckpointSync, RoundOutcome, RoundReport, SyncError};
 
-use crate::http::Health;
+use crate::http::{FinalReply, FinalRequest, Health};
 
 /// Runs `tributary checkpoint-sync`.
 pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
@@ -70,9 +73,11 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
             )
         })?;
         if let RoundOutcome::SkippedGroupActive { members } = report.outcome {
-            warn!(
-                members,
-                "not committed: the group has active members in the standby region"
+            // Nothing was committed: no plan is printed or written that could be taken for
+            // the group's position.
+            anyhow::bail!(
+                "checkpoint-sync --once: not committed, the group has {members} active member(s) in {} (stop its consumers there first); no plan written",
+                sync.config().to.name
             );
         }
         let json = serde_json::to_string_pretty(&report.plan).context("encoding the plan")?;
@@ -91,9 +96,11 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop_rx = http_stop_rx;
-    let server = runtime.spawn(tributary_runtime::serve(
+    let (final_requests, final_rx) = std::sync::mpsc::sync_channel::<FinalRequest>(1);
+    let server = runtime.spawn(tributary_runtime::serve_with(
         listener,
         health.clone(),
+        http::control_routes(health.clone(), final_requests),
         async move {
             let _ = http_stop_rx.wait_for(|stop| *stop).await;
         },
@@ -139,7 +146,11 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
             .sync_age_seconds
             .set(sync.sync_age().as_secs_f64());
         while !stop.load(Ordering::Relaxed) && started.elapsed() < interval {
-            std::thread::sleep(Duration::from_millis(50).min(interval));
+            if let Ok(request) = final_rx.try_recv() {
+                answer_final(&mut sync, &health, request);
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(interval));
         }
     }
     health.alive.store(false, Ordering::Relaxed);
@@ -147,6 +158,43 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
     let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Runs the final round a planned move asked for, if it is meant for this sync's epoch.
+fn answer_final(sync: &mut CheckpointSync, health: &Health, request: FinalRequest) {
+    let ours = sync.config().epoch;
+    let reply = if ours != Some(request.epoch) {
+        FinalReply::Refused(format!(
+            "this sync acts for epoch {}, the request is for epoch {}",
+            ours.map_or("(none)".to_string(), |e| e.to_string()),
+            request.epoch
+        ))
+    } else {
+        let started = Instant::now();
+        match sync.final_round() {
+            Ok(report) => {
+                info!(
+                    epoch = request.epoch,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    exact = report.plan.exact,
+                    resume = %sync::describe_resume(&report.plan),
+                    "final round committed"
+                );
+                FinalReply::Committed(std::sync::Arc::new(report.plan))
+            }
+            Err(e) => {
+                health.metrics.error(e.category());
+                warn!(category = e.category(), "final round failed: {e}");
+                match e {
+                    SyncError::GroupActive { .. } | SyncError::Superseded { .. } => {
+                        FinalReply::Refused(e.to_string())
+                    }
+                    _ => FinalReply::Failed(e.to_string()),
+                }
+            }
+        }
+    };
+    let _ = request.reply.send(reply);
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a

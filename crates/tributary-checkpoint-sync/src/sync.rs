@@ -7,7 +7,11 @@
 //! for the same group id in B:
 //! - standby (`Standby`, `Once`): only while the group has no members in B, and never
 //!   backwards (`TranslationPlan::standby_commits`), unless the group was rewound in A;
-//! - failover (`Final`): the plan as is — it is authoritative.
+//! - a standby's final round ([`CheckpointSync::final_round`], asked for by the operator at a
+//!   planned move): the same commits, but only from checkpoint topics read to their end and
+//!   never while the group has members in B — its input must be complete;
+//! - failover (`Final`, a one-shot run): the plan as is — it is authoritative (a new process
+//!   has not watched A's offsets, so it cannot tell a rewind from an old standby position).
 //!
 //! Every commit is read back; a partition that did not take is an error, never a success.
 
@@ -66,6 +70,16 @@ pub enum SyncError {
         current: u64,
         path: String,
     },
+    #[error("the epoch file {path} {problem}; not committing until it shows epoch {ours}")]
+    EpochUnknown {
+        ours: u64,
+        path: String,
+        problem: String,
+    },
+    #[error(
+        "the checkpoint topics were not read to their end within {budget:?}; a final plan needs all of them, nothing committed"
+    )]
+    Incomplete { budget: Duration },
 }
 
 impl SyncError {
@@ -76,6 +90,8 @@ impl SyncError {
             SyncError::GroupActive { .. } => "GroupActive",
             SyncError::PartialCommit { .. } => "PartialCommit",
             SyncError::Superseded { .. } => "Superseded",
+            SyncError::EpochUnknown { .. } => "EpochFile",
+            SyncError::Incomplete { .. } => "Incomplete",
         }
     }
 }
@@ -376,29 +392,49 @@ impl CheckpointSync {
         self.last_synced.elapsed()
     }
 
-    /// `Err(Superseded)` once the epoch file shows a later epoch than ours. An unreadable
-    /// file is logged and counted, not fatal: the operator may be rewriting it.
+    /// `Err(Superseded)` once the epoch file shows a later epoch than ours. Fails closed: an
+    /// unreadable file, or one showing an earlier epoch than ours (not yet updated, or
+    /// rolled back), stops this round's commit.
     pub fn check_epoch(&self) -> Result<(), SyncError> {
         let (Some(ours), Some(path)) = (self.cfg.epoch, &self.cfg.epoch_file) else {
             return Ok(());
         };
-        match std::fs::read_to_string(path).map(|t| parse_epoch(&t)) {
-            Ok(Some(current)) if current > ours => Err(SyncError::Superseded {
-                ours,
-                current,
-                path: path.display().to_string(),
-            }),
-            Ok(Some(_)) => Ok(()),
-            Ok(None) | Err(_) => {
-                self.health.metrics.error("EpochFile");
-                warn!(path = %path.display(), "cannot read an epoch from the epoch file; continuing with epoch {ours}");
-                Ok(())
+        let problem = match std::fs::read_to_string(path).map(|t| parse_epoch(&t)) {
+            Ok(Some(current)) if current > ours => {
+                return Err(SyncError::Superseded {
+                    ours,
+                    current,
+                    path: path.display().to_string(),
+                });
             }
-        }
+            Ok(Some(current)) if current == ours => return Ok(()),
+            Ok(Some(current)) => format!("shows the earlier epoch {current}"),
+            Ok(None) => "holds no epoch".to_string(),
+            Err(e) => format!("cannot be read ({e})"),
+        };
+        Err(SyncError::EpochUnknown {
+            ours,
+            path: path.display().to_string(),
+            problem,
+        })
     }
 
     /// One round: translate and (per mode) commit.
     pub fn round(&mut self) -> Result<RoundReport, SyncError> {
+        self.round_in(self.cfg.mode, false)
+    }
+
+    /// A standby's final round at a planned move (the group stopped in A): commits like a
+    /// standby round — never behind B's current offsets unless the group was rewound in A —
+    /// but refuses (commits nothing) unless both checkpoint topics were read to their end and
+    /// the group has no members in B.
+    pub fn final_round(&mut self) -> Result<RoundReport, SyncError> {
+        self.round_in(Mode::Standby, true)
+    }
+
+    /// `strict`: the input must be complete (see [`Self::final_round`]); `Final` always is.
+    fn round_in(&mut self, mode: Mode, strict: bool) -> Result<RoundReport, SyncError> {
+        let strict = strict || mode == Mode::Final;
         self.check_epoch()?;
         let from_cluster = self.cfg.from.name.clone();
         let to_cluster = self.cfg.to.name.clone();
@@ -440,9 +476,9 @@ impl CheckpointSync {
             warn!(group = %self.cfg.group, partitions = ?rewound, "the group was rewound in the active region: committing the plan as is for those partitions");
         }
 
-        let budget = match self.cfg.mode {
-            Mode::Standby => self.cfg.interval.max(Duration::from_secs(2)),
-            Mode::Once | Mode::Final => self.cfg.catch_up_timeout,
+        let budget = match mode {
+            Mode::Standby if !strict => self.cfg.interval.max(Duration::from_secs(2)),
+            _ => self.cfg.catch_up_timeout,
         };
         let mut caught_up = true;
         for feed in &mut self.feeds {
@@ -453,6 +489,9 @@ impl CheckpointSync {
             .index_entries
             .set(self.indexes.entry_count() as i64);
         if !caught_up {
+            if strict {
+                return Err(SyncError::Incomplete { budget });
+            }
             warn!(
                 "checkpoint topics not read to their end within {budget:?}: this plan is correct but less precise"
             );
@@ -480,7 +519,7 @@ impl CheckpointSync {
         // Members of the group in B: never move a consuming group.
         let members = self.active_members()?;
         if members > 0 {
-            if self.cfg.mode == Mode::Final {
+            if strict {
                 return Err(SyncError::GroupActive {
                     group: self.cfg.group.clone(),
                     cluster: to_cluster,
@@ -497,7 +536,7 @@ impl CheckpointSync {
             });
         }
 
-        let (to_commit, kept) = match self.cfg.mode {
+        let (to_commit, kept) = match mode {
             Mode::Final => (plan.resume_offsets(), BTreeMap::new()),
             Mode::Standby | Mode::Once => {
                 let parts: Vec<(String, i32)> = destination
@@ -560,6 +599,9 @@ impl CheckpointSync {
             self.health.metrics.last_synced_timestamp_seconds.set(unix);
         }
         self.health.metrics.rounds.inc();
+        if let Ok(mut last) = self.health.last_plan.lock() {
+            *last = Some(Arc::new(plan.clone()));
+        }
         Ok(RoundReport {
             plan,
             outcome: RoundOutcome::Synced {
@@ -993,6 +1035,73 @@ mod tests {
         let rewound = BTreeSet::from([p(0)]);
         let decisions = standby_decisions(&plan, &current, &rewound);
         assert_eq!(decisions[&p(0)], StandbyCommit::Commit(10));
+    }
+
+    #[test]
+    fn epoch_fencing_fails_closed() -> anyhow::Result<()> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: crate::CheckpointSyncArgs,
+        }
+        let file = std::env::temp_dir().join(format!("cs-epoch-{}", std::process::id()));
+        let cli = Cli::try_parse_from(
+            [
+                "x",
+                "--group",
+                "g",
+                "--topics",
+                "east.orders",
+                "--from-region",
+                "east",
+                "--to-region",
+                "west",
+                "--from-bootstrap",
+                "127.0.0.1:1",
+                "--to-bootstrap",
+                "127.0.0.1:2",
+                "--sources",
+                "east,west",
+                "--epoch",
+                "3",
+                "--epoch-file",
+            ]
+            .into_iter()
+            .chain([file.to_str().unwrap_or_default()]),
+        )?;
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        let sync = CheckpointSync::new(
+            SyncConfig::from_args(&cli.args)?,
+            Arc::new(Health::new()),
+            runtime.handle().clone(),
+        )?;
+        let outcome = |content: Option<&str>| {
+            let _ = std::fs::remove_file(&file);
+            if let Some(c) = content {
+                std::fs::write(&file, c).expect("write the epoch file");
+            }
+            sync.check_epoch().map_err(|e| e.category())
+        };
+        assert_eq!(outcome(Some("3")), Ok(()));
+        assert_eq!(outcome(Some("4")), Err("Superseded"));
+        assert_eq!(
+            outcome(Some("2")),
+            Err("EpochFile"),
+            "an older epoch stops commits"
+        );
+        assert_eq!(
+            outcome(Some("")),
+            Err("EpochFile"),
+            "an empty file stops commits"
+        );
+        assert_eq!(
+            outcome(None),
+            Err("EpochFile"),
+            "a missing file stops commits"
+        );
+        let _ = std::fs::remove_file(&file);
+        Ok(())
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The failover state machine of one consumer group: which region is active, when the active
 //! region moves, and which step of a move comes next. Pure: the reconciler observes the world
 //! (the active-region Lease, the move recorded in status, region health, standby freshness,
-//! workloads, the final-sync Job), calls [`decide`], performs the one [`Step`] it returns, and
+//! workloads, the final translation's answer), calls [`decide`], performs the one [`Step`] it returns, and
 //! observes again. A crash between steps loses nothing: every input is re-observed, and the
 //! only state of a move is the [`Move`] written to status *before* the first act of the move.
 //!
@@ -107,11 +107,11 @@ pub struct RegionView {
     pub running_consumers: u32,
 }
 
-/// The final-translation Job of the move in progress.
+/// The final translation of the move in progress: the target's standby sync runs it on
+/// request and answers when its commit was read back, so it is never observed running.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FinalSync {
     NotStarted,
-    Running,
     /// Completed, and its commit was verified in the target.
     Succeeded,
     Failed(String),
@@ -158,15 +158,14 @@ pub enum Step {
     /// source or in the target (a consumer lost with its region stays a member until its
     /// session times out; offsets are never moved under a member).
     WaitForGroupEmpty { region: String, detail: String },
-    /// Create the final-translation Job (`from → to`, for `epoch`).
+    /// Ask the target's standby sync for the final translation (`from → to`, for the move to
+    /// `epoch`), and record its answer.
     RunFinalSync {
         from: String,
         to: String,
         epoch: u64,
     },
-    /// The final-translation Job runs.
-    WaitForFinalSync,
-    /// The final-translation Job failed: delete it (the next decision runs it again).
+    /// The final translation failed: forget the answer (the next decision asks again).
     RetryFinalSync { message: String },
     /// The source's Lease has not expired yet (unplanned): it may still be fencing itself.
     WaitForLeaseExpiry { holder: String },
@@ -388,7 +387,6 @@ fn continue_move(o: &Observation, m: &Move) -> Step {
                     to: m.to.clone(),
                     epoch: m.epoch,
                 },
-                FinalSync::Running => Step::WaitForFinalSync,
                 FinalSync::Failed(message) => Step::RetryFinalSync {
                     message: message.clone(),
                 },
@@ -698,8 +696,6 @@ mod tests {
         assert!(matches!(decide(&o), Step::WaitForGroupEmpty { .. }));
         o.regions[0].group_members = Some(0);
         assert!(matches!(decide(&o), Step::RunFinalSync { epoch: 2, .. }));
-        o.final_sync = FinalSync::Running;
-        assert_eq!(decide(&o), Step::WaitForFinalSync);
         o.final_sync = FinalSync::Succeeded;
         assert!(matches!(decide(&o), Step::TakeLease { epoch: 2, .. }));
         o.lease = Some(LeaseView {

@@ -24,7 +24,7 @@ enum Event {
     /// `spec.activeRegion` is edited (or cleared).
     Intent(Option<usize>),
     AcceptDataLoss(bool),
-    /// Time passes: pods converge to their desired state, the final sync progresses, the
+    /// Time passes: pods converge to their desired state, the next final sync fails or not, the
     /// Lease of an unrenewed holder expires.
     Tick {
         final_sync_fails: bool,
@@ -78,6 +78,8 @@ struct World {
     acted_intent: Option<String>,
     previous_active: Option<String>,
     final_sync: BTreeMap<(String, u64), FinalSync>,
+    /// The next final round fails (the standby answers with an error).
+    final_sync_fails: bool,
     /// Every successful Lease write that changed the holder or epoch.
     history: Vec<(String, u64)>,
     /// What each operator saw last: the observation and the Lease's resourceVersion then.
@@ -103,6 +105,7 @@ impl World {
             acted_intent: None,
             previous_active: None,
             final_sync: BTreeMap::new(),
+            final_sync_fails: false,
             history: Vec::new(),
             seen: [None, None],
         }
@@ -189,15 +192,7 @@ impl World {
                         r.running = r.desired;
                     }
                 }
-                for v in self.final_sync.values_mut() {
-                    if *v == FinalSync::Running {
-                        *v = if *final_sync_fails {
-                            FinalSync::Failed("broker refused".into())
-                        } else {
-                            FinalSync::Succeeded
-                        };
-                    }
-                }
+                self.final_sync_fails = *final_sync_fails;
                 // A Lease nobody renewed for a tick has expired.
                 if let Some(l) = &mut self.lease {
                     l.expired = !l.renewed;
@@ -266,7 +261,14 @@ impl World {
                 }
             }
             Step::RunFinalSync { to, epoch, .. } => {
-                self.final_sync.insert((to, epoch), FinalSync::Running);
+                // Answered within the step; a crash before the status write loses the
+                // answer, which a stale `Act` (acting on an old observation) covers.
+                let result = if self.final_sync_fails {
+                    FinalSync::Failed("broker refused".into())
+                } else {
+                    FinalSync::Succeeded
+                };
+                self.final_sync.insert((to, epoch), result);
             }
             Step::RetryFinalSync { .. } => {
                 if let Some(m) = &o.in_progress {
@@ -314,7 +316,6 @@ impl World {
                 }
             }
             Step::WaitForGroupEmpty { .. }
-            | Step::WaitForFinalSync
             | Step::WaitForLeaseExpiry { .. }
             | Step::Blocked { .. } => {}
         }

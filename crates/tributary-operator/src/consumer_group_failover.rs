@@ -1,7 +1,7 @@
 //! The ConsumerGroupFailover controller: observes the group's world (the active-region Lease on
 //! the coordination API server, the move recorded in status, region health from the
 //! [`GroupProber`](crate::group_prober), standby freshness scraped from the sync Jobs, the
-//! workloads, the final-sync Job), asks [`tributary_core::failover::decide`] for the next
+//! workloads, the final translation's answer), asks [`tributary_core::failover::decide`] for the next
 //! step, performs that one step, and writes what it sees: the `<name>-active` ConfigMap, the
 //! standby sync Jobs, the workloads' scale, status, events and metrics.
 //!
@@ -42,10 +42,13 @@ use crate::error::{Error, Result};
 use crate::frame::Reconciled;
 use crate::group_prober::{GroupTarget, RegionHealth};
 use crate::names::{self, FIELD_MANAGER};
-use crate::sync_job::{SYNC_PORT, SyncJob, SyncKind};
-use crate::{model, secrets, status_util};
+use crate::sync_job::SyncJob;
+use crate::{model, secrets, standby_client, status_util};
 
 const KIND: &str = "ConsumerGroupFailover";
+/// How long the final round of a planned move may take (the standby's checkpoint catch-up
+/// budget plus its commit and read-back).
+const FINAL_ROUND_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl Reconciled for ConsumerGroupFailover {
     const KIND: &'static str = KIND;
@@ -353,38 +356,12 @@ async fn running_consumers(ctx: &Context, namespace: &str, w: &WorkloadRef) -> R
         .count() as u32)
 }
 
-/// Unix time of a standby sync's last full match, scraped from its pod's `/metrics`; `None`
-/// when the pod is not running, does not answer, or never synced.
-async fn scrape_last_synced(pod_ip: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut s = tokio::net::TcpStream::connect((pod_ip, SYNC_PORT as u16))
-            .await
-            .ok()?;
-        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {pod_ip}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.ok()?;
-        Some(out)
-    })
-    .await
-    .ok()??;
-    body.lines()
-        .find_map(|l| l.strip_prefix("tributary_checkpoint_sync_last_synced_timestamp_seconds "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| *v > 0.0)
-}
-
-/// The state of a Job and, when it failed, why (its pod's termination message).
-async fn job_state(ctx: &Context, namespace: &str, job: &Job) -> FinalSync {
+/// `Some(why)` when a Job failed (its pod's termination message).
+async fn job_failure(ctx: &Context, namespace: &str, job: &Job) -> Option<String> {
     if job.metadata.deletion_timestamp.is_some() {
-        return FinalSync::Running;
+        return None;
     }
     let status = job.status.clone().unwrap_or_default();
-    if status.succeeded.unwrap_or(0) > 0 {
-        return FinalSync::Succeeded;
-    }
     let failed = status.failed.unwrap_or(0) > 0
         || status
             .conditions
@@ -392,7 +369,7 @@ async fn job_state(ctx: &Context, namespace: &str, job: &Job) -> FinalSync {
             .flatten()
             .any(|c| c.type_ == "Failed" && c.status == "True");
     if !failed {
-        return FinalSync::Running;
+        return None;
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let message = pods
@@ -414,7 +391,7 @@ async fn job_state(ctx: &Context, namespace: &str, job: &Job) -> FinalSync {
             m.lines().last().unwrap_or(m).to_string()
         })
         .unwrap_or_else(|| "the Job failed (see its pod's log)".into());
-    FinalSync::Failed(format!("Job {}: {message}", job.name_any()))
+    Some(format!("Job {}: {message}", job.name_any()))
 }
 
 fn job_epoch(job: &Job) -> Option<u64> {
@@ -425,16 +402,10 @@ fn job_region(job: &Job) -> Option<&str> {
     job.labels().get(names::REGION_LABEL).map(String::as_str)
 }
 
-fn job_kind(job: &Job) -> Option<SyncKind> {
-    match job
-        .labels()
+fn is_standby_job(job: &Job) -> bool {
+    job.labels()
         .get("app.kubernetes.io/component")
-        .map(String::as_str)
-    {
-        Some("checkpoint-sync") => Some(SyncKind::Standby),
-        Some("final-sync") => Some(SyncKind::Final),
-        _ => None,
-    }
+        .is_some_and(|c| c == crate::sync_job::COMPONENT)
 }
 
 async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Result<Action> {
@@ -468,8 +439,8 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let owner = cgf
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec(format!("{KIND} {name} has no uid yet")))?;
-    // The sync Job (standby or final) translating the group from `from` into `to`.
-    let sync_job = |kind: SyncKind, from: &str, to: &str, epoch: u64| -> Result<Job> {
+    // The standby sync Job translating the group from `from` into `to`.
+    let sync_job = |from: &str, to: &str, epoch: u64| -> Result<Job> {
         let region = |r: &str| {
             plan.regions.iter().find(|p| p.region == r).ok_or_else(|| {
                 Error::InvalidSpec(format!("{KIND} {name}: region {r} is not in spec.regions"))
@@ -477,7 +448,6 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         };
         let (a, b) = (region(from)?, region(to)?);
         Ok(SyncJob {
-            kind,
             failover: &name,
             namespace: &ns,
             group: &cgf.spec.group_id,
@@ -520,6 +490,19 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             regions: targets,
         },
     );
+    // A planned move waits for its consumers to leave: look now, not at the next probe.
+    if let Some(m) = cgf
+        .status
+        .as_ref()
+        .and_then(|s| s.pending_move.as_ref())
+        .filter(|m| m.kind == kind_str(MoveKind::Planned))
+    {
+        let ends: Vec<&str> = [m.from.as_deref(), Some(m.to.as_str())]
+            .into_iter()
+            .flatten()
+            .collect();
+        ctx.group_prober.refresh(&obj_ref, &ends).await;
+    }
     let health = ctx.group_prober.health(&obj_ref);
 
     // Observe.
@@ -585,12 +568,15 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         })?
         .items;
 
+    // The standbys of the current epoch: their pods (for the final round and the last plan)
+    // and their freshness.
     let mut last_synced: BTreeMap<String, f64> = BTreeMap::new();
+    let mut standby_ips: BTreeMap<String, String> = BTreeMap::new();
     if let Some(l) = &view {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         for job in jobs
             .iter()
-            .filter(|j| job_kind(j) == Some(SyncKind::Standby) && job_epoch(j) == Some(l.epoch))
+            .filter(|j| is_standby_job(j) && job_epoch(j) == Some(l.epoch))
         {
             let Some(region) = job_region(job) else {
                 continue;
@@ -603,9 +589,16 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     source,
                 })?;
             for p in &list.items {
-                if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.as_deref())
-                    && let Some(ts) = scrape_last_synced(ip).await
-                {
+                let Some(ip) = p
+                    .status
+                    .as_ref()
+                    .filter(|s| !matches!(s.phase.as_deref(), Some("Succeeded" | "Failed")))
+                    .and_then(|s| s.pod_ip.as_deref())
+                else {
+                    continue;
+                };
+                standby_ips.insert(region.to_string(), ip.to_string());
+                if let Some(ts) = standby_client::last_synced(ip).await {
                     last_synced.insert(region.to_string(), ts);
                 }
             }
@@ -617,15 +610,19 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             running.insert(r.region.clone(), running_consumers(ctx, &ns, w).await?);
         }
     }
-    let final_sync = match &in_progress {
-        Some(m) => match jobs
-            .iter()
-            .find(|j| j.name_any() == names::final_sync_job_name(&name, &m.to, m.epoch))
+    let final_sync = match &old_status.pending_move {
+        Some(p)
+            if p.plan
+                .as_ref()
+                .is_some_and(|pl| pl.origin == standby_client::ORIGIN_FINAL) =>
         {
-            Some(j) => job_state(ctx, &ns, j).await,
-            None => FinalSync::NotStarted,
-        },
-        None => FinalSync::NotStarted,
+            FinalSync::Succeeded
+        }
+        Some(PendingMove {
+            final_sync_error: Some(e),
+            ..
+        }) => FinalSync::Failed(e.clone()),
+        _ => FinalSync::NotStarted,
     };
     let now = now_unix();
     // A standby's staleness is what it missed of the active region's progress: measured up to
@@ -725,6 +722,14 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 .and_then(|h: &RegionHealth| h.failing_since)
                 .filter(|_| m.kind == MoveKind::Unplanned)
                 .map(to_time);
+            // An unplanned move resumes from the standby's last committed round: its plan
+            // (the watermarks) is kept now, before the standby ends with its epoch.
+            let plan = match (m.kind, standby_ips.get(&m.to)) {
+                (MoveKind::Unplanned, Some(ip)) => standby_client::last_plan(ip).await.map(|p| {
+                    standby_client::move_plan(&p, standby_client::ORIGIN_LAST_STANDBY_ROUND)
+                }),
+                _ => None,
+            };
             status.pending_move = Some(PendingMove {
                 from: m.from.clone(),
                 to: m.to.clone(),
@@ -733,6 +738,8 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 epoch: m.epoch as i64,
                 started: Some(Time(Timestamp::now())),
                 detected,
+                plan,
+                final_sync_error: None,
             });
             if cgf.spec.active_region.is_some() {
                 status.acted_active_region = cgf.spec.active_region.clone();
@@ -759,25 +766,54 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         }
         Step::WaitForGroupEmpty { region, detail } => {
             moving = Some(("Draining".into(), format!("waiting for {region}: {detail}")));
-            requeue = Duration::from_millis(500);
+            // Membership is probed on demand while a planned move drains.
+            requeue = Duration::from_millis(250);
         }
         Step::RunFinalSync { from, to, epoch } => {
-            let job = sync_job(SyncKind::Final, from, to, *epoch)?;
-            create_job(&jobs_api, &ns, &job).await?;
+            // The target's standby (warm, acting for the source's epoch) translates the
+            // stopped group once more, with complete input, and answers after the read-back.
+            let standby_epoch = epoch.saturating_sub(1);
+            let answer = match standby_ips.get(to) {
+                Some(ip) => {
+                    standby_client::final_round(ip, standby_epoch, FINAL_ROUND_TIMEOUT).await
+                }
+                None => Err(format!(
+                    "no running standby sync in {to} at epoch {standby_epoch} (Job {})",
+                    names::sync_job_name(&name, to, standby_epoch)
+                )),
+            };
+            if let Some(p) = status.pending_move.as_mut() {
+                match answer {
+                    Ok(plan) => {
+                        tracing::info!(
+                            namespace = ns,
+                            name,
+                            from,
+                            to,
+                            exact = plan.exact,
+                            "final translation committed"
+                        );
+                        p.plan = Some(standby_client::move_plan(
+                            &plan,
+                            standby_client::ORIGIN_FINAL,
+                        ));
+                        p.final_sync_error = None;
+                    }
+                    Err(e) => {
+                        p.final_sync_error =
+                            Some(format!("final translation from {from} into {to}: {e}"));
+                    }
+                }
+            }
             moving = Some((
                 "FinalSync".into(),
                 format!("translating the group's final position from {from} into {to}"),
             ));
-            requeue = Duration::from_millis(500);
-        }
-        Step::WaitForFinalSync => {
-            moving = Some(("FinalSync".into(), "final translation running".into()));
-            requeue = Duration::from_millis(500);
+            requeue = Duration::from_millis(50);
         }
         Step::RetryFinalSync { message } => {
-            if let Some(m) = &in_progress {
-                let jn = names::final_sync_job_name(&name, &m.to, m.epoch);
-                delete_job(&jobs_api, &ns, &jn).await?;
+            if let Some(p) = status.pending_move.as_mut() {
+                p.final_sync_error = None;
             }
             ctx.event(
                 &regarding,
@@ -788,7 +824,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             )
             .await;
             moving = Some(("FinalSyncFailed".into(), message.clone()));
-            requeue = Duration::from_secs(2);
+            requeue = Duration::from_secs(1);
         }
         Step::WaitForLeaseExpiry { holder } => {
             moving = Some((
@@ -846,6 +882,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         }
         Step::Finish(m) => {
             let pending = status.pending_move.take();
+            let move_plan = pending.as_ref().and_then(|p| p.plan.clone());
             let started = pending.as_ref().and_then(|p| p.started.clone());
             let since = pending
                 .as_ref()
@@ -875,7 +912,11 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 finished: Some(Time(Timestamp::now())),
                 rto_seconds: rto.map(|r| (r * 100.0).round() / 100.0),
                 resume_offsets,
-                watermarks: Vec::new(),
+                plan_origin: move_plan.as_ref().map(|p| p.origin.clone()),
+                max_duplicates_after_dedupe: move_plan
+                    .as_ref()
+                    .map(|p| p.max_duplicates_after_dedupe),
+                watermarks: move_plan.map(|p| p.watermarks).unwrap_or_default(),
             });
             ctx.metrics.count_failover(m.reason.as_str());
             ctx.event(
@@ -982,18 +1023,11 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let wanted: BTreeSet<String> = standby_regions(&after).into_iter().collect();
     let current_epoch = fact.as_ref().map(|l| l.epoch);
     for job in &jobs {
-        let keep = match job_kind(job) {
-            Some(SyncKind::Standby) => {
-                job_epoch(job) == current_epoch
-                    && job_region(job)
-                        .is_some_and(|r| Some(r) != fact.as_ref().map(|l| l.holder.as_str()))
-                    && !matches!(job_state(ctx, &ns, job).await, FinalSync::Failed(_))
-            }
-            Some(SyncKind::Final) => after.in_progress.as_ref().is_some_and(|m| {
-                job.name_any() == names::final_sync_job_name(&name, &m.to, m.epoch)
-            }),
-            None => true,
-        };
+        // Final-sync Jobs of older operator versions are not standby Jobs: they go too.
+        let keep = is_standby_job(job)
+            && job_epoch(job) == current_epoch
+            && job_region(job).is_some_and(|r| Some(r) != fact.as_ref().map(|l| l.holder.as_str()))
+            && job_failure(ctx, &ns, job).await.is_none();
         if !keep && job.metadata.deletion_timestamp.is_none() {
             delete_job(&jobs_api, &ns, &job.name_any()).await?;
         }
@@ -1008,7 +1042,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             if jobs.iter().any(|j| j.name_any() == jn) {
                 continue;
             }
-            let job = sync_job(SyncKind::Standby, &l.holder, region, l.epoch)?;
+            let job = sync_job(&l.holder, region, l.epoch)?;
             create_job(&jobs_api, &ns, &job).await?;
         }
     }

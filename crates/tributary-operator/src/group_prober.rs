@@ -125,6 +125,62 @@ impl GroupProber {
             .unwrap_or_default()
     }
 
+    /// Probes `regions` of a watched group now (a move under way must not wait for the next
+    /// period to see its consumers leave). Only answers are recorded: failures are counted by
+    /// the periodic probes alone, so `failureThreshold` keeps its meaning.
+    pub async fn refresh(&self, obj: &ObjectRef<ConsumerGroupFailover>, regions: &[&str]) {
+        let k = key(obj);
+        let Some(target) = self
+            .probing
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&k).map(|p| p.target.clone()))
+        else {
+            return;
+        };
+        let timeout = probe_timeout(target.period);
+        let probes = target
+            .regions
+            .iter()
+            .filter(|(region, _)| regions.contains(&region.as_str()))
+            .map(|(region, conn)| self.probe(&target, region, conn, timeout));
+        let results = futures::future::join_all(probes).await;
+        let Ok(mut all) = self.health.write() else {
+            return;
+        };
+        let entry = all.entry(k).or_default();
+        for (region, result) in results {
+            if let (Ok(position), Some(h)) = (result, entry.get_mut(&region))
+                && h.healthy
+            {
+                h.position = Some(position);
+            }
+        }
+    }
+
+    async fn probe(
+        &self,
+        target: &GroupTarget,
+        region: &str,
+        conn: &ResolvedConnection,
+        timeout: Duration,
+    ) -> (String, Result<GroupPosition, crate::kafka::KafkaFailure>) {
+        let result = tokio::time::timeout(timeout + Duration::from_secs(1), async {
+            self.admin
+                .group_position(conn, &target.group, &target.topics, timeout)
+                .await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::kafka::KafkaFailure {
+                message: format!("{} did not answer within {timeout:?}", conn.name),
+                category: "Unreachable",
+                transient: true,
+            })
+        });
+        (region.to_string(), result)
+    }
+
     async fn probe_loop(self, obj: ObjectRef<ConsumerGroupFailover>, target: GroupTarget) {
         let k = key(&obj);
         let timeout = probe_timeout(target.period);
@@ -132,24 +188,10 @@ impl GroupProber {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let probes = target.regions.iter().map(|(region, conn)| {
-                let admin = self.admin.clone();
-                let (group, topics) = (&target.group, &target.topics);
-                async move {
-                    let result = tokio::time::timeout(timeout + Duration::from_secs(1), async {
-                        admin.group_position(conn, group, topics, timeout).await
-                    })
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(crate::kafka::KafkaFailure {
-                            message: format!("{} did not answer within {timeout:?}", conn.name),
-                            category: "Unreachable",
-                            transient: true,
-                        })
-                    });
-                    (region.clone(), result)
-                }
-            });
+            let probes = target
+                .regions
+                .iter()
+                .map(|(region, conn)| self.probe(&target, region, conn, timeout));
             let results = futures::future::join_all(probes).await;
             let changed = {
                 let Ok(mut all) = self.health.write() else {

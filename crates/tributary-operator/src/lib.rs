@@ -25,6 +25,7 @@ pub mod regional_stream;
 pub mod replicator;
 pub mod run;
 pub mod secrets;
+pub mod standby_client;
 mod status_util;
 pub mod sync_job;
 

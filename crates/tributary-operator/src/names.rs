@@ -33,11 +33,6 @@ pub fn sync_job_name(failover: &str, region: &str, epoch: u64) -> String {
     bounded_name(format!("{failover}-sync-{region}-e{epoch}"))
 }
 
-/// The final-translation Job of the move into `region` producing `epoch`.
-pub fn final_sync_job_name(failover: &str, region: &str, epoch: u64) -> String {
-    bounded_name(format!("{failover}-final-{region}-e{epoch}"))
-}
-
 /// The Lease and the ConfigMap of a ConsumerGroupFailover: `<name>-active`.
 pub fn active_name(failover: &str) -> String {
     format!("{failover}-active")

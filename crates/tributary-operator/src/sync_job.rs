@@ -1,6 +1,7 @@
-//! The build step for a ConsumerGroupFailover's checkpoint-sync Jobs, pure: the standby sync of
-//! one region (kept warm every `sync.interval` until its epoch is superseded) and the one-shot
-//! final translation of a planned move. Same inputs, same object.
+//! The build step for a ConsumerGroupFailover's standby sync Jobs, pure: the checkpoint-sync of
+//! one region, kept warm every `sync.interval` until its epoch is superseded, which also runs
+//! the final translation of a planned move when the operator asks it to (`POST /final`). Same
+//! inputs, same object.
 
 use std::collections::BTreeMap;
 
@@ -23,26 +24,12 @@ pub const SYNC_PORT: i32 = 8080;
 /// Where the `<name>-active` ConfigMap is mounted in sync pods.
 pub const ACTIVE_MOUNT: &str = "/etc/tributary/active";
 
-/// Which of the two Jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncKind {
-    Standby,
-    Final,
-}
-
-impl SyncKind {
-    pub fn component(self) -> &'static str {
-        match self {
-            SyncKind::Standby => "checkpoint-sync",
-            SyncKind::Final => "final-sync",
-        }
-    }
-}
+/// `app.kubernetes.io/component` of standby sync Jobs (and their container's name).
+pub const COMPONENT: &str = "checkpoint-sync";
 
 /// Everything one sync Job needs, validated.
 #[derive(Clone, Debug)]
 pub struct SyncJob<'a> {
-    pub kind: SyncKind,
     pub failover: &'a str,
     pub namespace: &'a str,
     pub group: &'a str,
@@ -62,20 +49,12 @@ pub struct SyncJob<'a> {
 
 impl SyncJob<'_> {
     pub fn name(&self) -> String {
-        match self.kind {
-            SyncKind::Standby => names::sync_job_name(self.failover, self.to_region, self.epoch),
-            SyncKind::Final => {
-                names::final_sync_job_name(self.failover, self.to_region, self.epoch)
-            }
-        }
+        names::sync_job_name(self.failover, self.to_region, self.epoch)
     }
 
     pub fn labels(&self) -> BTreeMap<String, String> {
         let mut labels = names::failover_selector_labels(self.failover);
-        labels.insert(
-            "app.kubernetes.io/component".into(),
-            self.kind.component().into(),
-        );
+        labels.insert("app.kubernetes.io/component".into(), COMPONENT.into());
         labels.insert(names::REGION_LABEL.into(), self.to_region.into());
         labels.insert(names::EPOCH_LABEL.into(), self.epoch.to_string());
         labels
@@ -108,12 +87,9 @@ impl SyncJob<'_> {
             format!("--epoch={}", self.epoch),
             format!("--epoch-file={ACTIVE_MOUNT}/epoch"),
             "--log-format=json".to_string(),
-        ]);
-        match self.kind {
             // The pod IP, not 0.0.0.0: pods sharing a network must not collide.
-            SyncKind::Standby => args.push(format!("--listen=$(POD_IP):{SYNC_PORT}")),
-            SyncKind::Final => args.extend(["--once".to_string(), "--final".to_string()]),
-        }
+            format!("--listen=$(POD_IP):{SYNC_PORT}"),
+        ]);
         let mut volumes = mounts.volumes;
         let mut volume_mounts = mounts.mounts;
         volumes.push(Volume {
@@ -137,21 +113,19 @@ impl SyncJob<'_> {
         });
         let labels = self.labels();
         let container = Container {
-            name: self.kind.component().into(),
+            name: COMPONENT.into(),
             image: Some(self.image.into()),
             args: Some(args),
             env: Some(pod_env()),
-            ports: (self.kind == SyncKind::Standby).then(|| {
-                vec![ContainerPort {
-                    name: Some("http".into()),
-                    container_port: SYNC_PORT,
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]
-            }),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: SYNC_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             volume_mounts: Some(volume_mounts),
             security_context: Some(restricted_container()),
-            // A failed final translation's reason reaches the operator (and status) this way.
+            // A failed sync's reason reaches the operator (and status) this way.
             termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Default::default()
         };
@@ -166,7 +140,6 @@ impl SyncJob<'_> {
             spec: Some(JobSpec {
                 // A failed Job is replaced by the operator (a new pod, fresh flags), not retried.
                 backoff_limit: Some(0),
-                active_deadline_seconds: (self.kind == SyncKind::Final).then_some(300),
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(labels),

@@ -132,6 +132,9 @@ async fn a_group_fails_over_by_itself_and_fails_back_by_one_edit_without_losing_
         let s = status_of(&cgfs).await;
         let last = s.last_failover.clone().expect("lastFailover");
         assert_eq!((last.reason.as_str(), last.from.as_deref()), ("RegionDown", Some(east.as_str())));
+        // The standby's last committed round is what west resumed from: its watermarks.
+        assert_eq!(last.plan_origin.as_deref(), Some("LastStandbyRound"), "{last:?}");
+        assert!(!last.watermarks.is_empty(), "watermarks of the unplanned move: {last:?}");
         eprintln!(
             "unplanned failover: RTO (killed -> first record consumed in {west}) {:.1}s, Lease moved after {:.1}s, operator rtoSeconds {:?}; {} records from {west} all consumed, {dups} raw duplicates",
             (first_in_west - killed_ms) as f64 / 1000.0,
@@ -197,6 +200,14 @@ async fn a_group_fails_over_by_itself_and_fails_back_by_one_edit_without_losing_
         let last = s.last_failover.clone().expect("lastFailover");
         assert_eq!(last.reason, "Failback");
         assert_eq!(last.kind.as_deref(), Some("Planned"));
+        // The final round ran in east's warm standby; its plan's watermarks are in status.
+        assert_eq!(last.plan_origin.as_deref(), Some("Final"), "{last:?}");
+        assert!(!last.watermarks.is_empty(), "watermarks of the planned move: {last:?}");
+        assert_eq!(
+            last.max_duplicates_after_dedupe,
+            Some(0),
+            "a planned move's watermarks are exact: {last:?}"
+        );
         eprintln!(
             "planned failback: {:.1}s from the edit to active in {east} (operator rtoSeconds {:?}); raw duplicates of the records around it {planned_dups} ({} consumed before the edit)",
             switchover.as_secs_f64(),

@@ -36,11 +36,22 @@ pub async fn serve<E: Endpoints>(
     endpoints: Arc<E>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, endpoints, Router::new(), shutdown).await
+}
+
+/// [`serve`], plus a subcommand's own routes (which must not use the three paths).
+pub async fn serve_with<E: Endpoints>(
+    listener: tokio::net::TcpListener,
+    endpoints: Arc<E>,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics::<E>))
         .route("/healthz", get(healthz::<E>))
         .route("/readyz", get(readyz::<E>))
-        .with_state(endpoints);
+        .with_state(endpoints)
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -8,6 +8,6 @@ pub mod logging;
 pub mod signal;
 
 pub use duration::parse_duration;
-pub use http::{Endpoints, encode_registry, serve};
+pub use http::{Endpoints, encode_registry, serve, serve_with};
 pub use logging::{LogFormat, init_logging};
 pub use signal::termination;
