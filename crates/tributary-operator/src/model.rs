@@ -287,10 +287,11 @@ fn check_kafka(field: &str, k: &KafkaConnection) -> Result<()> {
             "{field}.bootstrapServers must list at least one host:port"
         )));
     }
+    // The API server refuses these too (same rule); this catches objects stored before it.
     for key in k.properties.keys() {
-        if tributary_api::SECRET_PROPERTIES.contains(&key.as_str()) {
+        if let Some(why) = tributary_api::refused_property(key) {
             return Err(Error::InvalidSpec(format!(
-                "{field}.properties must not set {key}: reference Secrets through tls/sasl"
+                "{field}.properties must not set {key:?}: {why}"
             )));
         }
     }
