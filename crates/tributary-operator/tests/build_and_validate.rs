@@ -213,7 +213,14 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
             Some(vec!["central".to_string()])
         )
     );
-    assert_eq!(east.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    assert_eq!(east.spec.as_ref().and_then(|s| s.replicas), Some(1));
+    let strategy = east.spec.as_ref().and_then(|s| s.strategy.clone());
+    assert_eq!(
+        strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate"),
+        "a rollout must never run two copiers of one route"
+    );
+    assert!(strategy.and_then(|s| s.rolling_update).is_none());
 
     let labels = east.labels();
     assert_eq!(labels["app.kubernetes.io/name"], "tributary");
@@ -302,6 +309,16 @@ fn invalid_specs_are_refused_with_the_field_named() {
         err.retry_after(0),
         None,
         "an invalid spec waits for a change"
+    );
+
+    // AtLeastOnce too: every replica would copy every partition.
+    let mut alo = aggregates[0].clone();
+    alo.spec.replicator.delivery = tributary_api::aggregate_cluster::Delivery::AtLeastOnce;
+    alo.spec.replicator.replicas = 2;
+    let err = plan_aggregate(&alo, &streams).expect_err("two copying replicas");
+    assert!(
+        matches!(err, Error::InvalidSpec(ref m) if m.contains("spec.replicator.replicas") && m.contains("0 or 1")),
+        "{err}"
     );
 
     let mut collide = aggregates[0].clone();
