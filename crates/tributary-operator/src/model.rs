@@ -199,7 +199,7 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
         }
         routes.push(RoutePlan {
             deployment: names::route_deployment_name(&v.name, &name),
-            route_id: names::route_id(&v.name, &name),
+            route_id: names::route_id(&namespace, &v.name, &name),
             source: v.name.clone(),
             source_region: v.region.clone(),
             source_kafka: v.kafka.clone(),
