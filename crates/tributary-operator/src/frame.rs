@@ -130,7 +130,7 @@ where
         namespace = obj.namespace().unwrap_or_default(),
         name = obj.name_any(),
         category = err.category(),
-        error = %err,
+        error = %tributary_kafka::redact(&err.to_string()),
         "reconcile failed"
     );
     match err.retry_after(attempt) {
