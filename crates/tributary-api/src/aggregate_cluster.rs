@@ -78,9 +78,13 @@ pub enum TopicNaming {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicatorSpec {
-    /// Replicas per route Deployment. `0` pauses every route into this cluster.
+    /// Replicas per route Deployment: `1` runs every route into this cluster, `0` pauses
+    /// them. More are refused until replicas share a route's partitions: each replica would
+    /// copy every partition (duplicates in the aggregate, competing commits).
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 0, max = 64))]
+    #[schemars(range(min = 0))]
+    #[x_kube(validation = kube::core::Rule::new("self <= 1")
+        .message("must be 0 or 1: every replica of a route copies every partition, so more would duplicate records and compete for commits"))]
     pub replicas: i32,
 
     /// Compute resources of each replicator container.

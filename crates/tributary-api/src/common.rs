@@ -21,20 +21,55 @@ pub const DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// Keys allowed in a Secret's data.
 pub const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
 
-/// Client properties that carry secrets: they must come from a Secret through `tls` / `sasl`,
-/// never sit in the spec in clear text (the spec is readable by anyone who can read the object).
-pub const SECRET_PROPERTIES: &[&str] = &[
-    "sasl.jaas.config",
-    "sasl.password",
-    "sasl.username",
-    "ssl.key.password",
-    "ssl.keystore.password",
-    "ssl.truststore.password",
-    "ssl.key.pem",
-    "ssl.keystore.key",
-    "ssl.keystore.certificate.chain",
-    "bootstrap.servers",
-];
+/// Client properties owned by a typed field of [`KafkaConnection`]: refused in `properties` so
+/// that there is one place to read them.
+pub const FIELD_OWNED_PROPERTIES: &[(&str, &str)] = &[("bootstrap.servers", "bootstrapServers")];
+
+/// Why `properties` must not hold `key`, or `None` when it may. Secrets (the rule of
+/// [`tributary_core::secret_property`]) must come from a Secret through `tls` / `sasl`: the
+/// spec is readable by anyone who can read the object, and its properties become replicator
+/// arguments.
+pub fn refused_property(key: &str) -> Option<String> {
+    if tributary_core::secret_property::is_secret_property(key) {
+        return Some(
+            "it carries a secret: reference a Secret through tls or sasl instead".to_string(),
+        );
+    }
+    let normalized = key.trim().to_ascii_lowercase();
+    FIELD_OWNED_PROPERTIES
+        .iter()
+        .find(|(property, _)| *property == normalized)
+        .map(|(_, field)| format!("it is set by {field}"))
+}
+
+/// The CEL form of the secret half of [`refused_property`]; the message names the (first)
+/// offending key. `filter(..)[0]`, not `join`: the API server's cost estimate refuses `join`
+/// over a map of unbounded keys.
+fn secret_properties_rule() -> kube::core::Rule {
+    let secret = tributary_core::secret_property::secret_property_cel("k");
+    kube::core::Rule::new(format!("self.all(k, !{secret})")).message(
+        kube::core::Message::Expression(format!(
+            "'must not set secret property ' + self.filter(k, {secret})[0] + ': reference a Secret through tls or sasl instead'"
+        )),
+    )
+}
+
+/// The CEL form of the field-owned half of [`refused_property`].
+fn field_owned_properties_rule() -> kube::core::Rule {
+    let names: Vec<String> = FIELD_OWNED_PROPERTIES
+        .iter()
+        .map(|(property, _)| format!("'{property}'"))
+        .collect();
+    let uses: Vec<String> = FIELD_OWNED_PROPERTIES
+        .iter()
+        .map(|(property, field)| format!("{property} (use {field})"))
+        .collect();
+    kube::core::Rule::new(format!(
+        "self.all(k, !(k.lowerAscii().trim() in [{}]))",
+        names.join(", ")
+    ))
+    .message(format!("must not set {}", uses.join(", ")).as_str())
+}
 
 /// How to reach one Kafka cluster. Secrets are referenced, never inlined: the operator mounts
 /// them into the pods that need them and never copies them into status, events or logs.
@@ -54,13 +89,12 @@ pub struct KafkaConnection {
     pub sasl: Option<KafkaSasl>,
 
     /// Extra librdkafka client properties (for example `socket.keepalive.enable`). Properties
-    /// that carry secrets and `bootstrap.servers` are refused here: use `tls`, `sasl` and
-    /// `bootstrapServers`.
+    /// that carry secrets (any name containing password, secret, token, credential, jaas,
+    /// passphrase or private key material, and librdkafka's other sensitive ones) and
+    /// `bootstrap.servers` are refused here: use `tls`, `sasl` and `bootstrapServers`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = kube::core::Rule::new(
-        "self.all(k, !(k in ['sasl.jaas.config', 'sasl.password', 'sasl.username', 'ssl.key.password', 'ssl.keystore.password', 'ssl.truststore.password', 'ssl.key.pem', 'ssl.keystore.key', 'ssl.keystore.certificate.chain', 'bootstrap.servers']))"
-    ).message("must not set secrets or bootstrap.servers: reference Secrets through tls/sasl and use bootstrapServers"))]
+    #[x_kube(validation = secret_properties_rule(), validation = field_owned_properties_rule())]
     pub properties: BTreeMap<String, String>,
 }
 

@@ -377,3 +377,79 @@ fn every_spec_field_is_documented() {
         );
     }
 }
+
+/// A RegionalStream whose spec.kafka.properties is `{key: value}`.
+fn stream_with_property(key: &str, value: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "tributary.dev/v1alpha1",
+        "kind": "RegionalStream",
+        "metadata": {"name": "props"},
+        "spec": {
+            "region": "east",
+            "kafka": {"bootstrapServers": ["127.0.0.1:19092"], "properties": {key: value}},
+            "topics": [{"name": "orders", "partitions": 1, "replicationFactor": 1}],
+        },
+    })
+}
+
+#[test]
+fn the_schema_refuses_exactly_the_properties_the_secret_rule_names() {
+    use tributary_core::secret_property::is_secret_property;
+    for key in [
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "sasl.oauthbearer.config",
+        "sasl.password",
+        "SASL.Password",
+        " sasl.username",
+        "ssl.key.pem",
+        "ssl_key",
+        "sasl.jaas.config",
+        "my.new.api.token",
+        "socket.keepalive.enable",
+        "ssl.key.location",
+        "ssl.endpoint.identification.algorithm",
+        "linger.ms",
+        "client.id",
+    ] {
+        let errors = validate(&stream_with_property(key, "hunter2"), None);
+        let secret = is_secret_property(key);
+        assert_eq!(
+            !errors.is_empty(),
+            secret,
+            "{key:?}: the rule says secret={secret}, the schema said {errors:?}"
+        );
+        assert_eq!(
+            tributary_api::refused_property(key).is_some(),
+            secret,
+            "{key:?}: the operator's check must agree with the rule"
+        );
+        if secret {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("spec.kafka.properties: ")
+                        && e.contains(&format!("must not set secret property {key}"))),
+                "{key:?}: {errors:?}"
+            );
+            assert!(
+                errors.iter().all(|e| !e.contains("hunter2")),
+                "the refusal must not quote the value: {errors:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bootstrap_servers_in_properties_is_refused_pointing_to_the_field() {
+    let errors = validate(
+        &stream_with_property("bootstrap.servers", "127.0.0.1:1"),
+        None,
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("must not set bootstrap.servers (use bootstrapServers)")),
+        "{errors:?}"
+    );
+}

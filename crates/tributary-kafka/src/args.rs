@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use tributary_core::secret_property::is_secret_property;
+
 use crate::error::KafkaError;
 use crate::settings::{ClientSettings, SaslSettings, TlsSettings};
 
@@ -119,6 +121,12 @@ fn to_settings(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // A flag's value shows in the pod spec and the process list: secrets come as files.
+    if let Some((key, _)) = properties.iter().find(|(k, _)| is_secret_property(k)) {
+        return Err(config_error(format!(
+            "property {key:?} carries a secret and must not be given as a flag; use the TLS key and SASL password file flags"
+        )));
+    }
     Ok(ClientSettings {
         name: name.clone(),
         bootstrap_servers: bootstrap.to_owned(),
@@ -162,6 +170,31 @@ mod tests {
         let dest = both.dest.to_settings("west aggregate cluster")?;
         assert_eq!(dest.security_protocol(), "plaintext");
         assert_eq!(dest.properties.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_secret_given_as_a_property_flag_is_refused_without_echoing_it()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let both = Both::try_parse_from([
+            "x",
+            "--source-bootstrap",
+            "a:1",
+            "--source-property",
+            "sasl.oauthbearer.client.secret=s3cr3t",
+            "--dest-bootstrap",
+            "b:2",
+        ])?;
+        let err = both
+            .source
+            .to_settings("east regional cluster")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("sasl.oauthbearer.client.secret") && !err.contains("s3cr3t"),
+            "{err}"
+        );
         Ok(())
     }
 

@@ -1,8 +1,12 @@
 //! Errors a person reads: each names the cluster (and topic where there is one) and has a
-//! static category for metrics labels and event reasons.
+//! static category for metrics labels and event reasons. librdkafka's texts are redacted on
+//! the way in ([`crate::redact`]): they echo the properties and values they refuse.
 
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use thiserror::Error;
+use tributary_core::secret_property::is_secret_property;
+
+use crate::redact::{REDACTED, redact};
 
 #[derive(Debug, Error)]
 pub enum KafkaError {
@@ -40,12 +44,13 @@ pub enum KafkaError {
     Fenced { cluster: String, detail: String },
     #[error("invalid settings for {cluster}: {detail}")]
     Config { cluster: String, detail: String },
-    #[error("{operation} on {cluster} failed: {source}")]
+    /// Not the rdkafka error itself: its `Display` (and `Debug`, and any error chain that
+    /// prints it) would carry librdkafka's unredacted text.
+    #[error("{operation} on {cluster} failed: {detail}")]
     Kafka {
         cluster: String,
         operation: String,
-        #[source]
-        source: Box<RdError>,
+        detail: String,
     },
 }
 
@@ -83,7 +88,21 @@ pub fn classify(cluster: &str, operation: &str, topic: Option<&str>, err: RdErro
         other => other.rdkafka_error_code(),
     };
     let cluster = cluster.to_owned();
-    let detail = || format!("{operation}: {err}");
+    if let RdError::ClientConfig(_, description, key, value) = &err {
+        // rust-rdkafka prints `<description> <key> <value>`: the value goes unless harmless.
+        let value = if is_secret_property(key) {
+            REDACTED
+        } else {
+            value.as_str()
+        };
+        return KafkaError::Config {
+            cluster,
+            detail: redact(&format!(
+                "{operation}: {description} (property {key}, value {value:?})"
+            )),
+        };
+    }
+    let detail = || redact(&format!("{operation}: {err}"));
     match code {
         Some(
             C::AllBrokersDown
@@ -132,7 +151,65 @@ pub fn classify(cluster: &str, operation: &str, topic: Option<&str>, err: RdErro
         _ => KafkaError::Kafka {
             cluster,
             operation: operation.to_owned(),
-            source: Box::new(err),
+            detail: redact(&err.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::types::RDKafkaConfRes;
+
+    use super::*;
+
+    #[test]
+    fn a_refused_secret_property_is_a_config_error_without_its_value() {
+        // What ClientConfig::create returns when librdkafka refuses a property.
+        let err = RdError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"s3cr3t-value\" for configuration property \"sasl.oauthbearer.client.secret\"".into(),
+            "sasl.oauthbearer.client.secret".into(),
+            "s3cr3t-value".into(),
+        );
+        let classified = classify(
+            "east regional cluster",
+            "creating an admin client",
+            None,
+            err,
+        );
+        let shown = format!("{classified} {classified:?}");
+        assert_eq!(classified.category(), "Config");
+        assert!(!classified.is_transient(), "a bad property does not heal");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("east regional cluster")
+                && shown.contains("sasl.oauthbearer.client.secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_harmless_refused_property_keeps_its_value_for_the_reader() {
+        let err = RdError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"lz5\" for configuration property \"compression.type\"".into(),
+            "compression.type".into(),
+            "lz5".into(),
+        );
+        let shown =
+            classify("west aggregate cluster", "creating a producer", None, err).to_string();
+        assert!(
+            shown.contains("lz5") && shown.contains("compression.type"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn other_rdkafka_errors_are_redacted_too() {
+        let err = RdError::ClientCreation(
+            "sasl.oauthbearer.config=principal=admin is not supported".into(),
+        );
+        let shown = classify("east regional cluster", "creating a consumer", None, err).to_string();
+        assert!(!shown.contains("principal=admin"), "{shown}");
     }
 }

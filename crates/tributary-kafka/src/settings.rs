@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
 
+use tributary_core::secret_property::is_secret_property;
+
 use crate::error::KafkaError;
+use crate::redact::{REDACTED, remember_secret};
 
 /// How to reach one Kafka cluster. Secrets are *paths*: the SASL password is read from its
 /// file each time a client config is built (so rotated Secrets are picked up on reconnect),
@@ -41,14 +44,6 @@ pub struct SaslSettings {
     pub password_file: PathBuf,
 }
 
-/// Property names whose values are secret (redacted by `Debug`).
-fn is_secret_property(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "secret", "sasl.jaas", "ssl.key.pem", "token"]
-        .iter()
-        .any(|needle| key.contains(needle))
-}
-
 impl fmt::Debug for ClientSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let properties: Vec<(&str, &str)> = self
@@ -56,7 +51,7 @@ impl fmt::Debug for ClientSettings {
             .iter()
             .map(|(k, v)| {
                 let v = if is_secret_property(k) {
-                    "<redacted>"
+                    REDACTED
                 } else {
                     v.as_str()
                 };
@@ -138,12 +133,18 @@ impl ClientSettings {
                         sasl.password_file.display()
                     ),
                 })?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            // Before the client exists: its first error may already quote the password.
+            remember_secret(password);
             config
                 .set("sasl.mechanism", &sasl.mechanism)
                 .set("sasl.username", &sasl.username)
-                .set("sasl.password", password.trim_end_matches(['\r', '\n']));
+                .set("sasl.password", password);
         }
         for (key, value) in &self.properties {
+            if is_secret_property(key) {
+                remember_secret(value);
+            }
             config.set(key, value);
         }
         Ok(config)
@@ -169,7 +170,13 @@ mod tests {
                 username: "replicator".into(),
                 password_file,
             }),
-            properties: vec![("ssl.key.password".into(), "topsecret".into())],
+            properties: vec![
+                ("ssl.key.password".into(), "topsecret".into()),
+                (
+                    "sasl.oauthbearer.client.secret".into(),
+                    "oauth-s3cr3t".into(),
+                ),
+            ],
         };
         let config = settings.client_config()?;
         assert_eq!(config.get("sasl.password"), Some("hunter2"));
@@ -177,6 +184,13 @@ mod tests {
         let shown = format!("{settings:?} {config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(!shown.contains("oauth-s3cr3t"), "{shown}");
+        // Building the config remembered both: an error text quoting them is redacted.
+        let echoed = crate::redact::redact("auth failed for hunter2 / topsecret");
+        assert!(
+            !echoed.contains("hunter2") && !echoed.contains("topsecret"),
+            "{echoed}"
+        );
         Ok(())
     }
 

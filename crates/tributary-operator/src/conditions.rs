@@ -1,5 +1,6 @@
 //! Conditions as Kubernetes wants them: `lastTransitionTime` moves only when the status flips,
-//! so re-writing the same state is a no-op for server-side apply.
+//! so re-writing the same state is a no-op for server-side apply. Every message is redacted
+//! here, the one door to every kind's conditions (and so to the events announcing them).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -44,7 +45,8 @@ pub fn merge(old: &[Condition], wanted: &[Wanted], generation: Option<i64>) -> V
                 type_: w.type_.into(),
                 status,
                 reason: w.reason.clone(),
-                message: truncate(&w.message, 1024),
+                // Redacted before truncation: a cut secret would no longer be recognised.
+                message: truncate(&tributary_kafka::redact(&w.message), 1024),
                 observed_generation: generation,
                 last_transition_time,
             }
@@ -89,5 +91,25 @@ mod tests {
         );
         assert_eq!(first[0].last_transition_time, again[0].last_transition_time);
         assert_eq!(again[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_condition_never_carries_a_secret_a_client_library_echoed() {
+        let merged = merge(
+            &[],
+            &[Wanted::new(
+                "Ready",
+                false,
+                "KafkaConfigInvalid",
+                "creating an admin client on east failed: Client config error: Invalid value \"s3cr3t\" for configuration property \"sasl.oauthbearer.client.secret\"",
+            )],
+            Some(1),
+        );
+        assert!(
+            !merged[0].message.contains("s3cr3t"),
+            "{}",
+            merged[0].message
+        );
+        assert!(merged[0].message.contains("sasl.oauthbearer.client.secret"));
     }
 }

@@ -40,7 +40,8 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Publishes an event; a failure is logged (it must not fail the reconcile).
+    /// Publishes an event (its note redacted); a failure is logged (it must not fail the
+    /// reconcile).
     pub async fn event(
         &self,
         regarding: &ObjectReference,
@@ -56,7 +57,7 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.into(),
-            note: Some(note),
+            note: Some(tributary_kafka::redact(&note)),
             action: action.into(),
             secondary: None,
         };

@@ -3,12 +3,13 @@
 //! other object; each run is counted and timed; a failure is counted by category, written to
 //! the object's status, and retried with a per-object backoff (an invalid spec waits for a
 //! change instead). An object paused by the annotation `tributary.dev/paused: "true"` is
-//! left alone until the annotation changes.
+//! left alone until the annotation changes or the object is deleted.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -39,6 +40,18 @@ fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
     )
 }
 
+/// Whether the paused annotation asks to leave the object alone. Never once it is being
+/// deleted: its finalizer (Kafka-side cleanup) must still run, or a paused object with one
+/// could never go away.
+pub fn is_paused(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_none()
+        && meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::names::PAUSED_ANNOTATION))
+            .is_some_and(|v| v == "true")
+}
+
 /// The controller's reconcile function for kind `K`.
 pub async fn reconcile<K: Reconciled>(
     obj: Arc<DeserializeGuard<K>>,
@@ -66,13 +79,7 @@ where
             )));
         }
     };
-    if valid
-        .meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(crate::names::PAUSED_ANNOTATION))
-        .is_some_and(|v| v == "true")
-    {
+    if is_paused(valid.meta()) {
         tracing::info!(
             kind = K::KIND,
             namespace = valid.namespace().unwrap_or_default(),
@@ -123,11 +130,44 @@ where
         namespace = obj.namespace().unwrap_or_default(),
         name = obj.name_any(),
         category = err.category(),
-        error = %err,
+        error = %tributary_kafka::redact(&err.to_string()),
         "reconcile failed"
     );
     match err.retry_after(attempt) {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn meta(paused: Option<&str>, deleting: bool) -> ObjectMeta {
+        ObjectMeta {
+            annotations: paused.map(|v| {
+                BTreeMap::from([(crate::names::PAUSED_ANNOTATION.to_string(), v.to_string())])
+            }),
+            deletion_timestamp: deleting.then(|| Time(Timestamp::now())),
+            finalizers: Some(vec![crate::names::TOPICS_FINALIZER.to_string()]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_paused_annotation_stops_reconciles_of_a_live_object() {
+        assert!(is_paused(&meta(Some("true"), false)));
+        assert!(!is_paused(&meta(Some("false"), false)));
+        assert!(!is_paused(&meta(None, false)));
+    }
+
+    #[test]
+    fn a_paused_object_being_deleted_is_reconciled_so_its_finalizer_runs() {
+        assert!(!is_paused(&meta(Some("true"), true)));
     }
 }

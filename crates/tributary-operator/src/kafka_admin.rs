@@ -93,7 +93,9 @@ fn failure(e: KafkaError) -> KafkaFailure {
     KafkaFailure {
         transient: e.is_transient(),
         category: e.category(),
-        message: e.to_string(),
+        // Already redacted by classify; again for errors built elsewhere. The connection's
+        // secrets were remembered when its client config was built.
+        message: tributary_kafka::redact(&e.to_string()),
     }
 }
 

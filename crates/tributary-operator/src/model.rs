@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
-use tributary_api::aggregate_cluster::{
-    BatchingSpec, CheckpointSpec, Delivery, ReplicatorSpec, TopicNaming,
-};
+use tributary_api::aggregate_cluster::{BatchingSpec, CheckpointSpec, ReplicatorSpec, TopicNaming};
 use tributary_api::regional_stream::{DeletionPolicy, TopicSpec};
 use tributary_api::{AggregateCluster, KafkaConnection, RegionalStream};
 
@@ -201,7 +199,7 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
         }
         routes.push(RoutePlan {
             deployment: names::route_deployment_name(&v.name, &name),
-            route_id: names::route_id(&v.name, &name),
+            route_id: names::route_id(&namespace, &v.name, &name),
             source: v.name.clone(),
             source_region: v.region.clone(),
             source_kafka: v.kafka.clone(),
@@ -223,9 +221,12 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
 }
 
 fn check_replicator(name: &str, r: &ReplicatorSpec) -> Result<()> {
-    if !(0..=64).contains(&r.replicas) {
+    // Every replica of a route copies every partition: more than one duplicates records and
+    // competes for commits (AtLeastOnce) or fences the other (ExactlyOnce).
+    if !(0..=1).contains(&r.replicas) {
         return Err(Error::InvalidSpec(format!(
-            "AggregateCluster {name}: spec.replicator.replicas must be between 0 and 64"
+            "AggregateCluster {name}: spec.replicator.replicas is {}; it must be 0 or 1 until replicas share a route's partitions",
+            r.replicas
         )));
     }
     let BatchingSpec {
@@ -236,12 +237,6 @@ fn check_replicator(name: &str, r: &ReplicatorSpec) -> Result<()> {
     if *linger_ms < 0 || *batch_bytes < 1024 {
         return Err(Error::InvalidSpec(format!(
             "AggregateCluster {name}: spec.replicator.batching: lingerMs >= 0 and batchBytes >= 1024"
-        )));
-    }
-    if r.delivery == Delivery::ExactlyOnce && r.replicas > 1 {
-        // One transactional producer per route: more replicas would fence each other.
-        return Err(Error::InvalidSpec(format!(
-            "AggregateCluster {name}: spec.replicator.replicas must be 0 or 1 with delivery ExactlyOnce"
         )));
     }
     Ok(())
@@ -287,10 +282,11 @@ fn check_kafka(field: &str, k: &KafkaConnection) -> Result<()> {
             "{field}.bootstrapServers must list at least one host:port"
         )));
     }
+    // The API server refuses these too (same rule); this catches objects stored before it.
     for key in k.properties.keys() {
-        if tributary_api::SECRET_PROPERTIES.contains(&key.as_str()) {
+        if let Some(why) = tributary_api::refused_property(key) {
             return Err(Error::InvalidSpec(format!(
-                "{field}.properties must not set {key}: reference Secrets through tls/sasl"
+                "{field}.properties must not set {key:?}: {why}"
             )));
         }
     }

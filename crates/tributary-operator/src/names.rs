@@ -82,9 +82,24 @@ fn bounded_name(full: String) -> String {
     format!("{prefix}-{}", &hash[..10])
 }
 
-/// The route's identity as the replicator writes it into checkpoints.
-pub fn route_id(source: &str, aggregate: &str) -> String {
-    format!("{source}-to-{aggregate}")
+/// The route's identity on the Kafka side (the replicator's `--route`): it names the consumer
+/// group and transactional id, which live in Kafka clusters that every namespace shares. So it
+/// carries the namespace, and always ends in a hash of the exact (namespace, source, aggregate):
+/// the readable part maps `.` to `-` (the replicator takes a DNS-1123 label) and may be cut,
+/// and neither may make two routes share a group or fence each other's producers.
+pub fn route_id(namespace: &str, source: &str, aggregate: &str) -> String {
+    let readable = format!("{namespace}-{source}-to-{aggregate}").replace('.', "-");
+    // '/' cannot occur in any of the three names: the hashed identity is unambiguous.
+    let hash = format!(
+        "{:016x}",
+        fnv1a64(format!("{namespace}/{source}/{aggregate}").as_bytes())
+    );
+    let keep = MAX_NAME - 1 - 10;
+    let mut prefix: String = readable.chars().take(keep).collect();
+    while prefix.ends_with('-') {
+        prefix.pop();
+    }
+    format!("{prefix}-{}", &hash[..10])
 }
 
 /// Labels of every replicator Deployment (and its pods) of route `source → aggregate`.
@@ -158,6 +173,51 @@ mod tests {
             route_deployment_name("east", "west"),
             "tributary-route-east-to-west"
         );
+    }
+
+    fn is_dns_label(s: &str) -> bool {
+        s.len() <= 63
+            && regex::Regex::new(tributary_api::DNS1123_LABEL)
+                .expect("regex")
+                .is_match(s)
+    }
+
+    #[test]
+    fn same_named_routes_in_two_namespaces_get_distinct_kafka_identities() {
+        let a = route_id("team-a", "east", "west");
+        let b = route_id("team-b", "east", "west");
+        assert_ne!(a, b);
+        assert!(a.starts_with("team-a-east-to-west-"), "{a}");
+        assert_eq!(a, route_id("team-a", "east", "west"), "stable across calls");
+    }
+
+    #[test]
+    fn route_ids_from_dotted_or_long_names_are_dns_labels_the_replicator_accepts() {
+        for (ns, source, aggregate) in [
+            ("dr", "east.payments", "west"),
+            ("dr", "east", "west.aggregate.v2"),
+            ("dr", &"s".repeat(120) as &str, "west"),
+            (&"n".repeat(63) as &str, "east", "west"),
+            ("dr", "east-", "west"),
+        ] {
+            let id = route_id(ns, source, aggregate);
+            assert!(is_dns_label(&id), "{id:?} from {ns}/{source}/{aggregate}");
+        }
+    }
+
+    #[test]
+    fn names_that_differ_only_in_dots_or_separators_never_share_a_route_id() {
+        let ids = [
+            route_id("dr", "east.payments", "west"),
+            route_id("dr", "east-payments", "west"),
+            route_id("dr-east", "payments", "west"),
+            route_id("dr", "east-to-payments", "west"),
+            route_id("dr", "east", "payments-to-west"),
+            route_id("dr", &"s".repeat(100), "west-1"),
+            route_id("dr", &"s".repeat(100), "west-2"),
+        ];
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
     }
 
     #[test]

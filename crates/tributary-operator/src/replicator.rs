@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
@@ -127,6 +127,12 @@ pub fn build_route_deployment(
         },
         spec: Some(DeploymentSpec {
             replicas: Some(r.replicas),
+            // Never two copiers of one route, not even during a rollout: the old pod drains and
+            // stops before the new one starts (RollingUpdate would run both, copying twice).
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
             // A replicator is ready in seconds; after 2 min without progress the route shows
             // Degraded (RolloutStalled) instead of Pending.
             progress_deadline_seconds: Some(120),

@@ -111,9 +111,12 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
         .expect("east route");
     let args = args_of(east);
     let listen = "--listen=$(POD_IP):8080".to_string();
+    // Pinned: the route id names the replicator's consumer group, so a change would make every
+    // route start over from the source's log start.
+    let route = "--route=team-a-east-payments-to-central-365af9a2ac".to_string();
     let want: Vec<&str> = vec![
         "replicate",
-        "--route=east-payments-to-central",
+        &route,
         "--source-region=east",
         "--dest-region=central",
         "--source-bootstrap=east-0.kafka:9093,east-1.kafka:9093",
@@ -213,7 +216,14 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
             Some(vec!["central".to_string()])
         )
     );
-    assert_eq!(east.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    assert_eq!(east.spec.as_ref().and_then(|s| s.replicas), Some(1));
+    let strategy = east.spec.as_ref().and_then(|s| s.strategy.clone());
+    assert_eq!(
+        strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate"),
+        "a rollout must never run two copiers of one route"
+    );
+    assert!(strategy.and_then(|s| s.rolling_update).is_none());
 
     let labels = east.labels();
     assert_eq!(labels["app.kubernetes.io/name"], "tributary");
@@ -304,6 +314,16 @@ fn invalid_specs_are_refused_with_the_field_named() {
         "an invalid spec waits for a change"
     );
 
+    // AtLeastOnce too: every replica would copy every partition.
+    let mut alo = aggregates[0].clone();
+    alo.spec.replicator.delivery = tributary_api::aggregate_cluster::Delivery::AtLeastOnce;
+    alo.spec.replicator.replicas = 2;
+    let err = plan_aggregate(&alo, &streams).expect_err("two copying replicas");
+    assert!(
+        matches!(err, Error::InvalidSpec(ref m) if m.contains("spec.replicator.replicas") && m.contains("0 or 1")),
+        "{err}"
+    );
+
     let mut collide = aggregates[0].clone();
     collide.spec.checkpoints.topic = "orders".into();
     let err = plan_aggregate(&collide, &streams).expect_err("checkpoint topic collides");
@@ -359,4 +379,57 @@ fn topics_matched_by_a_pattern_are_aggregated_with_their_observed_partitions() {
         aggregates[0].controller_owner_ref(&()).expect("uid"),
     );
     assert!(args_of(&d).contains(&"--topic-pattern=audit\\..*".to_string()));
+}
+
+#[test]
+fn a_stored_object_with_a_secret_property_is_refused_and_no_route_carries_the_value() {
+    // Objects stored before the schema refused them (or applied with validation off) must
+    // still never put the value into a replicator's args.
+    let (mut streams, aggregates) = three_regions();
+    streams[0].spec.kafka.properties.insert(
+        "sasl.oauthbearer.client.secret".into(),
+        "s3cr3t-client-secret".into(),
+    );
+    let err = validate_stream(&streams[0]).expect_err("secret in properties");
+    let message = err.to_string();
+    assert!(
+        message.contains("spec.kafka.properties")
+            && message.contains("sasl.oauthbearer.client.secret")
+            && !message.contains("s3cr3t"),
+        "{message}"
+    );
+    assert_eq!(err.retry_after(0), None, "waits for a fixed spec");
+    for agg in &aggregates {
+        let plan = plan_aggregate(agg, &streams).expect("the other sources still plan");
+        for d in build(&plan, agg, "local/tributary:dev") {
+            let args = args_of(&d).join(" ");
+            assert!(!args.contains("s3cr3t"), "{}: {args}", d.name_any());
+        }
+    }
+
+    let mut agg = aggregates[0].clone();
+    agg.spec
+        .kafka
+        .properties
+        .insert("ssl.key.password".into(), "hunter2".into());
+    let err = plan_aggregate(&agg, &streams).expect_err("secret in the aggregate's properties");
+    assert!(
+        err.to_string().contains("spec.kafka.properties") && !err.to_string().contains("hunter2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn same_named_routes_in_two_namespaces_have_distinct_replicator_identities() {
+    let (streams, aggregates) = three_regions();
+    let plan_in = |ns: &str| {
+        let streams = in_namespace(streams.clone(), ns);
+        let agg = in_namespace(vec![aggregates[0].clone()], ns).remove(0);
+        plan_aggregate(&agg, &streams).expect("valid")
+    };
+    let (a, b) = (plan_in("team-a"), plan_in("team-b"));
+    for (ra, rb) in a.routes.iter().zip(&b.routes) {
+        assert_eq!(ra.deployment, rb.deployment, "Deployments are namespaced");
+        assert_ne!(ra.route_id, rb.route_id, "group ids live in shared Kafka");
+    }
 }

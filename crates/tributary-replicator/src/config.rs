@@ -46,8 +46,9 @@ impl CompressionArg {
 /// Serve one route: copy a source region's topics into one region's aggregate cluster.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplicateArgs {
-    /// Route name (DNS-1123); names the consumer group `tributary.route.<route>` and the
-    /// transactional id.
+    /// Route id (a DNS-1123 label); names the consumer group `tributary.route.<route>` and the
+    /// transactional id, so it must be unique among every route on these Kafka clusters,
+    /// whatever namespace runs it. The operator passes `<namespace>-<source>-to-<aggregate>-<hash>`.
     #[arg(long, env = "TRIBUTARY_ROUTE")]
     pub route: String,
     /// Region of the source (regional) cluster.
@@ -227,5 +228,63 @@ impl RouteConfig {
             drain_timeout: args.drain_timeout,
             workers: args.workers.max(1),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        replicate: ReplicateArgs,
+    }
+
+    fn config(route: &str) -> anyhow::Result<RouteConfig> {
+        let cli = Cli::try_parse_from([
+            "replicate",
+            "--route",
+            route,
+            "--source-region",
+            "east",
+            "--dest-region",
+            "west",
+            "--source-bootstrap",
+            "a:1",
+            "--dest-bootstrap",
+            "b:2",
+            "--topics",
+            "orders",
+        ])?;
+        RouteConfig::from_args(&cli.replicate)
+    }
+
+    #[test]
+    fn group_and_transactional_ids_follow_the_route_id() -> anyhow::Result<()> {
+        let a = config("team-a-east-to-west-365af9a2ac")?;
+        let b = config("team-b-east-to-west-0c1d2e3f4a")?;
+        assert_eq!(
+            a.group_id(),
+            "tributary.route.team-a-east-to-west-365af9a2ac"
+        );
+        assert_ne!(a.group_id(), b.group_id());
+        assert_eq!(a.transactional_id(0, 1), a.group_id());
+        assert_eq!(
+            a.transactional_id(1, 2),
+            "tributary.route.team-a-east-to-west-365af9a2ac.1-of-2"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_route_id_that_is_not_a_dns_label_is_refused_naming_the_flag() {
+        let err = config("east.payments-to-west")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("--route") && err.contains("DNS-1123"), "{err}");
     }
 }
