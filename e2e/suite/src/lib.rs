@@ -103,6 +103,9 @@ impl Stack {
         .await
         .expect("valid kubeconfig");
         let client = kube::Client::try_from(kube_config).expect("kube client");
+        // The CRDs of this checkout, even on a stack started from an older one (Helm installs
+        // a chart's CRDs only when they are absent, never updates them).
+        kube_util::install_crds(&client).await;
         Some(Stack {
             client,
             regions,
