@@ -98,6 +98,11 @@ pub struct RegionView {
     pub region: String,
     /// Its aggregate cluster answered (fewer than `failureThreshold` consecutive failures).
     pub healthy: bool,
+    /// Its latest probe answered. A holder whose latest probe failed keeps the group (it is
+    /// still healthy) but its Lease is not renewed: the Lease starts to run out at the first
+    /// failed probe, not at the `failureThreshold`-th, so a lost region's Lease has mostly
+    /// expired by the time the region is declared down.
+    pub answering: bool,
     /// How old the standby's committed offsets are (time since its sync last matched a full
     /// translation); `None`: unknown (no sync Job, not scraped, never synced).
     pub sync_age: Option<Duration>,
@@ -494,7 +499,7 @@ fn next_move(o: &Observation) -> Step {
 
     if active_healthy {
         return Step::Steady {
-            renew: true,
+            renew: active_view.is_some_and(|r| r.answering),
             acknowledge_intent: intent_changed,
         };
     }
@@ -563,6 +568,7 @@ mod tests {
         RegionView {
             region: name.into(),
             healthy,
+            answering: healthy,
             sync_age: sync_age.map(Duration::from_secs),
             group_members: Some(0),
             running_consumers: 0,
@@ -651,6 +657,22 @@ mod tests {
         ));
         o.accept_data_loss = true;
         assert!(matches!(decide(&o), Step::Begin(_)));
+    }
+
+    #[test]
+    fn a_holder_whose_latest_probe_failed_is_not_renewed_but_keeps_the_group() {
+        let mut o = obs(
+            vec![view("east", true, Some(1)), view("west", true, Some(1))],
+            Some(("east", 1, false)),
+        );
+        o.regions[0].answering = false;
+        assert_eq!(
+            decide(&o),
+            Step::Steady {
+                renew: false,
+                acknowledge_intent: false
+            }
+        );
     }
 
     #[test]

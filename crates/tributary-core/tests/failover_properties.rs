@@ -132,6 +132,7 @@ impl World {
                 .map(|(i, r)| RegionView {
                     region: r.to_string(),
                     healthy: self.regions[i].healthy,
+                    answering: self.regions[i].healthy,
                     sync_age: self.regions[i].sync_age.map(Duration::from_secs),
                     group_members: self.members(i),
                     running_consumers: self.regions[i].running,

@@ -653,6 +653,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 RegionView {
                     region: r.region.clone(),
                     healthy: h.healthy,
+                    answering: h.healthy && h.consecutive_failures == 0,
                     sync_age: last_synced
                         .get(&r.region)
                         .map(|ts| Duration::from_secs_f64((fresh_as_of - ts).max(0.0))),

@@ -149,7 +149,7 @@ impl GroupProber {
             return;
         };
         let entry = all.entry(k).or_default();
-        for (region, result) in results {
+        for (region, _, result) in results {
             if let (Ok(position), Some(h)) = (result, entry.get_mut(&region))
                 && h.healthy
             {
@@ -164,7 +164,12 @@ impl GroupProber {
         region: &str,
         conn: &ResolvedConnection,
         timeout: Duration,
-    ) -> (String, Result<GroupPosition, crate::kafka::KafkaFailure>) {
+    ) -> (
+        String,
+        SystemTime,
+        Result<GroupPosition, crate::kafka::KafkaFailure>,
+    ) {
+        let started = SystemTime::now();
         let result = tokio::time::timeout(timeout + Duration::from_secs(1), async {
             self.admin
                 .group_position(conn, &target.group, &target.topics, timeout)
@@ -178,7 +183,7 @@ impl GroupProber {
                 transient: true,
             })
         });
-        (region.to_string(), result)
+        (region.to_string(), started, result)
     }
 
     async fn probe_loop(self, obj: ObjectRef<ConsumerGroupFailover>, target: GroupTarget) {
@@ -199,7 +204,7 @@ impl GroupProber {
                 };
                 let entry = all.entry(k.clone()).or_default();
                 let mut changed = false;
-                for (region, result) in results {
+                for (region, started, result) in results {
                     let h = entry.entry(region).or_default();
                     let before = (h.healthy, h.probed, h.position.as_ref().map(|p| p.members));
                     match result {
@@ -212,7 +217,8 @@ impl GroupProber {
                         }
                         Err(e) => {
                             h.consecutive_failures += 1;
-                            h.failing_since.get_or_insert_with(SystemTime::now);
+                            // The failure began no later than the probe that saw it.
+                            h.failing_since.get_or_insert(started);
                             h.last_error = Some(e.message);
                             if h.consecutive_failures >= target.failure_threshold {
                                 h.healthy = false;
