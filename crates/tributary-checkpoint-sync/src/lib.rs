@@ -116,6 +116,10 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
     let interval = sync.config().interval;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
+        // A waiting final round goes first: rounds that outlast the interval must not starve it.
+        if let Ok(request) = final_rx.try_recv() {
+            answer_final(&mut sync, &health, request);
+        }
         let started = Instant::now();
         match sync.round() {
             Ok(report) => {

@@ -177,6 +177,10 @@ fn consumer_with_isolation(
         // Aborted copies were never seen by the group: their provenance must not count.
         .set("isolation.level", isolation)
         .set("auto.offset.reset", "earliest")
+        // A round reads to the end and stops there: the end (an EOF event, which for
+        // read_committed can lie below the high watermark) must show up fast, not after the
+        // default 500 ms fetch wait per reader, which made every round outlast `interval`.
+        .set("fetch.wait.max.ms", "20")
         .set("queued.max.messages.kbytes", "8192");
     config
         .create_with_context(QuietContext {
