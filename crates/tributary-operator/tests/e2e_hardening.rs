@@ -166,26 +166,41 @@ spec:
         )
         .await;
         let pods: Api<Pod> = t.api();
-        wait_until("the leaky route's replicator has run", SLOW, || async {
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/component=replicator"))
-                .await
-                .ok()?;
-            list.items
-                .iter()
-                .any(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.container_statuses.as_ref())
-                        .into_iter()
-                        .flatten()
-                        .any(|c| {
-                            c.restart_count > 0
-                                || c.state.as_ref().is_some_and(|s| s.terminated.is_some())
-                        })
-                })
-                .then_some(())
-        })
+        // The operator either refuses to deploy the route (it cannot build a client from
+        // that key either: the route is Degraded, nothing runs) or deploys it and the
+        // replicator fails; both paths write texts that must not carry the secrets.
+        let aggs_api: Api<AggregateCluster> = t.api();
+        wait_until(
+            "the leaky route's replicator has run, or the route was refused",
+            SLOW,
+            || async {
+                let refused = aggs_api.get("leak-agg").await.ok().and_then(|a| {
+                    let c = find_condition(&a.status?.conditions, "Ready")?.clone();
+                    (c.status == "False" && c.message.contains("ClusterUnreachable")).then_some(())
+                });
+                if refused.is_some() {
+                    return refused;
+                }
+                let list = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/component=replicator"))
+                    .await
+                    .ok()?;
+                list.items
+                    .iter()
+                    .any(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.container_statuses.as_ref())
+                            .into_iter()
+                            .flatten()
+                            .any(|c| {
+                                c.restart_count > 0
+                                    || c.state.as_ref().is_some_and(|s| s.terminated.is_some())
+                            })
+                    })
+                    .then_some(())
+            },
+        )
         .await;
         // Let a few more reconciles and retries write what they write.
         tokio::time::sleep(Duration::from_secs(15)).await;

@@ -47,6 +47,15 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
 
 /// Produces `(partition, key, value)` records and waits for every acknowledgement.
 pub async fn produce(bootstrap: &str, topic: &str, records: &[(i32, String, String)]) {
+    produce_acked(bootstrap, topic, records).await;
+}
+
+/// [`produce`], returning where each record landed, in order: `(partition, offset)`.
+pub async fn produce_acked(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(i32, String, String)],
+) -> Vec<(i32, i64)> {
     let producer: FutureProducer = config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -61,11 +70,14 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[(i32, String, Stri
             )
         })
         .collect();
-    for s in futures::future::join_all(sends).await {
-        if let Err((e, _)) = s {
-            panic!("producing to {topic} on {bootstrap}: {e}");
-        }
-    }
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|s| match s {
+            Ok(delivery) => (delivery.partition, delivery.offset),
+            Err((e, _)) => panic!("producing to {topic} on {bootstrap}: {e}"),
+        })
+        .collect()
 }
 
 /// Reads every partition of `topic` from the beginning until `expected` records arrived or

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use tributary_api::{ConsumerGroupFailover, find_condition};
-use tributary_e2e::kafka::produce;
+use tributary_e2e::kafka::produce_acked;
 use tributary_e2e::{HelmRelease, Role, Stack, TestNamespace, wait_until};
 
 pub const SLOW: Duration = Duration::from_secs(240);
@@ -258,6 +258,29 @@ pub async fn produce_batch(
     batch: &str,
     n: usize,
 ) -> Vec<String> {
+    produce_batch_acked(stack, region, topic, batch, n)
+        .await
+        .into_iter()
+        .map(|a| a.value)
+        .collect()
+}
+
+/// A record acknowledged by a regional cluster: its value and its provenance there.
+#[derive(Clone, Debug)]
+pub struct Acked {
+    pub value: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// [`produce_batch`], with where each record landed in the regional cluster.
+pub async fn produce_batch_acked(
+    stack: &Stack,
+    region: &str,
+    topic: &str,
+    batch: &str,
+    n: usize,
+) -> Vec<Acked> {
     let records: Vec<(i32, String, String)> = (0..n)
         .map(|i| {
             (
@@ -267,8 +290,16 @@ pub async fn produce_batch(
             )
         })
         .collect();
-    produce(stack.bootstrap(region, Role::Regional), topic, &records).await;
-    records.into_iter().map(|(_, _, v)| v).collect()
+    let landed = produce_acked(stack.bootstrap(region, Role::Regional), topic, &records).await;
+    records
+        .into_iter()
+        .zip(landed)
+        .map(|((_, _, value), (partition, offset))| Acked {
+            value,
+            partition,
+            offset,
+        })
+        .collect()
 }
 
 /// Waits until every value in `expected` was consumed at least once; returns the raw
