@@ -397,13 +397,10 @@ impl CheckpointIndex {
         if origin.source_offset > MAX_OFFSET || origin.destination_offset > MAX_OFFSET {
             return InsertOutcome::Invalid;
         }
-        let same_claim = self.origin.is_some_and(|known| {
-            (known.source_offset, known.destination_offset)
-                == (origin.source_offset, origin.destination_offset)
-        });
+        // Even the route's first origin again restarts: a recreated log can start where the
+        // old one did, and forgetting facts for a true claim costs precision only.
         if let Some(latest) = self.latest()
             && origin.destination_offset <= latest.destination
-            && !same_claim
         {
             // The writer found the destination's end at or below a record it had copied and
             // seen acknowledged: the log restarted (recreated topic). An honest origin bounds
@@ -1089,15 +1086,17 @@ mod tests {
     }
 
     #[test]
-    fn the_same_origin_again_restarts_nothing() {
+    fn the_first_origin_again_restarts_a_recreated_log() {
+        // ExactlyOnce on an empty topic: origin (0, 0); recreated empty, the route starts
+        // afresh with the same origin.
         let mut index = CheckpointIndex::new(ThinningPolicy::default());
-        index.record_origin(RouteOrigin::new(0, 100));
-        index.insert(OffsetCheckpoint::new(0, 100), 0);
-        assert_ne!(
-            index.record_origin(RouteOrigin::new(0, 100)),
+        index.record_origin(RouteOrigin::new(0, 0));
+        index.insert(OffsetCheckpoint::new(5, 5), 0);
+        assert_eq!(
+            index.record_origin(RouteOrigin::new(0, 0)),
             InsertOutcome::Restarted
         );
-        assert_eq!(index.len(), 1);
+        assert!(index.is_empty());
     }
 
     #[test]
