@@ -1,5 +1,6 @@
 //! Prometheus metrics of one checkpoint sync. Labels are bounded: the group's topics and
-//! partitions (from `--topics`) and static error categories.
+//! partitions (from `--topics`), the regions of its routes (`--sources`, `--from-region`,
+//! `--to-region`) and static error categories.
 
 use std::sync::atomic::AtomicU64;
 
@@ -11,6 +12,15 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: String,
+}
+
+/// One route's checkpoints of one source partition (the key of a checkpoint record).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoutePartitionLabels {
+    pub source_region: String,
+    pub destination_region: String,
     pub topic: String,
     pub partition: String,
 }
@@ -37,6 +47,12 @@ pub struct Metrics {
     pub errors: Family<CategoryLabels, Counter>,
     pub checkpoint_records_read: Counter,
     pub checkpoint_records_invalid: Counter,
+    /// Checkpoints that contradict their route's retained ones (recreated destination, two
+    /// writers): the partition is refused until a restart origin resolves it.
+    pub checkpoint_contradictions: Family<RoutePartitionLabels, Counter>,
+    /// Partitions the last round refused because their checkpoints contradict themselves or
+    /// B's log (nothing committed for them).
+    pub contradicted_partitions: Gauge,
     pub index_entries: Gauge,
     pub plan_max_duplicates: Gauge,
     pub plan_exact: Gauge,
@@ -59,6 +75,8 @@ impl Metrics {
             errors: Family::default(),
             checkpoint_records_read: Counter::default(),
             checkpoint_records_invalid: Counter::default(),
+            checkpoint_contradictions: Family::default(),
+            contradicted_partitions: Gauge::default(),
             index_entries: Gauge::default(),
             plan_max_duplicates: Gauge::default(),
             plan_exact: Gauge::default(),
@@ -110,6 +128,16 @@ impl Metrics {
             "checkpoint_records_invalid",
             "Checkpoint-topic records skipped because they could not be decoded",
             m.checkpoint_records_invalid.clone(),
+        );
+        registry.register(
+            "checkpoint_contradictions",
+            "Checkpoints that contradict their route's earlier ones (recreated destination topic, two writers); the partition is not committed until a restart origin resolves it",
+            m.checkpoint_contradictions.clone(),
+        );
+        registry.register(
+            "contradicted_partitions",
+            "Partitions the last round refused to commit because their checkpoints contradict themselves or the standby's log",
+            m.contradicted_partitions.clone(),
         );
         registry.register(
             "index_entries",

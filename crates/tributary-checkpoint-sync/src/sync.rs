@@ -14,6 +14,11 @@
 //!   has not watched A's offsets, so it cannot tell a rewind from an old standby position).
 //!
 //! Every commit is read back; a partition that did not take is an error, never a success.
+//!
+//! A partition whose checkpoints contradict themselves or B's log
+//! (`PartitionOutcome::Contradicted`) is never committed: a standby round commits the others,
+//! counts and logs it and does not count as in sync; a `--once` or final round commits the
+//! others and then fails (`SyncError::Contradicted`), so no plan is taken for complete.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,19 +30,19 @@ use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use tributary_core::checkpoint::{self, CheckpointKey};
 use tributary_core::dedupe::parse_provenance;
 use tributary_core::{
-    AggregateLayout, AggregatePartition, CheckpointIndexes, LogOffsets, ObservedRecord,
-    ObservedTail, PartitionOutcome, Route, StandbyCommit, ThinningPolicy, TranslationPlan,
-    TranslationRequest, translate,
+    AggregateLayout, AggregatePartition, CheckpointIndexes, CheckpointRecord, InsertOutcome,
+    LogOffsets, ObservedRecord, ObservedTail, PartitionOutcome, Route, StandbyCommit,
+    ThinningPolicy, TranslationPlan, TranslationRequest, translate,
 };
 use tributary_kafka::{ClientSettings, KafkaAdmin, KafkaError, classify};
 
 use crate::config::{Mode, SyncConfig, parse_epoch};
 use crate::http::Health;
-use crate::metrics::PartitionLabels;
+use crate::metrics::{PartitionLabels, RoutePartitionLabels};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
@@ -80,6 +85,15 @@ pub enum SyncError {
         "the checkpoint topics were not read to their end within {budget:?}; a final plan needs all of them, nothing committed"
     )]
     Incomplete { budget: Duration },
+    #[error(
+        "group {group:?}: {count} partition(s) NOT committed in {cluster} because their checkpoints contradict themselves or its log ({detail}); the group's other partitions were committed. Write a restart origin for each route named (docs/checkpoint-format.md, \"Contradictions\"), then run again"
+    )]
+    Contradicted {
+        group: String,
+        cluster: String,
+        count: usize,
+        detail: String,
+    },
 }
 
 impl SyncError {
@@ -92,6 +106,7 @@ impl SyncError {
             SyncError::Superseded { .. } => "Superseded",
             SyncError::EpochUnknown { .. } => "EpochFile",
             SyncError::Incomplete { .. } => "Incomplete",
+            SyncError::Contradicted { .. } => "Contradiction",
         }
     }
 }
@@ -288,7 +303,8 @@ impl CheckpointFeed {
                     ) {
                         Ok(record) => {
                             if self.source_topics.contains(&record.key.topic) {
-                                indexes.apply(&record);
+                                let outcome = indexes.apply(&record);
+                                surface_outcome(indexes, &record, outcome, health);
                             }
                             health.metrics.checkpoint_records_read.inc();
                         }
@@ -310,6 +326,53 @@ impl CheckpointFeed {
             }
         }
         Ok(pending.is_empty())
+    }
+}
+
+/// Counts and logs what the index could not take as a fact: a contradiction (once per route
+/// and partition, until resolved) and a restart that resolves one.
+fn surface_outcome(
+    indexes: &CheckpointIndexes,
+    record: &CheckpointRecord,
+    outcome: InsertOutcome,
+    health: &Health,
+) {
+    let key = &record.key;
+    match outcome {
+        InsertOutcome::Contradiction => {
+            health
+                .metrics
+                .checkpoint_contradictions
+                .get_or_create(&RoutePartitionLabels {
+                    source_region: key.route.source_region.clone(),
+                    destination_region: key.route.destination_region.clone(),
+                    topic: key.topic.clone(),
+                    partition: key.partition.to_string(),
+                })
+                .inc();
+            let Some(contradiction) = indexes.get(key).and_then(|i| i.contradiction()) else {
+                return;
+            };
+            if contradiction.checkpoints == 1 {
+                error!(
+                    route = %key.route, topic = %key.topic, partition = key.partition,
+                    retained = %format_args!("{}→{}", contradiction.retained.source, contradiction.retained.destination),
+                    contradicting = %format_args!("{}→{}", contradiction.contradicting.source, contradiction.contradicting.destination),
+                    "checkpoints of route {} for {}/{} contradict each other: source offset {} landed at {}, not after {}→{} (destination topic recreated, or two replicators on the route?). The partition is not committed until a restart origin for the route is written (docs/checkpoint-format.md, \"Contradictions\")",
+                    key.route, key.topic, key.partition,
+                    contradiction.contradicting.source, contradiction.contradicting.destination,
+                    contradiction.retained.source, contradiction.retained.destination,
+                );
+            }
+        }
+        InsertOutcome::Restarted => {
+            warn!(
+                route = %key.route, topic = %key.topic, partition = key.partition,
+                "route {} restarted {}/{} in a new destination log (an origin below its checkpoints): the old checkpoints are dropped, any contradiction is resolved",
+                key.route, key.topic, key.partition
+            );
+        }
+        _ => {}
     }
 }
 
@@ -519,6 +582,25 @@ impl CheckpointSync {
             .plan_max_duplicates
             .set(plan.max_duplicates.min(i64::MAX as u64) as i64);
         self.health.metrics.plan_exact.set(i64::from(plan.exact));
+        // Contradicted partitions are not in the plan's resume offsets, so nothing below
+        // commits them; here they are named, counted, and (for a run that must be complete)
+        // turned into an error once the others are committed.
+        let refused: Vec<(AggregatePartition, String)> = plan
+            .contradicted()
+            .map(|(partition, c)| (partition, c.reason.clone()))
+            .collect();
+        self.health
+            .metrics
+            .contradicted_partitions
+            .set(refused.len() as i64);
+        if let Some((first, reason)) = refused.first() {
+            // One line a round, however many partitions: each route was named when its
+            // contradiction was read.
+            error!(group = %self.cfg.group, cluster = %to_cluster, partitions = refused.len(),
+                "not committing {} contradicted partition(s) ({}); {first}: {reason}",
+                refused.len(),
+                refused.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(" "));
+        }
 
         // Members of the group in B: never move a consuming group.
         let members = self.active_members()?;
@@ -594,7 +676,20 @@ impl CheckpointSync {
             }
         }
         self.previous_from = committed;
-        if caught_up {
+        if !refused.is_empty() && (strict || mode == Mode::Once) {
+            return Err(SyncError::Contradicted {
+                group: self.cfg.group.clone(),
+                cluster: to_cluster,
+                count: refused.len(),
+                detail: refused
+                    .iter()
+                    .map(|(partition, reason)| format!("{partition}: {reason}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+        // B's offsets match the translation only where it resumed every partition.
+        if caught_up && refused.is_empty() {
             self.last_synced = Instant::now();
             let unix = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -1106,6 +1201,94 @@ mod tests {
         );
         let _ = std::fs::remove_file(&file);
         Ok(())
+    }
+
+    #[test]
+    fn a_contradicting_checkpoint_is_counted_and_its_partition_refused() {
+        use tributary_core::checkpoint::{CheckpointEntry, CheckpointRecord};
+        use tributary_core::{OffsetCheckpoint, RouteOrigin, TopicNaming};
+        let health = Health::new();
+        let mut indexes = CheckpointIndexes::new(ThinningPolicy::default());
+        let key = CheckpointKey::new(Route::new("east", "west"), "orders", 1);
+        let feed = |indexes: &mut CheckpointIndexes, entry| {
+            let record = CheckpointRecord {
+                key: key.clone(),
+                timestamp_ms: 0,
+                entry,
+            };
+            let outcome = indexes.apply(&record);
+            surface_outcome(indexes, &record, outcome, &health);
+            outcome
+        };
+        feed(
+            &mut indexes,
+            CheckpointEntry::Checkpoint(OffsetCheckpoint::new(999, 7999)),
+        );
+        // West's topic was recreated: east's next record lands at 0.
+        assert_eq!(
+            feed(
+                &mut indexes,
+                CheckpointEntry::Checkpoint(OffsetCheckpoint::new(1000, 0))
+            ),
+            InsertOutcome::Contradiction
+        );
+        let metrics = health.metrics.encode();
+        assert!(
+            metrics.contains(
+                r#"tributary_checkpoint_sync_checkpoint_contradictions_total{source_region="east",destination_region="west",topic="orders",partition="1"} 1"#
+            ),
+            "{metrics}"
+        );
+
+        let layout =
+            AggregateLayout::new(TopicNaming::Identity).with_source_topic("east", "orders", 2);
+        let committed = BTreeMap::from([(p(0), 0), (p(1), 500)]);
+        let destination = BTreeMap::from([
+            (p(0), LogOffsets { start: 0, end: 0 }),
+            (
+                p(1),
+                LogOffsets {
+                    start: 0,
+                    end: 9_000,
+                },
+            ),
+        ]);
+        let translate_now = |indexes: &CheckpointIndexes| {
+            translate(&TranslationRequest {
+                group_id: "g",
+                from_region: "east",
+                to_region: "west",
+                layout: &layout,
+                checkpoints: indexes,
+                committed: &committed,
+                destination: &destination,
+                observed: &BTreeMap::new(),
+            })
+        };
+        let plan = translate_now(&indexes);
+        let decisions = standby_decisions(&plan, &BTreeMap::new(), &BTreeSet::new());
+        assert!(decisions.contains_key(&p(0)));
+        assert!(
+            !decisions.contains_key(&p(1)),
+            "a contradicted partition is never committed"
+        );
+        let refused: Vec<_> = plan
+            .contradicted()
+            .map(|(partition, _)| partition)
+            .collect();
+        assert_eq!(refused, [p(1)]);
+
+        // A restart origin for the route resolves it.
+        assert_eq!(
+            feed(
+                &mut indexes,
+                CheckpointEntry::Origin(RouteOrigin::new(1000, 0))
+            ),
+            InsertOutcome::Restarted
+        );
+        let plan = translate_now(&indexes);
+        assert_eq!(plan.contradicted().count(), 0);
+        assert!(standby_decisions(&plan, &BTreeMap::new(), &BTreeSet::new()).contains_key(&p(1)));
     }
 
     #[test]

@@ -102,6 +102,9 @@ fn http_get(port: u16, path: &str) -> String {
 fn standby_keeps_serving_and_counts_errors_while_a_cluster_is_unreachable()
 -> Result<(), Box<dyn std::error::Error>> {
     let port = free_port();
+    // A standby needs its epoch (fencing fails closed).
+    let epoch_file = std::env::temp_dir().join(format!("cs-cli-epoch-{}", std::process::id()));
+    std::fs::write(&epoch_file, "1\n")?;
     let mut child = sync()
         .args([
             "--group",
@@ -120,6 +123,10 @@ fn standby_keeps_serving_and_counts_errors_while_a_cluster_is_unreachable()
             "east,west",
             "--interval",
             "200ms",
+            "--epoch",
+            "1",
+            "--epoch-file",
+            epoch_file.to_str().unwrap_or_default(),
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
@@ -140,6 +147,7 @@ fn standby_keeps_serving_and_counts_errors_while_a_cluster_is_unreachable()
         .args(["-TERM", &child.id().to_string()])
         .status();
     let status = child.wait()?;
+    let _ = std::fs::remove_file(&epoch_file);
     assert!(
         metrics.contains("tributary_checkpoint_sync_errors_total{category=\"Unreachable\"}"),
         "{metrics}"

@@ -436,6 +436,128 @@ fn sync_refuses_a_group_active_in_the_standby_and_never_moves_it_backwards() -> 
     Ok(())
 }
 
+/// Writes one checkpoint-topic record into `bootstrap`'s checkpoint topic through the real
+/// encoder, as a replicator would.
+fn write_checkpoint_record(
+    bootstrap: &str,
+    checkpoint_topic: &str,
+    record: &tributary_core::CheckpointRecord,
+) -> TestResult {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let encoded = tributary_core::checkpoint::encode(record)?;
+    let producer = producer(bootstrap);
+    producer
+        .send(
+            BaseRecord::to(checkpoint_topic)
+                .key(&encoded.key)
+                .payload(&encoded.value),
+        )
+        .map_err(|(e, _)| format!("writing a checkpoint record: {e}"))?;
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Real replicators fill both aggregates; then a checkpoint arrives for one partition of the
+/// east→west route as after a recreated west topic (a later source offset at destination
+/// offset 0). `--once --final` commits the other partitions, refuses that one with an error
+/// naming it, and writes no plan; a restart origin for the route resolves it.
+#[test]
+fn a_contradicted_partition_is_refused_until_a_restart_origin() -> TestResult {
+    use tributary_core::checkpoint::{CheckpointEntry, CheckpointKey, CheckpointRecord};
+    use tributary_core::{OffsetCheckpoint, Route, RouteOrigin};
+    let _serial = serial();
+    let Some(regions) = stack_regions() else {
+        return Ok(());
+    };
+    let (from, to) = (&regions[0], &regions[1]);
+    let topic = unique("orders");
+    let checkpoints = unique("ckpt");
+    let group = unique("billing");
+    create_topic(&from.regional, &topic, PARTITIONS);
+    let sources = std::slice::from_ref(from);
+    let mut replicators = vec![
+        start_replicator(from, from, &topic, "identity", &checkpoints),
+        start_replicator(from, to, &topic, "identity", &checkpoints),
+    ];
+    produce(&from.regional, &topic, PARTITIONS, &from.name, 300, 0);
+    for r in [from, to] {
+        wait_for(
+            "records in both aggregates",
+            Duration::from_secs(30),
+            || total(&end_offsets(&r.aggregate, &topic, PARTITIONS)) >= 300,
+        );
+    }
+    consume_and_commit(
+        &from.aggregate,
+        &[topic.as_str()],
+        &group,
+        150,
+        50,
+        Duration::from_secs(30),
+    );
+    // No more checkpoints from the replicators: what follows is the only news.
+    for r in &mut replicators {
+        r.terminate();
+    }
+    let key = CheckpointKey::new(Route::new(&from.name, &to.name), &topic, 1);
+    let record = |entry| CheckpointRecord {
+        key: key.clone(),
+        timestamp_ms: 0,
+        entry,
+    };
+    write_checkpoint_record(
+        &to.aggregate,
+        &checkpoints,
+        &record(CheckpointEntry::Checkpoint(OffsetCheckpoint::new(
+            1_000_000, 0,
+        ))),
+    )?;
+
+    let plan_file = std::env::temp_dir().join(format!("{group}.plan.json"));
+    let command = || sync_command(from, to, sources, &group, &topic, "identity", &checkpoints);
+    let refusal = run_final(command(), &plan_file)
+        .err()
+        .ok_or("--once --final succeeded with a contradicted partition")?;
+    assert!(
+        refusal.contains(&format!("{topic}/1")) && refusal.contains("contradict"),
+        "the error names the partition: {refusal}"
+    );
+    assert!(
+        !plan_file.exists(),
+        "no plan for a refused final translation"
+    );
+    let after = committed(&to.aggregate, &group, &topic, PARTITIONS);
+    assert!(
+        !after.contains_key(&1),
+        "the contradicted partition is not committed: {after:?}"
+    );
+    assert!(
+        after.contains_key(&0) && after.contains_key(&2),
+        "the others are: {after:?}"
+    );
+
+    // A restart origin for the route: the partition is translated again, conservatively.
+    write_checkpoint_record(
+        &to.aggregate,
+        &checkpoints,
+        &record(CheckpointEntry::Origin(RouteOrigin::new(0, 0))),
+    )?;
+    let plan: TranslationPlan = serde_json::from_str(&run_final(command(), &plan_file)?)?;
+    assert_eq!(plan.contradicted().count(), 0);
+    let resumed = plan.resume_offsets();
+    let p1 = resumed
+        .iter()
+        .find(|(p, _)| p.partition == 1)
+        .map(|(_, offset)| *offset as i64)
+        .ok_or("partition 1 resumed")?;
+    assert_eq!(
+        committed(&to.aggregate, &group, &topic, PARTITIONS).get(&1),
+        Some(&p1)
+    );
+    let _ = std::fs::remove_file(&plan_file);
+    Ok(())
+}
+
 /// A third region's two Kafka clusters, started with the stack's kafka.sh under a private
 /// state directory and stopped (and removed) on drop.
 struct ExtraRegion {

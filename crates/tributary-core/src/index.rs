@@ -85,12 +85,31 @@ pub enum InsertOutcome {
     /// a restart (at-least-once). Ignored — the first copies already answer every lookup safely.
     IgnoredRewind,
     /// Source beyond the newest but destination not: the destination partition was recreated,
-    /// or the checkpoints come from another cluster. Ignored; the caller should alert.
+    /// two writers copy the route, or the checkpoints come from another cluster. Ignored, and
+    /// the index stays [`CheckpointIndex::contradiction`]-marked until a restart origin
+    /// resolves it: translation refuses its partition meanwhile, so the caller should alert.
     Contradiction,
     /// An origin that retained checkpoints contradict (they lie below it). Ignored.
     OriginContradicted,
+    /// An origin below the newest checkpoint's destination offset: the destination log
+    /// restarted (a recreated topic). Every retained checkpoint described the old log, so the
+    /// index now holds only this origin; any contradiction is resolved.
+    Restarted,
     /// Offsets outside Kafka's range. Ignored.
     Invalid,
+}
+
+/// A route's checkpoints that disagree with each other: until resolved, no lookup of the index
+/// can be trusted (see [`InsertOutcome::Contradiction`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contradiction {
+    /// What the index held: the newest retained checkpoint (or the restart origin) when the
+    /// first contradicting checkpoint arrived.
+    pub retained: MappedOffset,
+    /// The first checkpoint that contradicted it.
+    pub contradicting: MappedOffset,
+    /// Contradicting checkpoints so far, the first included.
+    pub checkpoints: u64,
 }
 
 /// Retained checkpoint: source offset, destination offset, and whether the route copied
@@ -207,6 +226,10 @@ pub struct CheckpointIndex {
     origin_next_copy_floor: Option<u64>,
     retention_gaps: VecDeque<OffsetRange>,
     latest_timestamp_ms: Option<i64>,
+    contradiction: Option<Contradiction>,
+    /// The origin that restarted the route in a new destination log: checkpoints below it
+    /// describe the old log (a late writer) and contradict, instead of disproving the origin.
+    restart: Option<RouteOrigin>,
 }
 
 /// Retention gaps are only reported, so a few recent ones suffice.
@@ -231,6 +254,12 @@ impl CheckpointIndex {
 
     pub fn origin(&self) -> Option<RouteOrigin> {
         self.origin
+    }
+
+    /// The unresolved contradiction in this route's checkpoints, if any: translation must not
+    /// use this index (it refuses the partition) until a restart origin resolves it.
+    pub fn contradiction(&self) -> Option<Contradiction> {
+        self.contradiction
     }
 
     pub fn latest(&self) -> Option<MappedOffset> {
@@ -287,6 +316,23 @@ impl CheckpointIndex {
         }
         // A floor is a promise about later copies; one at or below the record itself is void.
         let floor = next_copy_floor.filter(|f| *f > destination && *f <= MAX_OFFSET);
+        let mapped = MappedOffset {
+            source,
+            destination,
+        };
+        if let Some(restart) = self.restart
+            && (source < restart.source_offset || destination < restart.destination_offset)
+        {
+            // A record of the log before the restart, written late: not a fact about this log.
+            self.note_contradiction(
+                MappedOffset {
+                    source: restart.source_offset,
+                    destination: restart.destination_offset,
+                },
+                mapped,
+            );
+            return InsertOutcome::Contradiction;
+        }
         let outcome = match self.latest() {
             None => InsertOutcome::Appended,
             Some(latest) if source == latest.source && destination == latest.destination => {
@@ -319,16 +365,48 @@ impl CheckpointIndex {
             InsertOutcome::Refreshed => {
                 self.latest_next_copy_floor = self.latest_next_copy_floor.max(floor);
             }
+            InsertOutcome::Contradiction => {
+                if let Some(latest) = self.latest() {
+                    self.note_contradiction(latest, mapped);
+                }
+                return outcome;
+            }
             _ => return outcome,
         }
         self.latest_timestamp_ms = self.latest_timestamp_ms.max(Some(timestamp_ms));
         outcome
     }
 
+    fn note_contradiction(&mut self, retained: MappedOffset, contradicting: MappedOffset) {
+        match &mut self.contradiction {
+            Some(known) => known.checkpoints += 1,
+            None => {
+                self.contradiction = Some(Contradiction {
+                    retained,
+                    contradicting,
+                    checkpoints: 1,
+                })
+            }
+        }
+    }
+
     /// Records the route's origin. Several origins combine into their weakest (lowest) bounds.
+    /// An origin below the newest checkpoint's destination offset restarts the index
+    /// ([`InsertOutcome::Restarted`]).
     pub fn record_origin(&mut self, origin: RouteOrigin) -> InsertOutcome {
         if origin.source_offset > MAX_OFFSET || origin.destination_offset > MAX_OFFSET {
             return InsertOutcome::Invalid;
+        }
+        // Even the route's first origin again restarts: a recreated log can start where the
+        // old one did, and forgetting facts for a true claim costs precision only.
+        if let Some(latest) = self.latest()
+            && origin.destination_offset <= latest.destination
+        {
+            // The writer found the destination's end at or below a record it had copied and
+            // seen acknowledged: the log restarted (recreated topic). An honest origin bounds
+            // the new log; every retained checkpoint is about the old one.
+            self.restart_at(origin);
+            return InsertOutcome::Restarted;
         }
         if let Some(oldest) = self.entries().next()
             && (oldest.source < origin.source_offset
@@ -339,9 +417,13 @@ impl CheckpointIndex {
         let floor = origin
             .next_copy_floor
             .filter(|f| *f >= origin.destination_offset && *f <= MAX_OFFSET);
-        // A floor only means something while nothing has been copied.
+        // A floor only means something while nothing has been copied. An origin below the
+        // known floor (a restarted log, a second writer) voids it: only its own floor holds.
         if self.is_empty() {
-            self.origin_next_copy_floor = self.origin_next_copy_floor.max(floor);
+            self.origin_next_copy_floor = match self.origin_next_copy_floor {
+                Some(known) if origin.destination_offset < known => floor,
+                known => known.max(floor),
+            };
         }
         self.origin = Some(match self.origin {
             None => RouteOrigin {
@@ -355,6 +437,26 @@ impl CheckpointIndex {
             },
         });
         InsertOutcome::Appended
+    }
+
+    /// Forgets the old log: only `origin` (and the source's retention gaps) remain.
+    fn restart_at(&mut self, origin: RouteOrigin) {
+        let floor = origin
+            .next_copy_floor
+            .filter(|f| *f >= origin.destination_offset && *f <= MAX_OFFSET);
+        let origin = RouteOrigin {
+            next_copy_floor: None,
+            ..origin
+        };
+        *self = Self {
+            policy: self.policy,
+            origin: Some(origin),
+            origin_next_copy_floor: floor,
+            retention_gaps: std::mem::take(&mut self.retention_gaps),
+            latest_timestamp_ms: self.latest_timestamp_ms,
+            restart: Some(origin),
+            ..Self::default()
+        };
     }
 
     /// The lowest destination offset any record of the source can be at, if an origin says.
@@ -928,6 +1030,86 @@ mod tests {
             InsertOutcome::Contradiction
         );
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_contradiction_marks_the_index_until_a_restart_origin() {
+        let mut index = index_of(&[(10, 100), (20, 200)]);
+        assert_eq!(index.contradiction(), None);
+        assert_eq!(
+            index.insert(OffsetCheckpoint::new(21, 5), 0),
+            InsertOutcome::Contradiction
+        );
+        assert_eq!(
+            index.insert(OffsetCheckpoint::new(22, 6), 0),
+            InsertOutcome::Contradiction
+        );
+        let mapped = |source, destination| MappedOffset {
+            source,
+            destination,
+        };
+        assert_eq!(
+            index.contradiction(),
+            Some(Contradiction {
+                retained: mapped(20, 200),
+                contradicting: mapped(21, 5),
+                checkpoints: 2,
+            })
+        );
+        // An origin at or above the newest destination offset restarts nothing.
+        assert_eq!(
+            index.record_origin(RouteOrigin::new(0, 250)),
+            InsertOutcome::OriginContradicted
+        );
+        assert!(index.contradiction().is_some());
+        // One below it does: the log restarted; only the origin is left.
+        assert_eq!(
+            index.record_origin(RouteOrigin::new(21, 0)),
+            InsertOutcome::Restarted
+        );
+        assert_eq!(index.contradiction(), None);
+        assert!(index.is_empty());
+        assert_eq!(index.origin(), Some(RouteOrigin::new(21, 0)));
+        assert_eq!(
+            index.insert(OffsetCheckpoint::new(23, 7), 0),
+            InsertOutcome::Appended
+        );
+        // Below the restart origin: a late record of the old log.
+        assert_eq!(
+            index.insert(OffsetCheckpoint::new(15, 150), 0),
+            InsertOutcome::Contradiction
+        );
+        assert_eq!(
+            index.contradiction().map(|c| c.retained),
+            Some(mapped(21, 0))
+        );
+    }
+
+    #[test]
+    fn the_first_origin_again_restarts_a_recreated_log() {
+        // ExactlyOnce on an empty topic: origin (0, 0); recreated empty, the route starts
+        // afresh with the same origin.
+        let mut index = CheckpointIndex::new(ThinningPolicy::default());
+        index.record_origin(RouteOrigin::new(0, 0));
+        index.insert(OffsetCheckpoint::new(5, 5), 0);
+        assert_eq!(
+            index.record_origin(RouteOrigin::new(0, 0)),
+            InsertOutcome::Restarted
+        );
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn an_origin_below_the_idle_floor_voids_it() {
+        let mut index = CheckpointIndex::new(ThinningPolicy::default());
+        index.record_origin(RouteOrigin {
+            next_copy_floor: Some(500),
+            ..RouteOrigin::new(0, 100)
+        });
+        assert_eq!(index.resume_position(None, 0).offset, 500);
+        // A second writer (or a restarted log) claims copies from 40 on.
+        index.record_origin(RouteOrigin::new(0, 40));
+        assert_eq!(index.resume_position(None, 0).offset, 40);
     }
 
     #[test]

@@ -20,9 +20,10 @@ pub use checkpoint::{
     OffsetRange, RouteOrigin,
 };
 pub use dedupe::{Deduper, Provenance};
-pub use index::{CheckpointIndex, CheckpointIndexes, ThinningPolicy};
+pub use index::{CheckpointIndex, CheckpointIndexes, Contradiction, InsertOutcome, ThinningPolicy};
 pub use topology::{AggregateLayout, AggregatePartition, Route, SourcePartition, TopicNaming};
 pub use translate::{
-    LogOffsets, ObservedRecord, ObservedTail, PartitionOutcome, PartitionPlan, ResumePlan,
-    SourcePlan, StandbyCommit, TranslationPlan, TranslationRequest, advance_only, translate,
+    BeyondLogEnd, ContradictedRoute, ContradictionPlan, LogOffsets, ObservedRecord, ObservedTail,
+    PartitionOutcome, PartitionPlan, ResumePlan, SourcePlan, StandbyCommit, TranslationPlan,
+    TranslationRequest, advance_only, translate,
 };

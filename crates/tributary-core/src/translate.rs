@@ -11,6 +11,12 @@
 //!    pin it, else a conservative earlier offset (just after the last checkpoint before it).
 //! 3. `resume_B(p) = min_s r_s`, raised to B's log start (earlier records are gone).
 //!
+//! Where the checkpoints contradict themselves (a route's index holds an unresolved
+//! [`crate::index::Contradiction`]) or B's log (the minimum lies beyond B's log end, as after a
+//! recreated destination topic), no offset is known to be safe: the partition is
+//! [`PartitionOutcome::Contradicted`] and nothing is committed for it. Clamping to the log end
+//! instead would skip every record of the new log below it.
+//!
 //! Never skip: no record of `s` at or above `w_s` lies below the resume offset in B. Records
 //! of `s` below `w_s` that B holds at or above it are duplicates; the plan bounds them, and
 //! [`crate::dedupe::Deduper`] drops them using the watermarks.
@@ -21,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointKey, OffsetRange};
 use crate::dedupe::Provenance;
-use crate::index::{CheckpointIndex, CheckpointIndexes, ResumeEstimate, WatermarkEstimate};
+use crate::index::{
+    CheckpointIndex, CheckpointIndexes, Contradiction, ResumeEstimate, WatermarkEstimate,
+};
 use crate::topology::{AggregateLayout, AggregatePartition, Route, SourcePartition};
 
 /// The `v` of every plan this crate writes.
@@ -80,7 +88,8 @@ pub struct TranslationPlan {
     pub group_id: String,
     pub from_region: String,
     pub to_region: String,
-    /// Every resumed partition is exact (see [`ResumePlan::exact`]).
+    /// Every resumed partition is exact (see [`ResumePlan::exact`]) and none is
+    /// [`PartitionOutcome::Contradicted`].
     pub exact: bool,
     /// Upper bound over all partitions: records the group reads again in B.
     pub max_duplicates: u64,
@@ -111,6 +120,47 @@ pub enum PartitionOutcome {
     /// The partition does not exist in B (yet): the topic grew in A first. Commit nothing;
     /// a later round translates it once B's topic has grown.
     MissingInDestination,
+    /// The checkpoints contradict themselves or B's log, so every offset could skip records:
+    /// commit nothing for this partition until the contradiction is resolved (for a
+    /// recreated destination: a restart origin for the route, see docs/checkpoint-format.md).
+    Contradicted(ContradictionPlan),
+}
+
+/// Why a partition is refused ([`PartitionOutcome::Contradicted`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContradictionPlan {
+    /// For people: what contradicts what, and what resolves it.
+    pub reason: String,
+    /// Routes whose checkpoints contradict each other (empty if only `beyond_log_end`).
+    pub routes: Vec<ContradictedRoute>,
+    /// Set when the checkpoints put the resume offset beyond B's log end.
+    pub beyond_log_end: Option<BeyondLogEnd>,
+}
+
+/// One route's contradiction (see [`crate::index::Contradiction`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContradictedRoute {
+    pub source_region: String,
+    pub destination_region: String,
+    /// The checkpoint the index held (source offset → destination offset).
+    pub retained_source_offset: u64,
+    pub retained_destination_offset: u64,
+    /// The first checkpoint that contradicted it: a later source offset, not a later
+    /// destination offset.
+    pub contradicting_source_offset: u64,
+    pub contradicting_destination_offset: u64,
+    /// Contradicting checkpoints read so far.
+    pub contradicting_checkpoints: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeyondLogEnd {
+    /// Where the checkpoints say the group resumes in B.
+    pub resume_offset: u64,
+    /// B's log end: no record there yet.
+    pub log_end: u64,
+    /// The source whose checkpoints put it there.
+    pub limited_by: Option<SourcePartition>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +224,19 @@ impl TranslationPlan {
             .collect()
     }
 
+    /// The partitions refused because their checkpoints contradict themselves or B's log.
+    pub fn contradicted(&self) -> impl Iterator<Item = (AggregatePartition, &ContradictionPlan)> {
+        self.partitions
+            .iter()
+            .filter_map(|partition| match &partition.outcome {
+                PartitionOutcome::Contradicted(plan) => Some((
+                    AggregatePartition::new(&partition.topic, partition.partition),
+                    plan,
+                )),
+                _ => None,
+            })
+    }
+
     fn resumed(&self) -> impl Iterator<Item = (AggregatePartition, &ResumePlan)> {
         self.partitions
             .iter()
@@ -231,9 +294,9 @@ pub fn translate(request: &TranslationRequest<'_>) -> TranslationPlan {
             let outcome = match (committed, request.destination.get(aggregate)) {
                 (None, _) => PartitionOutcome::NotCommitted,
                 (Some(_), None) => PartitionOutcome::MissingInDestination,
-                (Some(committed), Some(log)) => PartitionOutcome::Resume(translate_partition(
-                    request, aggregate, committed, *log,
-                )),
+                (Some(committed), Some(log)) => {
+                    translate_partition(request, aggregate, committed, *log)
+                }
             };
             PartitionPlan {
                 topic: aggregate.topic.clone(),
@@ -248,7 +311,11 @@ pub fn translate(request: &TranslationRequest<'_>) -> TranslationPlan {
         PartitionOutcome::Resume(plan) => Some(plan),
         _ => None,
     });
-    let (mut exact, mut max_duplicates, mut max_duplicates_after_dedupe) = (true, 0u64, 0u64);
+    let any_contradicted = partitions
+        .iter()
+        .any(|p| matches!(p.outcome, PartitionOutcome::Contradicted(_)));
+    let (mut exact, mut max_duplicates, mut max_duplicates_after_dedupe) =
+        (!any_contradicted, 0u64, 0u64);
     for plan in resumed {
         exact &= plan.exact;
         max_duplicates = max_duplicates.saturating_add(plan.max_duplicates);
@@ -281,7 +348,7 @@ fn translate_partition(
     aggregate: &AggregatePartition,
     committed: u64,
     log: LogOffsets,
-) -> ResumePlan {
+) -> PartitionOutcome {
     let empty = CheckpointIndex::default();
     let observed = request.observed.get(aggregate);
     let last_observed = last_observed_per_source(observed, committed);
@@ -335,6 +402,14 @@ fn translate_partition(
                 }
             })
             .collect();
+    let contradicted = contradicted_routes(request, &translations);
+    if !contradicted.is_empty() {
+        return PartitionOutcome::Contradicted(ContradictionPlan {
+            reason: describe_contradictions(aggregate, &contradicted),
+            routes: contradicted,
+            beyond_log_end: None,
+        });
+    }
     let translations = exclude_known_records(translations);
 
     let limiting = translations
@@ -343,8 +418,27 @@ fn translate_partition(
         .map(|t| (t.resume.offset, t.source.clone()));
     // No known source: nothing pins any record, so resume at the start.
     let minimum = limiting.as_ref().map_or(log.start, |(offset, _)| *offset);
-    // Above B's end the checkpoints disagree with B (recreated topic?): the end is earlier.
-    let minimum = minimum.min(log.end);
+    if minimum > log.end {
+        // The checkpoints describe records B does not have (a recreated topic, checkpoints
+        // of another cluster, a truncated log): resuming at B's end would skip its records.
+        let limited_by = limiting.map(|(_, source)| source);
+        let route = limited_by.as_ref().map_or_else(
+            || format!("into {}", request.to_region),
+            |s| format!("{}→{}", s.region, request.to_region),
+        );
+        return PartitionOutcome::Contradicted(ContradictionPlan {
+            reason: format!(
+                "the checkpoints of route {route} put the resume offset of {aggregate} at {minimum}, beyond the end {} of {}'s log: they describe records {} does not have (was the topic recreated there?). Resuming at the end would skip records, so nothing is committed for this partition until a restart origin for the route is written (docs/checkpoint-format.md, \"Contradictions\")",
+                log.end, request.to_region, request.to_region
+            ),
+            routes: Vec::new(),
+            beyond_log_end: Some(BeyondLogEnd {
+                resume_offset: minimum,
+                log_end: log.end,
+                limited_by,
+            }),
+        });
+    }
     let (resume_offset, raised_to_log_start_from) = if minimum < log.start {
         (log.start, Some(minimum))
     } else {
@@ -375,7 +469,7 @@ fn translate_partition(
         })
         .collect();
 
-    ResumePlan {
+    PartitionOutcome::Resume(ResumePlan {
         resume_offset,
         exact: !sources.is_empty() && sources.iter().all(|s| s.watermark_exact && s.resume_exact),
         max_duplicates: sources
@@ -387,7 +481,64 @@ fn translate_partition(
         limited_by: limiting.map(|(_, source)| source),
         raised_to_log_start_from,
         sources,
+    })
+}
+
+/// Every route into A or B whose index holds an unresolved contradiction.
+fn contradicted_routes(
+    request: &TranslationRequest<'_>,
+    translations: &[SourceTranslation<'_>],
+) -> Vec<ContradictedRoute> {
+    let mut routes = Vec::new();
+    for t in translations {
+        for (region, index) in [
+            (request.from_region, t.from_index),
+            (request.to_region, t.to_index),
+        ] {
+            if let Some(Contradiction {
+                retained,
+                contradicting,
+                checkpoints,
+            }) = index.contradiction()
+            {
+                let route = ContradictedRoute {
+                    source_region: t.source.region.clone(),
+                    destination_region: region.to_owned(),
+                    retained_source_offset: retained.source,
+                    retained_destination_offset: retained.destination,
+                    contradicting_source_offset: contradicting.source,
+                    contradicting_destination_offset: contradicting.destination,
+                    contradicting_checkpoints: checkpoints,
+                };
+                if !routes.contains(&route) {
+                    routes.push(route);
+                }
+            }
+        }
     }
+    routes
+}
+
+fn describe_contradictions(aggregate: &AggregatePartition, routes: &[ContradictedRoute]) -> String {
+    let each: Vec<String> = routes
+        .iter()
+        .map(|r| {
+            format!(
+                "route {}→{}: source offset {} landed at {}, not after {}→{} ({} contradicting checkpoint(s))",
+                r.source_region,
+                r.destination_region,
+                r.contradicting_source_offset,
+                r.contradicting_destination_offset,
+                r.retained_source_offset,
+                r.retained_destination_offset,
+                r.contradicting_checkpoints
+            )
+        })
+        .collect();
+    format!(
+        "the checkpoints of {aggregate} contradict each other ({}): the destination topic was recreated, or two replicators write one route. Nothing is committed for this partition until a restart origin for the route is written (docs/checkpoint-format.md, \"Contradictions\")",
+        each.join("; ")
+    )
 }
 
 /// Tightens each inexact watermark: an offset in A where another source's checkpointed record

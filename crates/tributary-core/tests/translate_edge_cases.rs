@@ -538,3 +538,161 @@ fn plan_json_round_trips_and_names_its_fields() -> Result<(), serde_json::Error>
     assert_eq!(back, plan);
     Ok(())
 }
+
+fn contradicted(plan: &TranslationPlan, partition: u32) -> tributary_core::ContradictionPlan {
+    let found = plan
+        .partitions
+        .iter()
+        .find(|p| p.topic == "orders" && p.partition == partition)
+        .map(|p| p.outcome.clone());
+    match found {
+        Some(PartitionOutcome::Contradicted(contradiction)) => contradiction,
+        other => panic!("orders/{partition}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// East only, one partition: A holds east's records 0..1000 at 0..1000, every one
+/// checkpointed; B held them at 7000..8000 until its topic was recreated.
+fn east_only_with_b_recreated() -> Fixture {
+    let mut f = Fixture::new(TopicNaming::Identity);
+    f.layout.add_source_topic(A, "orders", 1);
+    f.every_record(A, A, 0, &(0..1000).map(|i| (i, i)).collect::<Vec<_>>());
+    f.every_record(
+        A,
+        B,
+        0,
+        &(0..1000).map(|i| (i, 7000 + i)).collect::<Vec<_>>(),
+    );
+    f.committed(0, 990);
+    f
+}
+
+#[test]
+fn resume_beyond_a_recreated_destinations_end_is_refused_not_clamped() {
+    let mut f = east_only_with_b_recreated();
+    // B's topic was recreated and the replicator has copied 50 records into it (east's
+    // 1000..1050, not checkpointed yet): the old checkpoints put the group at 7990.
+    f.destination(0, 0, 50);
+    let plan = f.translate();
+    let refused = contradicted(&plan, 0);
+    let beyond = refused.beyond_log_end.clone().expect("beyond B's log end");
+    assert_eq!((beyond.resume_offset, beyond.log_end), (7990, 50));
+    assert_eq!(
+        beyond.limited_by,
+        Some(SourcePartition::new(A, "orders", 0))
+    );
+    assert!(
+        refused.reason.contains("orders/0") && refused.reason.contains("east→west"),
+        "names the partition and the route: {}",
+        refused.reason
+    );
+    // Nothing to commit for it, and the plan says it is not complete.
+    assert!(plan.resume_offsets().is_empty());
+    assert!(!plan.exact);
+    assert_eq!(plan.contradicted().count(), 1);
+}
+
+#[test]
+fn contradicting_checkpoints_refuse_the_partition_until_a_restart_origin() {
+    let mut f = east_only_with_b_recreated();
+    f.committed(0, 1020);
+    f.every_record(A, A, 0, &(1000..1100).map(|i| (i, i)).collect::<Vec<_>>());
+    // The recreated B received east's 1000.. from offset 0 on, and its log has grown past
+    // the old one: 9000 records. Only the first checkpoint of the new log is read so far.
+    f.sparse(A, B, 0, &[(1000, 0)]);
+    f.destination(0, 0, 9000);
+    let plan = f.translate();
+    let refused = contradicted(&plan, 0);
+    assert_eq!(refused.routes.len(), 1);
+    let route = &refused.routes[0];
+    assert_eq!(
+        (
+            route.source_region.as_str(),
+            route.destination_region.as_str()
+        ),
+        (A, B)
+    );
+    assert_eq!(
+        (
+            route.retained_source_offset,
+            route.retained_destination_offset
+        ),
+        (999, 7999)
+    );
+    assert_eq!(
+        (
+            route.contradicting_source_offset,
+            route.contradicting_destination_offset
+        ),
+        (1000, 0)
+    );
+    assert!(
+        refused.reason.contains("orders/0") && refused.reason.contains("restart origin"),
+        "names the partition and the fix: {}",
+        refused.reason
+    );
+    assert!(plan.resume_offsets().is_empty());
+
+    // More checkpoints of the new log do not resolve it, even once past the old log's end.
+    f.sparse(A, B, 0, &[(1010, 10), (9500, 8500)]);
+    assert_eq!(
+        contradicted(&f.translate(), 0).routes[0].contradicting_checkpoints,
+        2
+    );
+
+    // The replicator (or an operator) writes a restart origin for the route: B's log starts
+    // at 0 and holds east from 1000 on. The partition resumes, at or before east's 1020.
+    f.origin(A, B, 0, 1000, 0);
+    f.sparse(A, B, 0, &[(1019, 19), (1030, 30)]);
+    let resume = resumed(&f.translate(), "orders", 0);
+    assert_eq!(source(&resume, A).watermark, Some(1020));
+    assert!(resume.resume_offset <= 20, "{resume:#?}");
+}
+
+#[test]
+fn an_origin_written_before_copying_into_a_recreated_destination_restarts_the_route() {
+    let mut f = east_only_with_b_recreated();
+    f.committed(0, 1020);
+    f.every_record(A, A, 0, &(1000..1100).map(|i| (i, i)).collect::<Vec<_>>());
+    // ExactlyOnce: the stored position went with B's topic, so the replicator starts the route
+    // afresh with an origin at B's new end (east's log now starts at 1000), then copies.
+    f.origin(A, B, 0, 1000, 0);
+    f.every_record(
+        A,
+        B,
+        0,
+        &(1000..1100).map(|i| (i, i - 1000)).collect::<Vec<_>>(),
+    );
+    f.destination(0, 0, 100);
+    let resume = resumed(&f.translate(), "orders", 0);
+    assert_eq!(resume.resume_offset, 20);
+    assert!(resume.exact);
+
+    // A checkpoint of the old log arriving late (a second writer) lies below the restart
+    // origin: a contradiction, not a fact about the new log.
+    f.sparse(A, B, 0, &[(990, 7990)]);
+    let refused = contradicted(&f.translate(), 0);
+    assert_eq!(
+        (
+            refused.routes[0].retained_source_offset,
+            refused.routes[0].contradicting_source_offset
+        ),
+        (1000, 990)
+    );
+}
+
+#[test]
+fn a_contradicted_plan_serializes_its_reason() -> Result<(), serde_json::Error> {
+    let mut f = east_only_with_b_recreated();
+    f.destination(0, 0, 50);
+    let plan = f.translate();
+    let json = serde_json::to_value(&plan)?;
+    assert_eq!(json["exact"], false);
+    assert_eq!(json["partitions"][0]["status"], "contradicted");
+    assert_eq!(json["partitions"][0]["committed_offset"], 990);
+    assert_eq!(json["partitions"][0]["beyond_log_end"]["log_end"], 50);
+    assert!(json["partitions"][0]["reason"].is_string());
+    let back: TranslationPlan = serde_json::from_value(json)?;
+    assert_eq!(back, plan);
+    Ok(())
+}

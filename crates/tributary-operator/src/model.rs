@@ -150,6 +150,7 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
         .filter_map(|rs| validate_stream(rs).ok().map(|v| (rs, v)))
         .collect();
     selected.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    check_one_source_per_region(&name, &selected)?;
 
     let mut topics: BTreeMap<String, AggregateTopic> = BTreeMap::new();
     let mut routes = Vec::new();
@@ -218,6 +219,34 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
         routes,
         topics,
     })
+}
+
+/// Checkpoint keys, provenance headers and dedupe watermarks name a source by its region, so
+/// two selected RegionalStreams of one region would write into each other's checkpoints and
+/// make translation and dedupe unsound.
+fn check_one_source_per_region(
+    name: &str,
+    selected: &[(&RegionalStream, ValidStream)],
+) -> Result<()> {
+    let mut by_region: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (_, v) in selected {
+        by_region
+            .entry(v.region.as_str())
+            .or_default()
+            .push(v.name.as_str());
+    }
+    let clashes: Vec<String> = by_region
+        .iter()
+        .filter(|(_, names)| names.len() > 1)
+        .map(|(region, names)| format!("{region}: {}", names.join(", ")))
+        .collect();
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "AggregateCluster {name}: spec.sources selects more than one RegionalStream of a region ({}); checkpoints and dedupe watermarks are keyed by region, so select one RegionalStream per region (narrow spec.sources, or merge the streams' topics into one RegionalStream)",
+        clashes.join("; ")
+    )))
 }
 
 fn check_replicator(name: &str, r: &ReplicatorSpec) -> Result<()> {

@@ -336,6 +336,44 @@ fn invalid_specs_are_refused_with_the_field_named() {
 }
 
 #[test]
+fn two_sources_of_one_region_are_refused_with_both_named() {
+    let (mut streams, aggregates) = three_regions();
+    // A second RegionalStream of east (another team's), matched by the same selector.
+    let mut team = streams[0].clone();
+    team.metadata.name = Some("east-payments-team".into());
+    team.metadata.uid = Some("uid-of-east-payments-team".into());
+    assert_eq!(team.spec.region, "east");
+    streams.push(team);
+    for agg in &aggregates {
+        let err = plan_aggregate(agg, &streams).expect_err("two sources of east");
+        let message = err.to_string();
+        assert!(
+            matches!(err, Error::InvalidSpec(_)),
+            "an invalid spec, reported as such: {err}"
+        );
+        assert_eq!(err.category(), "InvalidSpec");
+        assert_eq!(err.retry_after(0), None, "waits for a change of the spec");
+        assert!(
+            message.contains("east: east, east-payments-team") && message.contains("spec.sources"),
+            "names the region, both streams and the field: {message}"
+        );
+    }
+
+    // A selector that picks one of them is valid again.
+    let mut narrowed = aggregates[0].clone();
+    narrowed.spec.sources = Some(serde_json::from_value(serde_json::json!({
+        "matchExpressions": [{"key": "tributary.dev/region", "operator": "In", "values": ["west", "central"]}]
+    })).expect("selector"));
+    let plan = plan_aggregate(&narrowed, &streams).expect("one source per region");
+    let regions: Vec<&str> = plan
+        .routes
+        .iter()
+        .map(|r| r.source_region.as_str())
+        .collect();
+    assert_eq!(regions, ["central", "west"]);
+}
+
+#[test]
 fn topics_matched_by_a_pattern_are_aggregated_with_their_observed_partitions() {
     let (mut streams, aggregates) = three_regions();
     let rs = &mut streams[0];

@@ -2,6 +2,12 @@
 //! aggregate interleaves the routes' copies in its own order, and replicators write
 //! checkpoints with a chosen sparsity. The world knows the truth (every record's position in
 //! every aggregate), so tests can check a plan against it.
+//!
+//! Optionally it is as messy as production: replicators restart and copy records again
+//! (at-least-once: duplicates in the aggregate), the restarted writer's checkpoints interleave
+//! with the old writer's late ones in the checkpoint topic (concurrent writers), and the last
+//! aggregate's partitions are recreated (the old log is gone; each route writes a restart
+//! origin into the new one, as docs/checkpoint-format.md asks).
 
 use std::collections::BTreeMap;
 
@@ -59,6 +65,19 @@ pub struct WorldConfig {
     pub sparsity: Sparsity,
     /// Every route checkpoints every copy (origins, previous offsets and floors stay random).
     pub exact: bool,
+    pub mess: Mess,
+}
+
+/// What goes wrong in the world (all off: the clean world).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mess {
+    /// Replicators restart from an earlier source position and copy records again.
+    pub recopies: bool,
+    /// A restarted replicator's checkpoints and its predecessor's late ones interleave in any
+    /// order in the checkpoint topic (each writer's own stay in order).
+    pub concurrent_writers: bool,
+    /// Partitions of the last aggregate are recreated at a random point.
+    pub recreated_destination: bool,
 }
 
 /// One record in an aggregate partition: which source produced it, at which source offset.
@@ -71,8 +90,14 @@ pub struct Copied {
 /// What one route copied into one aggregate partition, and how its replicator checkpoints.
 #[derive(Clone, Debug)]
 struct RouteLog {
-    /// (source offset, destination offset), in copy order.
+    /// (source offset, destination offset), in copy order. Destination offsets are the
+    /// partition's offsets before any recreation; see `recreated_at`.
     copies: Vec<(u64, u64)>,
+    /// Where each writer (replicator run) starts in `copies`: 0 and each restart.
+    run_starts: Vec<usize>,
+    /// The partition was recreated when its log held this many records: copies below it are
+    /// gone, the rest landed at `destination − recreated_at`.
+    recreated_at: Option<u64>,
     checkpointed: Vec<bool>,
     origin: Option<RouteOrigin>,
     gap: Option<(OffsetRange, u64)>,
@@ -91,6 +116,11 @@ pub struct World {
     pub logs: Vec<Vec<Vec<Copied>>>,
     /// Keyed by (source, aggregate, partition).
     routes: BTreeMap<(usize, usize, u32), RouteLog>,
+    pub mess: Mess,
+    /// Seed for the order in which concurrent writers' records reach the checkpoint topic.
+    shuffle_seed: u64,
+    /// Aggregate partitions that were recreated.
+    pub recreated: Vec<(usize, u32)>,
 }
 
 impl World {
@@ -128,7 +158,14 @@ impl World {
             for p in 0..config.partitions {
                 // What each route copies: its stream from a (sometimes late) start, minus a
                 // (sometimes) retention gap.
-                let mut pending: Vec<(usize, Vec<u64>, Option<OffsetRange>, u64)> = Vec::new();
+                #[allow(clippy::type_complexity)]
+                let mut pending: Vec<(
+                    usize,
+                    Vec<u64>,
+                    Option<OffsetRange>,
+                    u64,
+                    Vec<usize>,
+                )> = Vec::new();
                 for (s, partitions) in streams.iter().enumerate() {
                     let Some(stream) = partitions.get(p as usize) else {
                         continue;
@@ -157,7 +194,18 @@ impl World {
                         });
                         copied.drain(from..to);
                     }
-                    pending.push((s, copied, gap, origin_source));
+                    // At-least-once: the replicator restarts after copying `k` records and goes
+                    // back to a stored position at or before it, copying those records again.
+                    let mut run_starts = vec![0];
+                    if config.mess.recopies && copied.len() >= 2 && rng.chance(50) {
+                        let k = 1 + rng.below(copied.len() as u64 - 1) as usize;
+                        let resume_at = rng.below(k as u64 + 1) as usize;
+                        let again: Vec<u64> = copied[resume_at..].to_vec();
+                        copied.truncate(k);
+                        copied.extend(again);
+                        run_starts.push(k);
+                    }
+                    pending.push((s, copied, gap, origin_source, run_starts));
                 }
                 // Interleave: each step copies the next record of a random route, with
                 // per-aggregate weights so that interleavings differ in shape too.
@@ -191,7 +239,14 @@ impl World {
                     });
                 }
                 let log_len = log.len() as u64;
-                for ((s, _, gap, origin_source), copies) in pending.into_iter().zip(copies) {
+                // Recreated: the log is cut at a random point; what follows starts at 0.
+                let recreated_at = (config.mess.recreated_destination
+                    && x + 1 == config.aggregates
+                    && rng.chance(60))
+                .then(|| rng.below(log_len + 1));
+                for ((s, _, gap, origin_source, run_starts), copies) in
+                    pending.into_iter().zip(copies)
+                {
                     let exact = config.exact;
                     let checkpointed = copies
                         .iter()
@@ -221,6 +276,8 @@ impl World {
                         (s, x, p),
                         RouteLog {
                             copies,
+                            run_starts,
+                            recreated_at,
                             checkpointed,
                             origin,
                             gap,
@@ -231,6 +288,19 @@ impl World {
                 }
             }
         }
+        let mut recreated = Vec::new();
+        for (x, aggregate_logs) in logs.iter_mut().enumerate() {
+            for (p, log) in aggregate_logs.iter_mut().enumerate() {
+                let cut = routes
+                    .iter()
+                    .find(|((_, rx, rp), _)| *rx == x && *rp as usize == p)
+                    .and_then(|(_, route)| route.recreated_at);
+                if let Some(cut) = cut {
+                    log.drain(..cut as usize);
+                    recreated.push((x, p as u32));
+                }
+            }
+        }
         World {
             source_regions,
             aggregate_regions,
@@ -238,7 +308,15 @@ impl World {
             source_partitions,
             logs,
             routes,
+            mess: config.mess,
+            shuffle_seed: rng.next(),
+            recreated,
         }
+    }
+
+    /// Whether the aggregate partition was recreated (its log restarted at 0).
+    pub fn is_recreated(&self, aggregate: usize, partition: u32) -> bool {
+        self.recreated.contains(&(aggregate, partition))
     }
 
     pub fn log(&self, aggregate: usize, partition: u32) -> &[Copied] {
@@ -254,65 +332,129 @@ impl World {
     }
 
     /// The checkpoint records of every route into `aggregate`, as a reader sees them when
-    /// each partition's log (and checkpoint stream) has reached `visible_end[p]`.
+    /// each partition's log (and checkpoint stream) has reached `visible_end[p]` (offsets of
+    /// the log as it is now, after any recreation).
     pub fn checkpoint_records(
         &self,
         aggregate: usize,
         visible_end: &[u64],
     ) -> Vec<CheckpointRecord> {
-        let mut records = Vec::new();
+        // One stream per writer (route and run), each in its own order.
+        let mut writers: Vec<Vec<CheckpointRecord>> = Vec::new();
         for (&(s, x, p), route) in &self.routes {
             if x != aggregate {
                 continue;
             }
+            let cut = route.recreated_at.unwrap_or(0);
             let end = visible_end[p as usize];
             let key = CheckpointKey::new(
                 Route::new(&self.source_regions[s], &self.aggregate_regions[x]),
                 TOPIC,
                 p,
             );
-            let mut push = |entry| {
-                records.push(CheckpointRecord {
-                    key: key.clone(),
-                    timestamp_ms: 0,
-                    entry,
-                })
+            let record = |entry| CheckpointRecord {
+                key: key.clone(),
+                timestamp_ms: 0,
+                entry,
             };
-            let visible_copies = route.copies.iter().take_while(|c| c.1 < end).count();
+            // A destination offset before the recreation is in the old log: always visible
+            // (written before it), and as it was. After it: shifted, visible below `end`.
+            let old = |d: u64| route.recreated_at.is_some() && d < cut;
+            let visible = |d: u64| old(d) || d - cut < end;
+            let now = |d: u64| if old(d) { d } else { d - cut };
+            let mut stream = Vec::new();
             if let Some(origin) = route.origin
-                && origin.destination_offset <= end
+                && (old(origin.destination_offset) || now(origin.destination_offset) <= end)
             {
                 // Re-emitted while nothing is copied yet, with the destination's end as floor.
-                let next_copy_floor = (route.with_floor && visible_copies == 0)
-                    .then(|| route.copies.first().map_or(end, |c| c.1.min(end)));
-                push(CheckpointEntry::Origin(RouteOrigin {
+                let nothing_visible = route.copies.first().is_none_or(|c| !visible(c.1));
+                let next_copy_floor =
+                    (route.with_floor && nothing_visible && !old(origin.destination_offset))
+                        .then(|| route.copies.first().map_or(end, |c| now(c.1).min(end)));
+                stream.push(record(CheckpointEntry::Origin(RouteOrigin {
                     next_copy_floor,
+                    destination_offset: now(origin.destination_offset),
                     ..origin
-                }));
+                })));
             }
             if let Some((gap, noticed)) = route.gap
-                && noticed < end
+                && visible(noticed)
             {
-                push(CheckpointEntry::RetentionGap(gap));
+                stream.push(record(CheckpointEntry::RetentionGap(gap)));
             }
-            for (i, &(source_offset, destination_offset)) in
-                route.copies[..visible_copies].iter().enumerate()
-            {
+            let mut restart_written = route.recreated_at.is_none();
+            for (i, &(source_offset, destination_offset)) in route.copies.iter().enumerate() {
+                if route.run_starts.contains(&i) && i > 0 && self.mess.concurrent_writers {
+                    writers.push(std::mem::take(&mut stream));
+                }
+                if !restart_written && !old(destination_offset) {
+                    // The writer found the destination recreated: a restart origin for the new
+                    // log before its first copy there (visible once the recreation is).
+                    restart_written = true;
+                    stream.push(record(CheckpointEntry::Origin(self.restart_origin(route))));
+                }
+                if !visible(destination_offset) {
+                    break;
+                }
                 if !route.checkpointed[i] {
                     continue;
                 }
-                let next_landing = route.copies.get(i + 1).map_or(end, |c| c.1.min(end));
-                push(CheckpointEntry::Checkpoint(OffsetCheckpoint {
+                // The floor a writer re-emits: the log's end then, so at most the next landing
+                // (and, in the old log, at most where it ended).
+                let next = route.copies.get(i + 1);
+                let next_landing = if old(destination_offset) {
+                    next.map_or(cut, |c| c.1.min(cut))
+                } else {
+                    next.map_or(end, |c| now(c.1).min(end))
+                };
+                let first_of_run = route.run_starts.contains(&i);
+                stream.push(record(CheckpointEntry::Checkpoint(OffsetCheckpoint {
                     source_offset,
-                    destination_offset,
-                    previous_source_offset: (route.with_previous && i > 0)
+                    destination_offset: now(destination_offset),
+                    previous_source_offset: (route.with_previous && !first_of_run)
                         .then(|| route.copies[i - 1].0),
-                    next_copy_floor: (route.with_floor && next_landing > destination_offset)
+                    next_copy_floor: (route.with_floor && next_landing > now(destination_offset))
                         .then_some(next_landing),
-                }));
+                })));
             }
+            if !restart_written && route.copies.iter().all(|c| old(c.1)) {
+                // Recreated, nothing copied since: the restart origin is all the new log has.
+                stream.push(record(CheckpointEntry::Origin(self.restart_origin(route))));
+            }
+            writers.push(stream);
         }
-        records
+        if !self.mess.concurrent_writers {
+            return writers.concat();
+        }
+        // Any interleaving that keeps each writer's order, as in a shared checkpoint topic.
+        let mut rng = Rng::new(self.shuffle_seed ^ aggregate as u64);
+        let mut cursors = vec![0usize; writers.len()];
+        let mut records = Vec::new();
+        loop {
+            let open: Vec<usize> = (0..writers.len())
+                .filter(|&w| cursors[w] < writers[w].len())
+                .collect();
+            if open.is_empty() {
+                return records;
+            }
+            let w = open[rng.below(open.len() as u64) as usize];
+            records.push(writers[w][cursors[w]].clone());
+            cursors[w] += 1;
+        }
+    }
+
+    /// The origin a writer states for a recreated destination: every copy from now on is of
+    /// a source offset at or above the lowest it copies there, and lands at or above 0.
+    fn restart_origin(&self, route: &RouteLog) -> RouteOrigin {
+        let cut = route.recreated_at.unwrap_or(0);
+        let lowest = route
+            .copies
+            .iter()
+            .filter(|c| c.1 >= cut)
+            .map(|c| c.0)
+            .min()
+            .unwrap_or(0);
+        RouteOrigin::new(lowest, 0)
     }
 
     /// Applies records through the wire format, as checkpoint-sync would.
@@ -353,7 +495,9 @@ impl World {
             .iter()
             .take(committed as usize)
         {
-            watermarks[record.source] = Some(record.source_offset + 1);
+            // Re-copies come later with lower offsets: the highest consumed counts.
+            let slot = &mut watermarks[record.source];
+            *slot = (*slot).max(Some(record.source_offset + 1));
         }
         watermarks
     }
@@ -401,13 +545,15 @@ pub fn outcome(
         .copied()
         .collect();
     let mut outcome = Outcome::default();
+    // A record is skipped if none of its copies (re-copies included) lies at or above resume.
+    let mut seen_from_resume = std::collections::BTreeMap::<Copied, bool>::new();
     for (position, record) in world.log(to, partition).iter().enumerate() {
         let position = position as u64;
         // Below the watermark but never in `from` (a gap or a late start of that route) is
         // behind the group's position in the source's order: neither skipped nor duplicated.
         let behind = true_watermarks[record.source].is_some_and(|w| record.source_offset < w);
-        if position < resume && !behind {
-            outcome.skipped += 1;
+        if !behind {
+            *seen_from_resume.entry(*record).or_default() |= position >= resume;
         }
         if position >= resume && consumed.contains(record) {
             outcome.duplicates += 1;
@@ -416,5 +562,6 @@ pub fn outcome(
             }
         }
     }
+    outcome.skipped = seen_from_resume.values().filter(|seen| !**seen).count() as u64;
     outcome
 }
