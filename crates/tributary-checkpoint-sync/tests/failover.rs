@@ -487,11 +487,12 @@ fn a_contradicted_partition_is_refused_until_a_restart_origin() -> TestResult {
             || total(&end_offsets(&r.aggregate, &topic, PARTITIONS)) >= 300,
         );
     }
+    // Everything consumed, so the group has a committed offset on every partition in A.
     consume_and_commit(
         &from.aggregate,
         &[topic.as_str()],
         &group,
-        150,
+        300,
         50,
         Duration::from_secs(30),
     );
