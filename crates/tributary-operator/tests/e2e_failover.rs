@@ -144,9 +144,26 @@ async fn a_group_fails_over_by_itself_and_fails_back_by_one_edit_without_losing_
         );
         assert_eq!(replicas(&deployments, &format!("billing-{east}")).await, 0);
 
-        // East returns: a standby now, no second move.
+        // East returns: a standby now, no second move. Every route is Ready again within 30 s,
+        // before any new record is produced (an idle source must not keep a route NotReady).
         stack.stack_command(&["region-up", &east]);
         guard.down = false;
+        let back = Instant::now();
+        let aggregates: Api<tributary_api::AggregateCluster> = t.api();
+        wait_until("every route Ready again after region-up", Duration::from_secs(30), || async {
+            let list = aggregates.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|a| {
+                    a.status
+                        .as_ref()
+                        .and_then(|s| tributary_api::find_condition(&s.conditions, "Ready"))
+                        .is_some_and(|c| c.status == "True")
+                })
+                .then_some(())
+        })
+        .await;
+        eprintln!("region-up: every route Ready after {:.1}s", back.elapsed().as_secs_f64());
         wait_until("a standby sync Job for east at epoch 2", SLOW, || async {
             jobs.get_opt(&format!("billing-sync-{east}-e2")).await.ok().flatten()
         })

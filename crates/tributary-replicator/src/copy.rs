@@ -40,6 +40,9 @@ const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the source's topics are re-listed (new topics, grown partitions).
 const TOPOLOGY_INTERVAL: Duration = Duration::from_secs(15);
+/// How often they are re-listed while the source is unreachable: the answer that makes the
+/// route ready again (an idle source sends no record that would).
+const UNREACHABLE_RECHECK: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a copy session ended without an error.
@@ -1029,7 +1032,13 @@ impl Session<'_> {
                 self.update_metrics(last_checkpoint);
                 stats_at = Instant::now();
             }
-            if last_topology.elapsed() >= TOPOLOGY_INTERVAL {
+            let ready = self.replicator.health.ready.load(Ordering::Relaxed);
+            let recheck = if ready {
+                TOPOLOGY_INTERVAL
+            } else {
+                UNREACHABLE_RECHECK
+            };
+            if last_topology.elapsed() >= recheck {
                 last_topology = Instant::now();
                 match self
                     .replicator
@@ -1041,7 +1050,14 @@ impl Session<'_> {
                             "source topics changed: {topics:?} → {now:?}"
                         ));
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if !ready {
+                            // The source answers again; the assigned consumer resumes by
+                            // itself, with or without new records to show for it.
+                            self.replicator.health.ready.store(true, Ordering::Relaxed);
+                            info!(route = %self.cfg().name, "{} is reachable again: ready", self.cfg().source.name);
+                        }
+                    }
                     Err(e) => {
                         self.replicator.health.metrics.error(e.category());
                         warn!("could not re-list source topics: {e}");
@@ -1188,7 +1204,8 @@ impl Session<'_> {
                 }
                 self.replicator.health.metrics.error(err.category());
                 if matches!(err, KafkaError::Unreachable { .. }) {
-                    // Back to ready with the next record read.
+                    // Back to ready with the next record read, or when the source answers
+                    // a re-list (see `UNREACHABLE_RECHECK`).
                     self.replicator.health.ready.store(false, Ordering::Relaxed);
                 }
                 warn!(category = err.category(), "{err}");
