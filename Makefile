@@ -93,9 +93,12 @@ demo: ## Tributary on a three-region local stack: chart installed, examples appl
 
 .PHONY: demo-clean
 demo-clean: ## Remove what `make demo` installed (the e2e tests install operators of their own).
+	@# The namespace goes first and is waited for, while the operator still runs: a stream with
+	@# deletionPolicy Delete needs it for its finalizer, and a `make demo` right after must not
+	@# find the namespace still terminating.
 	@if [ -f $(ENV_FILE) ]; then source $(ENV_FILE); \
-	  "$$TRIBUTARY_HELM" uninstall tributary --namespace tributary-system --ignore-not-found --wait >/dev/null; \
-	  "$$TRIBUTARY_KUBECTL" delete namespace tributary-demo --ignore-not-found --wait=false >/dev/null; fi
+	  "$$TRIBUTARY_KUBECTL" delete namespace tributary-demo --ignore-not-found --timeout=180s >/dev/null; \
+	  "$$TRIBUTARY_HELM" uninstall tributary --namespace tributary-system --ignore-not-found --wait >/dev/null; fi
 
 .PHONY: bench-translate
 bench-translate: ## Offset translation benchmark: 1000 partitions x 3 sources over a day of 1 s checkpoints; fails above 50 ms (median) or 64 MiB of index.

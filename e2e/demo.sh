@@ -27,6 +27,12 @@ say "Installing the operator with its Helm chart (two replicas, one leader; imag
 K -n tributary-system get deployment tributary
 
 say "Applying examples/three-regions into namespace $NS"
+# A namespace still terminating from an earlier `make demo-clean` would swallow the objects
+# ("unchanged") and then vanish with them: wait until it is gone.
+if [[ "$(K get namespace "$NS" -o jsonpath='{.status.phase}' 2>/dev/null)" == Terminating ]]; then
+  say "Waiting for the previous demo's namespace $NS to finish terminating"
+  K wait --for=delete "namespace/$NS" --timeout=180s >/dev/null
+fi
 K create namespace "$NS" --dry-run=client -o yaml | K apply -f - >/dev/null
 K -n "$NS" apply -f examples/three-regions/
 
