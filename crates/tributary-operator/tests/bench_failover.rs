@@ -60,20 +60,29 @@ struct MoveMark {
     watermarks: HashMap<(String, i32), i64>,
 }
 
-/// The watermarks of the last completed move, for `topic`.
-async fn published_watermarks(
-    cgfs: &kube::Api<tributary_api::ConsumerGroupFailover>,
-    topic: &str,
-) -> HashMap<(String, i32), i64> {
-    status_of(cgfs)
-        .await
-        .last_failover
-        .map(|f| f.watermarks)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|w| w.topic == topic)
-        .map(|w| ((w.source_region, w.partition), w.offset))
-        .collect()
+impl MoveMark {
+    /// The move that just completed: its start and the watermarks it published for `topic`.
+    async fn completed(
+        cgfs: &kube::Api<tributary_api::ConsumerGroupFailover>,
+        topic: &str,
+        planned: bool,
+        began_ms: i64,
+    ) -> Self {
+        let watermarks = status_of(cgfs)
+            .await
+            .last_failover
+            .map(|f| f.watermarks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|w| w.topic == topic)
+            .map(|w| ((w.source_region, w.partition), w.offset))
+            .collect();
+        Self {
+            planned,
+            began_ms,
+            watermarks,
+        }
+    }
 }
 
 /// Charges every repeated consumption to the last move that began before it; per move
@@ -217,11 +226,7 @@ async fn run_setting(
             stack.stack_command(&["region-down", &active]);
             epoch += 1;
             wait_active(&s.cgfs, &standby, epoch).await;
-            moves.push(MoveMark {
-                planned: false,
-                began_ms: killed_ms,
-                watermarks: published_watermarks(&s.cgfs, &s.topic).await,
-            });
+            moves.push(MoveMark::completed(&s.cgfs, &s.topic, false, killed_ms).await);
             let first = wait_until("first record consumed in the new region", Duration::from_secs(120), || async {
                 consumed_in(stack, &s.ns, &standby)
                     .iter()
@@ -260,11 +265,7 @@ async fn run_setting(
             epoch += 1;
             wait_active(&s.cgfs, &active, epoch).await;
             let to_active = edited.elapsed().as_secs_f64();
-            moves.push(MoveMark {
-                planned: true,
-                began_ms: edited_ms,
-                watermarks: published_watermarks(&s.cgfs, &s.topic).await,
-            });
+            moves.push(MoveMark::completed(&s.cgfs, &s.topic, true, edited_ms).await);
             let first = wait_until("first record consumed after the switchover", Duration::from_secs(120), || async {
                 consumed_in(stack, &s.ns, &active).iter().map(|c| c.at_ms).filter(|t| *t >= edited_ms).min()
             })
@@ -291,11 +292,7 @@ async fn run_setting(
                 epoch += 1;
                 wait_active(&s.cgfs, to, epoch).await;
                 let to_active = edited.elapsed().as_secs_f64();
-                moves.push(MoveMark {
-                    planned: true,
-                    began_ms: edited_ms,
-                    watermarks: published_watermarks(&s.cgfs, &s.topic).await,
-                });
+                moves.push(MoveMark::completed(&s.cgfs, &s.topic, true, edited_ms).await);
                 let first = wait_until("first record consumed after the switchover", Duration::from_secs(120), || async {
                     consumed_in(stack, &s.ns, to).iter().map(|c| c.at_ms).filter(|t| *t >= edited_ms).min()
                 })
