@@ -14,6 +14,8 @@ ENV_FILE := $(STATE_DIR)/env
 # Built by `make tools` from e2e/helm (pinned), cached under ~/.cache/tributary.
 HELM = $(shell source e2e/stack/k8s.sh >/dev/null && _k8s_vars && echo $$HELM_BIN)
 CARGO ?= cargo
+# Where cargo puts its builds (CARGO_TARGET_DIR when set).
+CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: help
 help: ## List the targets.
@@ -103,6 +105,12 @@ demo-clean: ## Remove what `make demo` installed (the e2e tests install operator
 .PHONY: bench-translate
 bench-translate: ## Offset translation benchmark: 1000 partitions x 3 sources over a day of 1 s checkpoints; fails above 50 ms (median) or 64 MiB of index.
 	$(CARGO) bench -q -p tributary-core --bench translate
+
+.PHONY: bench-failover-plan
+bench-failover-plan: stack-up ## Failover plan at scale: a week of checkpoints for 1000 partitions x 3 sources, cold --once --final to verified commit (release build); fails above 2 s or when not exact.
+	$(CARGO) build -q --release -p tributary-checkpoint-sync --bin tributary-checkpoint-sync
+	source $(ENV_FILE) && TRIBUTARY_SYNC_BIN=$(CARGO_TARGET)/release/tributary-checkpoint-sync \
+	  $(CARGO) test -q -p tributary-checkpoint-sync --test failover_plan -- --ignored --nocapture
 
 .PHONY: bench-failover
 bench-failover: stack-up demo-clean ## Failover benchmark: automatic RTO over RUNS=5 region losses at default and tight settings, planned switchover; results in BENCHMARKS.md.

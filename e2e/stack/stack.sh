@@ -52,11 +52,12 @@ agent_start() {
   agent_running "$region" && return 0
   [[ -x "$NODE_AGENT_BIN" ]] || die "no node agent at $NODE_AGENT_BIN (run: cargo build -p tributary-node-agent)"
   [[ -x "$TRIBUTARY_BIN" ]] || die "no tributary binary at $TRIBUTARY_BIN (run: cargo build -p tributary)"
-  mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/agent-$region"
+  mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/agent-$region" "$STATE/binaries"
   setsid nohup "$NODE_AGENT_BIN" \
     --kubeconfig "$STATE/kubeconfig" \
     --region "$region" \
     --binary "$TRIBUTARY_BIN" \
+    --binaries-dir "$STATE/binaries" \
     --image-match tributary \
     --kafka-lib "$(_kafka_cache)/lib" \
     --kafka-log4j "$REPO_ROOT/e2e/kafka/log4j2-tools.properties" \
@@ -183,5 +184,7 @@ case "${1:-}" in
   region-down) shift; cmd_region_down "$@" ;;
   region-up) shift; cmd_region_up "$@" ;;
   env) echo "$STATE/env" ;;
+  # After rebuilding the node agent: every region's agent restarted (its pods are restarted).
+  agents-restart) for r in $(regions); do agent_stop "$r"; agent_start "$r"; done ;;
   *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

@@ -87,7 +87,12 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
         }
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{json}").context("printing the plan")?;
-        info!(resume = %sync::describe_resume(&report.plan), "plan committed");
+        info!(
+            checkpoint_records_read = health.metrics.checkpoint_records_read.get(),
+            checkpoint_window_widenings = health.metrics.checkpoint_window_widenings.get(),
+            resume = %sync::describe_resume(&report.plan),
+            "plan committed"
+        );
         return Ok(());
     }
 

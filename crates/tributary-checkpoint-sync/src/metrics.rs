@@ -47,6 +47,8 @@ pub struct Metrics {
     pub errors: Family<CategoryLabels, Counter>,
     pub checkpoint_records_read: Counter,
     pub checkpoint_records_invalid: Counter,
+    /// Times the checkpoint read was widened further back (v2 "Reading a window").
+    pub checkpoint_window_widenings: Counter,
     /// Checkpoints that contradict their route's retained ones (recreated destination, two
     /// writers): the partition is refused until a restart origin resolves it.
     pub checkpoint_contradictions: Family<RoutePartitionLabels, Counter>,
@@ -74,6 +76,7 @@ impl Metrics {
             rounds: Counter::default(),
             errors: Family::default(),
             checkpoint_records_read: Counter::default(),
+            checkpoint_window_widenings: Counter::default(),
             checkpoint_records_invalid: Counter::default(),
             checkpoint_contradictions: Family::default(),
             contradicted_partitions: Gauge::default(),
@@ -123,6 +126,11 @@ impl Metrics {
             "checkpoint_records_read",
             "Checkpoint-topic records read (both regions)",
             m.checkpoint_records_read.clone(),
+        );
+        registry.register(
+            "checkpoint_window_widenings",
+            "Times a checkpoint read was started further back because the records read could not place the group's position",
+            m.checkpoint_window_widenings.clone(),
         );
         registry.register(
             "checkpoint_records_invalid",

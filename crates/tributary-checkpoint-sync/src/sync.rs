@@ -36,7 +36,7 @@ use tributary_core::dedupe::parse_provenance;
 use tributary_core::{
     AggregateLayout, AggregatePartition, CheckpointIndexes, CheckpointRecord, InsertOutcome,
     LogOffsets, ObservedRecord, ObservedTail, PartitionOutcome, Route, StandbyCommit,
-    ThinningPolicy, TranslationPlan, TranslationRequest, translate,
+    ThinningPolicy, TranslationPlan, TranslationRequest, translate, window_shortfall,
 };
 use tributary_kafka::{ClientSettings, KafkaAdmin, KafkaError, classify};
 
@@ -46,6 +46,11 @@ use crate::metrics::{PartitionLabels, RoutePartitionLabels};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
+/// Records per checkpoint-topic partition a first read goes back from the end: at one
+/// checkpoint a second for 3000 busy partitions, ~20 s of them.
+const INITIAL_WINDOW: i64 = 1 << 16;
+/// A window too short for the plan is widened this many times, and read again.
+const WIDEN_FACTOR: i64 = 8;
 
 #[derive(Debug, Error)]
 pub enum SyncError {
@@ -211,6 +216,11 @@ struct CheckpointFeed {
     consumer: SyncConsumer,
     /// Next offset to read per assigned partition.
     next: BTreeMap<i32, i64>,
+    /// How many records back from a partition's end a first read starts (v2 "Reading a
+    /// window"); widened while the index cannot place the group's position.
+    window: i64,
+    /// Per partition: whether its read started at the log start (nothing older to read).
+    from_log_start: BTreeMap<i32, bool>,
     /// Only these source topics' checkpoints are indexed (the group's).
     source_topics: BTreeSet<String>,
     warned_missing: bool,
@@ -232,6 +242,8 @@ impl CheckpointFeed {
                 "creating the checkpoint reader",
             )?,
             next: BTreeMap::new(),
+            window: INITIAL_WINDOW,
+            from_log_start: BTreeMap::new(),
             source_topics: source_topics.clone(),
             warned_missing: false,
         })
@@ -266,29 +278,37 @@ impl CheckpointFeed {
                 return Ok(true);
             }
         };
+        let mut watermarks = BTreeMap::new();
+        for p in &partitions {
+            let offsets = self
+                .consumer
+                .fetch_watermarks(&self.topic, *p, REQUEST_TIMEOUT)
+                .map_err(|e| self.classify("reading checkpoint-topic offsets", e))?;
+            watermarks.insert(*p, offsets);
+        }
         if partitions.iter().any(|p| !self.next.contains_key(p)) {
+            // A first read starts `window` records before the end: the records a plan needs
+            // are the newest ones (every live key writes at least once a heartbeat), and a
+            // week of history must not be replayed to find them.
             let mut list = TopicPartitionList::new();
             for p in &partitions {
-                let offset = match self.next.get(p) {
-                    Some(next) => Offset::Offset(*next),
-                    None => Offset::Beginning,
-                };
-                list.add_partition_offset(&self.topic, *p, offset)
+                let (low, high) = watermarks[p];
+                let next = *self.next.entry(*p).or_insert_with(|| {
+                    let start = high.saturating_sub(self.window).max(low);
+                    self.from_log_start.insert(*p, start <= low);
+                    start
+                });
+                list.add_partition_offset(&self.topic, *p, Offset::Offset(next))
                     .map_err(|e| self.classify("assigning the checkpoint topic", e))?;
-                self.next.entry(*p).or_insert(0);
             }
             self.consumer
                 .assign(&list)
                 .map_err(|e| self.classify("assigning the checkpoint topic", e))?;
         }
         let mut pending = BTreeMap::new();
-        for p in &partitions {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, *p, REQUEST_TIMEOUT)
-                .map_err(|e| self.classify("reading checkpoint-topic offsets", e))?;
-            if self.next.get(p).copied().unwrap_or(0) < high {
-                pending.insert(*p, high);
+        for (p, (_, high)) in &watermarks {
+            if self.next.get(p).copied().unwrap_or(0) < *high {
+                pending.insert(*p, *high);
             }
         }
         let deadline = Instant::now() + budget;
@@ -326,6 +346,50 @@ impl CheckpointFeed {
             }
         }
         Ok(pending.is_empty())
+    }
+
+    /// Whether every partition's read began at its log start: nothing older exists.
+    fn read_from_log_start(&self) -> bool {
+        !self.from_log_start.is_empty() && self.from_log_start.values().all(|b| *b)
+    }
+
+    /// Forgets what was read and starts the next read `WIDEN_FACTOR` times further back.
+    fn widen(&mut self) {
+        self.window = self.window.saturating_mul(WIDEN_FACTOR);
+        self.next.clear();
+        self.from_log_start.clear();
+        let _ = self.consumer.unassign();
+    }
+}
+
+/// How long each step of a round took, for the debug log.
+struct Phases {
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, took)) in self.steps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{step} {} ms", took.as_millis())?;
+        }
+        Ok(())
     }
 }
 
@@ -502,6 +566,7 @@ impl CheckpointSync {
     /// `strict`: the input must be complete (see [`Self::final_round`]); `Final` always is.
     fn round_in(&mut self, mode: Mode, strict: bool) -> Result<RoundReport, SyncError> {
         let strict = strict || mode == Mode::Final;
+        let mut phases = Phases::start();
         self.check_epoch()?;
         let from_cluster = self.cfg.from.name.clone();
         let to_cluster = self.cfg.to.name.clone();
@@ -547,10 +612,9 @@ impl CheckpointSync {
             Mode::Standby if !strict => self.cfg.interval.max(Duration::from_secs(2)),
             _ => self.cfg.catch_up_timeout,
         };
-        let mut caught_up = true;
-        for feed in &mut self.feeds {
-            caught_up &= feed.catch_up(&mut self.indexes, &self.health, budget)?;
-        }
+        phases.mark("offsets in A");
+        let caught_up = self.read_checkpoints(&layout, &committed, budget)?;
+        phases.mark("checkpoints");
         self.health
             .metrics
             .index_entries
@@ -565,8 +629,10 @@ impl CheckpointSync {
         }
 
         let destination = self.destination_logs()?;
+        phases.mark("logs in B");
 
         let observed = self.observe_tails(&layout, &committed)?;
+        phases.mark("tails in A");
         let plan = translate(&TranslationRequest {
             group_id: &self.cfg.group,
             from_region: &self.cfg.from_region,
@@ -604,6 +670,7 @@ impl CheckpointSync {
 
         // Members of the group in B: never move a consuming group.
         let members = self.active_members()?;
+        phases.mark("members in B");
         if members > 0 {
             if strict {
                 return Err(SyncError::GroupActive {
@@ -651,6 +718,7 @@ impl CheckpointSync {
         self.check_epoch()?;
         if !to_commit.is_empty() {
             self.commit(&to_commit)?;
+            phases.mark("commit");
             info!(group = %self.cfg.group, cluster = %to_cluster, partitions = to_commit.len(),
                 max_duplicates = plan.max_duplicates, exact = plan.exact, "committed translated offsets");
         }
@@ -698,6 +766,7 @@ impl CheckpointSync {
             self.health.metrics.last_synced_timestamp_seconds.set(unix);
         }
         self.health.metrics.rounds.inc();
+        debug!(group = %self.cfg.group, "round took {phases}");
         if let Ok(mut last) = self.health.last_plan.lock() {
             *last = Some(Arc::new(plan.clone()));
         }
@@ -709,6 +778,59 @@ impl CheckpointSync {
             },
             checkpoints_caught_up: caught_up,
         })
+    }
+
+    /// Catches the index up with both checkpoint topics within `budget`, starting a first read
+    /// near their ends and widening it while [`window_shortfall`] names a route the records
+    /// read cannot place (each widening reads again into a fresh index, so the index always
+    /// holds one contiguous suffix of each topic). `Ok(true)` when caught up.
+    fn read_checkpoints(
+        &mut self,
+        layout: &AggregateLayout,
+        committed: &BTreeMap<AggregatePartition, u64>,
+        budget: Duration,
+    ) -> Result<bool, KafkaError> {
+        let deadline = Instant::now() + budget;
+        loop {
+            let mut caught_up = true;
+            for feed in &mut self.feeds {
+                let left = deadline.saturating_duration_since(Instant::now());
+                caught_up &= feed.catch_up(&mut self.indexes, &self.health, left)?;
+            }
+            if !caught_up {
+                return Ok(false);
+            }
+            let no_destination = BTreeMap::new();
+            let shortfall = window_shortfall(&TranslationRequest {
+                group_id: &self.cfg.group,
+                from_region: &self.cfg.from_region,
+                to_region: &self.cfg.to_region,
+                layout,
+                checkpoints: &self.indexes,
+                committed,
+                destination: &no_destination,
+                observed: &BTreeMap::new(),
+            });
+            let Some(key) = shortfall else {
+                return Ok(true);
+            };
+            if self.feeds.iter().all(CheckpointFeed::read_from_log_start) {
+                return Ok(true);
+            }
+            let window = self
+                .feeds
+                .iter()
+                .map(|f| f.window)
+                .max()
+                .unwrap_or_default();
+            info!(group = %self.cfg.group, route = %key.route, topic = %key.topic, partition = key.partition,
+                window, "the checkpoints read do not reach back to this route's position: reading {WIDEN_FACTOR}x further back");
+            self.health.metrics.checkpoint_window_widenings.inc();
+            self.indexes = CheckpointIndexes::new(self.indexes.policy());
+            for feed in &mut self.feeds {
+                feed.widen();
+            }
+        }
     }
 
     /// Log start and end offsets of the group's partitions in B: two batched ListOffsets
@@ -916,7 +1038,9 @@ impl CheckpointSync {
     }
 
     /// The lowest A offset from which every source's last record below `c` can be found:
-    /// the last checkpoint below `c` of each source (0 for a source nothing is known of).
+    /// the last checkpoint below `c` of each source (0 for a source nothing is known of),
+    /// skipping sources whose checkpoints already give an exact watermark; `c` when none
+    /// needs reading.
     fn tail_start(&self, layout: &AggregateLayout, partition: &AggregatePartition, c: u64) -> u64 {
         let Some(selector) = self.cfg.naming.source_of(&partition.topic) else {
             return 0;
@@ -941,6 +1065,8 @@ impl CheckpointSync {
             );
             let anchor = match self.indexes.get(&key) {
                 None => Some(0),
+                // The checkpoints already pin this source's watermark: no read needed.
+                Some(index) if index.watermark_below(c).exact => None,
                 Some(index) => match index.last_below_destination(c) {
                     Some(mapped) => Some(mapped.destination),
                     None => match index.origin() {

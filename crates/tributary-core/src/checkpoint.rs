@@ -265,6 +265,19 @@ impl CheckpointRecord {
 }
 
 /// Encodes a record for the checkpoint topic. Refuses invalid records.
+/// Whether an idle partition's last checkpoint (or origin) is written again with the floor
+/// `end` just read from the destination (format v2): when the floor rose since the last one
+/// written (records of other routes moved the destination, so the promise is worth more), or
+/// when the heartbeat is due — never merely because an interval passed. `last` is the floor
+/// written last and how long ago.
+pub fn floor_reemission_due(
+    last: Option<(u64, std::time::Duration)>,
+    end: u64,
+    heartbeat: std::time::Duration,
+) -> bool {
+    last.is_none_or(|(floor, age)| floor != end || age >= heartbeat)
+}
+
 pub fn encode(record: &CheckpointRecord) -> Result<EncodedCheckpoint, CheckpointFormatError> {
     record.validate()?;
     let key = WireKey {

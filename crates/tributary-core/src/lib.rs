@@ -25,5 +25,5 @@ pub use topology::{AggregateLayout, AggregatePartition, Route, SourcePartition, 
 pub use translate::{
     BeyondLogEnd, ContradictedRoute, ContradictionPlan, LogOffsets, ObservedRecord, ObservedTail,
     PartitionOutcome, PartitionPlan, ResumePlan, SourcePlan, StandbyCommit, TranslationPlan,
-    TranslationRequest, advance_only, translate,
+    TranslationRequest, advance_only, translate, window_shortfall,
 };

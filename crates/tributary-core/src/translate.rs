@@ -597,6 +597,52 @@ fn last_observed_per_source(
 /// Source partitions interleaved into `aggregate`: the declared ones, any that checkpoints in
 /// A or B show copying into it (a source removed from the layout still has records there),
 /// and any seen in A's records.
+/// The first route whose checkpoints, as read, cannot place the group's position as precisely
+/// as the whole checkpoint topic could: a reader that started inside the topic (checkpoint
+/// format v2, "Reading a window") reads further back until this is `None` or it reached the
+/// topic's start. Translation is correct either way; this is about precision only.
+///
+/// A route `s→A` needs a checkpoint below the committed offset (or its origin: the route
+/// started inside the window); `s→B` needs a checkpoint below the watermark that gives (or
+/// an origin at or above it). Observed tails and `destination` are not consulted: tails
+/// sharpen watermarks but do not replace the checkpoints `s→B` needs.
+pub fn window_shortfall(request: &TranslationRequest<'_>) -> Option<CheckpointKey> {
+    let empty = CheckpointIndex::default();
+    for (aggregate, &committed) in request.committed {
+        for source in sources_of(request, aggregate, std::iter::empty()) {
+            let key = |region: &str| {
+                CheckpointKey::new(
+                    Route::new(&source.region, region),
+                    &source.topic,
+                    source.partition,
+                )
+            };
+            let from_key = key(request.from_region);
+            let from_index = request.checkpoints.get(&from_key).unwrap_or(&empty);
+            if from_index.origin().is_none()
+                && from_index.last_below_destination(committed).is_none()
+            {
+                return Some(from_key);
+            }
+            let to_key = key(request.to_region);
+            let to_index = request.checkpoints.get(&to_key).unwrap_or(&empty);
+            let covered = match from_index.watermark_below(committed).watermark {
+                None | Some(0) => to_index.origin().is_some(),
+                Some(watermark) => {
+                    to_index
+                        .origin()
+                        .is_some_and(|o| o.source_offset >= watermark)
+                        || to_index.last_at_or_before_source(watermark - 1).is_some()
+                }
+            };
+            if !covered {
+                return Some(to_key);
+            }
+        }
+    }
+    None
+}
+
 fn sources_of<'a>(
     request: &TranslationRequest<'_>,
     aggregate: &AggregatePartition,

@@ -696,3 +696,93 @@ fn a_contradicted_plan_serializes_its_reason() -> Result<(), serde_json::Error> 
     assert_eq!(back, plan);
     Ok(())
 }
+
+impl Fixture {
+    fn shortfall(&self) -> Option<CheckpointKey> {
+        tributary_core::window_shortfall(&TranslationRequest {
+            group_id: "g",
+            from_region: A,
+            to_region: B,
+            layout: &self.layout,
+            checkpoints: &self.checkpoints,
+            committed: &self.committed,
+            destination: &self.destination,
+            observed: &self.observed,
+        })
+    }
+}
+
+#[test]
+fn a_window_that_holds_the_checkpoints_around_the_position_has_no_shortfall() {
+    let mut f = two_sources_every_record();
+    assert_eq!(f.shortfall(), None, "the whole log read");
+    // A window that starts after the group's position in A: nothing places it.
+    let mut late = Fixture::identity(1);
+    late.committed(0, 2);
+    late.every_record(A, A, 0, &[(5, 10), (6, 11)]);
+    late.every_record(B, A, 0, &[(5, 12)]);
+    late.every_record(A, B, 0, &[(5, 20)]);
+    late.every_record(B, B, 0, &[(5, 21)]);
+    assert_eq!(
+        late.shortfall(),
+        Some(CheckpointKey::new(Route::new(A, A), "orders", 0))
+    );
+    // The route's origin is in the window: it started there, nothing older exists.
+    late.origin(A, A, 0, 5, 10);
+    late.origin(B, A, 0, 5, 12);
+    assert_eq!(
+        late.shortfall(),
+        Some(CheckpointKey::new(Route::new(A, B), "orders", 0)),
+        "nothing of A's records is consumed, so B needs the route's origin"
+    );
+    late.origin(A, B, 0, 5, 20);
+    late.origin(B, B, 0, 5, 21);
+    assert_eq!(late.shortfall(), None);
+    // At offset 3 of A nothing of west's lies below: only its origin can say so.
+    f.committed(0, 3);
+    assert_eq!(
+        f.shortfall(),
+        Some(CheckpointKey::new(Route::new(B, A), "orders", 0))
+    );
+    let mut with_origins = Fixture::identity(1);
+    with_origins.origin(A, A, 0, 0, 0);
+    with_origins.origin(B, A, 0, 0, 10);
+    with_origins.origin(B, B, 0, 0, 0);
+    with_origins.origin(A, B, 0, 0, 10);
+    let pairs = |base: u64| (0..10).map(|i| (i, base + i)).collect::<Vec<_>>();
+    with_origins.every_record(A, A, 0, &pairs(0));
+    with_origins.every_record(B, A, 0, &pairs(10));
+    with_origins.every_record(B, B, 0, &pairs(0));
+    with_origins.every_record(A, B, 0, &pairs(10));
+    with_origins.committed(0, 3);
+    assert_eq!(with_origins.shortfall(), None);
+}
+
+#[test]
+fn a_window_missing_the_standby_side_below_the_watermark_is_short() {
+    let mut f = Fixture::identity(1);
+    f.committed(0, 11);
+    f.every_record(A, A, 0, &[(5, 10), (6, 11)]);
+    f.origin(B, A, 0, 0, 12);
+    f.origin(B, B, 0, 0, 0);
+    // The group consumed A's source up to offset 5: B must know where offset 5 or lower is.
+    f.every_record(A, B, 0, &[(7, 30), (8, 31)]);
+    assert_eq!(
+        f.shortfall(),
+        Some(CheckpointKey::new(Route::new(A, B), "orders", 0))
+    );
+    f.every_record(A, B, 0, &[(9, 32)]);
+    f.sparse(A, B, 0, &[(5, 29)]);
+    assert_eq!(
+        f.shortfall(),
+        Some(CheckpointKey::new(Route::new(A, B), "orders", 0)),
+        "an older checkpoint that arrives late is stale news, not a window reaching back"
+    );
+    let mut read_from_earlier = Fixture::identity(1);
+    read_from_earlier.committed(0, 11);
+    read_from_earlier.every_record(A, A, 0, &[(5, 10), (6, 11)]);
+    read_from_earlier.origin(B, A, 0, 0, 12);
+    read_from_earlier.origin(B, B, 0, 0, 0);
+    read_from_earlier.every_record(A, B, 0, &[(4, 28), (5, 29), (7, 30)]);
+    assert_eq!(read_from_earlier.shortfall(), None);
+}

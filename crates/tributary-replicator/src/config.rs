@@ -10,6 +10,10 @@ use tributary_core::{Route, TopicNaming};
 use tributary_kafka::{ClientSettings, DestConnectionArgs, SourceConnectionArgs};
 use tributary_runtime::{LogFormat, parse_duration};
 
+/// An idle partition's checkpoint is written again at least this often (when the retention
+/// allows: at most a quarter of it).
+const DEFAULT_CHECKPOINT_HEARTBEAT: Duration = Duration::from_secs(3600);
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NamingArg {
     Identity,
@@ -93,6 +97,15 @@ pub struct ReplicateArgs {
     /// How often checkpoints are written (Go duration: 1s, 500ms, 2m).
     #[arg(long, env = "TRIBUTARY_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
+    /// How often an idle partition's last checkpoint is written again when nothing changed
+    /// (neither the source nor the destination partition moved). Idle partitions are
+    /// otherwise written only when their floor rises, so the checkpoint topic grows with
+    /// change, not with time x partitions; readers look back at most this far for a key's
+    /// latest state (docs/checkpoint-format.md, "Version 2"). Must lie between the interval
+    /// and a quarter of the checkpoint retention. Default: 1h, or a quarter of the retention
+    /// when that is shorter.
+    #[arg(long, env = "TRIBUTARY_CHECKPOINT_HEARTBEAT", value_parser = parse_duration)]
+    pub checkpoint_heartbeat: Option<Duration>,
     /// Checkpoint topic on the destination cluster (created if missing).
     #[arg(
         long,
@@ -143,6 +156,7 @@ pub struct RouteConfig {
     pub batch_bytes: u32,
     pub compression: &'static str,
     pub checkpoint_interval: Duration,
+    pub checkpoint_heartbeat: Duration,
     pub checkpoint_topic: String,
     pub checkpoint_retention: Duration,
     pub drain_timeout: Duration,
@@ -198,6 +212,20 @@ impl RouteConfig {
         if args.checkpoint_interval < Duration::from_millis(100) {
             bail!("--checkpoint-interval must be at least 100ms");
         }
+        let checkpoint_heartbeat = args.checkpoint_heartbeat.unwrap_or_else(|| {
+            DEFAULT_CHECKPOINT_HEARTBEAT
+                .min(args.checkpoint_retention / 4)
+                .max(args.checkpoint_interval)
+        });
+        if checkpoint_heartbeat < args.checkpoint_interval
+            || checkpoint_heartbeat > args.checkpoint_retention / 4
+        {
+            bail!(
+                "--checkpoint-heartbeat ({checkpoint_heartbeat:?}) must lie between --checkpoint-interval ({:?}) and a quarter of --checkpoint-retention ({:?}): a key whose last record ages out of the topic loses its state",
+                args.checkpoint_interval,
+                args.checkpoint_retention
+            );
+        }
         Ok(Self {
             name: args.route.clone(),
             route: Route::new(&args.source_region, &args.dest_region),
@@ -223,6 +251,7 @@ impl RouteConfig {
             batch_bytes: args.batch_bytes,
             compression: args.compression.as_librdkafka(),
             checkpoint_interval: args.checkpoint_interval,
+            checkpoint_heartbeat,
             checkpoint_topic: args.checkpoint_topic.clone(),
             checkpoint_retention: args.checkpoint_retention,
             drain_timeout: args.drain_timeout,

@@ -584,6 +584,9 @@ struct Slot {
     first_checkpointed: bool,
     /// The last checkpoint written in this session (re-emitted with a floor while idle).
     last_checkpoint: Option<OffsetCheckpoint>,
+    /// The floor last re-emitted for the idle partition, and when: the same floor again is
+    /// written only once the heartbeat is due (checkpoint format v2).
+    last_floor: Option<(u64, Instant)>,
     /// The origin written at the start of this session (fresh partitions only).
     origin: Option<RouteOrigin>,
     /// Source timestamp of the last consumed record.
@@ -607,6 +610,7 @@ impl Slot {
             checkpointed_source: -1,
             first_checkpointed: false,
             last_checkpoint: None,
+            last_floor: None,
             origin: None,
             last_timestamp_ms: 0,
             skipped: 0,
@@ -1381,6 +1385,7 @@ impl Session<'_> {
                 );
                 slot.checkpointed_source = d.source;
                 slot.last_checkpoint = Some(checkpoint);
+                slot.last_floor = None;
                 continue;
             }
             // Idle: everything handed to the producer is durable. Ask for the destination's
@@ -1401,16 +1406,23 @@ impl Session<'_> {
 
     /// Re-emits the last checkpoint (or the origin) with `next_copy_floor` = the
     /// destination's end offset, if nothing was produced to the partition since the end
-    /// offset was asked for (so every later copy lands at or above it).
+    /// offset was asked for (so every later copy lands at or above it) — and only when that
+    /// floor is new or the heartbeat is due: an idle partition of an idle destination writes
+    /// one record per heartbeat, not one per interval.
     fn write_floor(&mut self, floor: FloorResult) {
         let route = self.cfg().route.clone();
-        let Some(slot) = self.slots.get(floor.slot) else {
+        let heartbeat = self.cfg().checkpoint_heartbeat;
+        let Some(slot) = self.slots.get_mut(floor.slot) else {
             return;
         };
         if slot.produced != floor.produced || floor.end < 0 {
             return;
         }
         let end = floor.end as u64;
+        let last = slot.last_floor.map(|(floor, at)| (floor, at.elapsed()));
+        if !checkpoint::floor_reemission_due(last, end, heartbeat) {
+            return;
+        }
         let topic = &self.routes[slot.route].source;
         let entry = match (slot.last_checkpoint, slot.origin) {
             (Some(last), _) if end > last.destination_offset => {
@@ -1427,7 +1439,9 @@ impl Session<'_> {
             }
             _ => return,
         };
-        self.checkpoints.write(&route, topic, slot.partition, entry);
+        slot.last_floor = Some((end, Instant::now()));
+        let partition = slot.partition;
+        self.checkpoints.write(&route, topic, partition, entry);
     }
 
     fn update_metrics(&mut self, last_checkpoint: Instant) {

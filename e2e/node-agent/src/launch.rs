@@ -18,6 +18,20 @@ pub fn image_runs_here(image: &str, image_match: &str) -> bool {
     image_name(image) == image_match
 }
 
+/// The program for the project's image `image`: `<binaries_dir>/<tag>` when the image has a
+/// tag and that file exists, else `default`.
+pub fn binary_for_image(image: &str, default: &Path, binaries_dir: Option<&Path>) -> PathBuf {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let tag = last.split_once(':').map(|(_, tag)| tag);
+    match (binaries_dir, tag) {
+        (Some(dir), Some(tag)) if !tag.contains(['/', '.']) && dir.join(tag).is_file() => {
+            dir.join(tag)
+        }
+        _ => default.to_path_buf(),
+    }
+}
+
 /// Which launch rules apply to a container's image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageKind {
@@ -135,6 +149,24 @@ fn read_variable(rest: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_tag_with_a_build_in_the_binaries_dir_runs_that_build() {
+        let dir = std::env::temp_dir().join(format!("binaries-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("wt-op"), b"").unwrap();
+        let default = Path::new("/bin/tributary");
+        let pick = |image: &str| binary_for_image(image, default, Some(&dir));
+        assert_eq!(pick("local/tributary:wt-op"), dir.join("wt-op"));
+        assert_eq!(pick("local/tributary:dev"), default, "no such build");
+        assert_eq!(pick("local/tributary"), default, "no tag");
+        assert_eq!(pick("local/tributary:../x"), default, "never a path");
+        assert_eq!(
+            binary_for_image("local/tributary:wt-op", default, None),
+            default
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -47,6 +47,11 @@ struct Cli {
     /// The program run for containers of the matching image (the `tributary` binary).
     #[arg(long)]
     binary: PathBuf,
+    /// Other builds of the project's binary, by image tag: a container of image
+    /// `<image-match>:<tag>` runs `<dir>/<tag>` when that file exists (so a second checkout
+    /// can test its own build on the shared stack), else `--binary`.
+    #[arg(long)]
+    binaries_dir: Option<PathBuf>,
     /// Containers run only if their image's repository name (last path segment, no tag or
     /// digest) equals this.
     #[arg(long, default_value = "tributary")]
@@ -124,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         client: client.clone(),
         node_name: node_name.clone(),
         binary,
+        binaries_dir: cli.binaries_dir.clone(),
         image_match: cli.image_match.clone(),
         kafka,
         state_dir,

@@ -42,6 +42,8 @@ pub struct Agent {
     pub client: kube::Client,
     pub node_name: String,
     pub binary: PathBuf,
+    /// `--binaries-dir`: builds of the binary by image tag.
+    pub binaries_dir: Option<PathBuf>,
     pub image_match: String,
     /// JVM and jars for apache/kafka containers; the error is why they cannot run.
     pub kafka: Result<KafkaTools, String>,
@@ -1017,9 +1019,10 @@ impl Agent {
     fn launch(&self, c: &Container, env: &HashMap<String, String>) -> Result<Launch, String> {
         let command = c.command.as_deref().unwrap_or_default();
         let args = c.args.as_deref().unwrap_or_default();
-        match image_kind(c.image.as_deref().unwrap_or_default(), &self.image_match) {
+        let image = c.image.as_deref().unwrap_or_default();
+        match image_kind(image, &self.image_match) {
             ImageKind::Project => Ok(build_launch(
-                &self.binary,
+                &crate::launch::binary_for_image(image, &self.binary, self.binaries_dir.as_deref()),
                 &self.image_match,
                 command,
                 args,
