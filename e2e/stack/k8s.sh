@@ -7,7 +7,7 @@
 # or run directly for debugging:
 #     bash e2e/stack/k8s.sh {k8s_build|k8s_up|k8s_down|k8s_status|k8s_env}
 #
-# Binaries are built from pinned Go modules (e2e/k8s, e2e/etcd, e2e/helm) and cached
+# Binaries are built from pinned Go modules (e2e/k8s, e2e/etcd, e2e/helm, e2e/promtool) and cached
 # outside the repo, keyed by version, under ${TRIBUTARY_CACHE:-$HOME/.cache/tributary}.
 # Runtime state lives under ${TRIBUTARY_STATE_DIR:-<repo>/e2e/.state}:
 #     kubeconfig               admin kubeconfig (CN=admin, O=system:masters), certs embedded
