@@ -27,6 +27,16 @@ head -1 "$work/rules.yaml" | grep -qx 'groups:' || {
   echo "monitoring-test: the rendered PrometheusRule has no spec.groups as its last key:" >&2
   cat "$work/rule.yaml" >&2; exit 1; }
 cp "$here/rules-test.yaml" "$work/"
+# The optional values (alert labels, runbook links, other thresholds) render valid rules too.
+"$HELM_BIN" template tributary "$repo/charts/tributary" --namespace tributary-system \
+  --set metrics.prometheusRule.enabled=true --set metrics.prometheusRule.alertLabels.team=kafka \
+  --set metrics.prometheusRule.runbookUrl=https://runbooks.example/tributary \
+  --set metrics.prometheusRule.routeLagFor=1h --set-json metrics.prometheusRule.standbySyncAgeSeconds=12.5 \
+  --show-only templates/prometheusrule.yaml |
+  awk 'body { sub(/^  /, ""); print } /^spec:$/ { body = 1 }' > "$work/rules-options.yaml"
+"$PROMTOOL_BIN" check rules "$work/rules-options.yaml"
+grep -q 'runbook_url: https://runbooks.example/tributary#tributaryregiondown' "$work/rules-options.yaml" || {
+  echo "monitoring-test: runbookUrl does not reach the alerts" >&2; exit 1; }
 
 cd "$work"
 "$PROMTOOL_BIN" check rules rules.yaml
