@@ -1,6 +1,7 @@
 # Tributary — every command of the README is a target here.
 # `make test` installs what it needs (idempotently), lints, runs the unit tests, checks the
-# generated files, brings up the local stack (real kube-apiserver + Kafka) and runs the e2e tests.
+# generated files, unit-tests the chart's alerts with promtool, brings up the local stack
+# (real kube-apiserver + Kafka) and runs the e2e tests.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -26,7 +27,7 @@ prereqs: ## Install system packages and Rust components the build needs (idempot
 	@bash e2e/prereqs.sh
 
 .PHONY: tools
-tools: prereqs ## Build/fetch the stack's pinned tools (etcd, kube-apiserver, kube-controller-manager, kubectl, helm, Kafka) into ~/.cache/tributary.
+tools: prereqs ## Build/fetch the stack's pinned tools (etcd, kube-apiserver, kube-controller-manager, kubectl, helm, promtool, Kafka) into ~/.cache/tributary.
 	@bash e2e/stack/k8s.sh k8s_build
 	@bash e2e/stack/kafka.sh kafka_fetch
 
@@ -52,6 +53,11 @@ lint: prereqs tools ## cargo fmt --check, clippy -D warnings, helm lint.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(HELM) lint --strict charts/tributary
+
+.PHONY: monitoring-test
+monitoring-test: tools ## The chart's monitoring: helm lint with it on, promtool check + test of every alert as the chart renders it.
+	$(HELM) lint --strict charts/tributary --set metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true
+	bash e2e/monitoring/test-rules.sh
 
 .PHONY: unit-test
 unit-test: prereqs ## Unit and property tests only (tests that need the stack say SKIPPED).
@@ -85,7 +91,7 @@ e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) ag
 	source $(ENV_FILE) && $(CARGO) test --workspace --no-fail-fast
 
 .PHONY: test
-test: lint check-generated e2e ## Everything: lint, generated files, unit and e2e tests on the real stack.
+test: lint check-generated monitoring-test e2e ## Everything: lint, generated files, alert rule tests, unit and e2e tests on the real stack.
 	@echo "make test: all green"
 
 .PHONY: demo

@@ -7,7 +7,7 @@
 # or run directly for debugging:
 #     bash e2e/stack/k8s.sh {k8s_build|k8s_up|k8s_down|k8s_status|k8s_env}
 #
-# Binaries are built from pinned Go modules (e2e/k8s, e2e/etcd, e2e/helm) and cached
+# Binaries are built from pinned Go modules (e2e/k8s, e2e/etcd, e2e/helm, e2e/promtool) and cached
 # outside the repo, keyed by version, under ${TRIBUTARY_CACHE:-$HOME/.cache/tributary}.
 # Runtime state lives under ${TRIBUTARY_STATE_DIR:-<repo>/e2e/.state}:
 #     kubeconfig               admin kubeconfig (CN=admin, O=system:masters), certs embedded
@@ -29,6 +29,7 @@ _k8s_modver() { awk -v m="$2" '($1 == m || ($1 == "require" && $2 == m)) { print
 K8S_VERSION="$(_k8s_modver "$K8S_REPO_ROOT/e2e/k8s/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(_k8s_modver "$K8S_REPO_ROOT/e2e/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(_k8s_modver "$K8S_REPO_ROOT/e2e/helm/go.mod" helm.sh/helm/v3)"
+PROMTOOL_VERSION="$(_k8s_modver "$K8S_REPO_ROOT/e2e/promtool/go.mod" github.com/prometheus/prometheus)"
 
 # (Re)computed at source time and at the start of every public function, so env set after
 # sourcing (TRIBUTARY_STATE_DIR, TRIBUTARY_CACHE, K8S_*_PORT) still takes effect.
@@ -37,6 +38,7 @@ _k8s_vars() {
   K8S_BIN_DIR="$TRIBUTARY_CACHE/k8s-$K8S_VERSION/bin"
   ETCD_BIN="$TRIBUTARY_CACHE/etcd-$ETCD_VERSION/bin/etcd"
   HELM_BIN="$TRIBUTARY_CACHE/helm-$HELM_VERSION/bin/helm"
+  PROMTOOL_BIN="$TRIBUTARY_CACHE/promtool-$PROMTOOL_VERSION/bin/promtool"
   KUBECTL="$K8S_BIN_DIR/kubectl"
 
   K8S_STATE_DIR="${TRIBUTARY_STATE_DIR:-$K8S_REPO_ROOT/e2e/.state}"
@@ -91,7 +93,14 @@ _k8s_helm_ldflags() {
        "-X $p/pkg/chartutil.k8sVersionMajor=$mj -X $p/pkg/chartutil.k8sVersionMinor=$mn"
 }
 
-# k8s_build: build (once) and cache etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
+# Prometheus's Makefile stamps the version the same way (`promtool --version`).
+_k8s_promtool_ldflags() {
+  echo "-X github.com/prometheus/common/version.Version=${PROMTOOL_VERSION#v}" \
+       "-X github.com/prometheus/common/version.Branch=module"
+}
+
+# k8s_build: build (once) and cache etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
+# and promtool (the chart's alert rules are unit-tested with `promtool test rules`).
 k8s_build() {
   _k8s_vars
   local m="$K8S_REPO_ROOT/e2e" c
@@ -102,6 +111,8 @@ k8s_build() {
     _k8s_go_build "$m/k8s" "k8s.io/kubernetes/cmd/$c" "$K8S_BIN_DIR/$c" "$(_k8s_version_ldflags)" || return 1
   done
   [[ -x "$HELM_BIN" ]] || _k8s_go_build "$m/helm" helm.sh/helm/v3/cmd/helm "$HELM_BIN" "$(_k8s_helm_ldflags)" || return 1
+  [[ -x "$PROMTOOL_BIN" ]] || _k8s_go_build "$m/promtool" github.com/prometheus/prometheus/cmd/promtool \
+    "$PROMTOOL_BIN" "$(_k8s_promtool_ldflags)" || return 1
 }
 
 # ---------------------------------------------------------------------------- pki

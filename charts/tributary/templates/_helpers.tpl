@@ -36,3 +36,14 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
+
+{{/* The `job` label of each scrape the chart sets up: the rules and the dashboard select on it. */}}
+{{- define "tributary.operatorJob" -}}
+{{- include "tributary.fullname" . }}-metrics
+{{- end -}}
+{{- define "tributary.replicatorJob" -}}
+{{- include "tributary.fullname" . }}-replicator
+{{- end -}}
+{{- define "tributary.checkpointSyncJob" -}}
+{{- include "tributary.fullname" . }}-checkpoint-sync
+{{- end -}}
