@@ -11,3 +11,6 @@ pub mod render;
 pub mod snapshot;
 pub mod table;
 pub mod topology;
+
+#[cfg(test)]
+mod fixtures;

@@ -39,7 +39,7 @@ pub fn render_status(t: &Topology, colour: bool) -> String {
     let all = t.all_namespaces();
     let mut out = String::new();
     out.push_str(&format!(
-        "Tributary in {scope} at {} — from the resources' status; ages are as of each status write (OBSERVED)\n",
+        "Tributary in {scope} at {} (from the resources' status; OBSERVED = age of the status)\n",
         t.observed_at
     ));
 
@@ -461,5 +461,205 @@ pub fn age(seconds: f64) -> String {
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{edit, healthy_yaml, snapshot};
+
+    fn plain(docs: &[String]) -> String {
+        render_status(&Topology::from_snapshot(&snapshot(docs)), false)
+    }
+
+    fn line_of<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting with {start:?} in\n{text}"))
+    }
+
+    #[test]
+    fn a_healthy_topology_renders_every_region_route_and_group() {
+        let expected = "\
+Tributary in namespace demo at 2026-12-01T12:00:10Z (from the resources' status; OBSERVED = age of the status)
+
+REGIONS
+REGION   HEALTH    REGIONAL   AGGREGATE   ROUTES IN   GROUP PROBES
+east     Healthy   Ready      Ready       2/2 Ready   1 answering
+west     Healthy   Ready      Ready       2/2 Ready   1 answering
+
+ROUTES
+ROUTE       AGGREGATE   STATE   REPLICAS   LAG   LAG AGE   CHECKPOINT AGE   OBSERVED
+east→east   east        Ready   1          0     0s        1s               10s ago
+west→east   east        Ready   1          4     0s        2s               10s ago
+east→west   west        Ready   1          0     0s        1s               10s ago
+west→west   west        Ready   1          0     0s        1s               10s ago
+
+GROUPS
+GROUP     GROUP ID   MODE            ACTIVE   EPOCH   STATE   STANDBY SYNC AGE   OBSERVED
+billing   billing    ActivePassive   east     3       Ready   west 2s            1m10s ago
+";
+        assert_eq!(plain(&healthy_yaml()), expected);
+    }
+
+    #[test]
+    fn colour_only_wraps_cells_and_plain_text_has_no_escapes() {
+        let t = Topology::from_snapshot(&snapshot(&healthy_yaml()));
+        let coloured = render_status(&t, true);
+        assert!(coloured.contains("\x1b[32mHealthy\x1b[0m"));
+        let plain = render_status(&t, false);
+        assert!(!plain.contains('\x1b'));
+        assert_eq!(crate::table::tests::strip_ansi(&coloured), plain);
+    }
+
+    #[test]
+    fn colour_is_off_when_not_a_terminal_or_no_color_is_set() {
+        use ColourChoice::*;
+        assert!(colour_enabled(Auto, None, true));
+        assert!(!colour_enabled(Auto, None, false), "piped: plain");
+        assert!(!colour_enabled(Auto, Some("1"), true), "NO_COLOR wins");
+        assert!(
+            colour_enabled(Auto, Some(""), true),
+            "empty NO_COLOR is unset"
+        );
+        assert!(colour_enabled(Always, Some("1"), false));
+        assert!(!colour_enabled(Never, None, true));
+    }
+
+    #[test]
+    fn a_missing_status_is_unknown_never_healthy() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "AggregateCluster", "west", |v| {
+            v.as_mapping_mut().expect("map").remove("status");
+        });
+        let text = plain(&docs);
+        assert_eq!(
+            line_of(&text, "west "),
+            "west     Unknown   Ready      Unknown (no status)   unknown     1 answering"
+        );
+        assert!(text.contains(
+            "- AggregateCluster west: no status yet (is the operator running and watching this namespace?)"
+        ));
+        assert!(!text.contains("→west"), "no routes are invented:\n{text}");
+    }
+
+    #[test]
+    fn a_stale_status_is_unknown_and_names_the_last_known_state() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "AggregateCluster", "east", |v| {
+            v["metadata"]["generation"] = 2.into();
+        });
+        let text = plain(&docs);
+        assert!(
+            line_of(&text, "east ").contains(
+                "Unknown   Ready      Unknown (stale: observed generation 1 < 2, was Ready)   unknown"
+            ),
+            "{text}"
+        );
+        assert!(
+            line_of(&text, "west→east")
+                .contains("Unknown (stale: observed generation 1 < 2, was Ready)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_stale_group_marks_active_region_and_epoch_as_stale() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "ConsumerGroupFailover", "billing", |v| {
+            v["metadata"]["generation"] = 3.into();
+        });
+        let text = plain(&docs);
+        let line = line_of(&text, "billing ");
+        assert!(line.contains("east (stale)   3 (stale)"), "{line}");
+        assert!(line.contains("Unknown (stale"), "{line}");
+        // A stale group's probes say nothing current about the regions.
+        assert!(line_of(&text, "east ").ends_with("2/2 Ready   -"), "{text}");
+    }
+
+    #[test]
+    fn a_failing_probe_marks_the_region_down_and_says_why() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "ConsumerGroupFailover", "billing", |v| {
+            v["status"]["regions"][1]["healthy"] = false.into();
+            v["status"]["regions"][1]["failedProbes"] = 4.into();
+        });
+        edit(&mut docs, "AggregateCluster", "west", |v| {
+            v["status"]["conditions"][0] = serde_yaml::from_str(
+                r#"{type: Ready, status: "False", reason: ClusterUnreachable, message: "kafka-agg-west:9092: connection refused", lastTransitionTime: "2026-12-01T12:00:00Z"}"#,
+            )
+            .expect("condition");
+            v["status"]["routes"][0]["state"] = "Degraded".into();
+            v["status"]["routes"][0]["message"] = "aggregate unreachable".into();
+        });
+        let text = plain(&docs);
+        assert_eq!(
+            line_of(&text, "west "),
+            "west     Down      Ready      NotReady (ClusterUnreachable)   1/2 Ready   1 failing (4 failed probes)"
+        );
+        assert!(line_of(&text, "east→west").contains("Degraded"));
+        assert!(text.contains(
+            "- AggregateCluster west: NotReady (ClusterUnreachable): kafka-agg-west:9092: connection refused"
+        ));
+        assert!(text.contains("- route east→west (west-from-east): aggregate unreachable"));
+    }
+
+    #[test]
+    fn a_move_under_way_shows_its_step_and_ends() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "ConsumerGroupFailover", "billing", |v| {
+            v["status"]["conditions"][1] = serde_yaml::from_str(
+                r#"{type: FailingOver, status: "True", reason: Draining, message: "waiting for east", lastTransitionTime: "2026-12-01T12:00:00Z"}"#,
+            )
+            .expect("condition");
+            v["status"]["pendingMove"] = serde_yaml::from_str(
+                "{from: east, to: west, reason: SpecChanged, kind: Planned, epoch: 4}",
+            )
+            .expect("move");
+        });
+        let text = plain(&docs);
+        assert!(
+            line_of(&text, "billing ").contains("FailingOver Draining (east→west, epoch 4)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_standby_that_never_synced_says_never() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "ConsumerGroupFailover", "billing", |v| {
+            v["status"]["regions"][1]
+                .as_mapping_mut()
+                .expect("map")
+                .remove("lastSyncTime");
+        });
+        assert!(line_of(&plain(&docs), "billing ").contains("west never"));
+    }
+
+    #[test]
+    fn all_namespaces_adds_a_namespace_column() {
+        let mut s = snapshot(&healthy_yaml());
+        s.scope = crate::snapshot::Scope::AllNamespaces;
+        let text = render_status(&Topology::from_snapshot(&s), false);
+        assert!(text.starts_with("Tributary in all namespaces"));
+        assert!(text.contains("NAMESPACE   REGION   HEALTH"));
+        assert!(text.contains("demo        billing   billing"));
+    }
+
+    #[test]
+    fn nothing_found_says_so() {
+        let text = plain(&[]);
+        assert_eq!(text, "No Tributary resources found in namespace demo.\n");
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(age(0.4), "0s");
+        assert_eq!(age(59.0), "59s");
+        assert_eq!(age(192.0), "3m12s");
+        assert_eq!(age(7500.0), "2h05m");
+        assert_eq!(age(3.0 * 86400.0 + 4.0 * 3600.0), "3d4h");
+        assert_eq!(age(-3.0), "0s");
     }
 }

@@ -526,3 +526,118 @@ pub fn seconds_between(earlier: Timestamp, later: Timestamp) -> f64 {
     let ms = later.as_millisecond() - earlier.as_millisecond();
     (ms.max(0) as f64) / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{edit, healthy_yaml, snapshot};
+
+    fn json(docs: &[String]) -> serde_json::Value {
+        serde_json::to_value(Topology::from_snapshot(&snapshot(docs))).expect("JSON")
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let j = json(&healthy_yaml());
+        assert_eq!(j["kind"], "TributaryStatus");
+        assert_eq!(j["version"], 1);
+        assert_eq!(j["observedAt"], "2026-12-01T12:00:10Z");
+        assert_eq!(j["namespace"], "demo");
+        let east = &j["regions"][0];
+        assert_eq!(east["region"], "east");
+        assert_eq!(east["health"], "Healthy");
+        assert_eq!(east["routesInReady"], 2);
+        assert_eq!(east["routesInTotal"], 2);
+        assert_eq!(east["groupProbes"]["healthy"], 1);
+        assert_eq!(east["aggregateClusters"][0]["health"], "Ready");
+        assert_eq!(
+            east["aggregateClusters"][0]["observation"],
+            serde_json::json!({
+                "freshness": "Current",
+                "generation": 1,
+                "observedGeneration": 1,
+                "statusWrittenAt": "2026-12-01T12:00:00Z",
+                "statusAgeSeconds": 10.0,
+            })
+        );
+        let route = &j["routes"][1];
+        assert_eq!(route["sourceRegion"], "west");
+        assert_eq!(route["region"], "east");
+        assert_eq!(route["state"], "Ready");
+        assert_eq!(route["lagRecords"], 4);
+        assert_eq!(route["lastCheckpointAgeSeconds"], 2.0);
+        let g = &j["groups"][0];
+        assert_eq!(g["name"], "billing");
+        assert_eq!(g["activeRegion"], "east");
+        assert_eq!(g["epoch"], 3);
+        assert_eq!(g["ready"]["health"], "Ready");
+        assert_eq!(g["lastFailover"]["reason"], "Failback");
+        assert_eq!(g["lastFailover"]["rtoSeconds"], 1.8);
+        assert_eq!(g["regions"][1]["role"], "Standby");
+        assert_eq!(g["regions"][1]["syncAgeSeconds"], 2.0);
+        assert!(g["pendingMove"].is_null());
+    }
+
+    #[test]
+    fn sync_age_counts_from_now_not_from_the_status_write() {
+        // The group's status was written 70 s before the read, its standby synced 2 s before.
+        let j = json(&healthy_yaml());
+        assert_eq!(
+            j["groups"][0]["ready"]["observation"]["statusAgeSeconds"],
+            70.0
+        );
+        assert_eq!(j["groups"][0]["regions"][1]["syncAgeSeconds"], 2.0);
+    }
+
+    #[test]
+    fn no_status_is_unknown_with_freshness_missing() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "RegionalStream", "east", |v| {
+            v.as_mapping_mut().expect("map").remove("status");
+        });
+        let j = json(&docs);
+        let s = &j["regions"][0]["regionalStreams"][0];
+        assert_eq!(s["health"], "Unknown");
+        assert_eq!(s["observation"]["freshness"], "Missing");
+        assert_eq!(j["regions"][0]["health"], "Unknown");
+    }
+
+    #[test]
+    fn a_stale_route_keeps_its_last_known_state_beside_unknown() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "AggregateCluster", "east", |v| {
+            v["metadata"]["generation"] = 2.into();
+        });
+        let j = json(&docs);
+        assert_eq!(j["routes"][0]["state"], "Unknown");
+        assert_eq!(j["routes"][0]["lastKnownState"], "Ready");
+        assert_eq!(j["routes"][0]["observation"]["freshness"], "Stale");
+        assert_eq!(
+            j["regions"][0]["routesInTotal"], 0,
+            "stale routes are not counted"
+        );
+    }
+
+    #[test]
+    fn a_region_known_only_from_a_group_is_listed() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "ConsumerGroupFailover", "billing", |v| {
+            v["spec"]["regions"].as_sequence_mut().expect("list").push(
+                serde_yaml::from_str("{region: central, aggregateCluster: central}")
+                    .expect("region"),
+            );
+        });
+        let j = json(&docs);
+        let central = j["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .find(|r| r["region"] == "central")
+            .expect("central listed")
+            .clone();
+        assert_eq!(central["health"], "Unknown", "no object and no probe of it");
+        let g = &j["groups"][0]["regions"][2];
+        assert_eq!(g["region"], "central");
+        assert!(g["healthy"].is_null());
+    }
+}
