@@ -319,7 +319,7 @@ impl Topology {
         Topology {
             kind: KIND,
             version: VERSION,
-            observed_at: now.to_string(),
+            observed_at: rfc3339_seconds(now),
             namespace: snapshot.scope.namespace().map(str::to_string),
             regions,
             routes,
@@ -519,6 +519,11 @@ fn region_health(r: &RegionView) -> RegionHealth {
         return RegionHealth::Unknown;
     }
     RegionHealth::Healthy
+}
+
+/// `2026-12-01T12:00:10Z`: to the second, as Kubernetes writes times.
+pub fn rfc3339_seconds(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Seconds from `earlier` to `later`, never negative (clocks of writer and reader differ).
