@@ -30,6 +30,48 @@ enum Command {
         #[arg(long = "color", value_enum, default_value_t = ColourChoice::Auto)]
         colour: ColourChoice,
     },
+    /// Move a group's active region: sets spec.activeRegion by server-side apply (field
+    /// manager kubectl-tributary) and follows the move in status until it finished.
+    Failover {
+        /// The ConsumerGroupFailover's name.
+        group: String,
+        /// The region to move to (one of spec.regions).
+        #[arg(long, value_name = "REGION")]
+        to: String,
+        #[command(flatten)]
+        options: MoveArgs,
+    },
+    /// Move a group back to the region its last move left (status.lastFailover.from).
+    Failback {
+        /// The ConsumerGroupFailover's name.
+        group: String,
+        #[command(flatten)]
+        options: MoveArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct MoveArgs {
+    /// Take spec.activeRegion even when another field manager (a GitOps tool, kubectl edit)
+    /// owns it; change it in Git too, or the tool will set it back.
+    #[arg(long)]
+    force: bool,
+    /// Set the spec and return without waiting for the move.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for the move: 90s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_parser = tributary_cli::failover::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+impl MoveArgs {
+    fn options(&self) -> commands::MoveOptions {
+        commands::MoveOptions {
+            force: self.force,
+            wait: !self.no_wait,
+            timeout: self.timeout,
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -43,6 +85,12 @@ async fn main() -> std::process::ExitCode {
                 output,
                 colour,
             } => commands::status(&conn, all_namespaces, output, colour).await,
+            Command::Failover { group, to, options } => {
+                commands::move_group(&conn, &group, Some(&to), &options.options()).await
+            }
+            Command::Failback { group, options } => {
+                commands::move_group(&conn, &group, None, &options.options()).await
+            }
         }
     }
     .await;
