@@ -162,12 +162,17 @@ impl Stack {
 
     /// Server-side applies one Tributary object given as YAML (its spec and metadata).
     pub async fn apply(&self, ns: &str, yaml: &str) -> DynamicObject {
+        self.apply_as(ns, MANAGER, yaml).await
+    }
+
+    /// [`Stack::apply`] with another field manager (a GitOps tool, say).
+    pub async fn apply_as(&self, ns: &str, manager: &str, yaml: &str) -> DynamicObject {
         let obj: DynamicObject = serde_yaml::from_str(yaml).expect("object YAML");
         let api = self.api_of(ns, &obj);
         let name = obj.metadata.name.clone().expect("name");
         api.patch(
             &name,
-            &PatchParams::apply(MANAGER).force(),
+            &PatchParams::apply(manager).force(),
             &Patch::Apply(&obj),
         )
         .await
