@@ -14,6 +14,7 @@ use crate::failover::{
     FIELD_MANAGER, Goal, MoveWatch, Request, Step, active_region_owners, conflict_refusal, decide,
     describe_owners, failback_target,
 };
+use crate::plan::{PlanView, render_plan};
 use crate::render::{ColourChoice, colour_enabled, render_status};
 use crate::topology::Topology;
 
@@ -260,3 +261,20 @@ fn api_namespace(api: &Api<ConsumerGroupFailover>) -> String {
 }
 
 const POLL: Duration = Duration::from_millis(250);
+
+/// `plan GROUP`: the move under way and its translation, and the last move.
+pub async fn plan(conn: &Connection, name: &str, output: OutputFormat) -> Result<()> {
+    let ns = &conn.default_namespace;
+    let api: Api<ConsumerGroupFailover> = Api::namespaced(conn.client.clone(), ns);
+    let cgf = get_group(&api, name, ns).await?;
+    let text = match output {
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&PlanView::of(&cgf))?;
+            s.push('\n');
+            s
+        }
+        OutputFormat::Table => render_plan(&cgf, k8s_openapi::jiff::Timestamp::now()),
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}

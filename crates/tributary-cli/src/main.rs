@@ -48,6 +48,16 @@ enum Command {
         #[command(flatten)]
         options: MoveArgs,
     },
+    /// The translation a group's move resumes from: the move under way
+    /// (status.pendingMove.plan: bounds, watermarks) and the last move (resume offsets,
+    /// watermarks).
+    Plan {
+        /// The ConsumerGroupFailover's name.
+        group: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +101,7 @@ async fn main() -> std::process::ExitCode {
             Command::Failback { group, options } => {
                 commands::move_group(&conn, &group, None, &options.options()).await
             }
+            Command::Plan { group, output } => commands::plan(&conn, &group, output).await,
         }
     }
     .await;

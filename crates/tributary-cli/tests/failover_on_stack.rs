@@ -151,6 +151,16 @@ lastFailover: {{from: east, to: west, reason: SpecChanged, kind: Planned, epoch:
                 "failover again",
             );
             assert!(again.contains("already active in west at epoch 2"), "{again}");
+
+            // `plan` shows the finished move from status, as text and as JSON.
+            let plan = stdout_of(&run_plugin(&stack, &["plan", "billing", "-n", &ns]), "plan");
+            assert!(plan.starts_with("billing: active in west at epoch 2\n"), "{plan}");
+            assert!(plan.contains("no move under way\n"), "{plan}");
+            assert!(plan.contains("LAST MOVE\nPlanned SpecChanged move east→west at epoch 2\n"), "{plan}");
+            let json = stdout_of(&run_plugin(&stack, &["plan", "billing", "-n", &ns, "-o", "json"]), "plan -o json");
+            let j: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+            assert_eq!(j["kind"], "TributaryPlan");
+            assert_eq!(j["lastFailover"]["maxDuplicatesAfterDedupe"], 0);
         })
         .await;
 }
