@@ -216,3 +216,105 @@ async fn failover_refuses_a_field_another_manager_owns_unless_forced() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn failback_after_an_automatic_failover_makes_the_runbooks_two_edits() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let s = stack.clone();
+    stack
+        .in_namespace("cli-failback", |ns| async move {
+            let stack = s;
+            stack.apply(&ns, &group_yaml(None)).await;
+            // An earlier `kubectl tributary failover --to east` (a partial apply, as the plugin's).
+            stack
+                .apply_as(
+                    &ns,
+                    "kubectl-tributary",
+                    "{apiVersion: tributary.dev/v1alpha1, kind: ConsumerGroupFailover, metadata: {name: billing}, spec: {activeRegion: east}}",
+                )
+                .await;
+            let api = stack.tributary_api(&ns, "ConsumerGroupFailover", "consumergroupfailovers");
+            let generation = api.get("billing").await.expect("get").metadata.generation.expect("generation");
+            // Then east died and the group moved to west by itself; the spec still says east.
+            let status = |generation: i64, active: &str, epoch: i64, acted: &str, last: &str| {
+                format!(
+                    r#"
+observedGeneration: {generation}
+activeRegion: {active}
+epoch: {epoch}
+actedActiveRegion: {acted}
+conditions:
+  - {{type: Ready, status: "True", reason: Active, message: "{active} is active", lastTransitionTime: "2026-12-01T12:00:00Z"}}
+regions:
+  - {{region: east, healthy: true}}
+  - {{region: west, healthy: true}}
+lastFailover: {last}
+"#
+                )
+            };
+            stack
+                .apply_status(
+                    &ns,
+                    "ConsumerGroupFailover",
+                    "billing",
+                    &status(generation, "west", 2, "east", "{from: east, to: west, reason: RegionDown, kind: Unplanned, epoch: 2}"),
+                )
+                .await;
+
+            let child = Command::new(plugin())
+                .args(["failback", "billing", "-n", &ns, "--timeout", "60s"])
+                .env("KUBECONFIG", &stack.kubeconfig)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("kubectl-tributary starts");
+
+            // First edit: the current region, acknowledged without a move.
+            let first = wait_until("spec.activeRegion: west", Duration::from_secs(30), || async {
+                let o = api.get("billing").await.ok()?;
+                (o.data["spec"]["activeRegion"] == "west").then_some(o)
+            })
+            .await;
+            let g1 = first.metadata.generation.expect("generation");
+            stack
+                .apply_status(
+                    &ns,
+                    "ConsumerGroupFailover",
+                    "billing",
+                    &status(g1, "west", 2, "west", "{from: east, to: west, reason: RegionDown, kind: Unplanned, epoch: 2}"),
+                )
+                .await;
+            // Second edit: the target; the move finishes at epoch 3.
+            let second = wait_until("spec.activeRegion: east", Duration::from_secs(30), || async {
+                let o = api.get("billing").await.ok()?;
+                (o.data["spec"]["activeRegion"] == "east").then_some(o)
+            })
+            .await;
+            let g2 = second.metadata.generation.expect("generation");
+            assert!(g2 > g1);
+            stack
+                .apply_status(
+                    &ns,
+                    "ConsumerGroupFailover",
+                    "billing",
+                    &status(g2, "east", 3, "east", "{from: west, to: east, reason: Failback, kind: Planned, epoch: 3, rtoSeconds: 2.1}"),
+                )
+                .await;
+
+            let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+                .await
+                .expect("join")
+                .expect("plugin output");
+            let text = stdout_of(&out, "failback billing");
+            println!("{text}");
+            assert!(text.contains("spec.activeRegion already says east and was acted on, but billing is active in west"), "{text}");
+            assert!(text.contains("billing is active in west at epoch 2 (spec acknowledged, no move)"), "{text}");
+            assert!(
+                text.lines().last().expect("result").ends_with("billing is active in east at epoch 3: Planned Failback move from west, RTO 2.1s"),
+                "{text}"
+            );
+        })
+        .await;
+}
