@@ -109,7 +109,15 @@ fn regions_table(regions: &[RegionView], all: bool) -> Table {
         let routes = if r.aggregate_clusters.is_empty() {
             Cell::new("-", Tone::Dim)
         } else if r.routes_in_total == 0 {
-            Cell::new("unknown", Tone::Warn)
+            let all_current = r
+                .aggregate_clusters
+                .iter()
+                .all(|a| a.observation.freshness == Freshness::Current);
+            if all_current {
+                Cell::new("none", Tone::Warn)
+            } else {
+                Cell::new("unknown", Tone::Warn)
+            }
         } else {
             let tone = if r.routes_in_ready == r.routes_in_total {
                 Tone::Good
@@ -395,7 +403,13 @@ fn problems(t: &Topology) -> Vec<String> {
         .regions
         .iter()
         .flat_map(|r| r.regional_streams.iter().chain(&r.aggregate_clusters))
-        .chain(t.groups.iter().map(|g| &g.ready));
+        // A group that is moving is shown as moving (GROUPS), not as a problem.
+        .chain(
+            t.groups
+                .iter()
+                .map(|g| &g.ready)
+                .filter(|o| o.reason.as_deref() != Some("FailingOver")),
+        );
     for o in objects {
         match o.observation.freshness {
             Freshness::Missing => out.push(format!(
@@ -440,13 +454,26 @@ fn problems(t: &Topology) -> Vec<String> {
         }
     }
     for g in &t.groups {
-        if let Some(b) = &g.failover_blocked {
+        let already_said = |c: &crate::topology::ConditionView| {
+            g.ready.reason.as_deref() == Some(c.reason.as_str())
+                && g.ready.message.as_deref().unwrap_or_default() == c.message
+        };
+        if let Some(b) = g.failover_blocked.as_ref().filter(|b| !already_said(b)) {
             out.push(format!(
                 "ConsumerGroupFailover {}{}: FailoverBlocked ({}): {}",
                 prefix(&g.namespace),
                 g.name,
                 b.reason,
                 b.message
+            ));
+        }
+        if let Some(d) = &g.degraded {
+            out.push(format!(
+                "ConsumerGroupFailover {}{}: Degraded ({}): {}",
+                prefix(&g.namespace),
+                g.name,
+                d.reason,
+                d.message
             ));
         }
     }
@@ -623,6 +650,59 @@ billing   billing    ActivePassive   east     3       Ready   west 2s           
             line_of(&text, "billing ").contains("FailingOver Draining (east→west, epoch 4)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_blocked_group_is_one_problem_with_its_reason_and_a_down_region_another() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "ConsumerGroupFailover", "billing", |v| {
+            let conditions = v["status"]["conditions"].as_sequence_mut().expect("list");
+            conditions[0] = serde_yaml::from_str(
+                r#"{type: Ready, status: "False", reason: FailoverBlocked, message: "west: offsets 45s old (maxSyncAge 30s)", lastTransitionTime: "2026-12-01T12:00:00Z"}"#,
+            )
+            .expect("condition");
+            conditions.push(
+                serde_yaml::from_str(r#"{type: FailoverBlocked, status: "True", reason: FailoverBlocked, message: "west: offsets 45s old (maxSyncAge 30s)", lastTransitionTime: "2026-12-01T12:00:00Z"}"#)
+                    .expect("condition"),
+            );
+            conditions.push(
+                serde_yaml::from_str(r#"{type: Degraded, status: "True", reason: RegionDown, message: "east: connection refused", lastTransitionTime: "2026-12-01T12:00:00Z"}"#)
+                    .expect("condition"),
+            );
+        });
+        let text = plain(&docs);
+        let problems: Vec<&str> = text.lines().filter(|l| l.starts_with("- ")).collect();
+        assert_eq!(
+            problems,
+            [
+                "- ConsumerGroupFailover billing: NotReady (FailoverBlocked): west: offsets 45s old (maxSyncAge 30s)",
+                "- ConsumerGroupFailover billing: Degraded (RegionDown): east: connection refused",
+            ]
+        );
+        assert!(line_of(&text, "billing ").contains("Blocked (FailoverBlocked)"));
+    }
+
+    #[test]
+    fn a_moving_group_is_not_listed_as_a_problem() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "ConsumerGroupFailover", "billing", |v| {
+            v["status"]["conditions"][0] = serde_yaml::from_str(
+                r#"{type: Ready, status: "False", reason: FailingOver, message: "moving to west", lastTransitionTime: "2026-12-01T12:00:00Z"}"#,
+            )
+            .expect("condition");
+        });
+        assert!(!plain(&docs).contains("PROBLEMS"));
+    }
+
+    #[test]
+    fn an_aggregate_with_no_routes_says_none() {
+        let mut docs = healthy_yaml();
+        edit(&mut docs, "AggregateCluster", "west", |v| {
+            v["status"].as_mapping_mut().expect("map").remove("routes");
+        });
+        let text = plain(&docs);
+        let line = line_of(&text, "west ");
+        assert!(line.contains("   Ready       none   "), "{line}");
     }
 
     #[test]

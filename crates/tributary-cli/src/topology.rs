@@ -170,6 +170,9 @@ pub struct GroupView {
     pub failing_over: Option<ConditionView>,
     /// The `FailoverBlocked` condition while it is True.
     pub failover_blocked: Option<ConditionView>,
+    /// The `Degraded` condition while it is True (`RegionDown`: the message names each down
+    /// region and its last probe error).
+    pub degraded: Option<ConditionView>,
     pub pending_move: Option<MoveView>,
     pub last_failover: Option<MoveView>,
     /// Per region of `spec.regions`, in preference order.
@@ -474,6 +477,7 @@ fn group_view(g: &ConsumerGroupFailover, now: Timestamp) -> GroupView {
             .filter(|_| current),
         failover_blocked: true_condition(&status.conditions, condition_type::FAILOVER_BLOCKED)
             .filter(|_| current),
+        degraded: true_condition(&status.conditions, condition_type::DEGRADED).filter(|_| current),
         pending_move: status.pending_move.as_ref().map(|m| MoveView {
             from: m.from.clone(),
             to: m.to.clone(),
