@@ -1,0 +1,18 @@
+//! `kubectl tributary`: the kubectl plugin of Tributary.
+//!
+//! Layout: [`cluster`] is the only I/O (client from kubeconfig, listing the kinds);
+//! [`snapshot`] is what was read; [`topology`] interprets it (pure, and the `-o json` shape);
+//! [`render`] and [`table`] turn it into text (pure); [`failover`] decides and follows moves
+//! of a group's active region (pure); [`plan`] shows a move's translation (pure). Commands wire these together in [`commands`].
+
+pub mod cluster;
+pub mod commands;
+pub mod failover;
+pub mod plan;
+pub mod render;
+pub mod snapshot;
+pub mod table;
+pub mod topology;
+
+#[cfg(test)]
+mod fixtures;
