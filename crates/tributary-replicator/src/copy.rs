@@ -1371,6 +1371,23 @@ impl Session<'_> {
                 slot.first_checkpointed = true;
             }
             if d.source >= 0 && d.source != slot.checkpointed_source {
+                if slot
+                    .last_checkpoint
+                    .is_some_and(|last| (d.dest as u64) < last.destination_offset)
+                {
+                    // The destination log restarted under us (topic recreated): every earlier
+                    // checkpoint describes a log that is gone. A restart origin says so before
+                    // the new log's first checkpoint; (0, 0) is below anything copied into it.
+                    warn!(topic = %topic, partition = slot.partition, acknowledged = d.dest,
+                        last_checkpointed = slot.last_checkpoint.map(|l| l.destination_offset),
+                        "the destination partition restarted (recreated topic?): writing a restart origin");
+                    self.checkpoints.write(
+                        &route,
+                        topic,
+                        slot.partition,
+                        CheckpointEntry::Origin(RouteOrigin::new(0, 0)),
+                    );
+                }
                 let checkpoint = OffsetCheckpoint {
                     source_offset: d.source as u64,
                     destination_offset: d.dest as u64,
