@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use sim::{Mess, Rng, Sparsity, World, WorldConfig};
+use tributary_core::CheckpointIndexes;
 use tributary_core::index::ThinningPolicy;
 use tributary_core::{
     AggregatePartition, Deduper, LogOffsets, ObservedRecord, ObservedTail, PartitionOutcome,
@@ -175,13 +176,43 @@ fn check_translation(
             (scenario.to, scenario.to_end.clone()),
         ],
     );
+    check_translation_of(world, scenario, &indexes, exact)
+}
+
+/// As [`check_translation`], from indexes of a suffix of each checkpoint topic: what a reader
+/// that starts inside the topic (layout v2's window, or a topic that retention cut) holds.
+fn check_translation_of_suffixes(
+    world: &World,
+    scenario: &Scenario,
+    policy: ThinningPolicy,
+    seed: u64,
+) -> Result<tributary_core::TranslationPlan, TestCaseError> {
+    let mut rng = Rng::new(seed);
+    let mut indexes = CheckpointIndexes::new(policy);
+    for (aggregate, end) in [
+        (scenario.from, &scenario.from_checkpoints_end),
+        (scenario.to, &scenario.to_end),
+    ] {
+        let records = world.checkpoint_records(aggregate, end);
+        let skip = rng.below(records.len() as u64 + 1) as usize;
+        World::load(&mut indexes, &records[skip..]);
+    }
+    check_translation_of(world, scenario, &indexes, false)
+}
+
+fn check_translation_of(
+    world: &World,
+    scenario: &Scenario,
+    indexes: &CheckpointIndexes,
+    exact: bool,
+) -> Result<tributary_core::TranslationPlan, TestCaseError> {
     let layout = world.layout();
     let plan = translate(&TranslationRequest {
         group_id: "g",
         from_region: &world.aggregate_regions[scenario.from],
         to_region: &world.aggregate_regions[scenario.to],
         layout: &layout,
-        checkpoints: &indexes,
+        checkpoints: indexes,
         committed: &scenario.committed,
         destination: &scenario.destination,
         observed: &scenario.observed,
@@ -278,6 +309,20 @@ proptest! {
         let world = World::build(&config);
         let scenario = scenario(&world, scenario_seed, false);
         check_translation(&world, &scenario, policy, false)?;
+    }
+
+    /// Layout v2 readers start inside the checkpoint topics: from any suffix of them, a
+    /// translation never skips and stays within its bounds, in a messy world too.
+    #[test]
+    fn translation_from_any_suffix_of_the_checkpoint_topics_never_skips(
+        config in config_with(false, mess()),
+        policy in policy(),
+        scenario_seed in any::<u64>(),
+        suffix_seed in any::<u64>(),
+    ) {
+        let world = World::build(&config);
+        let scenario = scenario(&world, scenario_seed, false);
+        check_translation_of_suffixes(&world, &scenario, policy, suffix_seed)?;
     }
 
     /// Re-copies, concurrent checkpoint writers and a recreated destination: a partition is
