@@ -279,7 +279,10 @@ pub struct RouteStatus {
     /// Age of the oldest record not yet copied, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,
-    /// Seconds since the route's last checkpoint.
+    /// Seconds since the route's newest checkpoint record. While the route copies this stays
+    /// near the checkpoint interval; an idle route writes only when its floor rises or once a
+    /// heartbeat (1 h by default), so its age grows up to that (docs/checkpoint-format.md,
+    /// layout v2). The replicator's `checkpoint_age_seconds` metric says whether writes fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint_age_seconds: Option<f64>,
     /// `Ready`, `Degraded`, `Pending`.

@@ -822,9 +822,76 @@ impl ConsumerContext for LoggingContext {}
 
 impl ProducerContext for LoggingContext {
     type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
+/// Checkpoint writes not yet acknowledged, and since when one has been owed: what
+/// `checkpoint_age_seconds` reports (a route whose checkpoints fail or hang shows a growing
+/// age; an idle route that owes nothing shows 0, however long since its last heartbeat).
+#[derive(Default)]
+struct CheckpointDebt {
+    in_flight: std::sync::atomic::AtomicI64,
+    /// ms since the epoch of the oldest write not followed by an acknowledgement; 0: none.
+    owed_since_ms: std::sync::atomic::AtomicI64,
+}
+
+impl CheckpointDebt {
+    fn sent(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.in_flight.fetch_add(1, Relaxed);
+        let _ = self
+            .owed_since_ms
+            .compare_exchange(0, now_ms(), Relaxed, Relaxed);
+    }
+
+    fn answered(&self, acknowledged: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = self.in_flight.fetch_sub(1, Relaxed) - 1;
+        // A failed write stays owed until a later one is acknowledged.
+        if acknowledged && left <= 0 {
+            self.owed_since_ms.store(0, Relaxed);
+        }
+    }
+
+    fn age(&self) -> Duration {
+        let since = self
+            .owed_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if since == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(now_ms().saturating_sub(since).max(0) as u64)
+        }
+    }
+}
+
+/// The checkpoint producer's context: logs like [`LoggingContext`] and settles the debt.
+struct CheckpointContext {
+    logging: LoggingContext,
+    debt: Arc<CheckpointDebt>,
+    health: Arc<Health>,
+}
+
+impl ClientContext for CheckpointContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.logging.log(level, fac, message);
+    }
+    fn error(&self, error: RdError, reason: &str) {
+        self.logging.error(error, reason);
+    }
+}
+
+impl ProducerContext for CheckpointContext {
+    type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            warn!(cluster = %self.cluster, topic = m.topic(), "checkpoint write failed: {e}");
+        match result {
+            Ok(_) => self.debt.answered(true),
+            Err((e, m)) => {
+                self.debt.answered(false);
+                self.health.metrics.checkpoint_delivery_failures.inc();
+                self.health.metrics.error("Checkpoint");
+                warn!(cluster = %self.logging.cluster, topic = m.topic(), "checkpoint write failed: {e}");
+            }
         }
     }
 }
@@ -837,9 +904,10 @@ fn now_ms() -> i64 {
 
 /// Writes checkpoint-topic records (plain idempotent producer on the destination).
 struct CheckpointWriter {
-    producer: BaseProducer<LoggingContext>,
+    producer: BaseProducer<CheckpointContext>,
     topic: String,
     health: Arc<Health>,
+    debt: Arc<CheckpointDebt>,
 }
 
 impl CheckpointWriter {
@@ -850,13 +918,19 @@ impl CheckpointWriter {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
+        let debt = Arc::new(CheckpointDebt::default());
         let producer = config
-            .create_with_context(LoggingContext::new(&cfg.dest.name))
+            .create_with_context(CheckpointContext {
+                logging: LoggingContext::new(&cfg.dest.name),
+                debt: debt.clone(),
+                health: health.clone(),
+            })
             .map_err(|e| classify(&cfg.dest.name, "creating the checkpoint producer", None, e))?;
         Ok(Self {
             producer,
             topic: cfg.checkpoint_topic.clone(),
             health,
+            debt,
         })
     }
 
@@ -887,7 +961,10 @@ impl CheckpointWriter {
             .payload(&encoded.value);
         loop {
             match self.producer.send(next) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.debt.sent();
+                    break;
+                }
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.producer.poll(Duration::from_millis(5));
                     next = back;
@@ -1033,7 +1110,7 @@ impl Session<'_> {
                 last_checkpoint = Instant::now();
             }
             if stats_at.elapsed() >= Duration::from_secs(1) {
-                self.update_metrics(last_checkpoint);
+                self.update_metrics();
                 stats_at = Instant::now();
             }
             let ready = self.replicator.health.ready.load(Ordering::Relaxed);
@@ -1088,7 +1165,7 @@ impl Session<'_> {
         }
         self.write_checkpoints();
         self.checkpoints.flush();
-        self.update_metrics(Instant::now());
+        self.update_metrics();
         info!(route = %self.cfg().name, "final position committed and checkpoint written");
         Ok(end)
     }
@@ -1461,11 +1538,11 @@ impl Session<'_> {
         self.checkpoints.write(&route, topic, partition, entry);
     }
 
-    fn update_metrics(&mut self, last_checkpoint: Instant) {
+    fn update_metrics(&mut self) {
         let metrics = &self.replicator.health.metrics;
         metrics
             .checkpoint_age_seconds
-            .set(last_checkpoint.elapsed().as_secs_f64());
+            .set(self.checkpoints.debt.age().as_secs_f64());
         let acked = self.ledger.lock().slots.clone();
         let now = now_ms();
         for (slot, a) in self.slots.iter_mut().zip(acked) {

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub retention_gap_records: Family<PartitionLabels, Counter>,
     pub checkpoint_age_seconds: Gauge<f64, AtomicU64>,
     pub checkpoints_written: Counter,
+    /// Checkpoint records the destination did not acknowledge (each also counts as an error
+    /// of category `Checkpoint`).
+    pub checkpoint_delivery_failures: Counter,
     pub transactions: Counter,
     pub errors: Family<CategoryLabels, Counter>,
     pub replication_latency_seconds: Histogram,
@@ -56,6 +59,7 @@ impl Metrics {
             retention_gap_records: Family::default(),
             checkpoint_age_seconds: Gauge::default(),
             checkpoints_written: Counter::default(),
+            checkpoint_delivery_failures: Counter::default(),
             transactions: Counter::default(),
             errors: Family::default(),
             replication_latency_seconds: Histogram::new([
@@ -95,8 +99,13 @@ impl Metrics {
         );
         registry.register(
             "checkpoint_age_seconds",
-            "Seconds since checkpoints were last written",
+            "Seconds a checkpoint write has been owed: since the oldest one the destination has not acknowledged (failed writes stay owed until a later one is); 0 when every write was acknowledged, however idle the route",
             m.checkpoint_age_seconds.clone(),
+        );
+        registry.register(
+            "checkpoint_delivery_failures",
+            "Checkpoint records the destination did not acknowledge",
+            m.checkpoint_delivery_failures.clone(),
         );
         registry.register(
             "checkpoints_written",

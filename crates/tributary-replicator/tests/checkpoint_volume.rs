@@ -188,3 +188,76 @@ fn a_recreated_destination_gets_a_restart_origin_before_its_checkpoints() {
         "a reader holds no contradiction for the route"
     );
 }
+
+/// Checkpoint writes the destination refuses are counted, and the checkpoint age grows from
+/// the oldest unacknowledged write instead of restarting at every attempt.
+#[test]
+fn refused_checkpoint_writes_are_counted_and_age_the_checkpoints() {
+    let (east, west_aggregate, _) =
+        stack("refused_checkpoint_writes_are_counted_and_age_the_checkpoints")
+            .expect("the stack must run (make stack-up)");
+    let topic = unique("refused");
+    create_topic(&east, &topic, 1);
+    produce(&east, &topic, 0, "data", 20, 10, 0);
+    // A checkpoint topic whose records may be at most 64 bytes: every checkpoint is refused.
+    let checkpoint_topic = unique("refused-checkpoints");
+    common::runtime()
+        .block_on(
+            common::admin(&west_aggregate).create_topic(&tributary_kafka::TopicSpec {
+                name: checkpoint_topic.clone(),
+                partitions: 1,
+                replication_factor: None,
+                configs: vec![("max.message.bytes".into(), "64".into())],
+            }),
+        )
+        .expect("checkpoint topic created");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
+        .args([
+            "--route",
+            &unique("refused"),
+            "--source-region",
+            "east",
+            "--dest-region",
+            "west",
+            "--source-bootstrap",
+            &east,
+            "--dest-bootstrap",
+            &west_aggregate,
+            "--topics",
+            &topic,
+            "--topic-naming",
+            "prefixed",
+            "--checkpoint-topic",
+            &checkpoint_topic,
+            "--checkpoint-interval",
+            "200ms",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tributary-replicate starts");
+    let metric = |name: &str| -> f64 {
+        common::http_get(port, "/metrics")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    common::wait_for(
+        "a refused checkpoint write",
+        Duration::from_secs(60),
+        || metric("tributary_replicator_checkpoint_delivery_failures_total") > 0.0,
+    );
+    common::wait_for(
+        "the checkpoint age to pass 2 s",
+        Duration::from_secs(30),
+        || metric("tributary_replicator_checkpoint_age_seconds") > 2.0,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
