@@ -1088,8 +1088,10 @@ impl Session<'_> {
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
             }
-            while let Ok(floor) = self.floors.results.try_recv() {
-                self.write_floor(floor);
+            while let Some(floors) = self.floors.answered() {
+                for floor in floors {
+                    self.write_floor(floor);
+                }
             }
 
             if eos {
@@ -1426,6 +1428,7 @@ impl Session<'_> {
         }
         let route = self.cfg().route.clone();
         let eos = self.cfg().delivery == Delivery::ExactlyOnce;
+        let mut floor_requests = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if !slot.owned {
                 continue;
@@ -1487,7 +1490,7 @@ impl Session<'_> {
             let settled =
                 d.delivered == slot.produced && (!eos || slot.committed >= slot.next_offset);
             if settled && (slot.last_checkpoint.is_some() || slot.origin.is_some()) {
-                let _ = self.floors.requests.send(FloorRequest {
+                floor_requests.push(FloorRequest {
                     slot: index,
                     topic: self.routes[slot.route].dest.clone(),
                     partition: slot.partition,
@@ -1495,6 +1498,7 @@ impl Session<'_> {
                 });
             }
         }
+        self.floors.ask(floor_requests);
         self.checkpoints.producer.poll(Duration::ZERO);
     }
 
@@ -1609,11 +1613,14 @@ struct FloorResult {
     end: i64,
 }
 
-/// Reads destination end offsets on its own thread (a request per idle partition and
-/// checkpoint interval), so a slow cluster never stalls the copy loop.
+/// Reads destination end offsets on its own thread, so a slow cluster never stalls the copy
+/// loop: one batched request (ListOffsets, latest) for every idle partition of an interval,
+/// and no new batch while one is unanswered — however many partitions, however slow the
+/// cluster, at most one batch is queued.
 struct FloorProbe {
-    requests: std::sync::mpsc::Sender<FloorRequest>,
-    results: std::sync::mpsc::Receiver<FloorResult>,
+    requests: std::sync::mpsc::Sender<Vec<FloorRequest>>,
+    results: std::sync::mpsc::Receiver<Vec<FloorResult>>,
+    in_flight: bool,
 }
 
 impl FloorProbe {
@@ -1624,22 +1631,26 @@ impl FloorProbe {
             .set("enable.auto.commit", "false")
             .create_with_context(LoggingContext::new(&cfg.dest.name))
             .map_err(|e| classify(&cfg.dest.name, "creating the offset reader", None, e))?;
-        let (requests, inbox) = std::sync::mpsc::channel::<FloorRequest>();
+        let (requests, inbox) = std::sync::mpsc::channel::<Vec<FloorRequest>>();
         let (outbox, results) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("floor-probe".into())
             .spawn(move || {
                 // Ends when the session drops its sender.
-                while let Ok(request) = inbox.recv() {
-                    let end = client
-                        .fetch_watermarks(&request.topic, request.partition, REQUEST_TIMEOUT)
-                        .map_or(-1, |(_, high)| high);
-                    let result = FloorResult {
-                        slot: request.slot,
-                        produced: request.produced,
-                        end,
-                    };
-                    if outbox.send(result).is_err() {
+                while let Ok(batch) = inbox.recv() {
+                    let ends = end_offsets(&client, &batch);
+                    let answer = batch
+                        .iter()
+                        .map(|request| FloorResult {
+                            slot: request.slot,
+                            produced: request.produced,
+                            end: ends
+                                .get(&(request.topic.as_str(), request.partition))
+                                .copied()
+                                .unwrap_or(-1),
+                        })
+                        .collect();
+                    if outbox.send(answer).is_err() {
                         break;
                     }
                 }
@@ -1648,8 +1659,62 @@ impl FloorProbe {
                 cluster: cfg.dest.name.clone(),
                 detail: format!("cannot start the offset reader thread: {e}"),
             })?;
-        Ok(Self { requests, results })
+        Ok(Self {
+            requests,
+            results,
+            in_flight: false,
+        })
     }
+
+    /// Asks for the end offsets of `batch`, unless the previous batch is unanswered (its
+    /// answer is as good: the partitions are asked again next interval).
+    fn ask(&mut self, batch: Vec<FloorRequest>) {
+        if batch.is_empty() || self.in_flight {
+            return;
+        }
+        self.in_flight = self.requests.send(batch).is_ok();
+    }
+
+    fn answered(&mut self) -> Option<Vec<FloorResult>> {
+        let answer = self.results.try_recv().ok()?;
+        self.in_flight = false;
+        Some(answer)
+    }
+}
+
+/// End offsets of the requested partitions in one ListOffsets round (librdkafka's
+/// offsets-for-times with the "latest" timestamp); an empty map when the cluster does not
+/// answer (no floor is written then).
+fn end_offsets<'a>(
+    client: &BaseConsumer<LoggingContext>,
+    batch: &'a [FloorRequest],
+) -> HashMap<(&'a str, i32), i64> {
+    let mut list = TopicPartitionList::new();
+    for request in batch {
+        if list
+            .add_partition_offset(&request.topic, request.partition, Offset::End)
+            .is_err()
+        {
+            return HashMap::new();
+        }
+    }
+    let Ok(answer) = client.offsets_for_times(list, REQUEST_TIMEOUT) else {
+        return HashMap::new();
+    };
+    let mut ends = HashMap::new();
+    for request in batch {
+        let end = answer
+            .find_partition(&request.topic, request.partition)
+            .filter(|e| e.error().is_ok())
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        if let Some(end) = end {
+            ends.insert((request.topic.as_str(), request.partition), end);
+        }
+    }
+    ends
 }
 
 #[cfg(test)]
