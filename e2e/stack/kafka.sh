@@ -7,6 +7,9 @@
 # Functions (all return non-zero on failure; none calls `exit` when sourced):
 #   kafka_fetch                 jars -> $TRIBUTARY_CACHE/kafka-<version>/lib (idempotent)
 #   kafka_up NAME PORT          start (format at first start) + wait until it answers
+#   kafka_secure_up NAME PORT   the same for a cluster that also listens with mutual TLS and
+#                               SASL/SCRAM-SHA-512 on PORT+2 (certs and the SCRAM user's
+#                               password under <cluster dir>/pki, made at first start)
 #   kafka_start NAME            restart a stopped cluster, same data and port
 #   kafka_stop NAME             SIGTERM, wait, then SIGKILL
 #   kafka_kill NAME             SIGKILL now (failure tests)
@@ -331,9 +334,68 @@ log.retention.check.interval.ms=60000
 socket.send.buffer.bytes=1048576
 socket.receive.buffer.bytes=1048576
 EOF
+  if [[ -f "$dir/secure" ]]; then
+    local sport=$((port + 2)) pki="$dir/pki"
+    # Clients under test use SASL_SSL (mutual TLS + SCRAM); PLAINTEXT stays for the broker
+    # itself and for the stack's own setup.
+    sed -i \
+      -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport|" \
+      -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sport|" \
+      -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL|" \
+      "$dir/server.properties"
+    cat >>"$dir/server.properties" <<EOF
+
+# SASL_SSL listener: mutual TLS (certs by kafka_secure_pki) and SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.location=$pki/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$pki/ca.crt
+EOF
+  fi
   if [[ -n "${KAFKA_EXTRA_PROPS:-}" ]]; then
     printf '\n# KAFKA_EXTRA_PROPS\n%s\n' "$KAFKA_EXTRA_PROPS" >>"$dir/server.properties"
   fi
+}
+
+# Certificates for a secure cluster (idempotent): a CA, the broker's key+chain in one PEM
+# (SAN 127.0.0.1 and localhost), a client certificate for `tributary`, and the SCRAM user's
+# password. Files: ca.crt, broker.pem, client.crt, client.key, tributary.password.
+kafka_secure_pki() {
+  local pki="$1"
+  [[ -s "$pki/tributary.password" ]] && return 0
+  command -v openssl >/dev/null || { _kafka_err "openssl not found"; return 1; }
+  rm -rf "$pki.tmp" && mkdir -p "$pki.tmp" && (
+    cd "$pki.tmp" || exit 1
+    set -e
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tributary-e2e-ca" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out broker.key 2>/dev/null
+    openssl req -new -key broker.key -subj "/CN=localhost" -out broker.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.crt 2>/dev/null
+    cat broker.key broker.crt ca.crt >broker.pem
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out client.key 2>/dev/null
+    openssl req -new -key client.key -subj "/CN=tributary" -out client.csr 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -out client.crt 2>/dev/null
+    head -c 18 /dev/urandom | base64 | tr '+/' '-_' >tributary.password
+    rm -f ./*.csr broker.ext ca.srl
+  ) || { rm -rf "$pki.tmp"; _kafka_err "making the secure cluster's certificates failed"; return 1; }
+  rm -rf "$pki" && mv "$pki.tmp" "$pki"
+}
+
+kafka_secure_up() {
+  local name="${1:-}" port="${2:-}" dir
+  _kafka_check_name "$name" || return 1
+  dir="$(_kafka_dir "$name")"
+  mkdir -p "$dir" || return 1
+  kafka_secure_pki "$dir/pki" || return 1
+  touch "$dir/secure"
+  kafka_up "$name" "$port"
 }
 
 # Kafka Uuid string: 16 random bytes, base64url without padding, not starting with '-'.
@@ -367,8 +429,9 @@ kafka_up() {
   cache="$(_kafka_cache)"
   mkdir -p "$dir/data" "$(dirname "$pf")" "$(dirname "$log")" || return 1
 
-  local p
-  for p in "$port" $((port + 1)); do
+  local p ports=("$port" $((port + 1)))
+  [[ -f "$dir/secure" ]] && ports+=($((port + 2)))
+  for p in "${ports[@]}"; do
     if _kafka_tcp_open "$p"; then
       _kafka_err "port $p is already in use by another process (cluster '$name')"
       return 1
@@ -383,11 +446,15 @@ kafka_up() {
     cid="$(cat "$dir/cluster.id" 2>/dev/null || true)"
     [[ -n "$cid" ]] || { cid="$(_kafka_random_uuid)" && echo "$cid" >"$dir/cluster.id"; }
     _kafka_log "formatting $name (cluster id $cid)"
+    local scram=()
+    if [[ -f "$dir/secure" ]]; then
+      scram=(--add-scram "SCRAM-SHA-512=[name=tributary,password=$(cat "$dir/pki/tributary.password")]")
+    fi
     # shellcheck disable=SC2046
     if ! "$java" $(_kafka_tool_jvm_opts) -cp "$cache/lib/*" \
         -Dlog4j2.configurationFile="$_KAFKA_REPO/e2e/kafka/log4j2-tools.properties" \
         kafka.tools.StorageTool format --config "$dir/server.properties" \
-        --cluster-id "$cid" --standalone --ignore-formatted >>"$log" 2>&1; then
+        --cluster-id "$cid" --standalone --ignore-formatted "${scram[@]}" >>"$log" 2>&1; then
       _kafka_tail_log "$name" 20
       _kafka_err "formatting storage of '$name' failed"
       return 1

@@ -20,6 +20,8 @@ STATE="$TRIBUTARY_STATE_DIR"
 CARGO_TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 TRIBUTARY_BIN="${TRIBUTARY_BIN:-$CARGO_TARGET/debug/tributary}"
 NODE_AGENT_BIN="${NODE_AGENT_BIN:-$CARGO_TARGET/debug/tributary-node-agent}"
+# The secure Kafka cluster: PLAINTEXT on this port, its controller on +1, SASL_SSL on +2.
+SECURE_KAFKA_PORT=19992
 
 # shellcheck source=e2e/stack/k8s.sh
 source "$STACK_DIR/k8s.sh"
@@ -103,6 +105,11 @@ write_env() {
       env_line "TRIBUTARY_KAFKA_$(upper "$r")_REGIONAL" "$(kafka_bootstrap "$r-regional")"
       env_line "TRIBUTARY_KAFKA_$(upper "$r")_AGGREGATE" "$(kafka_bootstrap "$r-aggregate")"
     done
+    # The secure cluster: SASL_SSL (mutual TLS + SCRAM-SHA-512, user `tributary`) for
+    # clients under test, PLAINTEXT for setup; certificates and the password under _PKI.
+    env_line TRIBUTARY_KAFKA_SECURE "127.0.0.1:$((SECURE_KAFKA_PORT + 2))"
+    env_line TRIBUTARY_KAFKA_SECURE_PLAINTEXT "127.0.0.1:$SECURE_KAFKA_PORT"
+    env_line TRIBUTARY_KAFKA_SECURE_PKI "$STATE/kafka/secure/pki"
   } >"$f.tmp"
   mv "$f.tmp" "$f"
   log "env written to $f"
@@ -129,6 +136,9 @@ cmd_up() {
     kafka_up "$r-aggregate" "$(kafka_port "$i" aggregate)" & pids+=($!)
     i=$((i + 1))
   done
+  # One cluster with mutual TLS + SASL/SCRAM beside the regions' plaintext ones, for the
+  # security e2e tests (it serves as a regional and an aggregate cluster at once).
+  kafka_secure_up secure "$SECURE_KAFKA_PORT" & pids+=($!)
   for p in "${pids[@]}"; do wait "$p" || die "a Kafka cluster did not start (see $STATE/logs/)"; done
   for r in $(regions); do agent_start "$r"; done
   write_env
@@ -150,6 +160,7 @@ cmd_status() {
   [[ -f "$STATE/regions" ]] || { echo "stack: not initialised (run make stack-up)"; return 1; }
   local r rc=0
   k8s_status || rc=1
+  kafka_status secure || rc=1
   for r in $(regions); do
     kafka_status "$r-regional" || rc=1
     kafka_status "$r-aggregate" || rc=1

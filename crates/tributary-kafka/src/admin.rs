@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use regex::Regex;
@@ -46,8 +46,78 @@ pub struct PartitionOffsets {
 #[derive(Clone)]
 pub struct KafkaAdmin {
     cluster: Arc<str>,
-    client: Arc<AdminClient<DefaultClientContext>>,
+    client: Arc<AdminClient<AuthWatch>>,
+    /// The client's config, for [`diagnose_login`] (holds credentials: never printed).
+    config: Arc<rdkafka::ClientConfig>,
     timeout: Duration,
+}
+
+/// The admin client's context: remembers the last authentication or TLS failure librdkafka
+/// reported for the connection (those arrive as client errors, not as a request's error: a
+/// request just times out), so that a wrong password reads as `Auth`, not `Unreachable`.
+#[derive(Default)]
+pub struct AuthWatch {
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl AuthWatch {
+    /// The last authentication/TLS failure, redacted.
+    fn failure(&self) -> Option<String> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+/// Why a cluster that did not answer refused us, if it did: an admin client never serves
+/// its main queue, where librdkafka reports a failed login, so a short-lived producer (which
+/// connects at once and is polled here) finds out. `None`: no login failure seen (the
+/// cluster is unreachable, or slow).
+fn diagnose_login(config: &rdkafka::ClientConfig) -> Option<String> {
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    let producer: BaseProducer<AuthWatch> =
+        config.create_with_context(AuthWatch::default()).ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        producer.poll(Duration::from_millis(100));
+        if let Some(failure) = producer.context().failure() {
+            return Some(failure);
+        }
+    }
+    None
+}
+
+impl rdkafka::producer::ProducerContext for AuthWatch {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+impl ClientContext for AuthWatch {
+    // librdkafka reports a refused login as a broker failure (an error-level log line and an
+    // `Authentication` error), delivered through the client's main queue.
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("authentication") || lower.contains("ssl handshake failed") {
+            tracing::debug!(fac, "{}", crate::redact::redact(message));
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some(crate::redact::redact(message));
+            }
+        }
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use RDKafkaErrorCode as C;
+        let auth = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                C::Authentication
+                    | C::SaslAuthenticationFailed
+                    | C::UnsupportedSASLMechanism
+                    | C::IllegalSASLState
+                    | C::SSL
+            )
+        );
+        if auth && let Ok(mut last) = self.last.lock() {
+            *last = Some(crate::redact::redact(reason));
+        }
+    }
 }
 
 impl std::fmt::Debug for KafkaAdmin {
@@ -61,13 +131,15 @@ impl std::fmt::Debug for KafkaAdmin {
 impl KafkaAdmin {
     /// Connects lazily: creating the client does not contact the cluster.
     pub fn new(settings: &ClientSettings) -> Result<Self, KafkaError> {
-        let client = settings
-            .client_config()?
-            .create::<AdminClient<DefaultClientContext>>()
+        let mut config = settings.client_config()?;
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
+        let client = config
+            .create_with_context::<_, AdminClient<AuthWatch>>(AuthWatch::default())
             .map_err(|e| classify(&settings.name, "creating an admin client", None, e))?;
         Ok(Self {
             cluster: settings.name.as_str().into(),
             client: Arc::new(client),
+            config: Arc::new(config),
             timeout: Duration::from_secs(10),
         })
     }
@@ -85,7 +157,7 @@ impl KafkaAdmin {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&AdminClient<DefaultClientContext>, Duration) -> T + Send + 'static,
+        f: impl FnOnce(&AdminClient<AuthWatch>, Duration) -> T + Send + 'static,
     ) -> T {
         let client = self.client.clone();
         let timeout = self.timeout;
@@ -98,13 +170,20 @@ impl KafkaAdmin {
     /// The cluster's id (also a cheap reachability probe).
     pub async fn cluster_id(&self) -> Result<String, KafkaError> {
         let cluster = self.cluster.clone();
+        let config = self.config.clone();
         self.blocking(move |client, timeout| {
             client
                 .inner()
                 .fetch_cluster_id(timeout)
-                .ok_or_else(|| KafkaError::Unreachable {
-                    cluster: cluster.to_string(),
-                    detail: format!("no cluster id within {timeout:?}"),
+                .ok_or_else(|| match diagnose_login(&config) {
+                    Some(reason) => KafkaError::Auth {
+                        cluster: cluster.to_string(),
+                        detail: format!("no cluster id within {timeout:?}: {reason}"),
+                    },
+                    None => KafkaError::Unreachable {
+                        cluster: cluster.to_string(),
+                        detail: format!("no cluster id within {timeout:?}"),
+                    },
                 })
         })
         .await
@@ -116,12 +195,24 @@ impl KafkaAdmin {
         pattern: Option<&Regex>,
     ) -> Result<Vec<TopicDescription>, KafkaError> {
         let cluster = self.cluster.clone();
+        let config = self.config.clone();
         let mut topics = self
             .blocking(move |client, timeout| {
                 client
                     .inner()
                     .fetch_metadata(None, timeout)
-                    .map_err(|e| classify(&cluster, "listing topics", None, e))
+                    .map_err(|e| match classify(&cluster, "listing topics", None, e) {
+                        KafkaError::Unreachable { cluster, detail } => {
+                            match diagnose_login(&config) {
+                                Some(reason) => KafkaError::Auth {
+                                    cluster,
+                                    detail: format!("{detail}: {reason}"),
+                                },
+                                None => KafkaError::Unreachable { cluster, detail },
+                            }
+                        }
+                        other => other,
+                    })
                     .map(|metadata| {
                         metadata
                             .topics()
