@@ -83,7 +83,10 @@ fn sync_bin() -> std::path::PathBuf {
 }
 
 fn bench(partitions: u32, days: u64, at: GroupAt, timed: bool) {
-    let regions = stack_regions().expect("the stack must run (make stack-up)");
+    // None only with TRIBUTARY_SKIP_E2E=1 (it says SKIPPED); a missing stack fails.
+    let Some(regions) = stack_regions() else {
+        return;
+    };
     let (a, b) = (&regions[0], &regions[1]);
     let topic = unique("planbench");
     let checkpoints = unique("planbench.checkpoints");

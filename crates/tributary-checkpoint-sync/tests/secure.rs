@@ -83,7 +83,10 @@ fn replicator(name: &str, args: Vec<String>, topic: &str, checkpoints: &str) -> 
 
 #[test]
 fn replication_and_translation_work_over_mutual_tls_and_scram() {
-    let regions = stack_regions().expect("the stack must run (make stack-up)");
+    // None only with TRIBUTARY_SKIP_E2E=1 (it says SKIPPED); a missing stack fails.
+    let Some(regions) = stack_regions() else {
+        return;
+    };
     let (east, west) = (&regions[0], &regions[1]);
     let secure = Secure::from_env();
     let password_file = secure.pki.join("tributary.password");

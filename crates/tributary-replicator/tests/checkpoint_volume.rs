@@ -12,9 +12,12 @@ use tributary_core::checkpoint::CheckpointEntry;
 
 #[test]
 fn an_idle_partition_writes_its_heartbeat_not_a_record_per_interval() {
-    let (east, west_aggregate, _) =
+    // None only with TRIBUTARY_SKIP_E2E=1 (it says SKIPPED); a missing stack fails.
+    let Some((east, west_aggregate, _)) =
         stack("an_idle_partition_writes_its_heartbeat_not_a_record_per_interval")
-            .expect("the stack must run (make stack-up)");
+    else {
+        return;
+    };
     let topic = unique("volume");
     create_topic(&east, &topic, 2);
     produce(&east, &topic, 0, "busy", 5, 10, 0);
@@ -89,9 +92,12 @@ fn an_idle_partition_writes_its_heartbeat_not_a_record_per_interval() {
 /// checkpoints instead of refusing the partition as contradicted.
 #[test]
 fn a_recreated_destination_gets_a_restart_origin_before_its_checkpoints() {
-    let (east, west_aggregate, _) =
+    // None only with TRIBUTARY_SKIP_E2E=1 (it says SKIPPED); a missing stack fails.
+    let Some((east, west_aggregate, _)) =
         stack("a_recreated_destination_gets_a_restart_origin_before_its_checkpoints")
-            .expect("the stack must run (make stack-up)");
+    else {
+        return;
+    };
     let topic = unique("recreated");
     let dest_topic = format!("east.{topic}");
     create_topic(&east, &topic, 1);
@@ -193,9 +199,12 @@ fn a_recreated_destination_gets_a_restart_origin_before_its_checkpoints() {
 /// the oldest unacknowledged write instead of restarting at every attempt.
 #[test]
 fn refused_checkpoint_writes_are_counted_and_age_the_checkpoints() {
-    let (east, west_aggregate, _) =
+    // None only with TRIBUTARY_SKIP_E2E=1 (it says SKIPPED); a missing stack fails.
+    let Some((east, west_aggregate, _)) =
         stack("refused_checkpoint_writes_are_counted_and_age_the_checkpoints")
-            .expect("the stack must run (make stack-up)");
+    else {
+        return;
+    };
     let topic = unique("refused");
     create_topic(&east, &topic, 1);
     produce(&east, &topic, 0, "data", 20, 10, 0);
