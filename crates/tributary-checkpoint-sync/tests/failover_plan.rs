@@ -594,21 +594,7 @@ fn reemission(route: &mut RouteState, end: u64, at_ms: u64) -> Option<Checkpoint
     if !checkpoint::floor_reemission_due(last, end, HEARTBEAT) {
         return None;
     }
-    let entry = match (route.last, route.origin) {
-        (Some(last), _) if end > last.destination_offset => {
-            CheckpointEntry::Checkpoint(OffsetCheckpoint {
-                next_copy_floor: Some(end),
-                ..last
-            })
-        }
-        (None, Some(origin)) if end >= origin.destination_offset => {
-            CheckpointEntry::Origin(RouteOrigin {
-                next_copy_floor: Some(end),
-                ..origin
-            })
-        }
-        _ => return None,
-    };
+    let entry = checkpoint::reemission(route.last, route.origin, end)?;
     route.last_floor = Some((end, at_ms));
     Some(entry)
 }

@@ -278,6 +278,31 @@ pub fn floor_reemission_due(
     last.is_none_or(|(floor, age)| floor != end || age >= heartbeat)
 }
 
+/// What an idle route writes again with the floor `end`: its last checkpoint, or before its
+/// first copy its origin, carrying `next_copy_floor = end` — `None` when `end` promises
+/// nothing new (not above the last copy, not at or above the origin) or there is nothing.
+pub fn reemission(
+    last: Option<OffsetCheckpoint>,
+    origin: Option<RouteOrigin>,
+    end: u64,
+) -> Option<CheckpointEntry> {
+    match (last, origin) {
+        (Some(last), _) if end > last.destination_offset => {
+            Some(CheckpointEntry::Checkpoint(OffsetCheckpoint {
+                next_copy_floor: Some(end),
+                ..last
+            }))
+        }
+        (None, Some(origin)) if end >= origin.destination_offset => {
+            Some(CheckpointEntry::Origin(RouteOrigin {
+                next_copy_floor: Some(end),
+                ..origin
+            }))
+        }
+        _ => None,
+    }
+}
+
 pub fn encode(record: &CheckpointRecord) -> Result<EncodedCheckpoint, CheckpointFormatError> {
     record.validate()?;
     let key = WireKey {

@@ -101,8 +101,8 @@ impl Fixture {
         );
     }
 
-    fn translate(&self) -> TranslationPlan {
-        translate(&TranslationRequest {
+    fn request(&self) -> TranslationRequest<'_> {
+        TranslationRequest {
             group_id: "billing",
             from_region: A,
             to_region: B,
@@ -111,7 +111,11 @@ impl Fixture {
             committed: &self.committed,
             destination: &self.destination,
             observed: &self.observed,
-        })
+        }
+    }
+
+    fn translate(&self) -> TranslationPlan {
+        translate(&self.request())
     }
 }
 
@@ -699,16 +703,7 @@ fn a_contradicted_plan_serializes_its_reason() -> Result<(), serde_json::Error> 
 
 impl Fixture {
     fn shortfall(&self) -> Option<CheckpointKey> {
-        tributary_core::window_shortfall(&TranslationRequest {
-            group_id: "g",
-            from_region: A,
-            to_region: B,
-            layout: &self.layout,
-            checkpoints: &self.checkpoints,
-            committed: &self.committed,
-            destination: &self.destination,
-            observed: &self.observed,
-        })
+        tributary_core::window_shortfall(&self.request())
     }
 }
 

@@ -1522,20 +1522,8 @@ impl Session<'_> {
             return;
         }
         let topic = &self.routes[slot.route].source;
-        let entry = match (slot.last_checkpoint, slot.origin) {
-            (Some(last), _) if end > last.destination_offset => {
-                CheckpointEntry::Checkpoint(OffsetCheckpoint {
-                    next_copy_floor: Some(end),
-                    ..last
-                })
-            }
-            (None, Some(origin)) if end >= origin.destination_offset => {
-                CheckpointEntry::Origin(RouteOrigin {
-                    next_copy_floor: Some(end),
-                    ..origin
-                })
-            }
-            _ => return,
+        let Some(entry) = checkpoint::reemission(slot.last_checkpoint, slot.origin, end) else {
+            return;
         };
         slot.last_floor = Some((end, Instant::now()));
         let partition = slot.partition;

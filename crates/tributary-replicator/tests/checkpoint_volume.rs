@@ -4,11 +4,47 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{create_topic, free_port, produce, read_checkpoints, stack, unique};
 use tributary_core::checkpoint::CheckpointEntry;
+
+/// Starts route east → west (prefixed naming) for `topic` with `extra` flags; its /metrics
+/// port.
+fn replicate(
+    east: &str,
+    west_aggregate: &str,
+    topic: &str,
+    checkpoint_topic: &str,
+    extra: &[&str],
+) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
+        .args([
+            "--route",
+            &unique("volume"),
+            "--source-region",
+            "east",
+            "--dest-region",
+            "west",
+        ])
+        .args([
+            "--source-bootstrap",
+            east,
+            "--dest-bootstrap",
+            west_aggregate,
+        ])
+        .args(["--topics", topic, "--topic-naming", "prefixed"])
+        .args(["--checkpoint-topic", checkpoint_topic])
+        .args(extra)
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tributary-replicate starts");
+    (child, port)
+}
 
 #[test]
 fn an_idle_partition_writes_its_heartbeat_not_a_record_per_interval() {
@@ -22,38 +58,13 @@ fn an_idle_partition_writes_its_heartbeat_not_a_record_per_interval() {
     create_topic(&east, &topic, 2);
     produce(&east, &topic, 0, "busy", 5, 10, 0);
     let checkpoint_topic = unique("volume-checkpoints");
-    let port = free_port();
-    // A 100 ms interval and a 2 s heartbeat: over 6 s a v1 writer re-emits each idle
-    // partition ~60 times; v2 writes its floor once and then one heartbeat per 2 s.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
-        .args([
-            "--route",
-            &unique("volume"),
-            "--source-region",
-            "east",
-            "--dest-region",
-            "west",
-            "--source-bootstrap",
-            &east,
-            "--dest-bootstrap",
-            &west_aggregate,
-            "--topics",
-            &topic,
-            "--topic-naming",
-            "prefixed",
-            "--checkpoint-topic",
-            &checkpoint_topic,
-            "--checkpoint-interval",
-            "100ms",
-            "--checkpoint-heartbeat",
-            "2s",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tributary-replicate starts");
+    let (mut child, _) = replicate(
+        &east,
+        &west_aggregate,
+        &topic,
+        &checkpoint_topic,
+        &["--checkpoint-interval=100ms", "--checkpoint-heartbeat=2s"],
+    );
     let copied = |records: &[tributary_core::CheckpointRecord]| {
         records.iter().any(|r| {
             r.key.partition == 0
@@ -103,34 +114,13 @@ fn a_recreated_destination_gets_a_restart_origin_before_its_checkpoints() {
     create_topic(&east, &topic, 1);
     produce(&east, &topic, 0, "before", 50, 10, 0);
     let checkpoint_topic = unique("recreated-checkpoints");
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
-        .args([
-            "--route",
-            &unique("recreated"),
-            "--source-region",
-            "east",
-            "--dest-region",
-            "west",
-            "--source-bootstrap",
-            &east,
-            "--dest-bootstrap",
-            &west_aggregate,
-            "--topics",
-            &topic,
-            "--topic-naming",
-            "prefixed",
-            "--checkpoint-topic",
-            &checkpoint_topic,
-            "--checkpoint-interval",
-            "200ms",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tributary-replicate starts");
+    let (mut child, _) = replicate(
+        &east,
+        &west_aggregate,
+        &topic,
+        &checkpoint_topic,
+        &["--checkpoint-interval=200ms"],
+    );
     let checkpointed = |source: u64| {
         move |records: &[tributary_core::CheckpointRecord]| {
             records.iter().any(
@@ -220,34 +210,13 @@ fn refused_checkpoint_writes_are_counted_and_age_the_checkpoints() {
             }),
         )
         .expect("checkpoint topic created");
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
-        .args([
-            "--route",
-            &unique("refused"),
-            "--source-region",
-            "east",
-            "--dest-region",
-            "west",
-            "--source-bootstrap",
-            &east,
-            "--dest-bootstrap",
-            &west_aggregate,
-            "--topics",
-            &topic,
-            "--topic-naming",
-            "prefixed",
-            "--checkpoint-topic",
-            &checkpoint_topic,
-            "--checkpoint-interval",
-            "200ms",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tributary-replicate starts");
+    let (mut child, port) = replicate(
+        &east,
+        &west_aggregate,
+        &topic,
+        &checkpoint_topic,
+        &["--checkpoint-interval=200ms"],
+    );
     let metric = |name: &str| -> f64 {
         common::http_get(port, "/metrics")
             .unwrap_or_default()
