@@ -2,7 +2,8 @@
 //! no loops, kill -9 in both delivery modes, exact checkpoints, retention gaps.
 //!
 //! Needs `TRIBUTARY_KAFKA_{EAST_REGIONAL,WEST_AGGREGATE,EAST_AGGREGATE}` (from
-//! `e2e/.state/env`); without them each test says SKIPPED loudly and passes.
+//! `e2e/.state/env`); without them each test fails, naming what is missing, unless
+//! `TRIBUTARY_SKIP_E2E=1` (`make unit-test`), where each says SKIPPED.
 
 mod common;
 

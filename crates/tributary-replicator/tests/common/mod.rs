@@ -19,34 +19,61 @@ use tributary_kafka::{ClientSettings, KafkaAdmin, TopicSpec};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// `KEY=value` exports of the stack's env file (`$TRIBUTARY_STATE_DIR/env`, else this
+/// checkout's `e2e/.state/env`), so the tests also run by hand with plain `cargo test`.
+fn env_file_vars() -> BTreeMap<String, String> {
+    let state = std::env::var("TRIBUTARY_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/.state")
+        });
+    let Ok(text) = std::fs::read_to_string(state.join("env")) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
 /// Bootstrap servers of `<REGION>`'s regional or aggregate cluster, from the env the stack
 /// writes (`e2e/.state/env`: `TRIBUTARY_KAFKA_<REGION>_{REGIONAL,AGGREGATE}`).
 pub fn cluster(region: &str, role: &str) -> Option<String> {
-    std::env::var(format!(
+    let key = format!(
         "TRIBUTARY_KAFKA_{}_{}",
         region.to_uppercase(),
         role.to_uppercase()
-    ))
-    .ok()
-    .filter(|v| !v.is_empty())
+    );
+    std::env::var(&key)
+        .ok()
+        .or_else(|| env_file_vars().remove(&key))
+        .filter(|v| !v.is_empty())
 }
 
-/// East regional, west aggregate, east aggregate — or `None` (and a loud message) when the
-/// stack's env is absent.
+/// East regional, west aggregate, east aggregate. As everywhere in this repository
+/// (`tributary_e2e::Stack::connect`): `None` (and a loud SKIPPED) only when
+/// `TRIBUTARY_SKIP_E2E=1` (`make unit-test`); a missing stack otherwise fails the test,
+/// because a test that did not run must not pass.
 pub fn stack(test: &str) -> Option<(String, String, String)> {
+    if std::env::var("TRIBUTARY_SKIP_E2E").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "\n*** SKIPPED {test}: TRIBUTARY_SKIP_E2E=1 (this test needs the local stack: make stack-up)\n"
+        );
+        return None;
+    }
     match (
         cluster("east", "regional"),
         cluster("west", "aggregate"),
         cluster("east", "aggregate"),
     ) {
         (Some(a), Some(b), Some(c)) => Some((a, b, c)),
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED {test}: TRIBUTARY_KAFKA_EAST_REGIONAL / _WEST_AGGREGATE / _EAST_AGGREGATE are not set.\n\
-                 *** Run it through `make e2e` or `source e2e/.state/env` after `make stack-up`.\n"
-            );
-            None
-        }
+        _ => panic!(
+            "{test} needs the local stack, but TRIBUTARY_KAFKA_EAST_REGIONAL / _WEST_AGGREGATE / \
+             _EAST_AGGREGATE are not set and no stack env file was found: run `make stack-up` \
+             and `source e2e/.state/env` (or set TRIBUTARY_STATE_DIR), or set \
+             TRIBUTARY_SKIP_E2E=1 to skip the tests that need it"
+        ),
     }
 }
 
