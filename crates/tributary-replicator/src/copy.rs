@@ -26,7 +26,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 use tributary_core::checkpoint::{self, CheckpointEntry, CheckpointKey, CheckpointRecord};
-use tributary_core::dedupe::PROVENANCE_HEADERS;
+use tributary_core::dedupe::{
+    HEADER_DESTINATION_CLUSTER, HEADER_DESTINATION_REGION, PROVENANCE_HEADERS, REPLICATOR_HEADERS,
+};
 use tributary_core::{OffsetCheckpoint, OffsetRange, RouteOrigin};
 use tributary_kafka::{KafkaAdmin, KafkaError, TopicSpec, classify};
 
@@ -103,7 +105,7 @@ impl RouteReplicator {
 
         // 1. What to copy, and where.
         let source_cluster_id = self.runtime.block_on(source_admin.cluster_id())?;
-        self.runtime.block_on(dest_admin.cluster_id())?;
+        let dest_cluster_id = self.runtime.block_on(dest_admin.cluster_id())?;
         let topics = self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
         if topics.is_empty() {
             return Err(KafkaError::TopicMissing {
@@ -143,7 +145,8 @@ impl RouteReplicator {
             let handles: Vec<_> = (0..workers)
                 .map(|worker| {
                     let (topics, source_admin, dest_admin) = (&topics, &source_admin, &dest_admin);
-                    let (source_cluster_id, session_stop) = (&source_cluster_id, &session_stop);
+                    let (source_cluster_id, dest_cluster_id, session_stop) =
+                        (&source_cluster_id, &dest_cluster_id, &session_stop);
                     scope.spawn(move || {
                         let end = self.worker(
                             WorkerShare {
@@ -153,7 +156,10 @@ impl RouteReplicator {
                             topics,
                             source_admin,
                             dest_admin,
-                            source_cluster_id,
+                            ClusterIds {
+                                source: source_cluster_id,
+                                dest: dest_cluster_id,
+                            },
                             session_stop,
                         );
                         session_stop.store(true, Ordering::Relaxed);
@@ -190,7 +196,7 @@ impl RouteReplicator {
         topics: &BTreeMap<String, usize>,
         source_admin: &KafkaAdmin,
         dest_admin: &KafkaAdmin,
-        source_cluster_id: &str,
+        cluster_ids: ClusterIds<'_>,
         session_stop: &AtomicBool,
     ) -> Result<SessionEnd, KafkaError> {
         let cfg = &self.config;
@@ -372,7 +378,8 @@ impl RouteReplicator {
             ledger,
             checkpoints,
             dest_group,
-            source_cluster_id: source_cluster_id.to_owned(),
+            source_cluster_id: cluster_ids.source.to_owned(),
+            dest_cluster_id: cluster_ids.dest.to_owned(),
             floors: FloorProbe::start(cfg)?,
             session_stop,
         };
@@ -546,6 +553,13 @@ async fn prepare_dest_topic(
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Kafka cluster ids of the route's two clusters.
+#[derive(Clone, Copy, Debug)]
+struct ClusterIds<'a> {
+    source: &'a str,
+    dest: &'a str,
 }
 
 /// Worker `index` of `of` copies the partitions whose slot number ≡ `index` (mod `of`);
@@ -918,6 +932,8 @@ struct Session<'a> {
     checkpoints: CheckpointWriter,
     dest_group: Option<BaseConsumer<LoggingContext>>,
     source_cluster_id: String,
+    /// Stamped on every copy: loop prevention recognises copies by it.
+    dest_cluster_id: String,
     floors: FloorProbe,
     /// Set when another worker of the session ended: drain and end too.
     session_stop: &'a AtomicBool,
@@ -1102,18 +1118,27 @@ impl Session<'_> {
             slot.last_timestamp_ms = ts;
         }
         let headers = message.headers();
+        let source_cluster = self.source_cluster_id.as_bytes();
         if let Some(headers) = headers
-            && headers.iter().any(|h| PROVENANCE_HEADERS.contains(&h.key))
+            && headers
+                .iter()
+                .any(|h| h.key == HEADER_DESTINATION_CLUSTER && h.value == Some(source_cluster))
         {
-            // A copy of a copy: never again (no loops).
+            // A copy some route wrote into the cluster we read: never again (no loops).
+            // Provenance naming another cluster was passed through by an application
+            // (`tributary_core::dedupe::is_copy_in`): new data, copied below.
             slot.skipped += 1;
             return Ok(());
         }
         let mut copy = OwnedHeaders::new_with_capacity(
-            headers.map_or(0, |h| h.count()) + PROVENANCE_HEADERS.len(),
+            headers.map_or(0, |h| h.count()) + REPLICATOR_HEADERS.len(),
         );
         if let Some(headers) = headers {
-            for h in headers.iter() {
+            // Passed-through provenance is replaced by this copy's own (one value each).
+            for h in headers
+                .iter()
+                .filter(|h| !REPLICATOR_HEADERS.contains(&h.key))
+            {
                 copy = copy.insert(Header {
                     key: h.key,
                     value: h.value,
@@ -1142,6 +1167,14 @@ impl Session<'_> {
             .insert(Header {
                 key: PROVENANCE_HEADERS[4],
                 value: Some(decimal(offset as u64, &mut digits)),
+            })
+            .insert(Header {
+                key: HEADER_DESTINATION_CLUSTER,
+                value: Some(self.dest_cluster_id.as_bytes()),
+            })
+            .insert(Header {
+                key: HEADER_DESTINATION_REGION,
+                value: Some(self.replicator.config.route.destination_region.as_bytes()),
             });
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&route.dest, offset as usize)

@@ -75,7 +75,7 @@ impl Metrics {
         );
         registry.register(
             "records_skipped_loop",
-            "Source records not copied because they carry provenance headers (copies of copies)",
+            "Source records not copied because they are copies a route wrote into the source cluster (loops)",
             m.records_skipped_loop.clone(),
         );
         registry.register(

@@ -547,3 +547,125 @@ fn destination_grows_when_the_source_grows() -> TestResult {
     assert_eq!(dest[&3].len(), 100, "partition 3 copied into partition 3");
     Ok(())
 }
+
+/// Produces `records` to `topic`/`partition` exactly as given (headers included), as an
+/// application that consumed them elsewhere and passes their headers through would.
+fn produce_passing_headers_through(bootstrap: &str, topic: &str, partition: i32, records: &[Read]) {
+    let producer = producer(bootstrap);
+    for r in records {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (name, value) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).partition(partition).headers(headers);
+        if let Some(key) = &r.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &r.value {
+            record = record.payload(value.as_slice());
+        }
+        producer
+            .send(record)
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("flush to {topic}: {e}"));
+}
+
+/// Kafka Streams and most frameworks pass headers through: a record an application derived
+/// from the aggregate and produced to its regional cluster carries the provenance of the
+/// copy it came from. It is new data and must be replicated (with its own provenance), while
+/// a copy read back from the aggregate it was copied into is still never copied again.
+#[test]
+fn records_an_application_derived_from_the_aggregate_with_passed_through_headers_are_replicated()
+-> TestResult {
+    let Some((east, west_aggregate, _)) = stack(
+        "records_an_application_derived_from_the_aggregate_with_passed_through_headers_are_replicated",
+    ) else {
+        return Ok(());
+    };
+    let (orders, enriched) = (unique("orders"), unique("enriched"));
+    let (dest_orders, dest_enriched) = (
+        format!("{TEST_REGION}.{orders}"),
+        format!("{TEST_REGION}.{enriched}"),
+    );
+    create_topic(&east, &orders, 1);
+    create_topic(&east, &enriched, 1);
+    let route = unique("derived");
+    let checkpoints = unique("ckpt");
+    let replicator = Replicator::start(&RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &format!("{orders},{enriched}"),
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoints,
+        workers: 1,
+    });
+    produce(&east, &orders, 0, "order", 100, 20, 0);
+    wait_for(
+        "the orders in the aggregate",
+        Duration::from_secs(45),
+        || total(&end_offsets(&west_aggregate, &dest_orders)) >= 100,
+    );
+
+    // The application: consumes the aggregate, produces derived records to the regional
+    // cluster with every header passed through.
+    let copies = read_all(&west_aggregate, &dest_orders, false)
+        .remove(&0)
+        .unwrap_or_default();
+    assert_eq!(copies.len(), 100);
+    produce_passing_headers_through(&east, &enriched, 0, &copies);
+
+    wait_for(
+        "the derived records in the aggregate",
+        Duration::from_secs(45),
+        || total(&end_offsets(&west_aggregate, &dest_enriched)) >= 100,
+    );
+    let derived = read_all(&west_aggregate, &dest_enriched, false)
+        .remove(&0)
+        .unwrap_or_default();
+    assert!(
+        copies[0].header("tributary.destination.cluster").is_some(),
+        "a copy names the aggregate cluster it was written into: {:?}",
+        copies[0].headers
+    );
+
+    assert_eq!(derived.len(), 100, "each derived record copied once");
+    for (i, d) in derived.iter().enumerate() {
+        assert_eq!(d.header("app"), Some("order"), "application header kept");
+        assert_eq!(d.header("tributary.source.topic"), Some(enriched.as_str()));
+        assert_eq!(
+            d.source_offset(),
+            Some(i as i64),
+            "fresh provenance, in order"
+        );
+        for name in tributary_core::dedupe::REPLICATOR_HEADERS {
+            assert_eq!(
+                d.headers.iter().filter(|(n, _)| n == name).count(),
+                1,
+                "{name} once (the passed-through value replaced): {:?}",
+                d.headers
+            );
+        }
+        assert_eq!(
+            d.header("tributary.destination.cluster"),
+            copies[0].header("tributary.destination.cluster")
+        );
+        assert_eq!(d.header("tributary.destination.region"), Some("west"));
+    }
+    assert_eq!(
+        replicator.metric_sum("tributary_replicator_records_skipped_loop_total"),
+        0.0,
+        "nothing skipped as a loop"
+    );
+    Ok(())
+}
