@@ -34,7 +34,7 @@ use tributary_kafka::{KafkaAdmin, KafkaError, TopicSpec, classify};
 
 use crate::config::{Delivery, RouteConfig};
 use crate::http::Health;
-use crate::metrics::PartitionLabels;
+use crate::metrics::{PartitionLabels, TopicLabels};
 
 /// How long an exactly-once transaction collects records before it commits.
 const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
@@ -106,15 +106,20 @@ impl RouteReplicator {
         // 1. What to copy, and where.
         let source_cluster_id = self.runtime.block_on(source_admin.cluster_id())?;
         let dest_cluster_id = self.runtime.block_on(dest_admin.cluster_id())?;
-        let topics = self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
+        let ResolvedTopics { topics, missing } =
+            self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
+        self.report_missing_topics(&missing);
         if topics.is_empty() {
             return Err(KafkaError::TopicMissing {
                 cluster: cfg.source.name.clone(),
-                topic: cfg
-                    .pattern
-                    .as_ref()
-                    .map(|p| format!("(none matches {})", p.as_str()))
-                    .unwrap_or_default(),
+                topic: if missing.is_empty() {
+                    cfg.pattern
+                        .as_ref()
+                        .map(|p| format!("(none matches {})", p.as_str()))
+                        .unwrap_or_default()
+                } else {
+                    missing.join(", ")
+                },
             });
         }
         for (topic, partitions) in &topics {
@@ -390,6 +395,34 @@ impl RouteReplicator {
         end
     }
 
+    /// A `--topics` entry the source lacks does not stop the others: it is named in a
+    /// warning at every re-list and in `topic_missing{topic}` (1 while missing), and copied
+    /// from the re-list that finds it.
+    fn report_missing_topics(&self, missing: &[String]) {
+        let cfg = &self.config;
+        for topic in &cfg.topics {
+            let gone = missing.contains(topic);
+            self.health
+                .metrics
+                .topic_missing
+                .get_or_create(&TopicLabels {
+                    topic: topic.clone(),
+                })
+                .set(i64::from(gone));
+        }
+        if !missing.is_empty() {
+            self.health.metrics.error("TopicMissing");
+            warn!(
+                route = %cfg.name,
+                missing = %missing.join(","),
+                "{}: --topics {} not found; copying the other topics, and these once they exist (topics are re-listed every {:?})",
+                cfg.source.name,
+                missing.join(", "),
+                TOPOLOGY_INTERVAL
+            );
+        }
+    }
+
     fn report_retention_gap(
         &self,
         checkpoints: &CheckpointWriter,
@@ -493,22 +526,29 @@ impl RouteReplicator {
     }
 }
 
-/// Source topics to copy, with their partition counts.
+/// The source topics of a route as the source lists them.
+struct ResolvedTopics {
+    /// Topics to copy, with their partition counts.
+    topics: BTreeMap<String, usize>,
+    /// `--topics` entries the source does not have (yet).
+    missing: Vec<String>,
+}
+
+/// Source topics to copy, with their partition counts, and the named ones that are missing.
 async fn resolve_topics(
     cfg: &RouteConfig,
     admin: &KafkaAdmin,
-) -> Result<BTreeMap<String, usize>, KafkaError> {
+) -> Result<ResolvedTopics, KafkaError> {
     let all = admin.list_topics(None).await?;
     let mut topics = BTreeMap::new();
+    let mut missing = Vec::new();
     for name in &cfg.topics {
-        let found =
-            all.iter()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| KafkaError::TopicMissing {
-                    cluster: cfg.source.name.clone(),
-                    topic: name.clone(),
-                })?;
-        topics.insert(found.name.clone(), found.partitions);
+        match all.iter().find(|t| &t.name == name) {
+            Some(found) => {
+                topics.insert(found.name.clone(), found.partitions);
+            }
+            None => missing.push(name.clone()),
+        }
     }
     if let Some(pattern) = &cfg.pattern {
         for t in all.iter().filter(|t| pattern.is_match(&t.name)) {
@@ -518,7 +558,7 @@ async fn resolve_topics(
             }
         }
     }
-    Ok(topics)
+    Ok(ResolvedTopics { topics, missing })
 }
 
 /// Creates the destination topic with the source's partition count, or grows it; refuses
@@ -1061,12 +1101,14 @@ impl Session<'_> {
                     .runtime
                     .block_on(resolve_topics(self.cfg(), source_admin))
                 {
-                    Ok(now) if &now != topics => {
+                    Ok(now) if &now.topics != topics => {
                         break SessionEnd::Restart(format!(
-                            "source topics changed: {topics:?} → {now:?}"
+                            "source topics changed: {topics:?} → {:?}",
+                            now.topics
                         ));
                     }
-                    Ok(_) => {
+                    Ok(now) => {
+                        self.replicator.report_missing_topics(&now.missing);
                         if !ready {
                             // The source answers again; the assigned consumer resumes by
                             // itself, with or without new records to show for it.

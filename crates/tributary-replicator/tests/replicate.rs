@@ -669,3 +669,73 @@ fn records_an_application_derived_from_the_aggregate_with_passed_through_headers
     );
     Ok(())
 }
+
+#[test]
+fn a_missing_topic_does_not_stop_the_others_and_is_copied_once_it_exists() -> TestResult {
+    let Some((east, west_aggregate, _)) =
+        stack("a_missing_topic_does_not_stop_the_others_and_is_copied_once_it_exists")
+    else {
+        return Ok(());
+    };
+    let (present, late) = (unique("present"), unique("late"));
+    let (dest_present, dest_late) = (
+        format!("{TEST_REGION}.{present}"),
+        format!("{TEST_REGION}.{late}"),
+    );
+    create_topic(&east, &present, 2);
+    produce_spread(&east, &present, 2, "present", 200, 20, 0);
+    let route = unique("missing");
+    let checkpoints = unique("ckpt");
+    let replicator = Replicator::start(&RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &format!("{present},{late}"),
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoints,
+        workers: 1,
+    });
+    wait_for(
+        "the existing topic copied although the other is missing",
+        Duration::from_secs(45),
+        || total(&end_offsets(&west_aggregate, &dest_present)) >= 200,
+    );
+    let missing_metric = format!("tributary_replicator_topic_missing{{topic=\"{late}\"}}");
+    assert_eq!(
+        replicator.metric_sum(&missing_metric),
+        1.0,
+        "{missing_metric}"
+    );
+    assert!(
+        http_get(replicator.port, "/readyz")?.contains("200 OK"),
+        "ready: the route copies what exists"
+    );
+    let log = replicator.log();
+    assert!(
+        log.contains(&late) && log.contains("not found"),
+        "the warning names the missing topic:\n{log}"
+    );
+
+    // Created later: picked up by the next re-list (every 15 s).
+    create_topic(&east, &late, 2);
+    produce_spread(&east, &late, 2, "late", 100, 20, 0);
+    produce_spread(&east, &present, 2, "present2", 100, 20, 0);
+    wait_for("the late topic copied", Duration::from_secs(60), || {
+        total(&end_offsets(&west_aggregate, &dest_late)) >= 100
+            && total(&end_offsets(&west_aggregate, &dest_present)) >= 300
+    });
+    wait_for(
+        "the missing gauge back to 0",
+        Duration::from_secs(10),
+        || replicator.metric_sum(&missing_metric) == 0.0,
+    );
+    let dest = read_all(&west_aggregate, &dest_late, false);
+    for (p, records) in &dest {
+        let offsets: Vec<i64> = records.iter().filter_map(Read::source_offset).collect();
+        assert_eq!(offsets, (0..50).collect::<Vec<_>>(), "partition {p}");
+    }
+    Ok(())
+}
