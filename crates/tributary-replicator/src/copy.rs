@@ -273,6 +273,9 @@ impl RouteReplicator {
         })?;
         let mut assignment = TopicPartitionList::new();
         let mut fresh = TopicPartitionList::new();
+        // Partitions of recreated source topics, whose stored position is replaced by the
+        // new log's start before copying (ALO; EOS stores it with the first transaction).
+        let mut restarted = TopicPartitionList::new();
         for route in &routes {
             let source_offsets = self
                 .runtime
@@ -308,11 +311,21 @@ impl RouteReplicator {
                         low
                     }
                     Some(position) if position > high => {
+                        // Beyond the end: the topic was recreated (a log never shrinks), and
+                        // every record of the new log is new. Starting at the end would skip
+                        // [low, high) without a trace.
                         warn!(
                             route = %cfg.name, topic = %route.source, partition = slot.partition,
-                            "stored position {position} is beyond the source's end offset {high} (topic recreated?); starting at the end"
+                            "stored position {position} is beyond the source's end offset {high}: the topic was recreated; copying the new log from its start {low}"
                         );
-                        high
+                        restarted
+                            .add_partition_offset(
+                                &route.source,
+                                slot.partition,
+                                Offset::Offset(low),
+                            )
+                            .map_err(|e| classify(&cfg.source.name, "committing", None, e))?;
+                        low
                     }
                     Some(position) => position,
                     None => {
@@ -340,7 +353,11 @@ impl RouteReplicator {
                     }
                 };
                 slot.next_offset = start;
-                slot.committed = stored.unwrap_or(-1).max(start);
+                slot.committed = match stored {
+                    // The old position is not a bound for the new log's positions.
+                    Some(position) if position > high => start,
+                    _ => stored.unwrap_or(-1).max(start),
+                };
                 if eos && stored != Some(start) {
                     // Store the (new) start so a restart does not report the gap again.
                     slot.committed = -1;
@@ -356,6 +373,13 @@ impl RouteReplicator {
             // not make the next start write a second origin above copies already made.
             consumer
                 .commit(&fresh, CommitMode::Sync)
+                .map_err(|e| classify(&cfg.source.name, "storing the start position", None, e))?;
+        }
+        if !eos && restarted.count() > 0 {
+            // Replaces the recreated log's stale position, which would stay beyond its end
+            // (and restart it from its start again) until the new log outgrew it.
+            consumer
+                .commit(&restarted, CommitMode::Sync)
                 .map_err(|e| classify(&cfg.source.name, "storing the start position", None, e))?;
         }
         consumer

@@ -739,3 +739,132 @@ fn a_missing_topic_does_not_stop_the_others_and_is_copied_once_it_exists() -> Te
     }
     Ok(())
 }
+
+/// Deletes `topic` and creates it again with `partitions` (retrying while the broker still
+/// finishes the deletion).
+fn recreate_topic(bootstrap: &str, topic: &str, partitions: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let rt = runtime();
+    let client: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let deleted = rt
+        .block_on(client.delete_topics(&[topic], &AdminOptions::new()))
+        .unwrap_or_else(|e| panic!("deleting {topic}: {e}"));
+    assert!(
+        deleted.iter().all(Result::is_ok),
+        "deleting {topic}: {deleted:?}"
+    );
+    wait_for(
+        "the topic to be gone and created again",
+        Duration::from_secs(30),
+        || {
+            end_offsets(bootstrap, topic).is_empty()
+                && rt
+                    .block_on(admin(bootstrap).create_topic(&tributary_kafka::TopicSpec {
+                        name: topic.to_owned(),
+                        partitions,
+                        replication_factor: None,
+                        configs: vec![],
+                    }))
+                    .is_ok_and(|created| created)
+        },
+    );
+}
+
+/// Kafka drops the source group's offsets of a deleted topic, so at-least-once starts the
+/// new log as a fresh partition; exactly-once keeps its position in the destination (keyed
+/// by the aggregate topic, which stays), beyond the new log's end.
+fn recreated_source_topic_is_copied_from_its_start(delivery: &str, test: &str) -> TestResult {
+    let Some((east, west_aggregate, _)) = stack(test) else {
+        return Ok(());
+    };
+    let eos = delivery == "exactly-once";
+    let topic = unique("recreated");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&east, &topic, 1);
+    produce(&east, &topic, 0, "old", 1000, 20, 0);
+    let route = unique("recreated");
+    let checkpoint_topic = unique("checkpoints");
+    let spec = RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "prefixed",
+        delivery,
+        checkpoint_topic: &checkpoint_topic,
+        workers: 1,
+    };
+    let mut first = Replicator::start(&spec);
+    wait_for("the old log copied", Duration::from_secs(45), || {
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 1000
+    });
+    assert!(first.terminate(), "clean exit on SIGTERM");
+
+    // While the route is down the topic is recreated; its new log is shorter than the
+    // stored position (1000).
+    recreate_topic(&east, &topic, 1);
+    produce(&east, &topic, 0, "new", 300, 20, 0);
+
+    let mut second = Replicator::start(&spec);
+    wait_for(
+        "the new log's records in the aggregate",
+        Duration::from_secs(45),
+        || total(&end_offsets(&west_aggregate, &dest_topic)) >= 1300,
+    );
+    let log = second.log();
+    assert!(
+        !eos || (log.contains("recreated") && log.contains("beyond the source's end offset 300")),
+        "the warning says what happened:\n{log}"
+    );
+    assert!(second.terminate(), "clean exit on SIGTERM");
+
+    // The new position is stored: a third start copies nothing again.
+    let third = Replicator::start(&spec);
+    wait_for(
+        "the third start to be ready",
+        Duration::from_secs(30),
+        || http_get(third.port, "/readyz").is_ok_and(|r| r.contains("200 OK")),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let dest = read_all(&west_aggregate, &dest_topic, eos);
+    let copies: Vec<(i64, String)> = dest[&0]
+        .iter()
+        .map(|r| {
+            let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default());
+            (
+                r.source_offset().unwrap_or(-1),
+                value.split('-').next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, String)> = (0..1000)
+        .map(|o| (o, "old".to_owned()))
+        .chain((0..300).map(|o| (o, "new".to_owned())))
+        .collect();
+    assert_eq!(
+        copies, expected,
+        "the old log, then all of the new log, once"
+    );
+    Ok(())
+}
+
+#[test]
+fn at_least_once_copies_a_recreated_source_topic_from_its_start() -> TestResult {
+    recreated_source_topic_is_copied_from_its_start(
+        "at-least-once",
+        "at_least_once_copies_a_recreated_source_topic_from_its_start",
+    )
+}
+
+#[test]
+fn exactly_once_copies_a_recreated_source_topic_from_its_start() -> TestResult {
+    recreated_source_topic_is_copied_from_its_start(
+        "exactly-once",
+        "exactly_once_copies_a_recreated_source_topic_from_its_start",
+    )
+}
