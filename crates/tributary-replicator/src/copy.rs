@@ -414,7 +414,14 @@ impl RouteReplicator {
         };
         let end = session.copy(source_admin, topics);
         if end.is_err() && eos {
-            let _ = session.producer.abort_transaction(Duration::from_secs(5));
+            // Stopping: keep within the drain; the next instance's `init_transactions` (or
+            // `transaction.timeout.ms`) aborts what is left open.
+            let abort = if self.stop.load(Ordering::Relaxed) {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            let _ = session.producer.abort_transaction(abort);
         }
         end
     }
@@ -1068,7 +1075,10 @@ impl Session<'_> {
                         if batch == 0 && !self.replicator.health.ready.load(Ordering::Relaxed) {
                             self.replicator.health.ready.store(true, Ordering::Relaxed);
                         }
-                        self.copy_record(&message)?;
+                        if !self.copy_record(&message)? {
+                            // Stopping while the destination takes nothing: drain now.
+                            break;
+                        }
                         batch += 1;
                         if batch.is_multiple_of(1024) {
                             serve_deliveries(&self.producer, &self.ledger);
@@ -1094,7 +1104,7 @@ impl Session<'_> {
             if eos {
                 if transaction_started.elapsed() >= TRANSACTION_INTERVAL {
                     if transaction_records > 0 || self.position_moved() {
-                        self.commit_transaction()?;
+                        self.commit_transaction(REQUEST_TIMEOUT)?;
                         in_transaction = false;
                     } else {
                         transaction_started = Instant::now();
@@ -1148,21 +1158,31 @@ impl Session<'_> {
             }
         };
 
-        // Drain: no more fetching; flush, commit, final checkpoint.
+        // Drain: no more fetching; flush, commit, final checkpoint — within the drain
+        // timeout, also when the destination does not answer (then only what it
+        // acknowledged counts, and the final checkpoints, which could not land, are skipped).
         let drain = self.cfg().drain_timeout;
         info!(route = %self.cfg().name, "draining in-flight records (up to {drain:?})");
         if eos {
             if in_transaction {
-                self.commit_transaction()?;
+                self.commit_transaction(drain)?;
             }
         } else {
-            if let Err(e) = self.producer.flush(drain) {
-                warn!("not every in-flight record was acknowledged within {drain:?}: {e}");
-            }
+            let flushed = self.producer.flush(drain);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
             }
+            // Only up to what the destination acknowledged (see commit_source_position).
             self.commit_source_position(CommitMode::Sync)?;
+            if let Err(e) = flushed {
+                warn!(
+                    route = %self.cfg().name,
+                    "{} did not acknowledge every in-flight record within {drain:?} ({e}): committed the position of the acknowledged ones; the rest are copied again by the next run; final checkpoints skipped",
+                    self.cfg().dest.name
+                );
+                self.update_metrics(Instant::now());
+                return Ok(end);
+            }
         }
         self.write_checkpoints();
         self.checkpoints.flush();
@@ -1171,9 +1191,12 @@ impl Session<'_> {
         Ok(end)
     }
 
-    fn copy_record(&mut self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+    /// Hands one source record to the producer (or skips it). `false`: it was left for the
+    /// next run, because a stop was asked for while the producer's queue was full (the
+    /// destination takes nothing); the position stays at it.
+    fn copy_record(&mut self, message: &BorrowedMessage<'_>) -> Result<bool, KafkaError> {
         let Some(&route_index) = self.by_source.get(message.topic()) else {
-            return Ok(());
+            return Ok(true);
         };
         let route = &self.routes[route_index];
         let index = route.base + message.partition() as usize;
@@ -1194,7 +1217,7 @@ impl Session<'_> {
             // Provenance naming another cluster was passed through by an application
             // (`tributary_core::dedupe::is_copy_in`): new data, copied below.
             slot.skipped += 1;
-            return Ok(());
+            return Ok(true);
         }
         let mut copy = OwnedHeaders::new_with_capacity(
             headers.map_or(0, |h| h.count()) + REPLICATOR_HEADERS.len(),
@@ -1262,6 +1285,14 @@ impl Session<'_> {
                     // Delivered records still count until their report is served; serve
                     // them, and wait for the broker only if that freed nothing.
                     if !serve_deliveries(&self.producer, &self.ledger) {
+                        if self.replicator.stop.load(Ordering::Relaxed)
+                            || self.session_stop.load(Ordering::Relaxed)
+                        {
+                            // A full queue that frees nothing: the destination is not
+                            // answering. Waiting here would ignore the drain timeout.
+                            slot.next_offset = offset;
+                            return Ok(false);
+                        }
                         self.producer.poll(Duration::from_millis(1));
                     }
                     record = back;
@@ -1280,7 +1311,7 @@ impl Session<'_> {
             }
         }
         slot.produced += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// `Some(end)` ends the session; `None` carries on (librdkafka retries by itself).
@@ -1377,8 +1408,9 @@ impl Session<'_> {
     }
 
     /// EOS: the position joins the open transaction, which then commits; checkpoints may
-    /// name what it contained only afterwards.
-    fn commit_transaction(&mut self) -> Result<(), KafkaError> {
+    /// name what it contained only afterwards. Within `timeout`.
+    fn commit_transaction(&mut self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + timeout;
         let dest = self.replicator.config.dest.name.clone();
         let mut list = TopicPartitionList::new();
         for slot in self.slots.iter().filter(|s| s.owned) {
@@ -1402,11 +1434,11 @@ impl Session<'_> {
             })?;
         if list.count() > 0 {
             self.producer
-                .send_offsets_to_transaction(&list, &group, REQUEST_TIMEOUT)
+                .send_offsets_to_transaction(&list, &group, timeout)
                 .map_err(|e| classify(&dest, "adding the position to the transaction", None, e))?;
         }
         self.producer
-            .commit_transaction(REQUEST_TIMEOUT)
+            .commit_transaction(deadline.saturating_duration_since(Instant::now()))
             .map_err(|e| classify(&dest, "committing a transaction", None, e))?;
         self.replicator.health.metrics.transactions.inc();
         // Every record of the transaction is acknowledged now; serve their reports.

@@ -868,3 +868,112 @@ fn exactly_once_copies_a_recreated_source_topic_from_its_start() -> TestResult {
         "exactly_once_copies_a_recreated_source_topic_from_its_start",
     )
 }
+
+/// The destination stops answering (SIGSTOP, connections stay open) while half a million
+/// records wait: the producer's queue fills up. SIGTERM must still end the process within
+/// the drain timeout, having committed no position beyond what the destination acknowledged,
+/// and the next run must copy everything.
+#[test]
+fn sigterm_drains_within_the_drain_timeout_while_the_destination_does_not_answer() -> TestResult {
+    let Some((east, _, _)) =
+        stack("sigterm_drains_within_the_drain_timeout_while_the_destination_does_not_answer")
+    else {
+        return Ok(());
+    };
+    let broker = ThrowawayBroker::start("drain-dest");
+    let topic = unique("drain");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    let partitions = 4;
+    create_topic(&east, &topic, partitions as usize);
+    produce_spread(&east, &topic, partitions, "before", 1000, 50, 0);
+    let route = unique("drain");
+    let checkpoint_topic = unique("checkpoints");
+    let spec = RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &broker.bootstrap,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoint_topic,
+        workers: 1,
+    };
+    let drain = Duration::from_secs(3);
+    let mut replicator = Replicator::start_with(&spec, &["--drain-timeout", "3s"]);
+    wait_for("the first records copied", Duration::from_secs(60), || {
+        total(&end_offsets(&broker.bootstrap, &dest_topic)) >= 1000
+    });
+    let group = format!("tributary.route.{route}");
+    wait_for("their position committed", Duration::from_secs(10), || {
+        committed_offsets(&east, &group, &topic, partitions)
+            .values()
+            .all(|&o| o == 250)
+    });
+
+    broker.freeze();
+    // More than the producer's queue holds (500k records): the copy loop ends up waiting
+    // for room that never comes.
+    let more = 520_000;
+    produce_spread(&east, &topic, partitions, "after", more, 50, 0);
+    // It stops reading once the queue is full: the lag stays put.
+    let mut last_lag = -1.0;
+    let mut steady_since = Instant::now();
+    wait_for(
+        "the replicator to stop reading (its producer queue full)",
+        Duration::from_secs(120),
+        || {
+            let lag = replicator.metric_sum("tributary_replicator_lag_records");
+            if lag != last_lag {
+                last_lag = lag;
+                steady_since = Instant::now();
+            }
+            lag > 0.0 && steady_since.elapsed() > Duration::from_secs(5)
+        },
+    );
+
+    let asked = Instant::now();
+    let clean = replicator.terminate();
+    let took = asked.elapsed();
+    let log = replicator.log();
+    eprintln!("SIGTERM with the destination frozen: exited in {took:?} (clean: {clean})");
+    assert!(
+        clean && took < drain + Duration::from_secs(5),
+        "SIGTERM ended the process in {took:?} (clean: {clean}), drain timeout {drain:?}:\n{}",
+        log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+    );
+    // Nothing after the freeze was acknowledged, so nothing after it may be committed.
+    let committed = committed_offsets(&east, &group, &topic, partitions);
+    assert!(
+        committed.values().all(|&o| o == 250),
+        "committed only what the destination acknowledged: {committed:?}"
+    );
+
+    broker.thaw();
+    let _next = Replicator::start(&spec);
+    let source_ends = end_offsets(&east, &topic);
+    wait_for(
+        "the next run to copy everything",
+        Duration::from_secs(120),
+        || {
+            let dest_ends = end_offsets(&broker.bootstrap, &dest_topic);
+            source_ends
+                .iter()
+                .all(|(p, end)| dest_ends.get(p).is_some_and(|d| d >= end))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let dest = read_all(&broker.bootstrap, &dest_topic, false);
+    for (p, end) in &source_ends {
+        let mut seen: Vec<i64> = dest[p].iter().filter_map(Read::source_offset).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            (0..*end).collect::<Vec<_>>(),
+            "partition {p}: every record copied"
+        );
+    }
+    Ok(())
+}

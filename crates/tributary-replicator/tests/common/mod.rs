@@ -311,6 +311,11 @@ pub struct RouteSpec<'a> {
 
 impl Replicator {
     pub fn start(spec: &RouteSpec<'_>) -> Self {
+        Self::start_with(spec, &[])
+    }
+
+    /// [`Replicator::start`] with more flags (applied after the spec's).
+    pub fn start_with(spec: &RouteSpec<'_>, extra: &[&str]) -> Self {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
             .args([
@@ -339,6 +344,7 @@ impl Replicator {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -367,7 +373,7 @@ impl Replicator {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit (up to 30 s, then SIGKILL and `false`).
     pub fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -437,6 +443,109 @@ pub fn read_checkpoints(bootstrap: &str, topic: &str) -> Vec<tributary_core::Che
                 r.value.as_deref().unwrap_or_default(),
             )
             .ok()
+        })
+        .collect()
+}
+
+/// A single-node Kafka cluster of the test's own (`e2e/stack/kafka.sh`, data under a temp
+/// dir), for tests that must stop a destination without touching the shared stack.
+/// Dropped: killed and its data removed.
+pub struct ThrowawayBroker {
+    pub bootstrap: String,
+    pid: String,
+    state: std::path::PathBuf,
+}
+
+impl ThrowawayBroker {
+    pub fn start(name: &str) -> Self {
+        let state = std::env::temp_dir().join(unique("tributary-test-broker"));
+        // kafka.sh uses PORT and PORT + 1 (controller).
+        let port = (0..50)
+            .map(|_| free_port())
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+            .unwrap_or_else(|| panic!("no two free adjacent ports"));
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/stack/kafka.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["kafka_up", name, &port.to_string()])
+            .env("TRIBUTARY_STATE_DIR", &state)
+            // Never build the shared class-data archive from a test.
+            .env("KAFKA_CDS", "0")
+            .env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx384m")
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        let pid = std::fs::read_to_string(state.join(format!("pids/kafka-{name}.pid")))
+            .map(|p| p.trim().to_owned())
+            .unwrap_or_default();
+        let broker = Self {
+            bootstrap: format!("127.0.0.1:{port}"),
+            pid,
+            state,
+        };
+        assert!(
+            out.status.success() && !broker.pid.is_empty(),
+            "starting a throwaway broker on port {port} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        broker
+    }
+
+    fn signal(&self, signal: &str) {
+        if !self.pid.is_empty() {
+            let _ = Command::new("kill").args([signal, &self.pid]).status();
+        }
+    }
+
+    /// SIGSTOP: connections stay open and new ones are accepted by the kernel, but the
+    /// broker never answers — a destination that hangs.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for ThrowawayBroker {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.signal("-KILL");
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// The committed offsets of consumer group `group` for `topic`'s `partitions`.
+pub fn committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer for {bootstrap}: {e}"));
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("committed offsets of {group}: {e}"));
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (e.partition(), offset)
         })
         .collect()
 }
