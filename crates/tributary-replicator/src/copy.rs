@@ -353,13 +353,10 @@ impl RouteReplicator {
                     }
                 };
                 slot.next_offset = start;
-                slot.committed = match stored {
-                    // The old position is not a bound for the new log's positions.
-                    Some(position) if position > high => start,
-                    _ => stored.unwrap_or(-1).max(start),
-                };
-                if eos && stored != Some(start) {
-                    // Store the (new) start so a restart does not report the gap again.
+                slot.committed = stored.unwrap_or(-1).max(start);
+                if stored != Some(start) {
+                    // Store the (new) start (after a retention gap, or the recreated log's
+                    // start) so a restart neither reports the gap again nor starts over.
                     slot.committed = -1;
                 }
                 assignment
@@ -526,7 +523,16 @@ impl RouteReplicator {
         let mut config = cfg.source.client_config()?;
         config
             .set("group.id", cfg.group_id())
-            .set("enable.auto.commit", "false")
+            // At-least-once: what `commit_source_position` stores, committed every
+            // COMMIT_INTERVAL and again after a refusal. Exactly-once stores nothing here.
+            .set(
+                "enable.auto.commit",
+                (cfg.delivery == Delivery::AtLeastOnce).to_string(),
+            )
+            .set(
+                "auto.commit.interval.ms",
+                COMMIT_INTERVAL.as_millis().to_string(),
+            )
             .set("enable.auto.offset.store", "false")
             // Out of range must not silently jump: it is a retention gap to report.
             .set("auto.offset.reset", "error")
@@ -856,13 +862,19 @@ pub struct LoggingContext {
     /// Source high watermarks from librdkafka's statistics (consumer only): lag without
     /// extra requests.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+    /// When a refused automatic commit was last logged (consumer only): once per
+    /// `COMMIT_FAILURE_LOG_INTERVAL` while they keep failing every 200 ms.
+    commit_failure_logged: Mutex<Option<Instant>>,
 }
+
+const COMMIT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 impl LoggingContext {
     fn new(cluster: &str) -> Self {
         Self {
             cluster: cluster.to_owned(),
             high_watermarks: Mutex::default(),
+            commit_failure_logged: Mutex::default(),
         }
     }
 
@@ -899,7 +911,34 @@ impl ClientContext for LoggingContext {
     }
 }
 
-impl ConsumerContext for LoggingContext {}
+impl ConsumerContext for LoggingContext {
+    /// The outcome of an automatic commit (served by `poll`); librdkafka sends a refused
+    /// position again with the next one, so this only reports.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let partition_error = offsets.elements().iter().find_map(|e| e.error().err());
+        let why = match (&result, partition_error) {
+            (Err(RdError::ConsumerCommit(RDKafkaErrorCode::NoOffset)), _) => return,
+            (Err(e), _) => e.to_string(),
+            (Ok(()), Some(e)) => e.to_string(),
+            (Ok(()), None) => return,
+        };
+        let mut logged = self
+            .commit_failure_logged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= COMMIT_FAILURE_LOG_INTERVAL) {
+            *logged = Some(Instant::now());
+            warn!(
+                cluster = %self.cluster,
+                "committing the route's position failed ({why}); it is committed again every {COMMIT_INTERVAL:?} until the cluster takes it (does another consumer use the route's group?)"
+            );
+        }
+    }
+}
 
 impl ProducerContext for LoggingContext {
     type DeliveryOpaque = ();
@@ -1351,7 +1390,8 @@ impl Session<'_> {
     }
 
     /// ALO: commits, per partition, the position after the last acknowledged record (or
-    /// the consumed position when nothing is in flight).
+    /// the consumed position when nothing is in flight): `Async` stores it for the
+    /// automatic commit, `Sync` (the drain) commits it and waits.
     fn commit_source_position(&mut self, mode: CommitMode) -> Result<(), KafkaError> {
         let acked = self.ledger.lock().slots.clone();
         let mut list = TopicPartitionList::new();
@@ -1369,7 +1409,10 @@ impl Session<'_> {
             } else {
                 continue;
             };
-            if position > slot.committed {
+            // The final (synchronous) commit sends every position, also one whose automatic
+            // commit has not succeeded yet.
+            let sync = matches!(mode, CommitMode::Sync);
+            if position > slot.committed || (sync && position >= 0) {
                 let route = &self.routes[slot.route];
                 list.add_partition_offset(&route.source, slot.partition, Offset::Offset(position))
                     .map_err(|e| {
@@ -1381,7 +1424,18 @@ impl Session<'_> {
         if moved.is_empty() {
             return Ok(());
         }
-        match self.consumer.commit(&list, mode) {
+        // Stored offsets are what librdkafka's automatic commit sends (every
+        // COMMIT_INTERVAL, again after a refused commit, until the cluster takes it): a
+        // manual asynchronous commit's outcome is never reported to us (rdkafka sets no
+        // offset_commit_cb), so a refused one would have counted as stored for good.
+        // The final synchronous commit stores first, so the automatic commit on close
+        // never sends an older offset after it.
+        let stored = self.consumer.store_offsets(&list);
+        let result = match mode {
+            CommitMode::Async => stored,
+            CommitMode::Sync => stored.and_then(|()| self.consumer.commit(&list, mode)),
+        };
+        match result {
             Ok(()) => {
                 for (i, position) in moved {
                     self.slots[i].committed = position;

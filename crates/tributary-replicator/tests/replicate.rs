@@ -977,3 +977,78 @@ fn sigterm_drains_within_the_drain_timeout_while_the_destination_does_not_answer
     }
     Ok(())
 }
+
+/// While another member holds the route's group on the source (a mistaken deployment, an
+/// admin tool), the cluster refuses the replicator's asynchronous commits. A refused commit
+/// must not count as stored: once the group is free, the position is committed again.
+#[test]
+fn a_refused_position_commit_is_committed_again() -> TestResult {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Some((east, west_aggregate, _)) = stack("a_refused_position_commit_is_committed_again")
+    else {
+        return Ok(());
+    };
+    let topic = unique("refused");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&east, &topic, 1);
+    let route = unique("refused");
+    let checkpoint_topic = unique("checkpoints");
+    let group = format!("tributary.route.{route}");
+    let replicator = Replicator::start(&RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoint_topic,
+        workers: 1,
+    });
+    produce(&east, &topic, 0, "a", 100, 20, 0);
+    wait_for(
+        "the first position committed",
+        Duration::from_secs(45),
+        || committed_offsets(&east, &group, &topic, 1).get(&0) == Some(&100),
+    );
+
+    let intruder: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &east)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    intruder.subscribe(&[&topic])?;
+    wait_for(
+        "the intruder to join the group",
+        Duration::from_secs(30),
+        || {
+            let _ = intruder.poll(Duration::from_millis(100));
+            intruder.assignment().is_ok_and(|a| a.count() > 0)
+        },
+    );
+    produce(&east, &topic, 0, "b", 100, 20, 0);
+    wait_for("the records copied", Duration::from_secs(30), || {
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 200
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        committed_offsets(&east, &group, &topic, 1).get(&0),
+        Some(&100),
+        "the group's member holds the position meanwhile"
+    );
+    drop(intruder);
+
+    wait_for(
+        "the position after the refused commits stored",
+        Duration::from_secs(15),
+        || committed_offsets(&east, &group, &topic, 1).get(&0) == Some(&200),
+    );
+    let log = replicator.log();
+    assert!(
+        log.contains("committing the route's position failed"),
+        "the refusal is logged:\n{log}"
+    );
+    drop(replicator);
+    Ok(())
+}
