@@ -106,8 +106,11 @@ impl RouteReplicator {
         // 1. What to copy, and where.
         let source_cluster_id = self.runtime.block_on(source_admin.cluster_id())?;
         let dest_cluster_id = self.runtime.block_on(dest_admin.cluster_id())?;
-        let ResolvedTopics { topics, missing } =
-            self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
+        let ResolvedTopics {
+            topics,
+            missing,
+            replication,
+        } = self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
         self.report_missing_topics(&missing);
         if topics.is_empty() {
             return Err(KafkaError::TopicMissing {
@@ -122,15 +125,41 @@ impl RouteReplicator {
                 },
             });
         }
+        // Durability like the source's, whatever the destination brokers' default.
+        let source_replication = |topic: &str| {
+            let rf = replication.get(topic).copied().unwrap_or(1).max(1);
+            i32::try_from(rf).unwrap_or(i32::MAX)
+        };
         for (topic, partitions) in &topics {
             let dest_topic = cfg.naming.aggregate_topic(&cfg.route.source_region, topic);
-            self.runtime
-                .block_on(prepare_dest_topic(&dest_admin, &dest_topic, *partitions))?;
+            let replication_factor = match cfg.replication_factor {
+                Some(rf) => ReplicationFactor {
+                    value: rf,
+                    from: "from --replication-factor".into(),
+                },
+                None => ReplicationFactor {
+                    value: source_replication(topic),
+                    from: format!("from the source topic {topic:?}"),
+                },
+            };
+            self.runtime.block_on(prepare_dest_topic(
+                &dest_admin,
+                &dest_topic,
+                *partitions,
+                &replication_factor,
+            ))?;
         }
+        let checkpoint_replication = cfg.replication_factor.unwrap_or_else(|| {
+            topics
+                .keys()
+                .map(|t| source_replication(t))
+                .max()
+                .unwrap_or(1)
+        });
         self.runtime.block_on(dest_admin.create_topic(&TopicSpec {
             name: cfg.checkpoint_topic.clone(),
             partitions: 1,
-            replication_factor: None,
+            replication_factor: Some(checkpoint_replication),
             configs: vec![
                 ("cleanup.policy".into(), "delete".into()),
                 (
@@ -569,6 +598,8 @@ struct ResolvedTopics {
     topics: BTreeMap<String, usize>,
     /// `--topics` entries the source does not have (yet).
     missing: Vec<String>,
+    /// Replication factor of each topic to copy (not part of what a re-list compares).
+    replication: BTreeMap<String, usize>,
 }
 
 /// Source topics to copy, with their partition counts, and the named ones that are missing.
@@ -579,10 +610,12 @@ async fn resolve_topics(
     let all = admin.list_topics(None).await?;
     let mut topics = BTreeMap::new();
     let mut missing = Vec::new();
+    let mut replication = BTreeMap::new();
     for name in &cfg.topics {
         match all.iter().find(|t| &t.name == name) {
             Some(found) => {
                 topics.insert(found.name.clone(), found.partitions);
+                replication.insert(found.name.clone(), found.replication_factor);
             }
             None => missing.push(name.clone()),
         }
@@ -592,10 +625,22 @@ async fn resolve_topics(
             // Never copy our own bookkeeping, even if a pattern matches it.
             if t.name != cfg.checkpoint_topic {
                 topics.insert(t.name.clone(), t.partitions);
+                replication.insert(t.name.clone(), t.replication_factor);
             }
         }
     }
-    Ok(ResolvedTopics { topics, missing })
+    Ok(ResolvedTopics {
+        topics,
+        missing,
+        replication,
+    })
+}
+
+/// The replication factor a destination topic is created with, and where it came from.
+struct ReplicationFactor {
+    value: i32,
+    /// For messages: "from --replication-factor" or "from the source topic ...".
+    from: String,
 }
 
 /// Creates the destination topic with the source's partition count, or grows it; refuses
@@ -604,6 +649,7 @@ async fn prepare_dest_topic(
     admin: &KafkaAdmin,
     topic: &str,
     partitions: usize,
+    replication_factor: &ReplicationFactor,
 ) -> Result<(), KafkaError> {
     match admin.describe_topic(topic).await? {
         None => {
@@ -611,11 +657,26 @@ async fn prepare_dest_topic(
                 .create_topic(&TopicSpec {
                     name: topic.to_owned(),
                     partitions,
-                    replication_factor: None,
+                    replication_factor: Some(replication_factor.value),
                     configs: vec![],
                 })
-                .await?;
-            info!(topic, partitions, "created destination topic");
+                .await
+                .map_err(|e| match e {
+                    KafkaError::Kafka { cluster, detail, .. } => KafkaError::Config {
+                        detail: format!(
+                            "cannot create destination topic {topic:?} with replication factor {} ({}): {detail}; set --replication-factor to what the destination cluster can hold",
+                            replication_factor.value, replication_factor.from
+                        ),
+                        cluster,
+                    },
+                    other => other,
+                })?;
+            info!(
+                topic,
+                partitions,
+                replication_factor = replication_factor.value,
+                "created destination topic"
+            );
             Ok(())
         }
         Some(existing) if existing.partitions < partitions => {

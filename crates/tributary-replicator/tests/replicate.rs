@@ -1052,3 +1052,72 @@ fn a_refused_position_commit_is_committed_again() -> TestResult {
     drop(replicator);
     Ok(())
 }
+
+/// The destination brokers' `default.replication.factor` says nothing about how durable a
+/// copy must be: created topics take the source topic's (or `--replication-factor`). Here the
+/// destination's default (3) is more than its one broker holds, so a topic created with the
+/// default could not exist at all.
+#[test]
+fn created_topics_take_the_source_topics_replication_factor_not_the_brokers_default() -> TestResult
+{
+    let Some((east, _, _)) =
+        stack("created_topics_take_the_source_topics_replication_factor_not_the_brokers_default")
+    else {
+        return Ok(());
+    };
+    let broker = ThrowawayBroker::start_with("rf-dest", "default.replication.factor=3");
+    let topic = unique("rf");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&east, &topic, 2);
+    produce_spread(&east, &topic, 2, "rf", 100, 20, 0);
+    let checkpoint_topic = unique("checkpoints");
+    let route = unique("rf");
+    let spec = RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &broker.bootstrap,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoint_topic,
+        workers: 1,
+    };
+    let replicator = Replicator::start(&spec);
+    wait_for("the records copied", Duration::from_secs(45), || {
+        total(&end_offsets(&broker.bootstrap, &dest_topic)) >= 100
+    });
+    let described = runtime().block_on(admin(&broker.bootstrap).list_topics(None))?;
+    for name in [&dest_topic, &checkpoint_topic] {
+        let t = described
+            .iter()
+            .find(|t| &t.name == name)
+            .unwrap_or_else(|| panic!("{name} created"));
+        assert_eq!(t.replication_factor, 1, "{name}: the source topic's");
+    }
+    drop(replicator);
+
+    // Explicit, and more than the destination holds: refused, naming the flag.
+    let other = unique("rf-explicit");
+    create_topic(&east, &other, 1);
+    let other_route = unique("rf-explicit");
+    let explicit = Replicator::start_with(
+        &RouteSpec {
+            route: &other_route,
+            topics: &other,
+            ..spec
+        },
+        &["--replication-factor", "2"],
+    );
+    wait_for(
+        "the error naming --replication-factor",
+        Duration::from_secs(30),
+        || {
+            explicit
+                .log()
+                .contains("with replication factor 2 (from --replication-factor)")
+        },
+    );
+    Ok(())
+}

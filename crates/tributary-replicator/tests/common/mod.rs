@@ -458,6 +458,12 @@ pub struct ThrowawayBroker {
 
 impl ThrowawayBroker {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, "")
+    }
+
+    /// [`ThrowawayBroker::start`] with extra `server.properties` lines (they win over the
+    /// stack's).
+    pub fn start_with(name: &str, extra_properties: &str) -> Self {
         let state = std::env::temp_dir().join(unique("tributary-test-broker"));
         // kafka.sh uses PORT and PORT + 1 (controller).
         let port = (0..50)
@@ -473,6 +479,7 @@ impl ThrowawayBroker {
             // Never build the shared class-data archive from a test.
             .env("KAFKA_CDS", "0")
             .env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx384m")
+            .env("KAFKA_EXTRA_PROPS", extra_properties)
             .output()
             .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
         let pid = std::fs::read_to_string(state.join(format!("pids/kafka-{name}.pid")))
