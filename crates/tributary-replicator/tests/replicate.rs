@@ -1121,3 +1121,67 @@ fn created_topics_take_the_source_topics_replication_factor_not_the_brokers_defa
     );
     Ok(())
 }
+
+/// After a retention gap with nothing left to copy, the new start (the log start) must be
+/// stored: otherwise every restart, even after a kill -9, reports the same gap again.
+#[test]
+fn a_retention_gap_is_reported_once_across_restarts() -> TestResult {
+    let Some((east, west_aggregate, _)) = stack("a_retention_gap_is_reported_once_across_restarts")
+    else {
+        return Ok(());
+    };
+    let topic = unique("gap-once");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&east, &topic, 1);
+    produce(&east, &topic, 0, "a", 1000, 20, 0);
+    let route = unique("gap-once");
+    let checkpoint_topic = unique("checkpoints");
+    let spec = RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &west_aggregate,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic: &checkpoint_topic,
+        workers: 1,
+    };
+    let mut first = Replicator::start(&spec);
+    wait_for("the first 1000 records", Duration::from_secs(45), || {
+        total(&end_offsets(&west_aggregate, &dest_topic)) >= 1000
+    });
+    assert!(first.terminate(), "clean exit on SIGTERM");
+
+    // While the route is down, 500 more arrive and retention deletes all of them.
+    produce(&east, &topic, 0, "b", 500, 20, 0);
+    runtime().block_on(admin(&east).delete_records(&topic, 0, 1500))?;
+
+    let mut second = Replicator::start(&spec);
+    wait_for("the gap reported", Duration::from_secs(30), || {
+        second.metric_sum("tributary_replicator_retention_gap_records_total") == 500.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    second.kill9();
+
+    let third = Replicator::start(&spec);
+    wait_for(
+        "the third start to be ready",
+        Duration::from_secs(30),
+        || http_get(third.port, "/readyz").is_ok_and(|r| r.contains("200 OK")),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !third.log().contains("retention gap"),
+        "the gap is not reported again:\n{}",
+        third.log()
+    );
+    drop(third);
+    let gaps = read_checkpoints(&west_aggregate, &checkpoint_topic)
+        .into_iter()
+        .filter(|r| matches!(r.entry, CheckpointEntry::RetentionGap(_)))
+        .count();
+    assert_eq!(gaps, 1, "one gap marker in the checkpoint topic");
+    Ok(())
+}
