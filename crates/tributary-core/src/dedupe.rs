@@ -33,22 +33,20 @@ pub const PROVENANCE_HEADERS: [&str; 5] = [
 ];
 
 /// Cluster id of the aggregate cluster the replicator wrote the copy into: what loop
-/// prevention checks ([`is_copy_in`]).
+/// prevention checks ([`is_copy_in`]). (No destination region: the id is exact, and every
+/// header costs bytes on every copy.)
 pub const HEADER_DESTINATION_CLUSTER: &str = "tributary.destination.cluster";
-/// Region of that aggregate cluster (informational).
-pub const HEADER_DESTINATION_REGION: &str = "tributary.destination.region";
 
 /// Every header a replicator writes. A record it copies keeps its other headers; these are
 /// replaced by the copy's own, so a record an application passed them through to stays
 /// parseable (one value per header).
-pub const REPLICATOR_HEADERS: [&str; 7] = [
+pub const REPLICATOR_HEADERS: [&str; 6] = [
     HEADER_SOURCE_REGION,
     HEADER_SOURCE_CLUSTER,
     HEADER_SOURCE_TOPIC,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_OFFSET,
     HEADER_DESTINATION_CLUSTER,
-    HEADER_DESTINATION_REGION,
 ];
 
 /// True if the record is a replicator's copy *in the cluster `cluster_id`* — its
@@ -295,7 +293,6 @@ mod tests {
     fn only_a_copy_in_the_cluster_it_was_copied_into_counts_as_a_copy() {
         let mut headers = provenance(42).to_headers();
         headers.push((HEADER_DESTINATION_CLUSTER, b"west-aggregate-id".to_vec()));
-        headers.push((HEADER_DESTINATION_REGION, b"west".to_vec()));
         // Read back from the aggregate it was copied into (aggregates wired both ways).
         assert!(is_copy_in(as_refs(&headers), "west-aggregate-id"));
         // Passed through by an application into another cluster: new data.

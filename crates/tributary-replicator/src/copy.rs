@@ -26,9 +26,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 use tributary_core::checkpoint::{self, CheckpointEntry, CheckpointKey, CheckpointRecord};
-use tributary_core::dedupe::{
-    HEADER_DESTINATION_CLUSTER, HEADER_DESTINATION_REGION, PROVENANCE_HEADERS, REPLICATOR_HEADERS,
-};
+use tributary_core::dedupe::{HEADER_DESTINATION_CLUSTER, PROVENANCE_HEADERS, REPLICATOR_HEADERS};
 use tributary_core::{OffsetCheckpoint, OffsetRange, RouteOrigin};
 use tributary_kafka::{KafkaAdmin, KafkaError, TopicSpec, classify};
 
@@ -1360,11 +1358,8 @@ impl Session<'_> {
             .insert(Header {
                 key: HEADER_DESTINATION_CLUSTER,
                 value: Some(self.dest_cluster_id.as_bytes()),
-            })
-            .insert(Header {
-                key: HEADER_DESTINATION_REGION,
-                value: Some(self.replicator.config.route.destination_region.as_bytes()),
             });
+
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&route.dest, offset as usize)
                 .partition(slot.partition)

@@ -660,7 +660,6 @@ fn records_an_application_derived_from_the_aggregate_with_passed_through_headers
             d.header("tributary.destination.cluster"),
             copies[0].header("tributary.destination.cluster")
         );
-        assert_eq!(d.header("tributary.destination.region"), Some("west"));
     }
     assert_eq!(
         replicator.metric_sum("tributary_replicator_records_skipped_loop_total"),
