@@ -532,6 +532,12 @@ impl RouteReplicator {
             .set("queue.buffering.max.messages", "500000")
             .set("queue.buffering.max.kbytes", "524288")
             .set("statistics.interval.ms", "0");
+        if config.get("socket.timeout.ms").is_none() {
+            // librdkafka's transactional calls wait for their request whatever their own
+            // timeout: with the default (60 s) a destination that stops answering held
+            // `send_offsets_to_transaction`, and a SIGTERM, past the pod's grace period.
+            config.set("socket.timeout.ms", REQUEST_TIMEOUT.as_millis().to_string());
+        }
         if cfg.delivery == Delivery::ExactlyOnce {
             config
                 .set(

@@ -1184,3 +1184,93 @@ fn a_retention_gap_is_reported_once_across_restarts() -> TestResult {
     assert_eq!(gaps, 1, "one gap marker in the checkpoint topic");
     Ok(())
 }
+
+/// Exactly-once with a destination that stops answering: the copy loop waits in a
+/// transaction commit (bounded by its 15 s request timeout), then the drain's, bounded by
+/// the drain timeout. After the destination is back, a `read_committed` reader sees every
+/// record exactly once.
+#[test]
+fn exactly_once_sigterm_ends_in_bounded_time_while_the_destination_does_not_answer() -> TestResult {
+    let Some((east, _, _)) =
+        stack("exactly_once_sigterm_ends_in_bounded_time_while_the_destination_does_not_answer")
+    else {
+        return Ok(());
+    };
+    let broker = ThrowawayBroker::start("drain-eos-dest");
+    let topic = unique("drain-eos");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    let partitions = 4;
+    create_topic(&east, &topic, partitions as usize);
+    produce_spread(&east, &topic, partitions, "before", 1000, 50, 0);
+    let route = unique("drain-eos");
+    let checkpoint_topic = unique("checkpoints");
+    let spec = RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &broker.bootstrap,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "exactly-once",
+        checkpoint_topic: &checkpoint_topic,
+        workers: 1,
+    };
+    let drain = Duration::from_secs(3);
+    let mut replicator = Replicator::start_with(&spec, &["--drain-timeout", "3s"]);
+    wait_for("the first records copied", Duration::from_secs(60), || {
+        read_all(&broker.bootstrap, &dest_topic, true)
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            >= 1000
+    });
+
+    broker.freeze();
+    produce_spread(&east, &topic, partitions, "after", 20_000, 50, 0);
+    std::thread::sleep(Duration::from_secs(3));
+    let asked = Instant::now();
+    let clean = replicator.terminate();
+    let took = asked.elapsed();
+    eprintln!("exactly-once SIGTERM with the destination frozen: exited in {took:?}");
+    // The commit under way when SIGTERM came (15 s request timeout), the drain, the abort.
+    let bound = Duration::from_secs(15) + drain + Duration::from_secs(5);
+    assert!(
+        clean && took < bound,
+        "SIGTERM ended the process in {took:?} (clean: {clean}), bound {bound:?}:\n{}",
+        replicator
+            .log()
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    broker.thaw();
+    let _next = Replicator::start(&spec);
+    let source_ends = end_offsets(&east, &topic);
+    let expected: usize = source_ends.values().map(|&e| e as usize).sum();
+    wait_for(
+        "the next run to commit everything",
+        Duration::from_secs(120),
+        || {
+            read_all(&broker.bootstrap, &dest_topic, true)
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                >= expected
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let dest = read_all(&broker.bootstrap, &dest_topic, true);
+    for (p, end) in &source_ends {
+        let seen: Vec<i64> = dest[p].iter().filter_map(Read::source_offset).collect();
+        assert_eq!(
+            seen,
+            (0..*end).collect::<Vec<_>>(),
+            "partition {p}: each record exactly once, in order"
+        );
+    }
+    Ok(())
+}
