@@ -32,6 +32,38 @@ pub const PROVENANCE_HEADERS: [&str; 5] = [
     HEADER_SOURCE_OFFSET,
 ];
 
+/// Cluster id of the aggregate cluster the replicator wrote the copy into: what loop
+/// prevention checks ([`is_copy_in`]). (No destination region: the id is exact, and every
+/// header costs bytes on every copy.)
+pub const HEADER_DESTINATION_CLUSTER: &str = "tributary.destination.cluster";
+
+/// Every header a replicator writes. A record it copies keeps its other headers; these are
+/// replaced by the copy's own, so a record an application passed them through to stays
+/// parseable (one value per header).
+pub const REPLICATOR_HEADERS: [&str; 6] = [
+    HEADER_SOURCE_REGION,
+    HEADER_SOURCE_CLUSTER,
+    HEADER_SOURCE_TOPIC,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_OFFSET,
+    HEADER_DESTINATION_CLUSTER,
+];
+
+/// True if the record is a replicator's copy *in the cluster `cluster_id`* — its
+/// `tributary.destination.cluster` names that cluster — so a route reading that cluster
+/// must not copy it again (no loops, also with identity naming and aggregates wired both
+/// ways). A record in another cluster that carries the headers was produced there by an
+/// application that passed them through (a replicator writes only into aggregates): it is
+/// new data and is copied, with fresh provenance.
+pub fn is_copy_in<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    cluster_id: &str,
+) -> bool {
+    headers
+        .into_iter()
+        .any(|(name, value)| name == HEADER_DESTINATION_CLUSTER && value == cluster_id.as_bytes())
+}
+
 /// Where a replicated record was produced.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Provenance {
@@ -79,8 +111,9 @@ pub enum ProvenanceError {
     Conflicting { header: &'static str },
 }
 
-/// True if any provenance header is present: the record is a replicator's copy, so a
-/// replicator must never copy it again (no loops, also with identity naming).
+/// True if any provenance header is present: a replicator's copy, or a record an
+/// application derived from one and passed the headers through (loop prevention asks
+/// [`is_copy_in`], not this).
 pub fn has_provenance<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> bool {
     headers
         .into_iter()
@@ -254,6 +287,22 @@ mod tests {
             Ok(Some(provenance(42)))
         );
         assert!(has_provenance(as_refs(&headers)));
+    }
+
+    #[test]
+    fn only_a_copy_in_the_cluster_it_was_copied_into_counts_as_a_copy() {
+        let mut headers = provenance(42).to_headers();
+        headers.push((HEADER_DESTINATION_CLUSTER, b"west-aggregate-id".to_vec()));
+        // Read back from the aggregate it was copied into (aggregates wired both ways).
+        assert!(is_copy_in(as_refs(&headers), "west-aggregate-id"));
+        // Passed through by an application into another cluster: new data.
+        assert!(!is_copy_in(as_refs(&headers), "east-regional-id"));
+        // Provenance without a destination (an application's own or an old copy): new data.
+        assert!(!is_copy_in(
+            as_refs(&provenance(42).to_headers()),
+            "west-aggregate-id"
+        ));
+        assert!(!is_copy_in(as_refs(&[]), "west-aggregate-id"));
     }
 
     #[test]

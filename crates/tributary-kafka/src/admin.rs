@@ -21,6 +21,8 @@ use crate::settings::ClientSettings;
 pub struct TopicDescription {
     pub name: String,
     pub partitions: usize,
+    /// Replicas of its most replicated partition (0 if it has no partitions).
+    pub replication_factor: usize,
 }
 
 /// A topic to create.
@@ -221,6 +223,12 @@ impl KafkaAdmin {
                             .map(|t| TopicDescription {
                                 name: t.name().to_owned(),
                                 partitions: t.partitions().len(),
+                                replication_factor: t
+                                    .partitions()
+                                    .iter()
+                                    .map(|p| p.replicas().len())
+                                    .max()
+                                    .unwrap_or(0),
                             })
                             .collect::<Vec<_>>()
                     })

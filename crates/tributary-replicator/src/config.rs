@@ -79,6 +79,12 @@ pub struct ReplicateArgs {
         default_value = "identity"
     )]
     pub topic_naming: NamingArg,
+    /// Replication factor of the topics this replicator creates in the destination (aggregate
+    /// topics, checkpoint topic). Default: each aggregate topic takes its source topic's, the
+    /// checkpoint topic the highest of the route's source topics' (never the broker's
+    /// `default.replication.factor`).
+    #[arg(long, env = "TRIBUTARY_REPLICATION_FACTOR")]
+    pub replication_factor: Option<i32>,
     #[arg(
         long,
         env = "TRIBUTARY_DELIVERY",
@@ -151,6 +157,8 @@ pub struct RouteConfig {
     /// Anchored (whole-name) pattern.
     pub pattern: Option<Regex>,
     pub naming: TopicNaming,
+    /// `--replication-factor`; `None`: the source topics'.
+    pub replication_factor: Option<i32>,
     pub delivery: Delivery,
     pub linger_ms: u32,
     pub batch_bytes: u32,
@@ -209,6 +217,9 @@ impl RouteConfig {
         if topics.is_empty() && pattern.is_none() {
             bail!("give the topics to copy with --topics and/or --topic-pattern");
         }
+        if args.replication_factor.is_some_and(|rf| rf < 1) {
+            bail!("--replication-factor must be at least 1");
+        }
         if args.checkpoint_interval < Duration::from_millis(100) {
             bail!("--checkpoint-interval must be at least 100ms");
         }
@@ -243,6 +254,7 @@ impl RouteConfig {
                 NamingArg::Identity => TopicNaming::Identity,
                 NamingArg::Prefixed => TopicNaming::Prefixed,
             },
+            replication_factor: args.replication_factor,
             delivery: match args.delivery {
                 DeliveryArg::AtLeastOnce => Delivery::AtLeastOnce,
                 DeliveryArg::ExactlyOnce => Delivery::ExactlyOnce,
@@ -304,6 +316,38 @@ mod tests {
         assert_eq!(
             a.transactional_id(1, 2),
             "tributary.route.team-a-east-to-west-365af9a2ac.1-of-2"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_replication_factor_below_one_is_refused_naming_the_flag() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from([
+            "replicate",
+            "--route",
+            "r",
+            "--source-region",
+            "east",
+            "--dest-region",
+            "west",
+            "--source-bootstrap",
+            "a:1",
+            "--dest-bootstrap",
+            "b:2",
+            "--topics",
+            "orders",
+            "--replication-factor",
+            "0",
+        ])?;
+        let err = RouteConfig::from_args(&cli.replicate)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("--replication-factor"), "{err}");
+        assert_eq!(
+            config("r")?.replication_factor,
+            None,
+            "default: the source's"
         );
         Ok(())
     }

@@ -26,13 +26,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 use tributary_core::checkpoint::{self, CheckpointEntry, CheckpointKey, CheckpointRecord};
-use tributary_core::dedupe::PROVENANCE_HEADERS;
+use tributary_core::dedupe::{HEADER_DESTINATION_CLUSTER, PROVENANCE_HEADERS, REPLICATOR_HEADERS};
 use tributary_core::{OffsetCheckpoint, OffsetRange, RouteOrigin};
 use tributary_kafka::{KafkaAdmin, KafkaError, TopicSpec, classify};
 
 use crate::config::{Delivery, RouteConfig};
 use crate::http::Health;
-use crate::metrics::PartitionLabels;
+use crate::metrics::{PartitionLabels, TopicLabels};
 
 /// How long an exactly-once transaction collects records before it commits.
 const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
@@ -103,27 +103,61 @@ impl RouteReplicator {
 
         // 1. What to copy, and where.
         let source_cluster_id = self.runtime.block_on(source_admin.cluster_id())?;
-        self.runtime.block_on(dest_admin.cluster_id())?;
-        let topics = self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
+        let dest_cluster_id = self.runtime.block_on(dest_admin.cluster_id())?;
+        let ResolvedTopics {
+            topics,
+            missing,
+            replication,
+        } = self.runtime.block_on(resolve_topics(cfg, &source_admin))?;
+        self.report_missing_topics(&missing);
         if topics.is_empty() {
             return Err(KafkaError::TopicMissing {
                 cluster: cfg.source.name.clone(),
-                topic: cfg
-                    .pattern
-                    .as_ref()
-                    .map(|p| format!("(none matches {})", p.as_str()))
-                    .unwrap_or_default(),
+                topic: if missing.is_empty() {
+                    cfg.pattern
+                        .as_ref()
+                        .map(|p| format!("(none matches {})", p.as_str()))
+                        .unwrap_or_default()
+                } else {
+                    missing.join(", ")
+                },
             });
         }
+        // Durability like the source's, whatever the destination brokers' default.
+        let source_replication = |topic: &str| {
+            let rf = replication.get(topic).copied().unwrap_or(1).max(1);
+            i32::try_from(rf).unwrap_or(i32::MAX)
+        };
         for (topic, partitions) in &topics {
             let dest_topic = cfg.naming.aggregate_topic(&cfg.route.source_region, topic);
-            self.runtime
-                .block_on(prepare_dest_topic(&dest_admin, &dest_topic, *partitions))?;
+            let replication_factor = match cfg.replication_factor {
+                Some(rf) => ReplicationFactor {
+                    value: rf,
+                    from: "from --replication-factor".into(),
+                },
+                None => ReplicationFactor {
+                    value: source_replication(topic),
+                    from: format!("from the source topic {topic:?}"),
+                },
+            };
+            self.runtime.block_on(prepare_dest_topic(
+                &dest_admin,
+                &dest_topic,
+                *partitions,
+                &replication_factor,
+            ))?;
         }
+        let checkpoint_replication = cfg.replication_factor.unwrap_or_else(|| {
+            topics
+                .keys()
+                .map(|t| source_replication(t))
+                .max()
+                .unwrap_or(1)
+        });
         self.runtime.block_on(dest_admin.create_topic(&TopicSpec {
             name: cfg.checkpoint_topic.clone(),
             partitions: 1,
-            replication_factor: None,
+            replication_factor: Some(checkpoint_replication),
             configs: vec![
                 ("cleanup.policy".into(), "delete".into()),
                 (
@@ -143,7 +177,8 @@ impl RouteReplicator {
             let handles: Vec<_> = (0..workers)
                 .map(|worker| {
                     let (topics, source_admin, dest_admin) = (&topics, &source_admin, &dest_admin);
-                    let (source_cluster_id, session_stop) = (&source_cluster_id, &session_stop);
+                    let (source_cluster_id, dest_cluster_id, session_stop) =
+                        (&source_cluster_id, &dest_cluster_id, &session_stop);
                     scope.spawn(move || {
                         let end = self.worker(
                             WorkerShare {
@@ -153,7 +188,10 @@ impl RouteReplicator {
                             topics,
                             source_admin,
                             dest_admin,
-                            source_cluster_id,
+                            ClusterIds {
+                                source: source_cluster_id,
+                                dest: dest_cluster_id,
+                            },
                             session_stop,
                         );
                         session_stop.store(true, Ordering::Relaxed);
@@ -190,7 +228,7 @@ impl RouteReplicator {
         topics: &BTreeMap<String, usize>,
         source_admin: &KafkaAdmin,
         dest_admin: &KafkaAdmin,
-        source_cluster_id: &str,
+        cluster_ids: ClusterIds<'_>,
         session_stop: &AtomicBool,
     ) -> Result<SessionEnd, KafkaError> {
         let cfg = &self.config;
@@ -262,6 +300,9 @@ impl RouteReplicator {
         })?;
         let mut assignment = TopicPartitionList::new();
         let mut fresh = TopicPartitionList::new();
+        // Partitions of recreated source topics, whose stored position is replaced by the
+        // new log's start before copying (ALO; EOS stores it with the first transaction).
+        let mut restarted = TopicPartitionList::new();
         for route in &routes {
             let source_offsets = self
                 .runtime
@@ -297,11 +338,21 @@ impl RouteReplicator {
                         low
                     }
                     Some(position) if position > high => {
+                        // Beyond the end: the topic was recreated (a log never shrinks), and
+                        // every record of the new log is new. Starting at the end would skip
+                        // [low, high) without a trace.
                         warn!(
                             route = %cfg.name, topic = %route.source, partition = slot.partition,
-                            "stored position {position} is beyond the source's end offset {high} (topic recreated?); starting at the end"
+                            "stored position {position} is beyond the source's end offset {high}: the topic was recreated; copying the new log from its start {low}"
                         );
-                        high
+                        restarted
+                            .add_partition_offset(
+                                &route.source,
+                                slot.partition,
+                                Offset::Offset(low),
+                            )
+                            .map_err(|e| classify(&cfg.source.name, "committing", None, e))?;
+                        low
                     }
                     Some(position) => position,
                     None => {
@@ -330,8 +381,9 @@ impl RouteReplicator {
                 };
                 slot.next_offset = start;
                 slot.committed = stored.unwrap_or(-1).max(start);
-                if eos && stored != Some(start) {
-                    // Store the (new) start so a restart does not report the gap again.
+                if stored != Some(start) {
+                    // Store the (new) start (after a retention gap, or the recreated log's
+                    // start) so a restart neither reports the gap again nor starts over.
                     slot.committed = -1;
                 }
                 assignment
@@ -345,6 +397,13 @@ impl RouteReplicator {
             // not make the next start write a second origin above copies already made.
             consumer
                 .commit(&fresh, CommitMode::Sync)
+                .map_err(|e| classify(&cfg.source.name, "storing the start position", None, e))?;
+        }
+        if !eos && restarted.count() > 0 {
+            // Replaces the recreated log's stale position, which would stay beyond its end
+            // (and restart it from its start again) until the new log outgrew it.
+            consumer
+                .commit(&restarted, CommitMode::Sync)
                 .map_err(|e| classify(&cfg.source.name, "storing the start position", None, e))?;
         }
         consumer
@@ -372,15 +431,51 @@ impl RouteReplicator {
             ledger,
             checkpoints,
             dest_group,
-            source_cluster_id: source_cluster_id.to_owned(),
+            source_cluster_id: cluster_ids.source.to_owned(),
+            dest_cluster_id: cluster_ids.dest.to_owned(),
             floors: FloorProbe::start(cfg)?,
             session_stop,
         };
         let end = session.copy(source_admin, topics);
         if end.is_err() && eos {
-            let _ = session.producer.abort_transaction(Duration::from_secs(5));
+            // Stopping: keep within the drain; the next instance's `init_transactions` (or
+            // `transaction.timeout.ms`) aborts what is left open.
+            let abort = if self.stop.load(Ordering::Relaxed) {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            let _ = session.producer.abort_transaction(abort);
         }
         end
+    }
+
+    /// A `--topics` entry the source lacks does not stop the others: it is named in a
+    /// warning at every re-list and in `topic_missing{topic}` (1 while missing), and copied
+    /// from the re-list that finds it.
+    fn report_missing_topics(&self, missing: &[String]) {
+        let cfg = &self.config;
+        for topic in &cfg.topics {
+            let gone = missing.contains(topic);
+            self.health
+                .metrics
+                .topic_missing
+                .get_or_create(&TopicLabels {
+                    topic: topic.clone(),
+                })
+                .set(i64::from(gone));
+        }
+        if !missing.is_empty() {
+            self.health.metrics.error("TopicMissing");
+            warn!(
+                route = %cfg.name,
+                missing = %missing.join(","),
+                "{}: --topics {} not found; copying the other topics, and these once they exist (topics are re-listed every {:?})",
+                cfg.source.name,
+                missing.join(", "),
+                TOPOLOGY_INTERVAL
+            );
+        }
     }
 
     fn report_retention_gap(
@@ -437,6 +532,12 @@ impl RouteReplicator {
             .set("queue.buffering.max.messages", "500000")
             .set("queue.buffering.max.kbytes", "524288")
             .set("statistics.interval.ms", "0");
+        if config.get("socket.timeout.ms").is_none() {
+            // librdkafka's transactional calls wait for their request whatever their own
+            // timeout: with the default (60 s) a destination that stops answering held
+            // `send_offsets_to_transaction`, and a SIGTERM, past the pod's grace period.
+            config.set("socket.timeout.ms", REQUEST_TIMEOUT.as_millis().to_string());
+        }
         if cfg.delivery == Delivery::ExactlyOnce {
             config
                 .set(
@@ -455,7 +556,16 @@ impl RouteReplicator {
         let mut config = cfg.source.client_config()?;
         config
             .set("group.id", cfg.group_id())
-            .set("enable.auto.commit", "false")
+            // At-least-once: what `commit_source_position` stores, committed every
+            // COMMIT_INTERVAL and again after a refusal. Exactly-once stores nothing here.
+            .set(
+                "enable.auto.commit",
+                (cfg.delivery == Delivery::AtLeastOnce).to_string(),
+            )
+            .set(
+                "auto.commit.interval.ms",
+                COMMIT_INTERVAL.as_millis().to_string(),
+            )
             .set("enable.auto.offset.store", "false")
             // Out of range must not silently jump: it is a retention gap to report.
             .set("auto.offset.reset", "error")
@@ -486,32 +596,55 @@ impl RouteReplicator {
     }
 }
 
-/// Source topics to copy, with their partition counts.
+/// The source topics of a route as the source lists them.
+struct ResolvedTopics {
+    /// Topics to copy, with their partition counts.
+    topics: BTreeMap<String, usize>,
+    /// `--topics` entries the source does not have (yet).
+    missing: Vec<String>,
+    /// Replication factor of each topic to copy (not part of what a re-list compares).
+    replication: BTreeMap<String, usize>,
+}
+
+/// Source topics to copy, with their partition counts, and the named ones that are missing.
 async fn resolve_topics(
     cfg: &RouteConfig,
     admin: &KafkaAdmin,
-) -> Result<BTreeMap<String, usize>, KafkaError> {
+) -> Result<ResolvedTopics, KafkaError> {
     let all = admin.list_topics(None).await?;
     let mut topics = BTreeMap::new();
+    let mut missing = Vec::new();
+    let mut replication = BTreeMap::new();
     for name in &cfg.topics {
-        let found =
-            all.iter()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| KafkaError::TopicMissing {
-                    cluster: cfg.source.name.clone(),
-                    topic: name.clone(),
-                })?;
-        topics.insert(found.name.clone(), found.partitions);
+        match all.iter().find(|t| &t.name == name) {
+            Some(found) => {
+                topics.insert(found.name.clone(), found.partitions);
+                replication.insert(found.name.clone(), found.replication_factor);
+            }
+            None => missing.push(name.clone()),
+        }
     }
     if let Some(pattern) = &cfg.pattern {
         for t in all.iter().filter(|t| pattern.is_match(&t.name)) {
             // Never copy our own bookkeeping, even if a pattern matches it.
             if t.name != cfg.checkpoint_topic {
                 topics.insert(t.name.clone(), t.partitions);
+                replication.insert(t.name.clone(), t.replication_factor);
             }
         }
     }
-    Ok(topics)
+    Ok(ResolvedTopics {
+        topics,
+        missing,
+        replication,
+    })
+}
+
+/// The replication factor a destination topic is created with, and where it came from.
+struct ReplicationFactor {
+    value: i32,
+    /// For messages: "from --replication-factor" or "from the source topic ...".
+    from: String,
 }
 
 /// Creates the destination topic with the source's partition count, or grows it; refuses
@@ -520,6 +653,7 @@ async fn prepare_dest_topic(
     admin: &KafkaAdmin,
     topic: &str,
     partitions: usize,
+    replication_factor: &ReplicationFactor,
 ) -> Result<(), KafkaError> {
     match admin.describe_topic(topic).await? {
         None => {
@@ -527,11 +661,26 @@ async fn prepare_dest_topic(
                 .create_topic(&TopicSpec {
                     name: topic.to_owned(),
                     partitions,
-                    replication_factor: None,
+                    replication_factor: Some(replication_factor.value),
                     configs: vec![],
                 })
-                .await?;
-            info!(topic, partitions, "created destination topic");
+                .await
+                .map_err(|e| match e {
+                    KafkaError::Kafka { cluster, detail, .. } => KafkaError::Config {
+                        detail: format!(
+                            "cannot create destination topic {topic:?} with replication factor {} ({}): {detail}; set --replication-factor to what the destination cluster can hold",
+                            replication_factor.value, replication_factor.from
+                        ),
+                        cluster,
+                    },
+                    other => other,
+                })?;
+            info!(
+                topic,
+                partitions,
+                replication_factor = replication_factor.value,
+                "created destination topic"
+            );
             Ok(())
         }
         Some(existing) if existing.partitions < partitions => {
@@ -546,6 +695,13 @@ async fn prepare_dest_topic(
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Kafka cluster ids of the route's two clusters.
+#[derive(Clone, Copy, Debug)]
+struct ClusterIds<'a> {
+    source: &'a str,
+    dest: &'a str,
 }
 
 /// Worker `index` of `of` copies the partitions whose slot number ≡ `index` (mod `of`);
@@ -775,13 +931,19 @@ pub struct LoggingContext {
     /// Source high watermarks from librdkafka's statistics (consumer only): lag without
     /// extra requests.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+    /// When a refused automatic commit was last logged (consumer only): once per
+    /// `COMMIT_FAILURE_LOG_INTERVAL` while they keep failing every 200 ms.
+    commit_failure_logged: Mutex<Option<Instant>>,
 }
+
+const COMMIT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 impl LoggingContext {
     fn new(cluster: &str) -> Self {
         Self {
             cluster: cluster.to_owned(),
             high_watermarks: Mutex::default(),
+            commit_failure_logged: Mutex::default(),
         }
     }
 
@@ -818,7 +980,34 @@ impl ClientContext for LoggingContext {
     }
 }
 
-impl ConsumerContext for LoggingContext {}
+impl ConsumerContext for LoggingContext {
+    /// The outcome of an automatic commit (served by `poll`); librdkafka sends a refused
+    /// position again with the next one, so this only reports.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let partition_error = offsets.elements().iter().find_map(|e| e.error().err());
+        let why = match (&result, partition_error) {
+            (Err(RdError::ConsumerCommit(RDKafkaErrorCode::NoOffset)), _) => return,
+            (Err(e), _) => e.to_string(),
+            (Ok(()), Some(e)) => e.to_string(),
+            (Ok(()), None) => return,
+        };
+        let mut logged = self
+            .commit_failure_logged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= COMMIT_FAILURE_LOG_INTERVAL) {
+            *logged = Some(Instant::now());
+            warn!(
+                cluster = %self.cluster,
+                "committing the route's position failed ({why}); it is committed again every {COMMIT_INTERVAL:?} until the cluster takes it (does another consumer use the route's group?)"
+            );
+        }
+    }
+}
 
 impl ProducerContext for LoggingContext {
     type DeliveryOpaque = ();
@@ -999,6 +1188,8 @@ struct Session<'a> {
     checkpoints: CheckpointWriter,
     dest_group: Option<BaseConsumer<LoggingContext>>,
     source_cluster_id: String,
+    /// Stamped on every copy: loop prevention recognises copies by it.
+    dest_cluster_id: String,
     floors: FloorProbe,
     /// Set when another worker of the session ended: drain and end too.
     session_stop: &'a AtomicBool,
@@ -1069,7 +1260,10 @@ impl Session<'_> {
                         if batch == 0 && !self.replicator.health.ready.load(Ordering::Relaxed) {
                             self.replicator.health.ready.store(true, Ordering::Relaxed);
                         }
-                        self.copy_record(&message)?;
+                        if !self.copy_record(&message)? {
+                            // Stopping while the destination takes nothing: drain now.
+                            break;
+                        }
                         batch += 1;
                         if batch.is_multiple_of(1024) {
                             serve_deliveries(&self.producer, &self.ledger);
@@ -1097,7 +1291,7 @@ impl Session<'_> {
             if eos {
                 if transaction_started.elapsed() >= TRANSACTION_INTERVAL {
                     if transaction_records > 0 || self.position_moved() {
-                        self.commit_transaction()?;
+                        self.commit_transaction(REQUEST_TIMEOUT)?;
                         in_transaction = false;
                     } else {
                         transaction_started = Instant::now();
@@ -1128,12 +1322,14 @@ impl Session<'_> {
                     .runtime
                     .block_on(resolve_topics(self.cfg(), source_admin))
                 {
-                    Ok(now) if &now != topics => {
+                    Ok(now) if &now.topics != topics => {
                         break SessionEnd::Restart(format!(
-                            "source topics changed: {topics:?} → {now:?}"
+                            "source topics changed: {topics:?} → {:?}",
+                            now.topics
                         ));
                     }
-                    Ok(_) => {
+                    Ok(now) => {
+                        self.replicator.report_missing_topics(&now.missing);
                         if !ready {
                             // The source answers again; the assigned consumer resumes by
                             // itself, with or without new records to show for it.
@@ -1149,21 +1345,31 @@ impl Session<'_> {
             }
         };
 
-        // Drain: no more fetching; flush, commit, final checkpoint.
+        // Drain: no more fetching; flush, commit, final checkpoint — within the drain
+        // timeout, also when the destination does not answer (then only what it
+        // acknowledged counts, and the final checkpoints, which could not land, are skipped).
         let drain = self.cfg().drain_timeout;
         info!(route = %self.cfg().name, "draining in-flight records (up to {drain:?})");
         if eos {
             if in_transaction {
-                self.commit_transaction()?;
+                self.commit_transaction(drain)?;
             }
         } else {
-            if let Err(e) = self.producer.flush(drain) {
-                warn!("not every in-flight record was acknowledged within {drain:?}: {e}");
-            }
+            let flushed = self.producer.flush(drain);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
             }
+            // Only up to what the destination acknowledged (see commit_source_position).
             self.commit_source_position(CommitMode::Sync)?;
+            if let Err(e) = flushed {
+                warn!(
+                    route = %self.cfg().name,
+                    "{} did not acknowledge every in-flight record within {drain:?} ({e}): committed the position of the acknowledged ones; the rest are copied again by the next run; final checkpoints skipped",
+                    self.cfg().dest.name
+                );
+                self.update_metrics(Instant::now());
+                return Ok(end);
+            }
         }
         self.write_checkpoints();
         self.checkpoints.flush();
@@ -1172,9 +1378,12 @@ impl Session<'_> {
         Ok(end)
     }
 
-    fn copy_record(&mut self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+    /// Hands one source record to the producer (or skips it). `false`: it was left for the
+    /// next run, because a stop was asked for while the producer's queue was full (the
+    /// destination takes nothing); the position stays at it.
+    fn copy_record(&mut self, message: &BorrowedMessage<'_>) -> Result<bool, KafkaError> {
         let Some(&route_index) = self.by_source.get(message.topic()) else {
-            return Ok(());
+            return Ok(true);
         };
         let route = &self.routes[route_index];
         let index = route.base + message.partition() as usize;
@@ -1185,18 +1394,27 @@ impl Session<'_> {
             slot.last_timestamp_ms = ts;
         }
         let headers = message.headers();
+        let source_cluster = self.source_cluster_id.as_bytes();
         if let Some(headers) = headers
-            && headers.iter().any(|h| PROVENANCE_HEADERS.contains(&h.key))
+            && headers
+                .iter()
+                .any(|h| h.key == HEADER_DESTINATION_CLUSTER && h.value == Some(source_cluster))
         {
-            // A copy of a copy: never again (no loops).
+            // A copy some route wrote into the cluster we read: never again (no loops).
+            // Provenance naming another cluster was passed through by an application
+            // (`tributary_core::dedupe::is_copy_in`): new data, copied below.
             slot.skipped += 1;
-            return Ok(());
+            return Ok(true);
         }
         let mut copy = OwnedHeaders::new_with_capacity(
-            headers.map_or(0, |h| h.count()) + PROVENANCE_HEADERS.len(),
+            headers.map_or(0, |h| h.count()) + REPLICATOR_HEADERS.len(),
         );
         if let Some(headers) = headers {
-            for h in headers.iter() {
+            // Passed-through provenance is replaced by this copy's own (one value each).
+            for h in headers
+                .iter()
+                .filter(|h| !REPLICATOR_HEADERS.contains(&h.key))
+            {
                 copy = copy.insert(Header {
                     key: h.key,
                     value: h.value,
@@ -1225,7 +1443,12 @@ impl Session<'_> {
             .insert(Header {
                 key: PROVENANCE_HEADERS[4],
                 value: Some(decimal(offset as u64, &mut digits)),
+            })
+            .insert(Header {
+                key: HEADER_DESTINATION_CLUSTER,
+                value: Some(self.dest_cluster_id.as_bytes()),
             });
+
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&route.dest, offset as usize)
                 .partition(slot.partition)
@@ -1246,6 +1469,14 @@ impl Session<'_> {
                     // Delivered records still count until their report is served; serve
                     // them, and wait for the broker only if that freed nothing.
                     if !serve_deliveries(&self.producer, &self.ledger) {
+                        if self.replicator.stop.load(Ordering::Relaxed)
+                            || self.session_stop.load(Ordering::Relaxed)
+                        {
+                            // A full queue that frees nothing: the destination is not
+                            // answering. Waiting here would ignore the drain timeout.
+                            slot.next_offset = offset;
+                            return Ok(false);
+                        }
                         self.producer.poll(Duration::from_millis(1));
                     }
                     record = back;
@@ -1264,7 +1495,7 @@ impl Session<'_> {
             }
         }
         slot.produced += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// `Some(end)` ends the session; `None` carries on (librdkafka retries by itself).
@@ -1304,7 +1535,8 @@ impl Session<'_> {
     }
 
     /// ALO: commits, per partition, the position after the last acknowledged record (or
-    /// the consumed position when nothing is in flight).
+    /// the consumed position when nothing is in flight): `Async` stores it for the
+    /// automatic commit, `Sync` (the drain) commits it and waits.
     fn commit_source_position(&mut self, mode: CommitMode) -> Result<(), KafkaError> {
         let acked = self.ledger.lock().slots.clone();
         let mut list = TopicPartitionList::new();
@@ -1322,7 +1554,10 @@ impl Session<'_> {
             } else {
                 continue;
             };
-            if position > slot.committed {
+            // The final (synchronous) commit sends every position, also one whose automatic
+            // commit has not succeeded yet.
+            let sync = matches!(mode, CommitMode::Sync);
+            if position > slot.committed || (sync && position >= 0) {
                 let route = &self.routes[slot.route];
                 list.add_partition_offset(&route.source, slot.partition, Offset::Offset(position))
                     .map_err(|e| {
@@ -1334,7 +1569,18 @@ impl Session<'_> {
         if moved.is_empty() {
             return Ok(());
         }
-        match self.consumer.commit(&list, mode) {
+        // Stored offsets are what librdkafka's automatic commit sends (every
+        // COMMIT_INTERVAL, again after a refused commit, until the cluster takes it): a
+        // manual asynchronous commit's outcome is never reported to us (rdkafka sets no
+        // offset_commit_cb), so a refused one would have counted as stored for good.
+        // The final synchronous commit stores first, so the automatic commit on close
+        // never sends an older offset after it.
+        let stored = self.consumer.store_offsets(&list);
+        let result = match mode {
+            CommitMode::Async => stored,
+            CommitMode::Sync => stored.and_then(|()| self.consumer.commit(&list, mode)),
+        };
+        match result {
             Ok(()) => {
                 for (i, position) in moved {
                     self.slots[i].committed = position;
@@ -1361,8 +1607,9 @@ impl Session<'_> {
     }
 
     /// EOS: the position joins the open transaction, which then commits; checkpoints may
-    /// name what it contained only afterwards.
-    fn commit_transaction(&mut self) -> Result<(), KafkaError> {
+    /// name what it contained only afterwards. Within `timeout`.
+    fn commit_transaction(&mut self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + timeout;
         let dest = self.replicator.config.dest.name.clone();
         let mut list = TopicPartitionList::new();
         for slot in self.slots.iter().filter(|s| s.owned) {
@@ -1386,11 +1633,11 @@ impl Session<'_> {
             })?;
         if list.count() > 0 {
             self.producer
-                .send_offsets_to_transaction(&list, &group, REQUEST_TIMEOUT)
+                .send_offsets_to_transaction(&list, &group, timeout)
                 .map_err(|e| classify(&dest, "adding the position to the transaction", None, e))?;
         }
         self.producer
-            .commit_transaction(REQUEST_TIMEOUT)
+            .commit_transaction(deadline.saturating_duration_since(Instant::now()))
             .map_err(|e| classify(&dest, "committing a transaction", None, e))?;
         self.replicator.health.metrics.transactions.inc();
         // Every record of the transaction is acknowledged now; serve their reports.

@@ -24,6 +24,12 @@ impl PartitionLabels {
     }
 }
 
+/// A `--topics` entry (bounded by the route's flags).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabels {
     pub category: &'static str,
@@ -37,6 +43,7 @@ pub struct Metrics {
     pub lag_records: Family<PartitionLabels, Gauge>,
     pub lag_seconds: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
     pub retention_gap_records: Family<PartitionLabels, Counter>,
+    pub topic_missing: Family<TopicLabels, Gauge>,
     pub checkpoint_age_seconds: Gauge<f64, AtomicU64>,
     pub checkpoints_written: Counter,
     /// Checkpoint records the destination did not acknowledge (each also counts as an error
@@ -57,6 +64,7 @@ impl Metrics {
             lag_records: Family::default(),
             lag_seconds: Family::default(),
             retention_gap_records: Family::default(),
+            topic_missing: Family::default(),
             checkpoint_age_seconds: Gauge::default(),
             checkpoints_written: Counter::default(),
             checkpoint_delivery_failures: Counter::default(),
@@ -79,7 +87,7 @@ impl Metrics {
         );
         registry.register(
             "records_skipped_loop",
-            "Source records not copied because they carry provenance headers (copies of copies)",
+            "Source records not copied because they are copies a route wrote into the source cluster (loops)",
             m.records_skipped_loop.clone(),
         );
         registry.register(
@@ -96,6 +104,11 @@ impl Metrics {
             "retention_gap_records",
             "Source records deleted by retention before they were copied",
             m.retention_gap_records.clone(),
+        );
+        registry.register(
+            "topic_missing",
+            "1 while a topic named in --topics does not exist in the source cluster (the others are copied)",
+            m.topic_missing.clone(),
         );
         registry.register(
             "checkpoint_age_seconds",

@@ -19,34 +19,61 @@ use tributary_kafka::{ClientSettings, KafkaAdmin, TopicSpec};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// `KEY=value` exports of the stack's env file (`$TRIBUTARY_STATE_DIR/env`, else this
+/// checkout's `e2e/.state/env`), so the tests also run by hand with plain `cargo test`.
+fn env_file_vars() -> BTreeMap<String, String> {
+    let state = std::env::var("TRIBUTARY_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/.state")
+        });
+    let Ok(text) = std::fs::read_to_string(state.join("env")) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
 /// Bootstrap servers of `<REGION>`'s regional or aggregate cluster, from the env the stack
 /// writes (`e2e/.state/env`: `TRIBUTARY_KAFKA_<REGION>_{REGIONAL,AGGREGATE}`).
 pub fn cluster(region: &str, role: &str) -> Option<String> {
-    std::env::var(format!(
+    let key = format!(
         "TRIBUTARY_KAFKA_{}_{}",
         region.to_uppercase(),
         role.to_uppercase()
-    ))
-    .ok()
-    .filter(|v| !v.is_empty())
+    );
+    std::env::var(&key)
+        .ok()
+        .or_else(|| env_file_vars().remove(&key))
+        .filter(|v| !v.is_empty())
 }
 
-/// East regional, west aggregate, east aggregate — or `None` (and a loud message) when the
-/// stack's env is absent.
+/// East regional, west aggregate, east aggregate. As everywhere in this repository
+/// (`tributary_e2e::Stack::connect`): `None` (and a loud SKIPPED) only when
+/// `TRIBUTARY_SKIP_E2E=1` (`make unit-test`); a missing stack otherwise fails the test,
+/// because a test that did not run must not pass.
 pub fn stack(test: &str) -> Option<(String, String, String)> {
+    if std::env::var("TRIBUTARY_SKIP_E2E").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "\n*** SKIPPED {test}: TRIBUTARY_SKIP_E2E=1 (this test needs the local stack: make stack-up)\n"
+        );
+        return None;
+    }
     match (
         cluster("east", "regional"),
         cluster("west", "aggregate"),
         cluster("east", "aggregate"),
     ) {
         (Some(a), Some(b), Some(c)) => Some((a, b, c)),
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED {test}: TRIBUTARY_KAFKA_EAST_REGIONAL / _WEST_AGGREGATE / _EAST_AGGREGATE are not set.\n\
-                 *** Run it through `make e2e` or `source e2e/.state/env` after `make stack-up`.\n"
-            );
-            None
-        }
+        _ => panic!(
+            "{test} needs the local stack, but TRIBUTARY_KAFKA_EAST_REGIONAL / _WEST_AGGREGATE / \
+             _EAST_AGGREGATE are not set and no stack env file was found: run `make stack-up` \
+             and `source e2e/.state/env` (or set TRIBUTARY_STATE_DIR), or set \
+             TRIBUTARY_SKIP_E2E=1 to skip the tests that need it"
+        ),
     }
 }
 
@@ -284,6 +311,11 @@ pub struct RouteSpec<'a> {
 
 impl Replicator {
     pub fn start(spec: &RouteSpec<'_>) -> Self {
+        Self::start_with(spec, &[])
+    }
+
+    /// [`Replicator::start`] with more flags (applied after the spec's).
+    pub fn start_with(spec: &RouteSpec<'_>, extra: &[&str]) -> Self {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
             .args([
@@ -312,6 +344,7 @@ impl Replicator {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -340,7 +373,7 @@ impl Replicator {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit (up to 30 s, then SIGKILL and `false`).
     pub fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -410,6 +443,116 @@ pub fn read_checkpoints(bootstrap: &str, topic: &str) -> Vec<tributary_core::Che
                 r.value.as_deref().unwrap_or_default(),
             )
             .ok()
+        })
+        .collect()
+}
+
+/// A single-node Kafka cluster of the test's own (`e2e/stack/kafka.sh`, data under a temp
+/// dir), for tests that must stop a destination without touching the shared stack.
+/// Dropped: killed and its data removed.
+pub struct ThrowawayBroker {
+    pub bootstrap: String,
+    pid: String,
+    state: std::path::PathBuf,
+}
+
+impl ThrowawayBroker {
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, "")
+    }
+
+    /// [`ThrowawayBroker::start`] with extra `server.properties` lines (they win over the
+    /// stack's).
+    pub fn start_with(name: &str, extra_properties: &str) -> Self {
+        let state = std::env::temp_dir().join(unique("tributary-test-broker"));
+        // kafka.sh uses PORT and PORT + 1 (controller).
+        let port = (0..50)
+            .map(|_| free_port())
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+            .unwrap_or_else(|| panic!("no two free adjacent ports"));
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e/stack/kafka.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["kafka_up", name, &port.to_string()])
+            .env("TRIBUTARY_STATE_DIR", &state)
+            // Never build the shared class-data archive from a test.
+            .env("KAFKA_CDS", "0")
+            .env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx384m")
+            .env("KAFKA_EXTRA_PROPS", extra_properties)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        let pid = std::fs::read_to_string(state.join(format!("pids/kafka-{name}.pid")))
+            .map(|p| p.trim().to_owned())
+            .unwrap_or_default();
+        let broker = Self {
+            bootstrap: format!("127.0.0.1:{port}"),
+            pid,
+            state,
+        };
+        assert!(
+            out.status.success() && !broker.pid.is_empty(),
+            "starting a throwaway broker on port {port} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        broker
+    }
+
+    fn signal(&self, signal: &str) {
+        if !self.pid.is_empty() {
+            let _ = Command::new("kill").args([signal, &self.pid]).status();
+        }
+    }
+
+    /// SIGSTOP: connections stay open and new ones are accepted by the kernel, but the
+    /// broker never answers — a destination that hangs.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for ThrowawayBroker {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.signal("-KILL");
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// The committed offsets of consumer group `group` for `topic`'s `partitions`.
+pub fn committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer for {bootstrap}: {e}"));
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("committed offsets of {group}: {e}"));
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (e.partition(), offset)
         })
         .collect()
 }
