@@ -1367,7 +1367,7 @@ impl Session<'_> {
                     "{} did not acknowledge every in-flight record within {drain:?} ({e}): committed the position of the acknowledged ones; the rest are copied again by the next run; final checkpoints skipped",
                     self.cfg().dest.name
                 );
-                self.update_metrics(Instant::now());
+                self.update_metrics();
                 return Ok(end);
             }
         }
