@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use regex::Regex;
 
@@ -48,65 +49,80 @@ pub struct PartitionOffsets {
 #[derive(Clone)]
 pub struct KafkaAdmin {
     cluster: Arc<str>,
-    client: Arc<AdminClient<AuthWatch>>,
-    /// The client's config, for [`diagnose_login`] (holds credentials: never printed).
-    config: Arc<rdkafka::ClientConfig>,
+    client: Arc<AdminClient<DefaultClientContext>>,
+    /// TLS or SASL connections only: what tells a refused login from an unreachable cluster.
+    login: Option<Arc<LoginWatch>>,
     timeout: Duration,
 }
 
-/// The admin client's context: remembers the last authentication or TLS failure librdkafka
-/// reported for the connection (those arrive as client errors, not as a request's error: a
-/// request just times out), so that a wrong password reads as `Auth`, not `Unreachable`.
-#[derive(Default)]
-pub struct AuthWatch {
-    last: std::sync::Mutex<Option<String>>,
+/// How long a login failure seen in the background explains a failed call.
+const LOGIN_FAILURE_MEMORY: Duration = Duration::from_secs(60);
+
+/// Watches the connection's logins: librdkafka reports a refused login (wrong password,
+/// certificate not accepted) as a broker failure through a client's main queue, which an
+/// admin client never serves, so its calls just time out. A small producer on the same
+/// settings, polled by its own thread, connects at once and sees the failure; a call that
+/// fails as `Unreachable` meanwhile is reported as `Auth` with the broker's reason.
+struct LoginWatch {
+    producer: rdkafka::producer::ThreadedProducer<LoginContext>,
 }
 
-impl AuthWatch {
-    /// The last authentication/TLS failure, redacted.
-    fn failure(&self) -> Option<String> {
-        self.last.lock().ok().and_then(|l| l.clone())
+impl LoginWatch {
+    fn start(config: &rdkafka::ClientConfig) -> Option<Self> {
+        Some(Self {
+            producer: config.create_with_context(LoginContext::default()).ok()?,
+        })
     }
-}
 
-/// Why a cluster that did not answer refused us, if it did: an admin client never serves
-/// its main queue, where librdkafka reports a failed login, so a short-lived producer (which
-/// connects at once and is polled here) finds out. `None`: no login failure seen (the
-/// cluster is unreachable, or slow).
-fn diagnose_login(config: &rdkafka::ClientConfig) -> Option<String> {
-    use rdkafka::producer::{BaseProducer, Producer as _};
-    let producer: BaseProducer<AuthWatch> =
-        config.create_with_context(AuthWatch::default()).ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while std::time::Instant::now() < deadline {
-        producer.poll(Duration::from_millis(100));
-        if let Some(failure) = producer.context().failure() {
-            return Some(failure);
+    /// The latest login failure, redacted, if it is recent.
+    fn failure(&self) -> Option<String> {
+        let last = self.producer.context().last.lock().ok()?;
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < LOGIN_FAILURE_MEMORY)
+            .map(|(_, reason)| reason.clone())
+    }
+
+    /// `error` as the caller should see it: `Auth` when an `Unreachable` came with a refused
+    /// login.
+    fn explain(login: Option<&Self>, error: KafkaError) -> KafkaError {
+        match (error, login.and_then(Self::failure)) {
+            (KafkaError::Unreachable { cluster, detail }, Some(reason)) => KafkaError::Auth {
+                cluster,
+                detail: format!("{detail}: {reason}"),
+            },
+            (error, _) => error,
         }
     }
-    None
 }
 
-impl rdkafka::producer::ProducerContext for AuthWatch {
+#[derive(Default)]
+struct LoginContext {
+    last: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl LoginContext {
+    fn remember(&self, reason: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((std::time::Instant::now(), crate::redact::redact(reason)));
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LoginContext {
     type DeliveryOpaque = ();
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
 }
 
-impl ClientContext for AuthWatch {
-    // librdkafka reports a refused login as a broker failure (an error-level log line and an
-    // `Authentication` error), delivered through the client's main queue.
-    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+impl ClientContext for LoginContext {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, message: &str) {
         let lower = message.to_ascii_lowercase();
         if lower.contains("authentication") || lower.contains("ssl handshake failed") {
-            tracing::debug!(fac, "{}", crate::redact::redact(message));
-            if let Ok(mut last) = self.last.lock() {
-                *last = Some(crate::redact::redact(message));
-            }
+            self.remember(message);
         }
     }
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use RDKafkaErrorCode as C;
-        let auth = matches!(
+        if matches!(
             error.rdkafka_error_code(),
             Some(
                 C::Authentication
@@ -115,9 +131,8 @@ impl ClientContext for AuthWatch {
                     | C::IllegalSASLState
                     | C::SSL
             )
-        );
-        if auth && let Ok(mut last) = self.last.lock() {
-            *last = Some(crate::redact::redact(reason));
+        ) {
+            self.remember(reason);
         }
     }
 }
@@ -131,17 +146,25 @@ impl std::fmt::Debug for KafkaAdmin {
 }
 
 impl KafkaAdmin {
-    /// Connects lazily: creating the client does not contact the cluster.
+    /// Connects lazily: creating the client does not contact the cluster (with TLS or SASL a
+    /// [`LoginWatch`] producer connects at once).
     pub fn new(settings: &ClientSettings) -> Result<Self, KafkaError> {
-        let mut config = settings.client_config()?;
-        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
+        let config = settings.client_config()?;
         let client = config
-            .create_with_context::<_, AdminClient<AuthWatch>>(AuthWatch::default())
+            .create::<AdminClient<DefaultClientContext>>()
             .map_err(|e| classify(&settings.name, "creating an admin client", None, e))?;
+        let login = (settings.tls.is_some() || settings.sasl.is_some())
+            .then(|| {
+                let mut watch_config = config.clone();
+                watch_config.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
+                LoginWatch::start(&watch_config)
+            })
+            .flatten()
+            .map(Arc::new);
         Ok(Self {
             cluster: settings.name.as_str().into(),
             client: Arc::new(client),
-            config: Arc::new(config),
+            login,
             timeout: Duration::from_secs(10),
         })
     }
@@ -159,7 +182,7 @@ impl KafkaAdmin {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&AdminClient<AuthWatch>, Duration) -> T + Send + 'static,
+        f: impl FnOnce(&AdminClient<DefaultClientContext>, Duration) -> T + Send + 'static,
     ) -> T {
         let client = self.client.clone();
         let timeout = self.timeout;
@@ -172,23 +195,17 @@ impl KafkaAdmin {
     /// The cluster's id (also a cheap reachability probe).
     pub async fn cluster_id(&self) -> Result<String, KafkaError> {
         let cluster = self.cluster.clone();
-        let config = self.config.clone();
         self.blocking(move |client, timeout| {
             client
                 .inner()
                 .fetch_cluster_id(timeout)
-                .ok_or_else(|| match diagnose_login(&config) {
-                    Some(reason) => KafkaError::Auth {
-                        cluster: cluster.to_string(),
-                        detail: format!("no cluster id within {timeout:?}: {reason}"),
-                    },
-                    None => KafkaError::Unreachable {
-                        cluster: cluster.to_string(),
-                        detail: format!("no cluster id within {timeout:?}"),
-                    },
+                .ok_or_else(|| KafkaError::Unreachable {
+                    cluster: cluster.to_string(),
+                    detail: format!("no cluster id within {timeout:?}"),
                 })
         })
         .await
+        .map_err(|e| LoginWatch::explain(self.login.as_deref(), e))
     }
 
     /// Every non-internal topic, optionally only those whose whole name matches `pattern`.
@@ -197,24 +214,12 @@ impl KafkaAdmin {
         pattern: Option<&Regex>,
     ) -> Result<Vec<TopicDescription>, KafkaError> {
         let cluster = self.cluster.clone();
-        let config = self.config.clone();
         let mut topics = self
             .blocking(move |client, timeout| {
                 client
                     .inner()
                     .fetch_metadata(None, timeout)
-                    .map_err(|e| match classify(&cluster, "listing topics", None, e) {
-                        KafkaError::Unreachable { cluster, detail } => {
-                            match diagnose_login(&config) {
-                                Some(reason) => KafkaError::Auth {
-                                    cluster,
-                                    detail: format!("{detail}: {reason}"),
-                                },
-                                None => KafkaError::Unreachable { cluster, detail },
-                            }
-                        }
-                        other => other,
-                    })
+                    .map_err(|e| classify(&cluster, "listing topics", None, e))
                     .map(|metadata| {
                         metadata
                             .topics()
@@ -233,7 +238,8 @@ impl KafkaAdmin {
                             .collect::<Vec<_>>()
                     })
             })
-            .await?;
+            .await
+            .map_err(|e| LoginWatch::explain(self.login.as_deref(), e))?;
         if let Some(pattern) = pattern {
             let whole = anchored(pattern).map_err(|e| KafkaError::Config {
                 cluster: self.cluster.to_string(),
