@@ -279,10 +279,16 @@ pub struct RouteStatus {
     /// Age of the oldest record not yet copied, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,
-    /// Seconds since the route's newest checkpoint record. While the route copies this stays
-    /// near the checkpoint interval; an idle route writes only when its floor rises or once a
-    /// heartbeat (1 h by default), so its age grows up to that (docs/checkpoint-format.md,
-    /// layout v2). The replicator's `checkpoint_age_seconds` metric says whether writes fail.
+    /// When the route's newest checkpoint record was written. While the route copies this is
+    /// within the checkpoint interval; an idle route writes only when its floor rises or once
+    /// a heartbeat (1 h by default; docs/checkpoint-format.md, layout v2). A time, not an age,
+    /// so that the status does not change while nothing happens. The replicator's
+    /// `checkpoint_age_seconds` metric says whether its writes fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Deprecated, no longer set: an age in status changed at every write while nothing
+    /// happened. Kept so that statuses written by older operators stay valid; read
+    /// `lastCheckpointTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint_age_seconds: Option<f64>,
     /// `Ready`, `Degraded`, `Pending`.

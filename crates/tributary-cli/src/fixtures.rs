@@ -67,6 +67,11 @@ status:
 }
 
 fn route(source: &str, target: &str, state: &str, lag: i64, checkpoint_age: f64) -> String {
+    let checkpoint_time = NOW
+        .parse::<Timestamp>()
+        .expect("fixture time")
+        .checked_sub(std::time::Duration::from_secs_f64(checkpoint_age))
+        .expect("a time before NOW");
     format!(
         r#"    - source: {source}
       sourceRegion: {source}
@@ -74,7 +79,7 @@ fn route(source: &str, target: &str, state: &str, lag: i64, checkpoint_age: f64)
       readyReplicas: 1
       lagRecords: {lag}
       lagSeconds: 0
-      lastCheckpointAgeSeconds: {checkpoint_age}
+      lastCheckpointTime: "{checkpoint_time}"
       state: {state}
 "#
     )

@@ -145,8 +145,9 @@ pub struct RouteView {
     pub last_known_state: String,
     pub ready_replicas: i32,
     pub lag_records: Option<i64>,
-    /// Lag age and checkpoint age as of the status write (`observation.statusWrittenAt`).
+    /// Lag age as of the status write (`observation.statusWrittenAt`).
     pub lag_seconds: Option<f64>,
+    /// Now − `lastCheckpointTime`: exact, whatever the age of the status.
     pub last_checkpoint_age_seconds: Option<f64>,
     pub message: Option<String>,
     pub observation: Observation,
@@ -277,7 +278,10 @@ impl Topology {
                     ready_replicas: r.ready_replicas,
                     lag_records: r.lag_records,
                     lag_seconds: r.lag_seconds,
-                    last_checkpoint_age_seconds: r.last_checkpoint_age_seconds,
+                    last_checkpoint_age_seconds: r
+                        .last_checkpoint_time
+                        .as_ref()
+                        .map(|t| seconds_between(t.0, now)),
                     message: r.message.clone(),
                     observation: view.observation.clone(),
                 });

@@ -340,7 +340,11 @@ pub fn build_status(
             ready_replicas: ready,
             lag_records: ro.and_then(|o| o.lag_records),
             lag_seconds: ro.and_then(|o| o.lag_seconds),
-            last_checkpoint_age_seconds: ro.and_then(|o| o.last_checkpoint_age_seconds),
+            last_checkpoint_time: ro
+                .and_then(|o| o.last_checkpoint_ms)
+                .and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok())
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            last_checkpoint_age_seconds: None,
             state: state.to_string(),
             message,
         });

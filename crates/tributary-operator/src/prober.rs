@@ -42,6 +42,8 @@ pub struct RouteObservation {
     /// Seconds since the route was last caught up (0 when it is).
     pub lag_seconds: Option<f64>,
     pub last_checkpoint_age_seconds: Option<f64>,
+    /// When the newest checkpoint record was written (ms since the epoch).
+    pub last_checkpoint_ms: Option<i64>,
 }
 
 /// What the prober last saw of an AggregateCluster and its routes (by Deployment name).
@@ -432,6 +434,7 @@ async fn probe_aggregate(
             }
             Err(e) => ro.source_reach = Reach::Unreachable(e.message),
         }
+        ro.last_checkpoint_ms = p.and_then(|p| p.last_checkpoint_ms);
         ro.last_checkpoint_age_seconds = p
             .and_then(|p| p.last_checkpoint_ms)
             .map(|ms| ((now_ms - ms).max(0) as f64 / 1000.0).round());

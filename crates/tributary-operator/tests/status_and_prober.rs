@@ -84,6 +84,7 @@ fn an_unreachable_source_degrades_only_its_own_route() {
                 lag_records: Some(0),
                 lag_seconds: Some(0.0),
                 last_checkpoint_age_seconds: Some(1.0),
+                last_checkpoint_ms: Some(1_764_590_400_000),
             },
         );
     }

@@ -4,8 +4,8 @@
 //!
 //! Like `e2e/suite` (whose `Stack::connect` this follows), a missing stack is a failure, not a
 //! skip; only `TRIBUTARY_SKIP_E2E=1` (`make unit-test`) skips, and says so. The suite itself is
-//! not used: it links rdkafka, and its CRD install force-applies this checkout's CRDs onto the
-//! shared stack, where here they are only created when absent.
+//! not used (it links rdkafka); like it, this applies the checkout's CRDs, so the status the
+//! tests write has this checkout's schema.
 
 #![allow(dead_code)]
 
@@ -89,8 +89,8 @@ impl Stack {
         Some(stack)
     }
 
-    /// Creates the CRDs from `crds/` when they are absent (never overwrites the shared
-    /// stack's), and waits until each is Established.
+    /// Applies the CRDs from `crds/` (server-side, as the e2e suite does) and waits until
+    /// each is Established.
     async fn ensure_crds(&self) {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for crd in tributary_api::crds() {
@@ -103,11 +103,13 @@ impl Stack {
             .expect("crds/ holds the generated CRD");
             let obj: CustomResourceDefinition =
                 serde_yaml::from_str(&committed).expect("CRD YAML parses");
-            match api.create(&PostParams::default(), &obj).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => panic!("creating CRD {name}: {e}"),
-            }
+            api.patch(
+                &name,
+                &kube::api::PatchParams::apply("tributary-cli-tests").force(),
+                &kube::api::Patch::Apply(&obj),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
             wait_until(
                 &format!("CRD {name} Established"),
                 Duration::from_secs(60),
