@@ -153,8 +153,8 @@ mod tests {
     #[test]
     fn an_image_tag_with_a_build_in_the_binaries_dir_runs_that_build() {
         let dir = std::env::temp_dir().join(format!("binaries-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("wt-op"), b"").unwrap();
+        std::fs::create_dir_all(&dir).expect("binaries dir");
+        std::fs::write(dir.join("wt-op"), b"").expect("a build");
         let default = Path::new("/bin/tributary");
         let pick = |image: &str| binary_for_image(image, default, Some(&dir));
         assert_eq!(pick("local/tributary:wt-op"), dir.join("wt-op"));
@@ -165,7 +165,7 @@ mod tests {
             binary_for_image("local/tributary:wt-op", default, None),
             default
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
