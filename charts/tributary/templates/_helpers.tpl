@@ -47,3 +47,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "tributary.checkpointSyncJob" -}}
 {{- include "tributary.fullname" . }}-checkpoint-sync
 {{- end -}}
+
+{{/* Rules granted cluster-wide, or per namespace with `watchNamespaces`: the Secrets of
+Kafka TLS/SASL (read by name only) and the active-region Leases of ConsumerGroupFailovers. */}}
+{{- define "tributary.namespacedRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end -}}

@@ -8,9 +8,10 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tributary_api::aggregate_cluster::{Compression, Delivery, TopicNaming};
@@ -23,6 +24,15 @@ use crate::names;
 pub const REPLICATOR_PORT: i32 = 8080;
 /// Where Secret material of the source and destination connections is mounted.
 const SECRETS_ROOT: &str = "/var/run/tributary";
+/// The image's user and group (Dockerfile `USER 65532:65532`); also the pods' `fsGroup`, so
+/// the Secret files (root-owned, 0440) are readable through the group.
+pub const POD_USER: i64 = 65532;
+/// Memory of a replicator when the spec names none: the default client buffers (512 MiB
+/// producer + 128 MiB consumer queue) plus the process itself.
+pub const DEFAULT_REPLICATOR_MEMORY: &str = "768Mi";
+/// CPU request of a replicator when the spec names none (no CPU limit: throttling a copier
+/// only adds lag).
+pub const DEFAULT_REPLICATOR_CPU: &str = "100m";
 
 /// Builds the Deployment serving `route` into the aggregate cluster of `plan`. The image is
 /// `spec.replicator.image` if set, else `default_image` (the operator's own).
@@ -81,6 +91,12 @@ pub fn build_route_deployment(
         format!("--checkpoint-interval={}", plan.checkpoints.interval),
         format!("--checkpoint-topic={}", plan.checkpoints.topic),
         format!("--checkpoint-retention={}", plan.checkpoints.retention),
+    ]);
+    let resources = replicator_resources(r.resources.as_ref());
+    let buffers = ClientBuffers::for_resources(&resources);
+    args.extend([
+        format!("--producer-buffer-kbytes={}", buffers.producer_kbytes),
+        format!("--consumer-queue-kbytes={}", buffers.consumer_kbytes),
         // The pod IP, not 0.0.0.0: pods sharing a network (hostNetwork, the local e2e
         // stack) must not collide, and nothing else in the pod needs the port.
         format!("--listen=$(POD_IP):{port}"),
@@ -111,7 +127,7 @@ pub fn build_route_deployment(
         }]),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
-        resources: r.resources.clone(),
+        resources: Some(resources),
         volume_mounts: (!mounts.mounts.is_empty()).then(|| mounts.mounts.clone()),
         security_context: Some(restricted_container()),
         ..Default::default()
@@ -199,12 +215,15 @@ pub(crate) fn restricted_container() -> SecurityContext {
 }
 
 /// The pod security of every pod the operator runs: non-root (the image's nonroot user),
-/// runtime-default seccomp.
+/// its group as `fsGroup` (Secret files readable), runtime-default seccomp.
 pub(crate) fn restricted_pod() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(65532),
-        run_as_group: Some(65532),
+        run_as_user: Some(POD_USER),
+        run_as_group: Some(POD_USER),
+        // Secret volumes are root-owned 0440: without the group the non-root user cannot
+        // read its own TLS key or SASL password.
+        fs_group: Some(POD_USER),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             ..Default::default()
@@ -279,6 +298,8 @@ pub(crate) fn connection_args(
         k.bootstrap_servers.join(",")
     )];
     if let Some(tls) = &k.tls {
+        // `tls: {}` means TLS with the system trust store: the flag says so on its own.
+        args.push(format!("--{side}-tls"));
         if let Some(ca) = &tls.ca {
             let path = mounts.file(&format!("{side}-tls-ca"), ca, "ca.crt");
             args.push(format!("--{side}-tls-ca-file={path}"));
@@ -308,4 +329,239 @@ pub(crate) fn connection_args(
         args.push(format!("--{side}-property={key}={value}"));
     }
     args
+}
+
+/// The replicator container's resources: the spec's, with a default memory request and limit
+/// when it names neither (and a default CPU request when it names no CPU), so a replicator is
+/// never BestEffort while its clients buffer hundreds of MiB.
+pub fn replicator_resources(spec: Option<&ResourceRequirements>) -> ResourceRequirements {
+    let mut r = spec.cloned().unwrap_or_default();
+    let names = |r: &ResourceRequirements, key: &str| {
+        r.requests.as_ref().is_some_and(|m| m.contains_key(key))
+            || r.limits.as_ref().is_some_and(|m| m.contains_key(key))
+    };
+    if !names(&r, "memory") {
+        let memory = Quantity(DEFAULT_REPLICATOR_MEMORY.into());
+        r.requests
+            .get_or_insert_with(Default::default)
+            .insert("memory".into(), memory.clone());
+        r.limits
+            .get_or_insert_with(Default::default)
+            .insert("memory".into(), memory);
+    }
+    if !names(&r, "cpu") {
+        r.requests
+            .get_or_insert_with(Default::default)
+            .insert("cpu".into(), Quantity(DEFAULT_REPLICATOR_CPU.into()));
+    }
+    r
+}
+
+/// The replicator's librdkafka buffers, sized from its memory so the pod's limit holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientBuffers {
+    pub producer_kbytes: u32,
+    pub consumer_kbytes: u32,
+}
+
+impl ClientBuffers {
+    /// 5/6 of the memory limit (else request) for client buffers, 4:1 between the producer
+    /// and the consumer's pre-fetch queue; the rest is the process. 768 MiB gives librdkafka's
+    /// sizes the replicator has always used (512 + 128 MiB). At least 4 + 1 MiB.
+    pub fn for_resources(r: &ResourceRequirements) -> Self {
+        let memory = |m: &Option<BTreeMap<String, Quantity>>| {
+            m.as_ref()
+                .and_then(|m| m.get("memory"))
+                .and_then(|q| quantity_bytes(&q.0))
+        };
+        let bytes = memory(&r.limits)
+            .or_else(|| memory(&r.requests))
+            .or_else(|| quantity_bytes(DEFAULT_REPLICATOR_MEMORY))
+            .unwrap_or(768 << 20);
+        let budget_kb = bytes / 1024 * 5 / 6;
+        let clamp = |kb: u64, min: u64| u32::try_from(kb.clamp(min, 2_097_151)).unwrap_or(u32::MAX);
+        ClientBuffers {
+            producer_kbytes: clamp(budget_kb * 4 / 5, 4096),
+            consumer_kbytes: clamp(budget_kb / 5, 1024),
+        }
+    }
+}
+
+/// Bytes of a Kubernetes memory quantity (`768Mi`, `1G`, `1.5Gi`, `134217728`, `1e9`);
+/// `None` when it is not one.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
+        _ => return None,
+    };
+    let n: f64 = number.parse().ok()?;
+    let bytes = (n * factor).ceil();
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_api::KafkaTls;
+
+    fn connection(tls: Option<KafkaTls>) -> KafkaConnection {
+        KafkaConnection {
+            bootstrap_servers: vec!["kafka:9093".into()],
+            tls,
+            sasl: None,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn tls_with_the_system_trust_store_reaches_the_replicator_as_a_flag() {
+        let mut mounts = SecretMounts::default();
+        let args = connection_args(
+            "source",
+            &connection(Some(KafkaTls::default())),
+            &mut mounts,
+        );
+        assert_eq!(args, ["--source-bootstrap=kafka:9093", "--source-tls"]);
+        assert!(
+            mounts.volumes.is_empty(),
+            "nothing to mount for the system trust store"
+        );
+        let args = connection_args("dest", &connection(None), &mut mounts);
+        assert_eq!(args, ["--dest-bootstrap=kafka:9093"], "no tls: plaintext");
+    }
+
+    #[test]
+    fn tls_flags_parse_as_the_replicator_and_checkpoint_sync_read_them() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            from: tributary_kafka::FromConnectionArgs,
+            #[command(flatten)]
+            to: tributary_kafka::ToConnectionArgs,
+        }
+        let mut mounts = SecretMounts::default();
+        let ca = SecretKeyRef {
+            name: "ca".into(),
+            key: "ca.crt".into(),
+        };
+        let mut argv = vec!["x".to_string()];
+        argv.extend(connection_args(
+            "from",
+            &connection(Some(KafkaTls::default())),
+            &mut mounts,
+        ));
+        argv.extend(connection_args(
+            "to",
+            &connection(Some(KafkaTls {
+                ca: Some(ca),
+                ..Default::default()
+            })),
+            &mut mounts,
+        ));
+        let flags = Flags::try_parse_from(argv).expect("flags the binary accepts");
+        let from = flags.from.to_settings("from").expect("settings");
+        let to = flags.to.to_settings("to").expect("settings");
+        assert_eq!(
+            (from.security_protocol(), to.security_protocol()),
+            ("ssl", "ssl")
+        );
+        assert!(from.tls.as_ref().is_some_and(|t| t.ca_file.is_none()));
+    }
+
+    #[test]
+    fn secret_files_are_readable_by_the_pod_user_through_fs_group() {
+        let pod = restricted_pod();
+        assert_eq!(pod.run_as_user, Some(POD_USER));
+        assert_eq!(
+            pod.fs_group,
+            Some(POD_USER),
+            "0440 root-owned files need the group"
+        );
+        let mut mounts = SecretMounts::default();
+        let sk = SecretKeyRef {
+            name: "s".into(),
+            key: "k".into(),
+        };
+        mounts.file("v", &sk, "f");
+        let mode = mounts.volumes[0]
+            .secret
+            .as_ref()
+            .and_then(|s| s.default_mode)
+            .unwrap_or(0o644);
+        assert_eq!(mode & 0o040, 0o040, "group-readable");
+        assert_eq!(mode & 0o007, 0, "not world-readable");
+    }
+
+    #[test]
+    fn a_replicator_without_resources_gets_memory_for_its_buffers() {
+        let r = replicator_resources(None);
+        let q = |m: &Option<BTreeMap<String, Quantity>>, k: &str| {
+            m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+        };
+        assert_eq!(q(&r.requests, "memory").as_deref(), Some("768Mi"));
+        assert_eq!(q(&r.limits, "memory").as_deref(), Some("768Mi"));
+        assert_eq!(q(&r.requests, "cpu").as_deref(), Some("100m"));
+        assert_eq!(q(&r.limits, "cpu"), None, "no CPU limit");
+        assert_eq!(
+            ClientBuffers::for_resources(&r),
+            ClientBuffers {
+                producer_kbytes: 524_288,
+                consumer_kbytes: 131_072
+            },
+            "the defaults are the replicator's historical buffer sizes"
+        );
+    }
+
+    #[test]
+    fn buffers_follow_the_spec_memory_limit_and_fit_under_it() {
+        let spec = ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("256Mi".into()))].into()),
+            ..Default::default()
+        };
+        let r = replicator_resources(Some(&spec));
+        assert_eq!(
+            r.requests.as_ref().and_then(|m| m.get("memory")),
+            None,
+            "the limit is the request"
+        );
+        let b = ClientBuffers::for_resources(&r);
+        let total = (u64::from(b.producer_kbytes) + u64::from(b.consumer_kbytes)) * 1024;
+        assert!(total < 256 << 20 && total > 200 << 20, "{b:?}");
+        let tiny = ResourceRequirements {
+            requests: Some([("memory".to_string(), Quantity("1Mi".into()))].into()),
+            ..Default::default()
+        };
+        assert_eq!(ClientBuffers::for_resources(&tiny).producer_kbytes, 4096);
+    }
+
+    #[test]
+    fn memory_quantities_parse_as_kubernetes_writes_them() {
+        assert_eq!(quantity_bytes("768Mi"), Some(768 << 20));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("134217728"), Some(134_217_728));
+        assert_eq!(quantity_bytes("1e9"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("abc"), None);
+        assert_eq!(quantity_bytes("12Qi"), None);
+    }
 }

@@ -162,3 +162,50 @@ impl SyncJob<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_api::KafkaTls;
+
+    #[test]
+    fn a_sync_job_gets_tls_flags_and_reads_its_secrets_as_nonroot() {
+        let tls = KafkaConnection {
+            bootstrap_servers: vec!["east-agg:9093".into()],
+            tls: Some(KafkaTls::default()),
+            sasl: None,
+            properties: Default::default(),
+        };
+        let plain = KafkaConnection {
+            tls: None,
+            bootstrap_servers: vec!["west-agg:9092".into()],
+            ..tls.clone()
+        };
+        let topics = ["orders".to_string()];
+        let sources = ["east".to_string()];
+        let job = SyncJob {
+            failover: "orders",
+            namespace: "dr",
+            group: "billing",
+            topics: &topics,
+            from_region: "east",
+            to_region: "west",
+            from: &tls,
+            to: &plain,
+            checkpoint_topic: "tributary.checkpoints",
+            naming: TopicNaming::Identity,
+            sources: &sources,
+            interval: "5s",
+            epoch: 3,
+            image: "local/tributary:dev",
+            owner: OwnerReference::default(),
+        }
+        .build();
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod spec");
+        let args = pod.containers[0].args.clone().unwrap_or_default();
+        assert!(args.contains(&"--from-tls".to_string()), "{args:?}");
+        assert!(!args.iter().any(|a| a.starts_with("--to-tls")), "{args:?}");
+        let sc = pod.security_context.unwrap_or_default();
+        assert_eq!((sc.run_as_user, sc.fs_group), (Some(65532), Some(65532)));
+    }
+}

@@ -120,6 +120,7 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
         "--source-region=east",
         "--dest-region=central",
         "--source-bootstrap=east-0.kafka:9093,east-1.kafka:9093",
+        "--source-tls",
         "--source-tls-ca-file=/var/run/tributary/source-tls-ca/ca.crt",
         "--source-tls-cert-file=/var/run/tributary/source-tls-cert/tls.crt",
         "--source-tls-key-file=/var/run/tributary/source-tls-key/tls.key",
@@ -140,6 +141,9 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
         "--checkpoint-interval=2s",
         "--checkpoint-topic=dr.checkpoints",
         "--checkpoint-retention=72h",
+        // Sized from the spec's 128Mi memory limit.
+        "--producer-buffer-kbytes=87380",
+        "--consumer-queue-kbytes=21845",
         &listen,
         "--log-format=json",
     ];

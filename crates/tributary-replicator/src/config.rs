@@ -138,6 +138,15 @@ pub struct ReplicateArgs {
     /// one helps only with spare cores (on the 2-core benchmark machine it did not).
     #[arg(long, env = "TRIBUTARY_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// Producer buffer of each worker (KiB, librdkafka `queue.buffering.max.kbytes`): the
+    /// largest part of the replicator's memory. The operator sizes it from the pod's memory
+    /// limit; the default (512 MiB) with the consumer queue's 128 MiB fits a 768 MiB limit.
+    #[arg(long, env = "TRIBUTARY_PRODUCER_BUFFER_KBYTES", default_value_t = 524_288, value_parser = clap::value_parser!(u32).range(1024..=2_097_151))]
+    pub producer_buffer_kbytes: u32,
+    /// Pre-fetched records each worker's source consumer may queue (KiB, librdkafka
+    /// `queued.max.messages.kbytes`).
+    #[arg(long, env = "TRIBUTARY_CONSUMER_QUEUE_KBYTES", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1024..=2_097_151))]
+    pub consumer_queue_kbytes: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +178,8 @@ pub struct RouteConfig {
     pub checkpoint_retention: Duration,
     pub drain_timeout: Duration,
     pub workers: usize,
+    pub producer_buffer_kbytes: u32,
+    pub consumer_queue_kbytes: u32,
 }
 
 impl RouteConfig {
@@ -268,6 +279,8 @@ impl RouteConfig {
             checkpoint_retention: args.checkpoint_retention,
             drain_timeout: args.drain_timeout,
             workers: args.workers.max(1),
+            producer_buffer_kbytes: args.producer_buffer_kbytes,
+            consumer_queue_kbytes: args.consumer_queue_kbytes,
         })
     }
 }

@@ -530,7 +530,10 @@ impl RouteReplicator {
             )
             .set("compression.type", cfg.compression)
             .set("queue.buffering.max.messages", "500000")
-            .set("queue.buffering.max.kbytes", "524288")
+            .set(
+                "queue.buffering.max.kbytes",
+                cfg.producer_buffer_kbytes.to_string(),
+            )
             .set("statistics.interval.ms", "0");
         if config.get("socket.timeout.ms").is_none() {
             // librdkafka's transactional calls wait for their request whatever their own
@@ -572,7 +575,10 @@ impl RouteReplicator {
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "100")
             .set("max.partition.fetch.bytes", "4194304")
-            .set("queued.max.messages.kbytes", "131072")
+            .set(
+                "queued.max.messages.kbytes",
+                cfg.consumer_queue_kbytes.to_string(),
+            )
             // librdkafka ≥ 2.4 pauses a partition's fetching for 1 s once its local queue is
             // full; a replicator drains that queue within milliseconds, so 1 s halved our
             // throughput (measured: 3M × 100 B in 11.7 s → 6.3 s).

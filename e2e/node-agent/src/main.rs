@@ -15,6 +15,7 @@ mod pod_watch;
 mod probe;
 mod procs;
 mod scheduling;
+mod security;
 mod sources;
 mod token;
 mod volumes;

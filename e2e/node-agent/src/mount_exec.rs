@@ -1,14 +1,20 @@
 //! The in-between process of every container: `tributary-node-agent __mount-exec <spec.json>`
 //! enters a private mount namespace, bind-mounts the pod's volumes at their `mountPath`,
 //! changes to the working dir and `exec`s the container's program (same pid, same process
-//! group), so the program sees the paths a real pod would.
+//! group), so the program sees the paths a real pod would. Before the `exec` it becomes the
+//! container's user (`securityContext`: uid, gid, supplementary groups incl. `fsGroup`,
+//! `no_new_privs`) and, for `readOnlyRootFilesystem`, makes every mount but the pod's volumes
+//! read-only in its namespace, so file permissions bind the program as on a real node.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
+use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
 use serde::{Deserialize, Serialize};
+
+use crate::security::Identity;
 
 pub const SUBCOMMAND: &str = "__mount-exec";
 
@@ -21,6 +27,9 @@ pub struct LaunchSpec {
     pub fallback_dir: PathBuf,
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Who the program runs as; `None`: the helper's own user (root).
+    #[serde(default)]
+    pub identity: Option<Identity>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +51,8 @@ pub fn run(spec_path: &Path) -> anyhow::Error {
 
 fn prepare(spec_path: &Path) -> anyhow::Result<std::process::Command> {
     let spec: LaunchSpec = serde_json::from_slice(&std::fs::read(spec_path)?)?;
-    if !spec.mounts.is_empty() {
+    let read_only_root = spec.identity.as_ref().is_some_and(|i| i.read_only_root);
+    if !spec.mounts.is_empty() || read_only_root {
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| {
             anyhow::anyhow!("unshare(CLONE_NEWNS): {e} (the node agent must run as root)")
         })?;
@@ -60,6 +70,13 @@ fn prepare(spec_path: &Path) -> anyhow::Result<std::process::Command> {
         for m in &mounts {
             bind(m)?;
         }
+        if read_only_root {
+            let volumes: Vec<&Path> = mounts.iter().map(|m| m.target.as_path()).collect();
+            read_only_except(&volumes)?;
+        }
+    }
+    if let Some(id) = &spec.identity {
+        become_user(id)?;
     }
     let dir = match &spec.working_dir {
         Some(d) if d.is_dir() => d.clone(),
@@ -68,6 +85,91 @@ fn prepare(spec_path: &Path) -> anyhow::Result<std::process::Command> {
     let mut command = std::process::Command::new(&spec.program);
     command.args(&spec.args).current_dir(dir);
     Ok(command)
+}
+
+/// Root first: supplementary groups, then group, then user (after `setuid` nothing else can
+/// change). `exec`'s `chdir` then runs as that user, as a runtime's would.
+fn become_user(id: &Identity) -> anyhow::Result<()> {
+    let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    setgroups(&groups).map_err(|e| anyhow::anyhow!("setgroups({:?}): {e}", id.groups))?;
+    setgid(Gid::from_raw(id.gid)).map_err(|e| anyhow::anyhow!("setgid({}): {e}", id.gid))?;
+    setuid(Uid::from_raw(id.uid)).map_err(|e| anyhow::anyhow!("setuid({}): {e}", id.uid))?;
+    if id.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| anyhow::anyhow!("no_new_privs: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `readOnlyRootFilesystem`, approximated: every mount of this (private) namespace becomes
+/// read-only except the pod's volumes (and what lies under them) and the kernel's
+/// `/proc`, `/sys`, `/dev`, which a runtime mounts writable as well. Files the agent opened
+/// before (the log) stay writable: they belong to the host's mounts, not these copies.
+fn read_only_except(volumes: &[&Path]) -> anyhow::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    for (target, options) in mount_points(&info) {
+        let kernel = ["/proc", "/sys", "/dev"]
+            .iter()
+            .any(|k| target.starts_with(k));
+        if kernel || volumes.iter().any(|v| target.starts_with(v)) {
+            continue;
+        }
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        for (name, flag) in [
+            ("nosuid", MsFlags::MS_NOSUID),
+            ("nodev", MsFlags::MS_NODEV),
+            ("noexec", MsFlags::MS_NOEXEC),
+            ("noatime", MsFlags::MS_NOATIME),
+            ("nodiratime", MsFlags::MS_NODIRATIME),
+            ("relatime", MsFlags::MS_RELATIME),
+        ] {
+            if options.split(',').any(|o| o == name) {
+                flags |= flag;
+            }
+        }
+        match mount(None::<&str>, &target, None::<&str>, flags, None::<&str>) {
+            Ok(()) => {}
+            // A mount point under another one that was shadowed or went away.
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => anyhow::bail!("remounting {} read-only: {e}", target.display()),
+        }
+    }
+    Ok(())
+}
+
+/// (mount point, per-mount options) of each line of `/proc/self/mountinfo`.
+fn mount_points(info: &str) -> Vec<(PathBuf, String)> {
+    info.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let target = fields.nth(4)?;
+            let options = fields.next()?;
+            Some((PathBuf::from(unescape(target)), options.to_string()))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn bind(m: &MountSpec) -> anyhow::Result<()> {
@@ -100,4 +202,21 @@ fn bind(m: &MountSpec) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("remounting {} read-only: {e}", m.target.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_give_mount_points_and_their_options() {
+        let info = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    30 22 0:26 / /tmp/a\\040b rw,nosuid,nodev shared:2 - tmpfs tmpfs rw\n";
+        let points = mount_points(info);
+        assert_eq!(points[0], (PathBuf::from("/"), "rw,relatime".to_string()));
+        assert_eq!(
+            points[1],
+            (PathBuf::from("/tmp/a b"), "rw,nosuid,nodev".to_string())
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -24,6 +25,7 @@ use crate::node::now;
 use crate::phase::{RestartPolicy, Seen, pod_phase};
 use crate::probe::{self, Check};
 use crate::procs::{ProcessTable, signal_group};
+use crate::security;
 use crate::sources::{HOST_IP, Sources, pod_ip};
 use crate::token::{ApiServer, PodTokens, write_pod_kubeconfig};
 use crate::volumes::{self, Backing};
@@ -474,6 +476,12 @@ impl PodRunner {
                     .map_err(|e| io("creating the pod dir", e))?;
             }
             std::fs::write(&marker, &self.uid).map_err(|e| io("writing the pod dir marker", e))?;
+            // HOME and the fallback working dir: the containers' processes are not root.
+            std::fs::set_permissions(
+                self.dir.join("work"),
+                std::fs::Permissions::from_mode(0o1777),
+            )
+            .map_err(|e| io("opening the pod's work dir", e))?;
         }
         let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
         let token = self.tokens.token(&self.pod, None, 3600).await?;
@@ -482,6 +490,7 @@ impl PodRunner {
                 .map_err(|e| io("writing the pod kubeconfig", e))?,
         );
         let mut sources = Sources::new(self.agent.client.clone(), &ns);
+        let fs_group = security::pod_fs_group(&self.pod);
         let volumes = self
             .pod
             .spec
@@ -498,8 +507,9 @@ impl PodRunner {
             )
             .await?;
             let dir = self.dir.join("volumes").join(&v.name);
-            let path = volumes::materialize(&dir, &backing, self.volume_backings.get(&v.name))
-                .map_err(|e| io(&format!("writing volume {:?}", v.name), e))?;
+            let path =
+                volumes::materialize(&dir, &backing, self.volume_backings.get(&v.name), fs_group)
+                    .map_err(|e| io(&format!("writing volume {:?}", v.name), e))?;
             self.volume_paths.insert(v.name.clone(), path);
             self.volume_backings.insert(v.name.clone(), backing);
         }
@@ -531,7 +541,7 @@ impl PodRunner {
                 return;
             }
         };
-        let (env, spec_path, launch) = env;
+        let (env, spec_path, launch, identity) = env;
         let name = self.runs[i].name().to_string();
         let log_path = self.dir.join(format!("{name}.log"));
         let restart_count = self.runs[i].restart_count + i32::from(self.runs[i].started_before);
@@ -542,8 +552,16 @@ impl PodRunner {
                 .open(&log_path)?;
             writeln!(
                 log,
-                "=== {} node agent: starting container {name} (restart {restart_count}): {} {}",
+                "=== {} node agent: starting container {name} (restart {restart_count}) as uid={} gid={} groups={:?}{}: {} {}",
                 now().0,
+                identity.uid,
+                identity.gid,
+                identity.groups,
+                if identity.read_only_root {
+                    " read-only-root"
+                } else {
+                    ""
+                },
                 launch.program.display(),
                 launch.args.join(" ")
             )?;
@@ -620,7 +638,7 @@ impl PodRunner {
         &self,
         i: usize,
         mut env: HashMap<String, String>,
-    ) -> Result<(HashMap<String, String>, PathBuf, Launch), String> {
+    ) -> Result<(HashMap<String, String>, PathBuf, Launch, security::Identity), String> {
         let c = &self.runs[i].spec;
         let (host, port) = self.agent.api.host_port();
         let work = self.dir.join("work");
@@ -645,6 +663,11 @@ impl PodRunner {
                 .or_insert_with(|| kc.display().to_string());
         }
         let launch = self.agent.launch(c, &env)?;
+        let kind = image_kind(
+            c.image.as_deref().unwrap_or_default(),
+            &self.agent.image_match,
+        );
+        let identity = security::identity(&self.pod, c, kind)?;
         let mut mounts = Vec::new();
         for m in c.volume_mounts.as_deref().unwrap_or_default() {
             let base = self
@@ -679,12 +702,13 @@ impl PodRunner {
             fallback_dir: work,
             program: launch.program.clone(),
             args: launch.args.clone(),
+            identity: Some(identity.clone()),
         };
         let spec_path = self.dir.join(format!("{}.launch.json", c.name));
         let text = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
         std::fs::write(&spec_path, text)
             .map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
-        Ok((env, spec_path, launch))
+        Ok((env, spec_path, launch, identity))
     }
 
     async fn probe_readiness(&mut self) {

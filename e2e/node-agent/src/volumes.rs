@@ -2,6 +2,9 @@
 //! projected volumes are written with the kubelet's atomic-writer layout (`..data` symlink to
 //! a timestamped dir; one symlink per top-level entry), so an update swaps in at once and
 //! reaches processes through their bind mounts. emptyDir is a plain dir; hostPath is the path.
+//! Ownership and modes follow the kubelet: files owned by root with the requested mode; with
+//! the pod's `fsGroup`, group-owned by it and group-readable (see `security`), so a process
+//! that is not root reads what it could read on a real node, and nothing more.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{PermissionsExt as _, symlink};
@@ -9,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
+use crate::security::volume_file_owner;
 use crate::sources::{KeyValues, Sources, field_ref};
 use crate::token::PodTokens;
 
@@ -204,16 +208,26 @@ pub fn materialize(
     dir: &Path,
     backing: &Backing,
     last: Option<&Backing>,
+    fs_group: Option<u32>,
 ) -> std::io::Result<PathBuf> {
     match backing {
         Backing::HostPath(p) => Ok(p.clone()),
         Backing::EmptyDir => {
             std::fs::create_dir_all(dir)?;
+            // The kubelet's emptyDir: world-writable; with an fsGroup, group-owned and setgid.
+            let mode = match fs_group {
+                Some(g) => {
+                    std::os::unix::fs::chown(dir, None, Some(g))?;
+                    0o2777
+                }
+                None => 0o777,
+            };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
             Ok(dir.to_path_buf())
         }
         Backing::Payload(payload) => {
             if last != Some(backing) || !dir.join("..data").exists() {
-                write_atomic(dir, payload)?;
+                write_atomic(dir, payload, fs_group)?;
             }
             Ok(dir.to_path_buf())
         }
@@ -222,7 +236,7 @@ pub fn materialize(
 
 /// The kubelet's atomic writer: new files in a fresh `..<stamp>` dir, then one rename of the
 /// `..data` symlink, then per-entry symlinks; old entries and dirs go last.
-pub fn write_atomic(dir: &Path, payload: &Payload) -> std::io::Result<()> {
+pub fn write_atomic(dir: &Path, payload: &Payload, fs_group: Option<u32>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let stamp = format!("..{}", k8s_openapi::jiff::Timestamp::now().as_nanosecond());
     let data_dir = dir.join(&stamp);
@@ -233,7 +247,9 @@ pub fn write_atomic(dir: &Path, payload: &Payload) -> std::io::Result<()> {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&path, content)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))?;
+        let (uid, gid, mode) = volume_file_owner(*mode, fs_group);
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
     let tmp_link = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp_link);
@@ -287,13 +303,13 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("node-agent-volume-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        write_atomic(&dir, &payload(&[("a", "1"), ("sub/b", "2")])).expect("first write");
+        write_atomic(&dir, &payload(&[("a", "1"), ("sub/b", "2")]), None).expect("first write");
         assert_eq!(std::fs::read_to_string(dir.join("a")).expect("a"), "1");
         assert_eq!(
             std::fs::read_to_string(dir.join("sub/b")).expect("sub/b"),
             "2"
         );
-        write_atomic(&dir, &payload(&[("a", "changed")])).expect("second write");
+        write_atomic(&dir, &payload(&[("a", "changed")]), None).expect("second write");
         assert_eq!(
             std::fs::read_to_string(dir.join("a")).expect("a"),
             "changed"
@@ -310,6 +326,29 @@ mod tests {
             })
             .count();
         assert_eq!(dot_dirs, 2, "..data and one data dir remain");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn secret_files_are_root_owned_and_group_readable_only_with_an_fs_group() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir =
+            std::env::temp_dir().join(format!("node-agent-owner-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let secret: Payload = [("password".to_string(), (b"pw".to_vec(), 0o440))].into();
+        write_atomic(&dir.join("plain"), &secret, None).expect("write without fsGroup");
+        let meta = std::fs::metadata(dir.join("plain/password")).expect("stat");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, 0, 0o440)
+        );
+        let secret: Payload = [("password".to_string(), (b"pw".to_vec(), 0o400))].into();
+        write_atomic(&dir.join("grouped"), &secret, Some(65532)).expect("write with fsGroup");
+        let meta = std::fs::metadata(dir.join("grouped/password")).expect("stat");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, 65532, 0o440)
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -206,7 +206,7 @@ impl Stack {
             "--set",
             "image.repository=local/tributary",
             "--set",
-            "image.tag=dev",
+            &format!("image.tag={}", image_tag()),
             "--set",
             "logFormat=json",
             "--wait",
@@ -238,6 +238,16 @@ impl Stack {
             namespace: namespace.to_string(),
         }
     }
+}
+
+/// Tag of the project image the tests install (`local/tributary:<tag>`): `dev` (the stack's
+/// build), or `TRIBUTARY_IMAGE_TAG` to run another checkout's build that the node agents find
+/// in `<state>/binaries/<tag>`.
+pub fn image_tag() -> String {
+    std::env::var("TRIBUTARY_IMAGE_TAG")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "dev".into())
 }
 
 /// The repository's root (examples, charts, crds).
