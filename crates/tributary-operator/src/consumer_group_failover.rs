@@ -506,13 +506,14 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let health = ctx.group_prober.health(&obj_ref);
 
     // Observe.
-    let leases: Api<Lease> = Api::namespaced(ctx.coordination.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(ctx.coordination.client.clone(), &ns);
+    let server = &ctx.coordination.description;
     let lease_name = names::active_name(&name);
     let lease = leases
         .get_opt(&lease_name)
         .await
         .map_err(|source| Error::Dereference {
-            what: format!("Lease {ns}/{lease_name} on the coordination API server"),
+            what: format!("Lease {ns}/{lease_name} on {server}"),
             source,
         })?;
     let view = lease
@@ -708,7 +709,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(1),
                     Err(source) => {
                         return Err(Error::Apply {
-                            what: format!("Lease {ns}/{lease_name} (renew)"),
+                            what: format!("Lease {ns}/{lease_name} (renew) on {server}"),
                             source,
                         });
                     }
@@ -874,7 +875,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 }
                 Err(source) => {
                     return Err(Error::Apply {
-                        what: format!("Lease {ns}/{lease_name} (move to {to})"),
+                        what: format!("Lease {ns}/{lease_name} (move to {to}) on {server}"),
                         source,
                     });
                 }
