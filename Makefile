@@ -85,8 +85,8 @@ coordination-down: ## Stop the coordination plane (data kept under e2e/.state/co
 
 .PHONY: coordination-test
 coordination-test: coordination-up ## The coordination plane's tests on real processes: the Lease survives one etcd member's loss, not two.
-	TRIBUTARY_COORDINATION_KUBECONFIG=$(STATE_DIR)/coordination/operator.kubeconfig \
-	  $(CARGO) test -p tributary-e2e --test coordination_quorum -- --ignored --test-threads 1
+	eval "$$($(COORDINATION_SH) env)" && \
+	  $(CARGO) test -p tributary-e2e --test coordination_quorum -- --ignored
 
 .PHONY: stack-status
 stack-status: ## Show every process of the local stack.
