@@ -513,7 +513,10 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         .get_opt(&lease_name)
         .await
         .map_err(|source| Error::Dereference {
-            what: format!("Lease {ns}/{lease_name} on {server}"),
+            what: format!(
+                "Lease {ns}/{lease_name} on {server}{}",
+                crate::coordination::no_answer_hint(&source)
+            ),
             source,
         })?;
     let view = lease
@@ -709,7 +712,10 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(1),
                     Err(source) => {
                         return Err(Error::Apply {
-                            what: format!("Lease {ns}/{lease_name} (renew) on {server}"),
+                            what: format!(
+                                "Lease {ns}/{lease_name} (renew) on {server}{}",
+                                crate::coordination::no_answer_hint(&source)
+                            ),
                             source,
                         });
                     }
@@ -875,7 +881,10 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 }
                 Err(source) => {
                     return Err(Error::Apply {
-                        what: format!("Lease {ns}/{lease_name} (move to {to}) on {server}"),
+                        what: format!(
+                            "Lease {ns}/{lease_name} (move to {to}) on {server}{}",
+                            crate::coordination::no_answer_hint(&source)
+                        ),
                         source,
                     });
                 }

@@ -74,9 +74,65 @@ pub fn bounded(mut config: kube::Config) -> kube::Config {
     config
 }
 
+/// What to say after a failed Lease request that got no answer in time (a client timeout, or
+/// the server's 504 when its etcd cannot commit): the quorum is the likely cause. Empty for
+/// other failures, whose own message says enough (409, 403, 404, ...).
+pub fn no_answer_hint(err: &kube::Error) -> &'static str {
+    let timed_out = match err {
+        kube::Error::Api(s) => s.code == 504,
+        other => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(other);
+            let mut found = false;
+            while let Some(e) = source {
+                let io_timeout = e
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+                if io_timeout || e.to_string().contains("timed out") {
+                    found = true;
+                    break;
+                }
+                source = e.source();
+            }
+            found
+        }
+    };
+    if timed_out {
+        " (no answer in time: is the coordination API server reachable, and does its etcd have a quorum?)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_request_without_an_answer_says_to_check_the_quorum() {
+        let gateway_timeout = kube::Error::Api(
+            kube::core::Status {
+                code: 504,
+                reason: "Timeout".into(),
+                ..Default::default()
+            }
+            .boxed(),
+        );
+        assert!(no_answer_hint(&gateway_timeout).contains("quorum"));
+        let client_timeout = kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "deadline has elapsed",
+        )));
+        assert!(no_answer_hint(&client_timeout).contains("quorum"));
+        let conflict = kube::Error::Api(
+            kube::core::Status {
+                code: 409,
+                reason: "Conflict".into(),
+                ..Default::default()
+            }
+            .boxed(),
+        );
+        assert_eq!(no_answer_hint(&conflict), "");
+    }
 
     #[test]
     fn a_coordination_client_never_waits_longer_than_the_request_timeout() {
