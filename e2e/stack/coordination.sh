@@ -10,6 +10,7 @@
 #   bash e2e/stack/coordination.sh member-down REGION   SIGKILL the etcd member of REGION
 #   bash e2e/stack/coordination.sh member-up REGION     restart it (it rejoins from its data dir)
 #   bash e2e/stack/coordination.sh env               print the env line(s) (also in $DIR/env)
+#   bash e2e/stack/coordination.sh bins              print the etcd and kube-apiserver binaries (for tests)
 #
 # Separate from the stack's own control plane (e2e/stack/k8s.sh): own ports, PKI, data dirs,
 # pid files and logs, all under $DIR = ${COORDINATION_STATE_DIR:-$TRIBUTARY_STATE_DIR/coordination}:
@@ -368,6 +369,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     member-down) shift; coordination_member_down "$@" ;;
     member-up) shift; coordination_member_up "$@" ;;
     env) coordination_env ;;
-    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+    bins) printf '%s\n' "$ETCD_BIN" "$K8S_BIN_DIR/kube-apiserver" ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
   esac
 fi

@@ -165,3 +165,205 @@ impl Drop for MemberDown {
         }
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for a test's processes).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Process {
+    pub name: String,
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `bin args...`, stdout and stderr appended to `log`.
+    pub fn start(
+        name: &str,
+        bin: &std::path::Path,
+        args: &[String],
+        envs: &[(&str, &std::ffi::OsStr)],
+        log: PathBuf,
+    ) -> Process {
+        let out = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let err = out.try_clone().expect("log handle");
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args)
+            .stdout(out)
+            .stderr(err)
+            .stdin(std::process::Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({}): {e}", bin.display()));
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// The last `lines` lines of the process's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare Kubernetes API server of the test's own, over an etcd of its own (no
+/// controller-manager, no nodes, so no pods run): "the operator's own cluster" for an
+/// operator run out-of-cluster, where no other operator of the shared stack reconciles what
+/// the test creates. Uses the coordination plane's CA and admin identity. Stopped and
+/// removed when dropped.
+pub struct BareCluster {
+    pub client: kube::Client,
+    pub kubeconfig: PathBuf,
+    pub dir: PathBuf,
+    // Dropped in order: the API server before its etcd.
+    pub apiserver: Process,
+    pub etcd: Process,
+}
+
+impl Drop for BareCluster {
+    fn drop(&mut self) {
+        let _ = self.apiserver.child.kill();
+        let _ = self.apiserver.child.wait();
+        let _ = self.etcd.child.kill();
+        let _ = self.etcd.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Coordination {
+    /// Starts a [`BareCluster`] named `name` under the plane's state dir, waits until it
+    /// serves, and installs this checkout's CRDs in it.
+    pub async fn bare_cluster(&self, name: &str) -> BareCluster {
+        let bins = self.command(&["bins"]).unwrap_or_else(|e| panic!("{e}"));
+        let mut lines = bins.lines();
+        let etcd_bin = PathBuf::from(lines.next().expect("etcd binary"));
+        let apiserver_bin = PathBuf::from(lines.next().expect("kube-apiserver binary"));
+        let dir = self.dir.join(format!("bare-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etcd")).expect("bare cluster dir");
+        let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd = Process::start(
+            "etcd",
+            &etcd_bin,
+            &[
+                format!("--name=bare-{name}"),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=bare-{name}={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+            &[],
+            dir.join("etcd.log"),
+        );
+        let pki = self.dir.join("pki");
+        let p = |f: &str| pki.join(f).display().to_string();
+        let apiserver = Process::start(
+            "kube-apiserver",
+            &apiserver_bin,
+            &[
+                format!("--secure-port={api_port}"),
+                "--advertise-address=127.0.0.1".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--etcd-servers={etcd_url}"),
+                format!("--client-ca-file={}", p("ca.crt")),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                "--authorization-mode=RBAC".into(),
+                "--anonymous-auth=false".into(),
+                "--service-account-issuer=https://bare.tributary.invalid".into(),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--service-cluster-ip-range=10.0.2.0/24".into(),
+                "--endpoint-reconciler-type=none".into(),
+                "--enable-priority-and-fairness=false".into(),
+                "--profiling=false".into(),
+            ],
+            &[],
+            dir.join("kube-apiserver.log"),
+        );
+        // The admin kubeconfig of the plane, pointed at this server (same CA, same identity).
+        let admin = std::fs::read_to_string(self.dir.join("kubeconfig")).expect("admin kubeconfig");
+        let server_line = admin
+            .lines()
+            .find(|l| l.trim_start().starts_with("server:"))
+            .expect("kubeconfig has a server")
+            .to_string();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            admin.replace(
+                &server_line,
+                &format!("    server: https://127.0.0.1:{api_port}"),
+            ),
+        )
+        .expect("write kubeconfig");
+        let client = client_from(&kubeconfig).await;
+        let mut cluster = BareCluster {
+            client,
+            kubeconfig,
+            dir,
+            apiserver,
+            etcd,
+        };
+        let start = std::time::Instant::now();
+        loop {
+            if cluster.client.apiserver_version().await.is_ok() {
+                let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+                if namespaces
+                    .get_opt("default")
+                    .await
+                    .is_ok_and(|n| n.is_some())
+                {
+                    break;
+                }
+            }
+            assert!(
+                cluster.apiserver.running() && cluster.etcd.running(),
+                "the bare cluster's processes exited:\n{}\n{}",
+                cluster.etcd.log_tail(20),
+                cluster.apiserver.log_tail(20)
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "the bare cluster did not serve within 90 s:\n{}",
+                cluster.apiserver.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        crate::kube_util::install_crds(&cluster.client).await;
+        cluster
+    }
+}
