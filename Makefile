@@ -84,9 +84,11 @@ coordination-down: ## Stop the coordination plane (data kept under e2e/.state/co
 	$(COORDINATION_SH) down
 
 .PHONY: coordination-test
-coordination-test: coordination-up ## The coordination plane's tests on real processes: the Lease survives one etcd member's loss, not two.
+coordination-test: coordination-up ## The coordination plane on real processes: the Lease survives one etcd member's loss, not two; the operator (in the running stack) keeps and renews its Lease there.
 	eval "$$($(COORDINATION_SH) env)" && \
 	  $(CARGO) test -p tributary-e2e --test coordination_quorum -- --ignored
+	source $(ENV_FILE) && eval "$$($(COORDINATION_SH) env)" && \
+	  $(CARGO) test -p tributary-operator --test e2e_coordination -- --ignored
 
 .PHONY: stack-status
 stack-status: ## Show every process of the local stack.
