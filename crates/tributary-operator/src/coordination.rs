@@ -75,11 +75,14 @@ pub fn bounded(mut config: kube::Config) -> kube::Config {
 }
 
 /// What to say after a failed Lease request that got no answer in time (a client timeout, or
-/// the server's 504 when its etcd cannot commit): the quorum is the likely cause. Empty for
-/// other failures, whose own message says enough (409, 403, 404, ...).
+/// the server's 504 or `500 etcdserver: request timed out` when its etcd cannot commit): the
+/// quorum is the likely cause. Empty for other failures, whose own message says enough (409,
+/// 403, 404, ...).
 pub fn no_answer_hint(err: &kube::Error) -> &'static str {
     let timed_out = match err {
-        kube::Error::Api(s) => s.code == 504,
+        kube::Error::Api(s) => {
+            s.code == 504 || (s.code >= 500 && s.message.contains("etcdserver:"))
+        }
         other => {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(other);
             let mut found = false;
@@ -118,6 +121,15 @@ mod tests {
             .boxed(),
         );
         assert!(no_answer_hint(&gateway_timeout).contains("quorum"));
+        let etcd_timeout = kube::Error::Api(
+            kube::core::Status {
+                code: 500,
+                message: "etcdserver: request timed out".into(),
+                ..Default::default()
+            }
+            .boxed(),
+        );
+        assert!(no_answer_hint(&etcd_timeout).contains("quorum"));
         let client_timeout = kube::Error::Service(Box::new(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "deadline has elapsed",
