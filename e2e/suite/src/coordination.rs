@@ -1,7 +1,9 @@
 //! The coordination plane of the local stack (`e2e/stack/coordination.sh`): a kube-apiserver
 //! over a three-member etcd, one member per region. Tests reach it through the operator's own
 //! kubeconfig (`TRIBUTARY_COORDINATION_KUBECONFIG`, Lease verbs only) and, for setup, through
-//! the admin kubeconfig beside it; they kill and restart single etcd members.
+//! the admin kubeconfig beside it; they kill and restart single etcd members. A
+//! [`BareCluster`] (an API server over an etcd of the test's own) stands in for an operator's
+//! own cluster where no operator of a shared stack may see the test's objects.
 
 use std::path::PathBuf;
 use std::time::Duration;
