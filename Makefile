@@ -9,7 +9,10 @@ SHELL := /bin/bash
 
 REGIONS ?= east,west
 REGION ?=
+# COORDINATION=1: `stack-up` also starts the coordination plane (opt-in; docs/coordination.md).
+COORDINATION ?= 0
 STACK := bash e2e/stack/stack.sh
+COORDINATION_SH := bash e2e/stack/coordination.sh
 STATE_DIR ?= $(CURDIR)/e2e/.state
 ENV_FILE := $(STATE_DIR)/env
 # Built by `make tools` from e2e/helm (pinned), cached under ~/.cache/tributary.
@@ -64,9 +67,28 @@ unit-test: prereqs ## Unit and property tests only (tests that need the stack sa
 	TRIBUTARY_SKIP_E2E=1 $(CARGO) test --workspace
 
 .PHONY: stack-up
-stack-up: tools ## Start the local stack: REGIONS=east,west (default) or east,west,central.
+stack-up: tools ## Start the local stack: REGIONS=east,west (default) or east,west,central; COORDINATION=1 adds the coordination plane.
 	$(CARGO) build -p tributary -p tributary-node-agent
-	$(STACK) up $(REGIONS)
+	COORDINATION=$(COORDINATION) $(STACK) up $(REGIONS)
+
+.PHONY: coordination-up
+coordination-up: tools ## Start only the coordination plane: a kube-apiserver over a three-member etcd, one member per region (e2e/.state/coordination/).
+	$(COORDINATION_SH) up
+
+.PHONY: coordination-status
+coordination-status: ## Show the coordination plane's etcd members and apiserver.
+	$(COORDINATION_SH) status
+
+.PHONY: coordination-down
+coordination-down: ## Stop the coordination plane (data kept under e2e/.state/coordination).
+	$(COORDINATION_SH) down
+
+.PHONY: coordination-test
+coordination-test: coordination-up ## The coordination plane on real processes: the Lease survives one etcd member's loss, not two; the operator (in the running stack) keeps and renews its Lease there.
+	eval "$$($(COORDINATION_SH) env)" && \
+	  $(CARGO) test -p tributary-e2e --test coordination_quorum -- --ignored
+	source $(ENV_FILE) && eval "$$($(COORDINATION_SH) env)" && \
+	  $(CARGO) test -p tributary-operator --test e2e_coordination -- --ignored
 
 .PHONY: stack-status
 stack-status: ## Show every process of the local stack.

@@ -11,6 +11,10 @@
 #
 # `up` writes $STATE/env (sourced by tests and the demo): KUBECONFIG, TRIBUTARY_REGIONS, and
 # TRIBUTARY_KAFKA_<REGION>_{REGIONAL,AGGREGATE} bootstrap servers. Logs: $STATE/logs/.
+# COORDINATION=1 (opt-in) also starts the coordination plane (e2e/stack/coordination.sh: a
+# kube-apiserver over a three-member etcd, one member per region) and adds its
+# TRIBUTARY_COORDINATION_KUBECONFIG to the env; `region-down` then also kills that region's
+# etcd member, and `down` stops the plane.
 set -euo pipefail
 
 STACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,6 +31,13 @@ SECURE_KAFKA_PORT=19992
 source "$STACK_DIR/k8s.sh"
 # shellcheck source=e2e/stack/kafka.sh
 source "$STACK_DIR/kafka.sh"
+COORDINATION_SH="$STACK_DIR/coordination.sh"
+coordination() { bash "$COORDINATION_SH" "$@"; }
+# The coordination plane of this state dir was started (its members' regions are recorded).
+coordination_initialised() { [[ -s "$STATE/coordination/regions" ]]; }
+coordination_has_member() {
+  coordination_initialised && tr ',' '\n' <"$STATE/coordination/regions" | grep -qxF -- "$1"
+}
 
 log() { echo "[stack] $*" >&2; }
 die() { echo "[stack] ERROR: $*" >&2; exit 1; }
@@ -110,6 +121,7 @@ write_env() {
     env_line TRIBUTARY_KAFKA_SECURE "127.0.0.1:$((SECURE_KAFKA_PORT + 2))"
     env_line TRIBUTARY_KAFKA_SECURE_PLAINTEXT "127.0.0.1:$SECURE_KAFKA_PORT"
     env_line TRIBUTARY_KAFKA_SECURE_PKI "$STATE/kafka/secure/pki"
+    if [[ -s "$STATE/coordination/env" ]]; then cat "$STATE/coordination/env"; fi
   } >"$f.tmp"
   mv "$f.tmp" "$f"
   log "env written to $f"
@@ -141,6 +153,9 @@ cmd_up() {
   kafka_secure_up secure "$SECURE_KAFKA_PORT" & pids+=($!)
   for p in "${pids[@]}"; do wait "$p" || die "a Kafka cluster did not start (see $STATE/logs/)"; done
   for r in $(regions); do agent_start "$r"; done
+  if [[ "${COORDINATION:-0}" == 1 ]]; then
+    coordination up || die "the coordination plane did not start (see $STATE/coordination/logs/)"
+  fi
   write_env
   log "stack up (regions $want) in $((SECONDS - t0))s"
 }
@@ -151,6 +166,7 @@ cmd_down() {
     for r in $(regions); do agent_stop "$r"; done
   fi
   kafka_down_all || true
+  coordination down || true
   k8s_down || true
   rm -f "$STATE/env"
   log "stack down"
@@ -166,6 +182,7 @@ cmd_status() {
     kafka_status "$r-aggregate" || rc=1
     if agent_running "$r"; then echo "agent-$r running pid=$(cat "$(agent_pidfile "$r")")"; else echo "agent-$r stopped"; rc=1; fi
   done
+  if coordination_initialised; then coordination status || rc=1; fi
   return $rc
 }
 
@@ -175,6 +192,9 @@ cmd_region_down() {
   agent_stop "$r"
   kafka_kill "$r-regional" || true
   kafka_kill "$r-aggregate" || true
+  if coordination_has_member "$r"; then
+    coordination member-down "$r" || true
+  fi
   log "region $r down"
 }
 
@@ -184,6 +204,9 @@ cmd_region_up() {
   kafka_start "$r-regional" & local a=$!
   kafka_start "$r-aggregate" & local b=$!
   wait "$a" && wait "$b" || die "Kafka of region $r did not restart"
+  if coordination_has_member "$r"; then
+    coordination member-up "$r" || die "the coordination etcd member of $r did not restart"
+  fi
   agent_start "$r"
   log "region $r up"
 }
@@ -197,5 +220,5 @@ case "${1:-}" in
   env) echo "$STATE/env" ;;
   # After rebuilding the node agent: every region's agent restarted (its pods are restarted).
   agents-restart) for r in $(regions); do agent_stop "$r"; agent_start "$r"; done ;;
-  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

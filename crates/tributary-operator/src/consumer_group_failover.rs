@@ -506,13 +506,17 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let health = ctx.group_prober.health(&obj_ref);
 
     // Observe.
-    let leases: Api<Lease> = Api::namespaced(ctx.coordination.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(ctx.coordination.client.clone(), &ns);
+    let server = &ctx.coordination.description;
     let lease_name = names::active_name(&name);
     let lease = leases
         .get_opt(&lease_name)
         .await
         .map_err(|source| Error::Dereference {
-            what: format!("Lease {ns}/{lease_name} on the coordination API server"),
+            what: format!(
+                "Lease {ns}/{lease_name} on {server}{}",
+                crate::coordination::no_answer_hint(&source)
+            ),
             source,
         })?;
     let view = lease
@@ -708,7 +712,10 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(1),
                     Err(source) => {
                         return Err(Error::Apply {
-                            what: format!("Lease {ns}/{lease_name} (renew)"),
+                            what: format!(
+                                "Lease {ns}/{lease_name} (renew) on {server}{}",
+                                crate::coordination::no_answer_hint(&source)
+                            ),
                             source,
                         });
                     }
@@ -874,7 +881,10 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 }
                 Err(source) => {
                     return Err(Error::Apply {
-                        what: format!("Lease {ns}/{lease_name} (move to {to})"),
+                        what: format!(
+                            "Lease {ns}/{lease_name} (move to {to}) on {server}{}",
+                            crate::coordination::no_answer_hint(&source)
+                        ),
                         source,
                     });
                 }

@@ -18,7 +18,7 @@ pub struct Context {
     pub client: kube::Client,
     /// The API server that holds the active-region Leases: the operator's own cluster by
     /// default, or the one of `--coordination-kubeconfig`.
-    pub coordination: kube::Client,
+    pub coordination: crate::coordination::LeaseServer,
     /// Region health of every ConsumerGroupFailover.
     pub group_prober: crate::group_prober::GroupProber,
     pub admin: Arc<dyn ClusterAdmin>,

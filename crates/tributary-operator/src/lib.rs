@@ -12,6 +12,7 @@ pub mod aggregate_cluster;
 pub mod conditions;
 pub mod consumer_group_failover;
 pub mod context;
+pub mod coordination;
 pub mod error;
 pub mod frame;
 pub mod group_prober;

@@ -64,25 +64,6 @@ pub struct OperatorArgs {
     pub coordination_kubeconfig: Option<std::path::PathBuf>,
 }
 
-/// The client of the coordination API server: `path`'s cluster, else the operator's own.
-async fn coordination_client(
-    own: &kube::Client,
-    path: Option<&std::path::Path>,
-) -> anyhow::Result<kube::Client> {
-    let Some(path) = path else {
-        return Ok(own.clone());
-    };
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading --coordination-kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .with_context(|| format!("--coordination-kubeconfig {}", path.display()))?;
-    kube::Client::try_from(config).context("connecting to the coordination API server")
-}
-
 /// What the operator answers on `/metrics`, `/healthz` and `/readyz`.
 struct Http {
     metrics: Arc<Metrics>,
@@ -193,7 +174,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let admin: Arc<dyn ClusterAdmin> = Arc::new(RealClusterAdmin::default());
     let (prober, triggers) = Prober::new();
     let coordination =
-        coordination_client(&client, args.coordination_kubeconfig.as_deref()).await?;
+        crate::coordination::lease_server(&client, args.coordination_kubeconfig.as_deref()).await?;
+    tracing::info!(server = %coordination.description, "active-region Leases");
     let (group_prober, group_triggers) = GroupProber::new(admin.clone());
 
     let streams_api: Api<DeserializeGuard<RegionalStream>> = Api::all(client.clone());

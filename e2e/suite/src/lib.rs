@@ -5,6 +5,7 @@
 //! Tests that need the stack call [`Stack::connect`]. It fails loudly when the stack's env is
 //! missing, unless `TRIBUTARY_SKIP_E2E=1` (set by `make unit-test`), where it returns `None`.
 
+pub mod coordination;
 pub mod kafka;
 pub mod kube_util;
 
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use coordination::Coordination;
 pub use kube_util::{TestNamespace, apply_yaml, wait_until};
 
 /// The running local stack, as described by its env file.
@@ -48,7 +50,7 @@ fn repo_root() -> PathBuf {
 
 /// Reads `KEY=value` exports from the stack's env file, so tests also work when run by hand
 /// with plain `cargo test` after `make stack-up`.
-fn env_file_vars() -> BTreeMap<String, String> {
+pub(crate) fn env_file_vars() -> BTreeMap<String, String> {
     let state = std::env::var("TRIBUTARY_STATE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("e2e/.state"));

@@ -133,6 +133,8 @@ pub struct Group {
     /// Apply the ConsumerGroupFailover before the AggregateClusters it names (GitOps tools
     /// apply in any order): it must start once they exist.
     pub group_first: bool,
+    /// More `helm --set key=value` for the operator's release (later ones win).
+    pub operator_sets: Vec<String>,
 }
 
 pub const TIGHT: &str =
@@ -146,6 +148,7 @@ impl Default for Group {
             sync_interval: "1s",
             leader_lease: "4s",
             group_first: false,
+            operator_sets: Vec::new(),
         }
     }
 }
@@ -170,14 +173,12 @@ pub async fn setup(t: &TestNamespace, group: &Group, operator_replicas: u32) -> 
     let stack = &t.stack;
     let ns = t.name.clone();
     let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
-    let release = stack.install_operator(
-        &format!("tributary-{suffix}"),
-        &ns,
-        &[
-            format!("replicaCount={operator_replicas}"),
-            format!("leaderElection.leaseDuration={}", group.leader_lease),
-        ],
-    );
+    let mut sets = vec![
+        format!("replicaCount={operator_replicas}"),
+        format!("leaderElection.leaseDuration={}", group.leader_lease),
+    ];
+    sets.extend(group.operator_sets.iter().cloned());
+    let release = stack.install_operator(&format!("tributary-{suffix}"), &ns, &sets);
     let yaml = manifests(stack, &suffix, group);
     // `kubectl apply` as a GitOps tool does it (client-side, three-way): the workloads say
     // `replicas: 0` and a re-apply leaves the operator's scale alone.
