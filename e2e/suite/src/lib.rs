@@ -192,11 +192,13 @@ impl Drop for HelmRelease {
 }
 
 impl Stack {
-    /// `helm install` of the chart with the stack's image (`local/tributary:dev`, run by the
-    /// node agent), JSON logs, `--wait`, and `sets` (`key=value`) on top. Panics on failure.
+    /// `helm install` of the chart with the stack's image (`local/tributary:<tag>`, run by the
+    /// node agent; the tag is [`image_tag`]), JSON logs, `--wait`, and `sets` (`key=value`) on
+    /// top. Panics on failure.
     #[must_use]
     pub fn install_operator(&self, release: &str, namespace: &str, sets: &[String]) -> HelmRelease {
         let chart = repo_path("charts/tributary");
+        let tag = format!("image.tag={}", image_tag());
         let mut args: Vec<String> = [
             "install",
             release,
@@ -206,7 +208,7 @@ impl Stack {
             "--set",
             "image.repository=local/tributary",
             "--set",
-            "image.tag=dev",
+            &tag,
             "--set",
             "logFormat=json",
             "--wait",
@@ -238,6 +240,16 @@ impl Stack {
             namespace: namespace.to_string(),
         }
     }
+}
+
+/// The tag of `local/tributary` that operators installed by tests run: `TRIBUTARY_IMAGE_TAG`,
+/// default `dev` (the stack's own build). A second checkout sets its own tag, whose binary the
+/// node agent runs from `<state>/binaries/<tag>`, to test its build on the shared stack.
+pub fn image_tag() -> String {
+    std::env::var("TRIBUTARY_IMAGE_TAG")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "dev".to_string())
 }
 
 /// The repository's root (examples, charts, crds).
