@@ -5,24 +5,27 @@
 //! (Deployments, pure) → apply (topics, then Deployments by server-side apply) → prune
 //! (Deployments of vanished routes, by label) → status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 
 use tributary_api::aggregate_cluster::RouteStatus;
-use tributary_api::{AggregateCluster, AggregateClusterStatus, condition_type};
+use tributary_api::{AggregateCluster, AggregateClusterStatus, RegionalStream, condition_type};
 
 use crate::conditions::{self, Wanted};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::frame::Reconciled;
 use crate::kafka::{NewTopic, plan_topic_changes};
-use crate::model::{self, AggregatePlan};
+use crate::model::{self, AggregatePlan, UnreadableStream};
 use crate::names::{self, FIELD_MANAGER};
 use crate::prober::{AggregateObservation, Reach, RouteTarget};
 use crate::replicator::build_route_deployment;
@@ -30,6 +33,8 @@ use crate::{secrets, status_util};
 
 const KIND: &str = "AggregateCluster";
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a route held for a missing Secret is looked at again.
+const SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 impl Reconciled for AggregateCluster {
     const KIND: &'static str = KIND;
@@ -54,14 +59,20 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
         return Ok(Action::await_change());
     }
 
-    // Validate (with the selected sources).
-    let streams: Vec<_> = ctx
-        .streams
-        .state()
-        .iter()
-        .filter_map(|s| s.0.as_ref().ok().cloned())
-        .collect();
-    let plan = model::plan_aggregate(agg, &streams)?;
+    // Validate (with the selected sources). A selected source that does not validate, or
+    // cannot be read, freezes its own route (see `plan.invalid_sources`).
+    let mut streams = Vec::new();
+    let mut unreadable = Vec::new();
+    for s in ctx.streams.state() {
+        match &s.0 {
+            Ok(rs) => streams.push(rs.clone()),
+            Err(e) => unreadable.push(UnreadableStream {
+                metadata: e.metadata.clone(),
+                error: e.error.clone(),
+            }),
+        }
+    }
+    let plan = model::plan_aggregate_with(agg, &streams, &unreadable)?;
     let image = plan
         .replicator
         .image
@@ -74,7 +85,8 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec(format!("AggregateCluster {name} has no uid yet")))?;
 
-    // Dereference: Secrets of the aggregate and of every source (for the prober).
+    // Dereference: Secrets of the aggregate (every route needs them) and of every source (for
+    // the prober). A source whose Secrets cannot be read holds only its own route.
     let conn = secrets::resolve(
         &ctx.client,
         &ns,
@@ -87,8 +99,9 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
     )
     .await?;
     let mut targets = Vec::new();
+    let mut held: BTreeMap<String, String> = BTreeMap::new();
     for r in &plan.routes {
-        let source = secrets::resolve(
+        let resolved = secrets::resolve(
             &ctx.client,
             &ns,
             format!(
@@ -98,7 +111,14 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
             &r.source_kafka,
             "spec.kafka",
         )
-        .await?;
+        .await;
+        let source = match resolved {
+            Ok(source) => source,
+            Err(e) => {
+                held.insert(r.deployment.clone(), source_secret_problem(&r.source, &e));
+                continue;
+            }
+        };
         targets.push(RouteTarget {
             deployment: r.deployment.clone(),
             source_region: r.source_region.clone(),
@@ -128,11 +148,26 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
             what: format!("Deployments of AggregateCluster {ns}/{name}"),
             source,
         })?;
-    let existing_names: BTreeSet<String> = existing.items.iter().map(|d| d.name_any()).collect();
+    let existing_by_name: BTreeMap<String, &Deployment> =
+        existing.items.iter().map(|d| (d.name_any(), d)).collect();
     let regarding = agg.object_ref(&());
     let mut applied: BTreeMap<String, Deployment> = BTreeMap::new();
     for route in &plan.routes {
+        if held.contains_key(&route.deployment) {
+            // Held: what runs keeps running, unchanged, until its Secrets can be read.
+            if let Some(d) = existing_by_name.get(&route.deployment) {
+                applied.insert(route.deployment.clone(), (*d).clone());
+            }
+            continue;
+        }
         let desired = build_route_deployment(&plan, route, &image, owner.clone());
+        if let Some(live) = existing_by_name.get(&route.deployment)
+            && is_applied(live, &desired)
+        {
+            // Same object as the last apply: an SSA patch would change nothing but cost a write.
+            applied.insert(route.deployment.clone(), (*live).clone());
+            continue;
+        }
         let result = deployments
             .patch(
                 &route.deployment,
@@ -144,7 +179,7 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
                 what: format!("Deployment {ns}/{}", route.deployment),
                 source,
             })?;
-        if !existing_names.contains(&route.deployment) {
+        if !existing_by_name.contains_key(&route.deployment) {
             ctx.event(
                 &regarding,
                 false,
@@ -159,11 +194,27 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
         }
         applied.insert(route.deployment.clone(), result);
     }
+    // Frozen: routes of invalid sources keep their Deployment as last applied.
+    let frozen: BTreeSet<&str> = plan
+        .invalid_sources
+        .iter()
+        .map(|i| i.deployment.as_str())
+        .collect();
+    for dn in &frozen {
+        if let Some(d) = existing_by_name.get(*dn) {
+            applied.insert((*dn).to_string(), (*d).clone());
+        }
+    }
 
-    // Prune: Deployments of routes whose source vanished or is no longer selected.
+    // Prune: Deployments of routes whose source vanished or is no longer selected — never
+    // those of a source that is only invalid or whose Secrets are missing.
     for d in &existing.items {
         let dn = d.name_any();
-        if applied.contains_key(&dn) || d.meta().deletion_timestamp.is_some() {
+        if applied.contains_key(&dn)
+            || frozen.contains(dn.as_str())
+            || held.contains_key(&dn)
+            || d.meta().deletion_timestamp.is_some()
+        {
             continue;
         }
         deployments
@@ -184,12 +235,13 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
 
     // Status.
     let observation = ctx.prober.aggregate(&obj_ref);
-    let status = build_status(
+    let status = build_status_with(
         agg,
         &plan,
         &applied,
         observation.as_ref(),
         topic_result.as_ref().err(),
+        &held,
     );
     let states: Vec<&str> = status.routes.iter().map(|r| r.state.as_str()).collect();
     ctx.metrics
@@ -197,7 +249,55 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
     announce_route_transitions(ctx, agg, &status).await;
     status_util::write_status(agg, ctx, status).await?;
     topic_result?;
-    Ok(Action::requeue(RESYNC))
+    if held.is_empty() {
+        Ok(Action::requeue(RESYNC))
+    } else {
+        // Secrets are not watched: look again soon for the missing one.
+        Ok(Action::requeue(SECRET_RECHECK))
+    }
+}
+
+/// Why a route is held for its source's Secrets: the Secret and the field, and what to do.
+fn source_secret_problem(source: &str, e: &Error) -> String {
+    let what = match e {
+        Error::Dereference { what, source: err } if is_not_found(err) => {
+            return format!(
+                "SecretMissing: RegionalStream {source}: {what} not found; create it (the route keeps running as last applied)"
+            );
+        }
+        Error::Dereference { what, .. } => format!("reading {what}: {}", e.category()),
+        other => other.to_string(),
+    };
+    format!(
+        "SecretUnreadable: RegionalStream {source}: {what} (the route keeps running as last applied)"
+    )
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 404)
+}
+
+/// Whether `live` already holds every field of `desired` with the same value (lists element by
+/// element): then the apply is a no-op. Fields the API server defaults are ignored; a value
+/// changed by hand (drift) is not, so drift is still reverted.
+pub fn is_applied(live: &Deployment, desired: &Deployment) -> bool {
+    match (serde_json::to_value(live), serde_json::to_value(desired)) {
+        (Ok(l), Ok(d)) => json_contains(&l, &d),
+        _ => false,
+    }
+}
+
+fn json_contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| json_contains(lv, dv))),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| json_contains(lv, dv))
+        }
+        (l, d) => l == d,
+    }
 }
 
 async fn apply_topics(
@@ -295,6 +395,25 @@ pub fn build_status(
     observation: Option<&AggregateObservation>,
     topic_error: Option<&Error>,
 ) -> AggregateClusterStatus {
+    build_status_with(
+        agg,
+        plan,
+        deployments,
+        observation,
+        topic_error,
+        &BTreeMap::new(),
+    )
+}
+
+/// [`build_status`] with the routes held for their source's Secrets (Deployment → why).
+pub fn build_status_with(
+    agg: &AggregateCluster,
+    plan: &AggregatePlan,
+    deployments: &BTreeMap<String, Deployment>,
+    observation: Option<&AggregateObservation>,
+    topic_error: Option<&Error>,
+    held: &BTreeMap<String, String>,
+) -> AggregateClusterStatus {
     let old = agg.status.clone().unwrap_or_default();
     let mut routes = Vec::new();
     for r in &plan.routes {
@@ -305,7 +424,9 @@ pub fn build_status(
             .unwrap_or(0);
         let want = plan.replicator.replicas;
         let ro = observation.and_then(|o| o.routes.get(&r.deployment));
-        let (state, message) = if want == 0 {
+        let (state, message) = if let Some(why) = held.get(&r.deployment) {
+            ("Degraded", Some(why.clone()))
+        } else if want == 0 {
             ("Paused", Some("spec.replicator.replicas is 0".to_string()))
         } else if let Some(Reach::Unreachable(m)) = ro.map(|o| &o.source_reach) {
             (
@@ -327,6 +448,8 @@ pub fn build_status(
             ("Ready", None)
         } else if let Some(m) = d.and_then(stalled_rollout) {
             ("Degraded", Some(format!("RolloutStalled: {m}")))
+        } else if let Some(m) = d.and_then(|d| unready_after_rollout(d, ready, want)) {
+            ("Degraded", Some(format!("ReplicatorUnready: {m}")))
         } else {
             (
                 "Pending",
@@ -349,6 +472,31 @@ pub fn build_status(
             message,
         });
     }
+    for i in &plan.invalid_sources {
+        let d = deployments.get(&i.deployment);
+        let ready = d
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        let runs = if d.is_some() {
+            "its route keeps running as last applied, unchanged, until the RegionalStream is fixed"
+        } else {
+            "no route runs for it until the RegionalStream is fixed"
+        };
+        routes.push(RouteStatus {
+            source: i.source.clone(),
+            source_region: i.source_region.clone(),
+            deployment: i.deployment.clone(),
+            ready_replicas: ready,
+            lag_records: None,
+            lag_seconds: None,
+            last_checkpoint_time: None,
+            last_checkpoint_age_seconds: None,
+            state: "Degraded".to_string(),
+            message: Some(format!("SourceInvalid: {}; {runs}", i.problem)),
+        });
+    }
+    routes.sort_by(|a, b| a.source.cmp(&b.source));
     let ready = routes.iter().filter(|r| r.state == "Ready").count();
     let degraded: Vec<&RouteStatus> = routes.iter().filter(|r| r.state == "Degraded").collect();
     let pending = routes.iter().filter(|r| r.state == "Pending").count();
@@ -368,6 +516,17 @@ pub fn build_status(
                 Wanted::new(condition_type::DEGRADED, true, "ClusterUnreachable", m),
             ]
         } else if !degraded.is_empty() {
+            // The most specific cause names the condition; the message lists every route.
+            let reason = ["SourceInvalid", "SecretMissing", "SecretUnreadable"]
+                .into_iter()
+                .find(|cause| {
+                    degraded.iter().any(|r| {
+                        r.message
+                            .as_deref()
+                            .is_some_and(|m| m.starts_with(&format!("{cause}:")))
+                    })
+                })
+                .unwrap_or("RouteDegraded");
             let m = degraded
                 .iter()
                 .map(|r| {
@@ -380,8 +539,8 @@ pub fn build_status(
                 .collect::<Vec<_>>()
                 .join("; ");
             vec![
-                Wanted::new(condition_type::READY, false, "RouteDegraded", m.clone()),
-                Wanted::new(condition_type::DEGRADED, true, "RouteDegraded", m),
+                Wanted::new(condition_type::READY, false, reason, m.clone()),
+                Wanted::new(condition_type::DEGRADED, true, reason, m),
             ]
         } else if pending > 0 {
             vec![
@@ -454,6 +613,39 @@ fn stalled_rollout(d: &Deployment) -> Option<String> {
                 .clone()
                 .unwrap_or_else(|| "progress deadline exceeded".into())
         })
+}
+
+/// The route's rollout had completed (the Deployment controller says the newest ReplicaSet is
+/// available, for the current generation) and replicas are missing since: the replicator
+/// crashed or turned unready after being Ready. The progress deadline never fires after a
+/// completed rollout, so without this the route would show Pending forever.
+fn unready_after_rollout(d: &Deployment, ready: i32, want: i32) -> Option<String> {
+    if ready >= want {
+        return None;
+    }
+    let status = d.status.as_ref()?;
+    let current = match (d.metadata.generation, status.observed_generation) {
+        (Some(g), Some(o)) => o >= g,
+        _ => false,
+    };
+    let conditions = status.conditions.as_ref()?;
+    let rolled_out = conditions.iter().any(|c| {
+        c.type_ == "Progressing"
+            && c.status == "True"
+            && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+    });
+    if !(current && rolled_out) {
+        return None;
+    }
+    let available = conditions
+        .iter()
+        .find(|c| c.type_ == "Available" && c.status == "False")
+        .and_then(|c| c.message.clone())
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    Some(format!(
+        "{ready}/{want} replicator replicas ready after the rollout had completed{available}: the replicator crashed or is failing its readiness probe; see its pod's status and log"
+    ))
 }
 
 async fn announce_route_transitions(
@@ -532,4 +724,96 @@ fn error_status(agg: &AggregateCluster, e: &Error) -> AggregateClusterStatus {
         conditions: conditions::merge(&old.conditions, &wanted, agg.meta().generation),
         ..old
     }
+}
+
+/// What an AggregateCluster reads of a RegionalStream: namespace, labels (selection),
+/// deletion, the spec, readability, and per topic whether it exists with how many partitions.
+/// End offsets, rates and conditions are not in it: their changes need no AggregateCluster
+/// reconcile.
+pub fn source_fingerprint(rs: &DeserializeGuard<RegionalStream>) -> u64 {
+    let seen = match &rs.0 {
+        Ok(rs) => serde_json::json!({
+            "namespace": rs.metadata.namespace,
+            "labels": rs.metadata.labels,
+            "deleting": rs.metadata.deletion_timestamp.is_some(),
+            "spec": rs.spec,
+            "topics": rs.status.iter().flat_map(|s| s.topics.iter())
+                .map(|t| (t.name.as_str(), t.exists, t.partitions))
+                .collect::<Vec<_>>(),
+        }),
+        Err(invalid) => serde_json::json!({
+            "namespace": invalid.metadata.namespace,
+            "labels": invalid.metadata.labels,
+            "deleting": invalid.metadata.deletion_timestamp.is_some(),
+            "unreadable": invalid.error,
+        }),
+    };
+    hash_of(&seen.to_string())
+}
+
+/// What a reconcile of an AggregateCluster acts on of the object itself: not its status (the
+/// operator's own writes would otherwise re-trigger it).
+pub fn reconcile_fingerprint(agg: &DeserializeGuard<AggregateCluster>) -> Option<u64> {
+    let meta = agg.meta();
+    let unreadable = agg.0.as_ref().err().map(|e| e.error.clone());
+    Some(hash_of(
+        &serde_json::json!({
+            "uid": meta.uid,
+            "generation": meta.generation,
+            "labels": meta.labels,
+            "annotations": meta.annotations,
+            "finalizers": meta.finalizers,
+            "deleting": meta.deletion_timestamp.is_some(),
+            "unreadable": unreadable,
+        })
+        .to_string(),
+    ))
+}
+
+pub(crate) fn hash_of(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The AggregateClusters to reconcile for changes of RegionalStreams: those of the stream's
+/// namespace, and only when what they read of it changed ([`source_fingerprint`]) or it was
+/// deleted.
+pub fn source_change_triggers<S>(
+    events: S,
+    aggregates: Store<DeserializeGuard<AggregateCluster>>,
+) -> impl Stream<Item = ObjectRef<DeserializeGuard<AggregateCluster>>> + Send + 'static
+where
+    S: Stream<Item = Result<watcher::Event<DeserializeGuard<RegionalStream>>, watcher::Error>>
+        + Send
+        + 'static,
+{
+    let mut seen: HashMap<ObjectRef<DeserializeGuard<RegionalStream>>, u64> = HashMap::new();
+    events
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) => {
+                    let fingerprint = source_fingerprint(&rs);
+                    (seen.insert(ObjectRef::from_obj(&rs), fingerprint) != Some(fingerprint))
+                        .then_some(rs)
+                }
+                Ok(watcher::Event::Delete(rs)) => {
+                    seen.remove(&ObjectRef::from_obj(&rs));
+                    Some(rs)
+                }
+                _ => None,
+            };
+            futures::future::ready(changed)
+        })
+        .flat_map(move |rs| {
+            let ns = rs.namespace();
+            let refs: Vec<_> = aggregates
+                .state()
+                .iter()
+                .filter(|a| a.namespace() == ns)
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect();
+            futures::stream::iter(refs)
+        })
 }

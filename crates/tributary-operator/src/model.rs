@@ -100,6 +100,29 @@ pub struct RoutePlan {
     pub route_id: String,
 }
 
+/// A selected source that cannot be acted on (its spec does not validate, or the object cannot
+/// be read): its route is frozen — the Deployment keeps running as last applied, is neither
+/// updated nor pruned — until the RegionalStream is fixed or deselected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSource {
+    /// The RegionalStream's name.
+    pub source: String,
+    /// Its `spec.region` as written (it may be the invalid part), empty when unreadable.
+    pub source_region: String,
+    /// The route Deployment the source had or would have.
+    pub deployment: String,
+    /// What is wrong, naming the stream and the field.
+    pub problem: String,
+}
+
+/// A RegionalStream in the cache that could not be deserialized (schema drift): only its
+/// metadata is known.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnreadableStream {
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pub error: String,
+}
+
 /// A validated AggregateCluster with its selected sources resolved: everything the build and
 /// apply steps need.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +138,8 @@ pub struct AggregatePlan {
     pub routes: Vec<RoutePlan>,
     /// Aggregate topics by name, partition counts matching the sources (`p` lands in `p`).
     pub topics: BTreeMap<String, AggregateTopic>,
+    /// Selected sources that do not validate, in source-name order: their routes are frozen.
+    pub invalid_sources: Vec<InvalidSource>,
 }
 
 /// The aggregate topic that source topic `topic` of region `region` lands in.
@@ -126,8 +151,19 @@ pub fn aggregate_topic_name(naming: TopicNaming, region: &str, topic: &str) -> S
 }
 
 /// Selects the sources of `agg` among `streams` and plans topics and routes. Streams being
-/// deleted are left out (their routes are pruned); streams with an invalid spec too.
+/// deleted are left out (their routes are pruned). A selected stream with an invalid spec is
+/// not: it goes into `invalid_sources`, and its route is frozen (never pruned for a typo).
 pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Result<AggregatePlan> {
+    plan_aggregate_with(agg, streams, &[])
+}
+
+/// [`plan_aggregate`], with the streams of the cache that could not be read: a selected one
+/// freezes its route as an invalid spec does.
+pub fn plan_aggregate_with(
+    agg: &AggregateCluster,
+    streams: &[RegionalStream],
+    unreadable: &[UnreadableStream],
+) -> Result<AggregatePlan> {
     let name = agg.name_any();
     let namespace = agg.namespace().unwrap_or_default();
     let spec = &agg.spec;
@@ -142,13 +178,45 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
         None => Selector::default(),
     };
 
-    let mut selected: Vec<(&RegionalStream, ValidStream)> = streams
+    let candidates: Vec<&RegionalStream> = streams
         .iter()
         .filter(|rs| rs.namespace().unwrap_or_default() == namespace)
         .filter(|rs| rs.metadata.deletion_timestamp.is_none())
         .filter(|rs| selector.matches(rs.labels()))
-        .filter_map(|rs| validate_stream(rs).ok().map(|v| (rs, v)))
         .collect();
+    let mut invalid_sources = Vec::new();
+    let mut selected: Vec<(&RegionalStream, ValidStream)> = Vec::new();
+    for rs in candidates {
+        match validate_stream(rs) {
+            Ok(v) => selected.push((rs, v)),
+            Err(e) => invalid_sources.push(InvalidSource {
+                source: rs.name_any(),
+                source_region: rs.spec.region.clone(),
+                deployment: names::route_deployment_name(&rs.name_any(), &name),
+                problem: invalid_problem(&rs.name_any(), &e),
+            }),
+        }
+    }
+    for u in unreadable {
+        let meta = &u.metadata;
+        let labels = meta.labels.clone().unwrap_or_default();
+        if meta.namespace.as_deref().unwrap_or_default() != namespace
+            || meta.deletion_timestamp.is_some()
+            || !selector.matches(&labels)
+        {
+            continue;
+        }
+        let source = meta.name.clone().unwrap_or_default();
+        invalid_sources.push(InvalidSource {
+            deployment: names::route_deployment_name(&source, &name),
+            problem: format!(
+                "RegionalStream {source} cannot be read ({}); fix or delete it",
+                u.error
+            ),
+            source,
+            source_region: String::new(),
+        });
+    }
     selected.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     check_one_source_per_region(&name, &selected)?;
 
@@ -185,6 +253,8 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
         }
         for (t, (parts, rf)) in &route_topics {
             let agg_name = aggregate_topic_name(spec.topic_naming, &v.region, t);
+            // Refused for the whole AggregateCluster (its checkpoint topic or a source may be
+            // at fault): the reconcile stops before it changes anything, so nothing is pruned.
             if agg_name == spec.checkpoints.topic {
                 return Err(Error::InvalidSpec(format!(
                     "AggregateCluster {name}: aggregate topic {agg_name} (from RegionalStream {}) collides with spec.checkpoints.topic",
@@ -208,6 +278,7 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
             topic_pattern: v.topic_pattern.clone(),
         });
     }
+    invalid_sources.sort_by(|a, b| a.source.cmp(&b.source));
     Ok(AggregatePlan {
         name,
         namespace,
@@ -218,7 +289,22 @@ pub fn plan_aggregate(agg: &AggregateCluster, streams: &[RegionalStream]) -> Res
         checkpoints: spec.checkpoints.clone(),
         routes,
         topics,
+        invalid_sources,
     })
+}
+
+/// The validation failure of source `source`, phrased with the stream's name in front (the
+/// field-level checks name only the field).
+fn invalid_problem(source: &str, e: &Error) -> String {
+    let text = match e {
+        Error::InvalidSpec(m) => m.clone(),
+        other => other.to_string(),
+    };
+    if text.contains(&format!("RegionalStream {source}")) {
+        text
+    } else {
+        format!("RegionalStream {source}: {text}")
+    }
 }
 
 /// Checkpoint keys, provenance headers and dedupe watermarks name a source by its region, so

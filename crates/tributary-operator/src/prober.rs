@@ -86,6 +86,39 @@ struct State {
     aggregate_obs: HashMap<String, AggregateObservation>,
     /// Route → when it was last seen caught up.
     caught_up_at: HashMap<String, Instant>,
+    /// Stream → the figures (end offsets) of its last trigger, and when that was.
+    reported_streams: HashMap<String, (Figures, Instant)>,
+    /// Aggregate → the figures (lags) of its last trigger, and when that was.
+    reported_aggregates: HashMap<String, (Figures, Instant)>,
+}
+
+/// The volatile figures of an observation: end offsets of a stream, lags of an aggregate's
+/// routes. They move with every record produced, so they alone never trigger at every probe.
+#[derive(Clone, Debug, PartialEq)]
+enum Figures {
+    Stream(BTreeMap<String, Vec<i64>>),
+    Aggregate(Vec<Option<i64>>),
+}
+
+/// Figures that changed trigger a reconcile (a status refresh) once they held still for two
+/// probes (traffic stopped, a route caught up or is paused) and at most this often per
+/// object: under constant traffic the status is refreshed by the resync, not at every probe;
+/// live figures are the replicators' metrics.
+pub const FIGURES_REFRESH: Duration = Duration::from_secs(30);
+
+/// Whether figures `now` (after `previous` at the probe before) warrant a status refresh,
+/// given the last `reported` ones. Pure.
+fn figures_due(
+    previous: Option<&Figures>,
+    now: &Figures,
+    reported: Option<&(Figures, Instant)>,
+    at: Instant,
+) -> bool {
+    let settled = previous == Some(now);
+    match reported {
+        None => settled,
+        Some((r, when)) => settled && r != now && at.duration_since(*when) >= FIGURES_REFRESH,
+    }
 }
 
 /// Shared between the controllers (register, read) and the probe loop.
@@ -185,6 +218,7 @@ impl Prober {
         if let Ok(mut s) = self.state.write() {
             s.streams.remove(&key(obj));
             s.stream_obs.remove(&key(obj));
+            s.reported_streams.remove(&key(obj));
         }
     }
 
@@ -192,6 +226,7 @@ impl Prober {
         if let Ok(mut s) = self.state.write() {
             s.aggregates.remove(&key(obj));
             s.aggregate_obs.remove(&key(obj));
+            s.reported_aggregates.remove(&key(obj));
         }
     }
 
@@ -259,6 +294,7 @@ impl Prober {
             for k in gone {
                 s.streams.remove(&k);
                 s.stream_obs.remove(&k);
+                s.reported_streams.remove(&k);
             }
             let gone: Vec<String> = s
                 .aggregates
@@ -269,6 +305,7 @@ impl Prober {
             for k in gone {
                 s.aggregates.remove(&k);
                 s.aggregate_obs.remove(&k);
+                s.reported_aggregates.remove(&k);
             }
         }
     }
@@ -322,10 +359,33 @@ impl Prober {
                     }
                 }
             }
-            let changed = previous
-                .is_none_or(|(p, _)| p.reach != obs.reach || p.end_offsets != obs.end_offsets);
-            state.stream_obs.insert(k, (obs, now));
+            // Reachability and the topics' shape (a topic appeared, partitions grew) matter at
+            // once; offsets only as settled figures.
+            let shape = |o: &StreamObservation| {
+                (
+                    o.reach.clone(),
+                    o.end_offsets
+                        .iter()
+                        .map(|(t, e)| (t.clone(), e.len()))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let figures = Figures::Stream(obs.end_offsets.clone());
+            let changed = match previous {
+                None => true,
+                Some((p, _)) => {
+                    shape(p) != shape(&obs)
+                        || figures_due(
+                            Some(&Figures::Stream(p.end_offsets.clone())),
+                            &figures,
+                            state.reported_streams.get(&k),
+                            now,
+                        )
+                }
+            };
+            state.stream_obs.insert(k.clone(), (obs, now));
             if changed {
+                state.reported_streams.insert(k, (figures, now));
                 let _ = self.stream_tx.unbounded_send(t.obj.clone());
             }
         }
@@ -348,22 +408,36 @@ impl Prober {
                 }
             }
             let k = key(&t.obj);
-            let changed = state
-                .aggregate_obs
-                .get(&k)
-                .is_none_or(|p| meaningful(p) != meaningful(&obs));
-            state.aggregate_obs.insert(k, obs);
+            let lags = |o: &AggregateObservation| {
+                Figures::Aggregate(o.routes.values().map(|r| r.lag_records).collect())
+            };
+            let figures = lags(&obs);
+            let changed = match state.aggregate_obs.get(&k) {
+                None => true,
+                Some(p) => {
+                    meaningful(p) != meaningful(&obs)
+                        || figures_due(
+                            Some(&lags(p)),
+                            &figures,
+                            state.reported_aggregates.get(&k),
+                            now,
+                        )
+                }
+            };
+            state.aggregate_obs.insert(k.clone(), obs);
             if changed {
+                state.reported_aggregates.insert(k, (figures, now));
                 let _ = self.aggregate_tx.unbounded_send(t.obj.clone());
             }
         }
     }
 }
 
-/// The parts of an observation whose change deserves a status update: reachability, lag in
-/// records, and whether checkpoints are stale — not ages that tick every second.
-/// `(route, source reach, lag, checkpoints stale)`.
-type RouteFingerprint = (String, Reach, Option<i64>, bool);
+/// The parts of an observation whose change deserves a status update at once: reachability,
+/// whether a lag is known, and whether checkpoints are stale — not ages that tick every second
+/// nor lags that move with every record (those are [`Figures`]).
+/// `(route, source reach, lag known, checkpoints stale)`.
+type RouteFingerprint = (String, Reach, bool, bool);
 
 fn meaningful(o: &AggregateObservation) -> (Reach, Vec<RouteFingerprint>) {
     (
@@ -374,7 +448,7 @@ fn meaningful(o: &AggregateObservation) -> (Reach, Vec<RouteFingerprint>) {
                 (
                     k.clone(),
                     r.source_reach.clone(),
-                    r.lag_records,
+                    r.lag_records.is_some(),
                     r.last_checkpoint_age_seconds
                         .is_some_and(|a| a > STALE_CHECKPOINT),
                 )

@@ -399,3 +399,22 @@ async fn json_patch(
     .map_err(|e| Error::Finalizer(format!("{KIND} {}: {e}", rs.name_any())))?;
     Ok(())
 }
+
+/// What a reconcile of a RegionalStream acts on of the object itself: not its status (the
+/// operator's own status writes would otherwise re-trigger it at once).
+pub fn reconcile_fingerprint(rs: &kube::core::DeserializeGuard<RegionalStream>) -> Option<u64> {
+    let meta = rs.meta();
+    let unreadable = rs.0.as_ref().err().map(|e| e.error.clone());
+    Some(crate::aggregate_cluster::hash_of(
+        &json!({
+            "uid": meta.uid,
+            "generation": meta.generation,
+            "labels": meta.labels,
+            "annotations": meta.annotations,
+            "finalizers": meta.finalizers,
+            "deleting": meta.deletion_timestamp.is_some(),
+            "unreadable": unreadable,
+        })
+        .to_string(),
+    ))
+}

@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use tributary_api::{AggregateCluster, ConsumerGroupFailover, RegionalStream};
 use tributary_runtime::{LogFormat, parse_duration};
@@ -182,8 +182,18 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let aggregates_api: Api<DeserializeGuard<AggregateCluster>> = Api::all(client.clone());
     let deployments_api: Api<Deployment> = Api::all(client.clone());
 
-    let stream_controller = Controller::new(streams_api.clone(), watcher::Config::default());
-    let streams = stream_controller.store();
+    // Each controller is triggered by changes of its objects other than status (its own status
+    // writes would re-trigger it), by the prober, and by what the object reads elsewhere.
+    let (streams, stream_writer) = reflector::store();
+    let stream_events = watcher(streams_api.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(stream_writer)
+        .applied_objects()
+        .predicate_filter(
+            crate::regional_stream::reconcile_fingerprint,
+            Default::default(),
+        );
+    let stream_controller = Controller::for_stream(stream_events, streams.clone());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -216,8 +226,16 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         )
         .for_each(|_| futures::future::ready(()));
 
-    let aggregate_controller = Controller::new(aggregates_api, watcher::Config::default());
-    let aggregates = aggregate_controller.store();
+    let (aggregates, aggregate_writer) = reflector::store();
+    let aggregate_events = watcher(aggregates_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(aggregate_writer)
+        .applied_objects()
+        .predicate_filter(
+            crate::aggregate_cluster::reconcile_fingerprint,
+            Default::default(),
+        );
+    let aggregate_controller = Controller::for_stream(aggregate_events, aggregates.clone());
     let prober_task = tokio::spawn(prober_for_task.run(
         admin_for_prober,
         args.probe_interval,
@@ -228,23 +246,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         "app.kubernetes.io/managed-by={},app.kubernetes.io/component=replicator",
         names::MANAGED_BY
     ));
+    // A source's change (spec, labels, topics, partitions, deletion) changes the routes of
+    // every AggregateCluster in its namespace; its end offsets and conditions do not.
+    let source_changes = crate::aggregate_cluster::source_change_triggers(
+        watcher(streams_api, watcher::Config::default()).default_backoff(),
+        aggregates.clone(),
+    );
     let aggregate_run = aggregate_controller
         .owns(deployments_api, owned)
-        // A source's change (topics, partitions, deletion) changes the routes of every
-        // AggregateCluster in its namespace.
-        .watches(
-            streams_api,
-            watcher::Config::default(),
-            move |rs: DeserializeGuard<RegionalStream>| {
-                let ns = rs.namespace();
-                aggregates
-                    .state()
-                    .iter()
-                    .filter(|a| a.namespace() == ns)
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(source_changes)
         .reconcile_on(triggers.aggregates.map(|o| guarded(&o)))
         .graceful_shutdown_on(stopped())
         .run(

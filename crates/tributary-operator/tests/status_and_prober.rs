@@ -508,3 +508,76 @@ fn a_route_whose_rollout_stalled_is_degraded_not_pending() {
         Some("RouteDegraded")
     );
 }
+
+#[tokio::test]
+async fn records_produced_at_every_probe_do_not_trigger_a_reconcile_at_every_probe() {
+    let kafka = Arc::new(FakeKafka::default());
+    kafka
+        .ends
+        .lock()
+        .expect("lock")
+        .insert("orders".into(), vec![10, 5]);
+    let (prober, mut triggers) = Prober::new();
+    let rs: ObjectRef<RegionalStream> = ObjectRef::new("east").within("dr");
+    let agg: ObjectRef<AggregateCluster> = ObjectRef::new("west").within("dr");
+    let source = ResolvedConnection {
+        name: "source".into(),
+        bootstrap_servers: vec!["east:9092".into()],
+        ..Default::default()
+    };
+    prober.watch_stream(rs.clone(), source.clone(), vec!["orders".into()]);
+    prober.watch_aggregate(
+        agg.clone(),
+        ResolvedConnection {
+            name: "aggregate".into(),
+            bootstrap_servers: vec!["west-agg:9092".into()],
+            ..Default::default()
+        },
+        "west".into(),
+        "tributary.checkpoints".into(),
+        vec![RouteTarget {
+            deployment: "tributary-route-east-to-west".into(),
+            source_region: "east".into(),
+            source,
+            topics: vec!["orders".into()],
+        }],
+    );
+    prober.probe_once(kafka.as_ref()).await;
+    assert_eq!(drain(&mut triggers.streams), 1, "first observation");
+    assert_eq!(drain(&mut triggers.aggregates), 1, "first observation");
+
+    // Traffic: end offsets and lag move at every probe. Before, every probe reconciled the
+    // stream, and each of those every AggregateCluster of the namespace.
+    for i in 1..=6 {
+        kafka
+            .ends
+            .lock()
+            .expect("lock")
+            .insert("orders".into(), vec![10 + 3 * i, 5 + i]);
+        prober.probe_once(kafka.as_ref()).await;
+    }
+    assert_eq!(
+        drain(&mut triggers.streams),
+        0,
+        "offsets moving: no reconcile"
+    );
+    assert_eq!(
+        drain(&mut triggers.aggregates),
+        0,
+        "lag moving: no reconcile"
+    );
+    assert_eq!(
+        prober.stream(&rs).expect("observed").end_offsets["orders"],
+        vec![28, 11],
+        "the observation itself is current"
+    );
+
+    // A partition added is a change of shape: the stream reconciles at once.
+    kafka
+        .ends
+        .lock()
+        .expect("lock")
+        .insert("orders".into(), vec![28, 11, 0]);
+    prober.probe_once(kafka.as_ref()).await;
+    assert_eq!(drain(&mut triggers.streams), 1, "partitions grew");
+}

@@ -194,8 +194,9 @@ impl Drop for HelmRelease {
 }
 
 impl Stack {
-    /// `helm install` of the chart with the stack's image (`local/tributary:dev`, run by the
-    /// node agent), JSON logs, `--wait`, and `sets` (`key=value`) on top. Panics on failure.
+    /// `helm install` of the chart with the stack's image (`local/tributary:<tag>`, run by the
+    /// node agent; the tag is [`image_tag`]), JSON logs, `--wait`, and `sets` (`key=value`) on
+    /// top. Panics on failure.
     #[must_use]
     pub fn install_operator(&self, release: &str, namespace: &str, sets: &[String]) -> HelmRelease {
         let chart = repo_path("charts/tributary");
