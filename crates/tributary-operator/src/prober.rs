@@ -93,11 +93,22 @@ struct State {
 }
 
 /// The volatile figures of an observation: end offsets of a stream, lags of an aggregate's
-/// routes. They move with every record produced, so they alone never trigger at every probe.
+/// routes (as [`lag_scale`]). They move with every record produced, so they alone never
+/// trigger at every probe.
 #[derive(Clone, Debug, PartialEq)]
 enum Figures {
     Stream(BTreeMap<String, Vec<i64>>),
-    Aggregate(Vec<Option<i64>>),
+    Aggregate(Vec<Option<u32>>),
+}
+
+/// A lag's order of magnitude: 0 for caught up, else 1 + ⌊log2 lag⌋. Constant traffic keeps a
+/// route's lag steady within a factor of two, so the status is not rewritten for 5 vs 6.
+fn lag_scale(lag: i64) -> u32 {
+    if lag <= 0 {
+        0
+    } else {
+        64 - lag.leading_zeros()
+    }
 }
 
 /// Figures that changed trigger a reconcile (a status refresh) once they held still for two
@@ -409,7 +420,12 @@ impl Prober {
             }
             let k = key(&t.obj);
             let lags = |o: &AggregateObservation| {
-                Figures::Aggregate(o.routes.values().map(|r| r.lag_records).collect())
+                Figures::Aggregate(
+                    o.routes
+                        .values()
+                        .map(|r| r.lag_records.map(lag_scale))
+                        .collect(),
+                )
             };
             let figures = lags(&obs);
             let changed = match state.aggregate_obs.get(&k) {
@@ -516,4 +532,58 @@ async fn probe_aggregate(
         obs.routes.insert(r.deployment.clone(), ro);
     }
     (obs, lags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lag_counts_by_its_order_of_magnitude() {
+        let scales: Vec<u32> = [0, 1, 2, 3, 4, 7, 8, 1000].map(lag_scale).to_vec();
+        assert_eq!(scales, vec![0, 1, 2, 2, 3, 3, 4, 10]);
+    }
+
+    #[test]
+    fn figures_refresh_the_status_once_settled_and_at_most_every_30_s() {
+        let t0 = Instant::now();
+        let lags = |l: &[i64]| Figures::Aggregate(l.iter().map(|l| Some(lag_scale(*l))).collect());
+        let reported = (lags(&[0]), t0);
+        let later = t0 + FIGURES_REFRESH + Duration::from_secs(1);
+        // Paused with 10 records waiting: settled and different, a refresh.
+        assert!(figures_due(
+            Some(&lags(&[10])),
+            &lags(&[10]),
+            Some(&reported),
+            later
+        ));
+        // Still moving: no refresh.
+        assert!(!figures_due(
+            Some(&lags(&[3])),
+            &lags(&[10]),
+            Some(&reported),
+            later
+        ));
+        // Settled but too soon after the last refresh.
+        assert!(!figures_due(
+            Some(&lags(&[10])),
+            &lags(&[10]),
+            Some(&reported),
+            t0 + Duration::from_secs(5)
+        ));
+        // Steady traffic: 5 then 6 waiting is the same order of magnitude as the 4 reported.
+        let steady = (lags(&[4]), t0);
+        assert!(!figures_due(
+            Some(&lags(&[5])),
+            &lags(&[6]),
+            Some(&steady),
+            later
+        ));
+        assert!(!figures_due(
+            Some(&lags(&[6])),
+            &lags(&[6]),
+            Some(&steady),
+            later
+        ));
+    }
 }

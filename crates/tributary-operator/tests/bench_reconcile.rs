@@ -10,8 +10,9 @@
 //!
 //! Run: `TRIBUTARY_IMAGE_TAG=<tag> cargo test -p tributary-operator --test bench_reconcile --
 //! --nocapture` (`dev`: the stack's build). The API server's counters are cluster-wide: run it
-//! while no other operator is installed. It asserts the goal: no writes to the objects of its
-//! namespace at steady state, and AggregateCluster reconciles far below one per probe.
+//! while no other operator is installed (every operator reconciles every namespace). It
+//! asserts: no Deployment or RegionalStream written at steady state, AggregateCluster status
+//! writes and reconciles bounded (at most 2 a minute each), far below one per probe.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -301,11 +302,18 @@ async fn steady_state_with_traffic_writes_nothing_and_reconciles_rarely() {
             println!("BENCH object changes/min in the namespace {kind}: {}", per_min(*n as f64));
         }
 
-        let agg_reconciles = rec.get("AggregateCluster").copied().unwrap_or(0.0);
+        // No Deployment and no RegionalStream is written at steady state. An AggregateCluster's
+        // status is refreshed only when its routes' lags settle at another order of magnitude,
+        // at most every 30 s (prober::FIGURES_REFRESH): at most 2 a minute each. Before, every
+        // probe (5 s) rewrote both kinds and re-applied every Deployment.
+        let per_min_of = |kind: &str| per_min(changes.get(kind).copied().unwrap_or(0) as f64);
+        assert_eq!(per_min_of("Deployment"), 0.0, "{changes:?}");
+        assert_eq!(per_min_of("RegionalStream"), 0.0, "{changes:?}");
         assert!(
-            changes.values().all(|n| *n == 0),
-            "objects of the namespace were written at steady state: {changes:?}"
+            per_min_of("AggregateCluster") <= 4.0,
+            "AggregateCluster status writes at steady state: {changes:?}"
         );
+        let agg_reconciles = rec.get("AggregateCluster").copied().unwrap_or(0.0);
         // Two AggregateClusters probed every 5 s would be 24 reconciles a minute; the resync
         // alone is 0.4.
         assert!(
