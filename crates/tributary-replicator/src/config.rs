@@ -138,6 +138,12 @@ pub struct ReplicateArgs {
     /// one helps only with spare cores (on the 2-core benchmark machine it did not).
     #[arg(long, env = "TRIBUTARY_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// `/healthz` fails when the copy loop has not run for this long (wedged), or has
+    /// copied nothing of a partition for this long while the source, answering, showed new
+    /// records in it. A destination or source that does not answer, or an idle source,
+    /// never fails it (a restart would not help). At least 20s: above any blocking call.
+    #[arg(long, env = "TRIBUTARY_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +175,12 @@ pub struct RouteConfig {
     pub checkpoint_retention: Duration,
     pub drain_timeout: Duration,
     pub workers: usize,
+    pub stall_timeout: Duration,
 }
+
+/// The shortest `--stall-timeout`: longer than the longest call the copy thread blocks in
+/// (15 s request timeout), so only a wedge exceeds it.
+pub const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl RouteConfig {
     /// The consumer group holding this route's position (source cluster for
@@ -220,6 +231,12 @@ impl RouteConfig {
         if args.replication_factor.is_some_and(|rf| rf < 1) {
             bail!("--replication-factor must be at least 1");
         }
+        if args.stall_timeout < MIN_STALL_TIMEOUT {
+            bail!(
+                "--stall-timeout ({:?}) must be at least {MIN_STALL_TIMEOUT:?}: shorter, a legitimately blocking request would fail /healthz and restart the replicator",
+                args.stall_timeout
+            );
+        }
         if args.checkpoint_interval < Duration::from_millis(100) {
             bail!("--checkpoint-interval must be at least 100ms");
         }
@@ -268,6 +285,7 @@ impl RouteConfig {
             checkpoint_retention: args.checkpoint_retention,
             drain_timeout: args.drain_timeout,
             workers: args.workers.max(1),
+            stall_timeout: args.stall_timeout,
         })
     }
 }
