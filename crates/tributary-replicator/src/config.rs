@@ -144,6 +144,14 @@ pub struct ReplicateArgs {
     /// never fails it (a restart would not help). At least 20s: above any blocking call.
     #[arg(long, env = "TRIBUTARY_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
+    /// How often the route's stored positions are committed again although they did not
+    /// move (idle partitions): Kafka deletes a group's committed offsets
+    /// `offsets.retention.minutes` (7 days by default) after their last commit, and an idle
+    /// partition whose position expired would be copied again from its log start. Keep it
+    /// well below the retention of the cluster holding the position (the source in
+    /// at-least-once, the destination in exactly-once).
+    #[arg(long, env = "TRIBUTARY_POSITION_KEEPALIVE", default_value = "1h", value_parser = parse_duration)]
+    pub position_keepalive: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +184,7 @@ pub struct RouteConfig {
     pub drain_timeout: Duration,
     pub workers: usize,
     pub stall_timeout: Duration,
+    pub position_keepalive: Duration,
 }
 
 /// The shortest `--stall-timeout`: longer than the longest call the copy thread blocks in
@@ -237,6 +246,9 @@ impl RouteConfig {
                 args.stall_timeout
             );
         }
+        if args.position_keepalive < Duration::from_secs(1) {
+            bail!("--position-keepalive must be at least 1s");
+        }
         if args.checkpoint_interval < Duration::from_millis(100) {
             bail!("--checkpoint-interval must be at least 100ms");
         }
@@ -286,6 +298,7 @@ impl RouteConfig {
             drain_timeout: args.drain_timeout,
             workers: args.workers.max(1),
             stall_timeout: args.stall_timeout,
+            position_keepalive: args.position_keepalive,
         })
     }
 }

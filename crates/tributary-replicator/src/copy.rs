@@ -451,6 +451,7 @@ impl RouteReplicator {
             )?,
             worker: share.index,
             fault: TestFault::from_env(),
+            refresh_positions: false,
             session_stop,
         };
         let end = session.copy(source_admin, topics);
@@ -1226,6 +1227,8 @@ struct Session<'a> {
     /// This worker's index (its stall is reported under it).
     worker: usize,
     fault: TestFault,
+    /// EOS: the next transaction commits every position, moved or not (keepalive).
+    refresh_positions: bool,
     /// Set when another worker of the session ended: drain and end too.
     session_stop: &'a AtomicBool,
 }
@@ -1268,6 +1271,8 @@ impl Session<'_> {
         let mut transaction_started = Instant::now();
         let mut stats_at = Instant::now();
         let mut source_ends_at: Option<Instant> = None;
+        let mut last_keepalive = Instant::now();
+        let keepalive = self.cfg().position_keepalive;
 
         let end = loop {
             self.replicator.health.progress.beat();
@@ -1334,9 +1339,19 @@ impl Session<'_> {
                 self.check_progress(ends);
             }
 
+            if last_keepalive.elapsed() >= keepalive {
+                // Positions that did not move are committed again, or Kafka expires them
+                // (`offsets.retention.minutes` after their last commit).
+                last_keepalive = Instant::now();
+                if eos {
+                    self.refresh_positions = true;
+                } else {
+                    self.keep_source_positions_alive();
+                }
+            }
             if eos {
                 if transaction_started.elapsed() >= TRANSACTION_INTERVAL {
-                    if transaction_records > 0 || self.position_moved() {
+                    if transaction_records > 0 || self.position_moved() || self.refresh_positions {
                         self.commit_transaction(REQUEST_TIMEOUT)?;
                         in_transaction = false;
                     } else {
@@ -1577,6 +1592,34 @@ impl Session<'_> {
         }
     }
 
+    /// ALO: commits every stored position again, moved or not (asynchronously: a refused
+    /// one is sent again at the next keepalive, well within the retention).
+    fn keep_source_positions_alive(&mut self) {
+        let mut list = TopicPartitionList::new();
+        for slot in self.slots.iter().filter(|s| s.owned && s.committed >= 0) {
+            let topic = &self.routes[slot.route].source;
+            if list
+                .add_partition_offset(topic, slot.partition, Offset::Offset(slot.committed))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            let err = classify(
+                &self.cfg().source.name,
+                "committing the route's unchanged positions again",
+                None,
+                e,
+            );
+            self.replicator.health.metrics.error(err.category());
+            warn!("{err}");
+        }
+    }
+
     fn position_moved(&self) -> bool {
         self.slots
             .iter()
@@ -1662,7 +1705,9 @@ impl Session<'_> {
         let dest = self.replicator.config.dest.name.clone();
         let mut list = TopicPartitionList::new();
         for slot in self.slots.iter().filter(|s| s.owned) {
-            if slot.next_offset > slot.committed {
+            if slot.next_offset > slot.committed
+                || (self.refresh_positions && slot.next_offset >= 0)
+            {
                 let route = &self.routes[slot.route];
                 list.add_partition_offset(
                     &route.dest,
@@ -1689,6 +1734,7 @@ impl Session<'_> {
             .commit_transaction(deadline.saturating_duration_since(Instant::now()))
             .map_err(|e| classify(&dest, "committing a transaction", None, e))?;
         self.replicator.health.metrics.transactions.inc();
+        self.refresh_positions = false;
         // Every record of the transaction is acknowledged now; serve their reports.
         loop {
             serve_deliveries(&self.producer, &self.ledger);
