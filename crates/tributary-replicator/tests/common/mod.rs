@@ -375,7 +375,22 @@ impl Replicator {
         Self { child, port, log }
     }
 
+    /// SIGSTOP: the process is alive but does nothing (a zombie-to-be: a long GC pause, a
+    /// frozen node).
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     pub fn kill9(&mut self) {
+        self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
