@@ -272,7 +272,7 @@ impl RouteReplicator {
             health: self.health.clone(),
             reports: std::sync::atomic::AtomicU64::new(0),
         });
-        let producer = self.create_producer(ledger.clone(), share)?;
+        let producer = self.create_producer(ledger.clone())?;
         let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
         let consumer = self.create_source_consumer()?;
         let eos = cfg.delivery == Delivery::ExactlyOnce;
@@ -530,11 +530,7 @@ impl RouteReplicator {
         );
     }
 
-    fn create_producer(
-        &self,
-        ledger: Arc<DeliveryLedger>,
-        share: WorkerShare,
-    ) -> Result<RouteProducer, KafkaError> {
+    fn create_producer(&self, ledger: Arc<DeliveryLedger>) -> Result<RouteProducer, KafkaError> {
         let cfg = &self.config;
         let mut config = cfg.dest.client_config()?;
         config
@@ -558,10 +554,7 @@ impl RouteReplicator {
         }
         if cfg.delivery == Delivery::ExactlyOnce {
             config
-                .set(
-                    "transactional.id",
-                    cfg.transactional_id(share.index, share.of),
-                )
+                .set("transactional.id", cfg.transactional_id())
                 .set("transaction.timeout.ms", "60000");
         }
         config

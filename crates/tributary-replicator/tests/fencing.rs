@@ -125,3 +125,38 @@ fn a_resumed_older_instance_is_fenced_and_read_committed_sees_each_record_once()
     );
     Ok(())
 }
+
+/// With several copy workers a transactional id belongs to a worker slot, not to a
+/// partition set, so fencing would not be partition-exact: the replicator refuses to start.
+#[test]
+fn exactly_once_with_several_workers_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
+        .args([
+            "--route",
+            "r",
+            "--source-region",
+            "east",
+            "--dest-region",
+            "west",
+            "--source-bootstrap",
+            "127.0.0.1:1",
+            "--dest-bootstrap",
+            "127.0.0.1:1",
+            "--topics",
+            "orders",
+            "--delivery",
+            "exactly-once",
+            "--workers",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("spawning tributary-replicate: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("--workers 2") && stderr.contains("exactly-once"),
+        "names both flags: {stderr}"
+    );
+}
