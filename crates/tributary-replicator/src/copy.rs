@@ -452,6 +452,7 @@ impl RouteReplicator {
             worker: share.index,
             fault: TestFault::from_env(),
             refresh_positions: false,
+            stall_reported: false,
             session_stop,
         };
         let end = session.copy(source_admin, topics);
@@ -1222,6 +1223,8 @@ struct Session<'a> {
     fault: TestFault,
     /// EOS: the next transaction commits every position, moved or not (keepalive).
     refresh_positions: bool,
+    /// A stall was logged (logged once, not at every end-offset answer).
+    stall_reported: bool,
     /// Set when another worker of the session ended: drain and end too.
     session_stop: &'a AtomicBool,
 }
@@ -1949,10 +1952,19 @@ impl Session<'_> {
         let progress = &self.replicator.health.progress;
         match stalled {
             Some(why) => {
-                error!(route = %self.cfg().name, worker = self.worker, "{why}: /healthz fails");
+                if !self.stall_reported {
+                    error!(route = %self.cfg().name, worker = self.worker, "{why}: /healthz fails");
+                }
+                self.stall_reported = true;
                 progress.set_stalled(self.worker, Some(why));
             }
-            None => progress.set_stalled(self.worker, None),
+            None => {
+                if self.stall_reported {
+                    info!(route = %self.cfg().name, worker = self.worker, "copying again: /healthz ok");
+                }
+                self.stall_reported = false;
+                progress.set_stalled(self.worker, None);
+            }
         }
     }
 
