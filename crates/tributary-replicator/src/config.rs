@@ -131,11 +131,10 @@ pub struct ReplicateArgs {
     /// the pod's termination grace period).
     #[arg(long, env = "TRIBUTARY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Copy workers (partition sets copied in parallel, each with its own consumer,
-    /// producer and, in exactly-once, transactional id). Keep it stable for a route:
-    /// changing it changes the transactional ids, and a crashed instance's open
-    /// transactions then block the new ones until `transaction.timeout.ms` (60 s). More than
-    /// one helps only with spare cores (on the 2-core benchmark machine it did not).
+    /// Copy workers (partition sets copied in parallel, each with its own consumer and
+    /// producer); at-least-once only: exactly-once refuses more than one (its fencing of a
+    /// previous instance is partition-exact only with one transactional id per route). More
+    /// than one helps only with spare cores (on the 2-core benchmark machine it did not).
     #[arg(long, env = "TRIBUTARY_WORKERS", default_value_t = 1)]
     pub workers: usize,
     /// Producer buffer of each worker (KiB, librdkafka `queue.buffering.max.kbytes`): the
@@ -147,6 +146,20 @@ pub struct ReplicateArgs {
     /// `queued.max.messages.kbytes`).
     #[arg(long, env = "TRIBUTARY_CONSUMER_QUEUE_KBYTES", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1024..=2_097_151))]
     pub consumer_queue_kbytes: u32,
+    /// `/healthz` fails when the copy loop has not run for this long (wedged), or has
+    /// copied nothing of a partition for this long while the source, answering, showed new
+    /// records in it. A destination or source that does not answer, or an idle source,
+    /// never fails it (a restart would not help). At least 20s: above any blocking call.
+    #[arg(long, env = "TRIBUTARY_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+    /// How often the route's stored positions are committed again although they did not
+    /// move (idle partitions): Kafka deletes a group's committed offsets
+    /// `offsets.retention.minutes` (7 days by default) after their last commit, and an idle
+    /// partition whose position expired would be copied again from its log start. Keep it
+    /// well below the retention of the cluster holding the position (the source in
+    /// at-least-once, the destination in exactly-once).
+    #[arg(long, env = "TRIBUTARY_POSITION_KEEPALIVE", default_value = "1h", value_parser = parse_duration)]
+    pub position_keepalive: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +193,13 @@ pub struct RouteConfig {
     pub workers: usize,
     pub producer_buffer_kbytes: u32,
     pub consumer_queue_kbytes: u32,
+    pub stall_timeout: Duration,
+    pub position_keepalive: Duration,
 }
+
+/// The shortest `--stall-timeout`: longer than the longest call the copy thread blocks in
+/// (15 s request timeout), so only a wedge exceeds it.
+pub const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl RouteConfig {
     /// The consumer group holding this route's position (source cluster for
@@ -189,14 +208,10 @@ impl RouteConfig {
         format!("tributary.route.{}", self.name)
     }
 
-    /// The transactional id of copy worker `worker` of `workers`: one per route and
-    /// partition set, so a second instance of the same route fences the first.
-    pub fn transactional_id(&self, worker: usize, workers: usize) -> String {
-        if workers <= 1 {
-            format!("tributary.route.{}", self.name)
-        } else {
-            format!("tributary.route.{}.{worker}-of-{workers}", self.name)
-        }
+    /// The transactional id of an exactly-once route: one per route (exactly-once runs one
+    /// copy worker), so a second instance of the route fences every partition of the first.
+    pub fn transactional_id(&self) -> String {
+        format!("tributary.route.{}", self.name)
     }
 
     pub fn from_args(args: &ReplicateArgs) -> anyhow::Result<Self> {
@@ -230,6 +245,25 @@ impl RouteConfig {
         }
         if args.replication_factor.is_some_and(|rf| rf < 1) {
             bail!("--replication-factor must be at least 1");
+        }
+        if args.stall_timeout < MIN_STALL_TIMEOUT {
+            bail!(
+                "--stall-timeout ({:?}) must be at least {MIN_STALL_TIMEOUT:?}: shorter, a legitimately blocking request would fail /healthz and restart the replicator",
+                args.stall_timeout
+            );
+        }
+        if args.delivery == DeliveryArg::ExactlyOnce && args.workers > 1 {
+            // A transactional id per worker slot fences only the same slot of another
+            // instance, and which partitions a slot holds follows the topic set and the worker
+            // count: an older instance with another topic set or --workers would keep writing
+            // partitions the new one copies too (duplicates for read_committed readers).
+            bail!(
+                "--workers {} with --delivery exactly-once is refused: exactly-once fences a previous instance of the route through one transactional id, which is partition-exact only with one copy worker; use --workers 1 (or at-least-once for parallel workers)",
+                args.workers
+            );
+        }
+        if args.position_keepalive < Duration::from_secs(1) {
+            bail!("--position-keepalive must be at least 1s");
         }
         if args.checkpoint_interval < Duration::from_millis(100) {
             bail!("--checkpoint-interval must be at least 100ms");
@@ -281,6 +315,8 @@ impl RouteConfig {
             workers: args.workers.max(1),
             producer_buffer_kbytes: args.producer_buffer_kbytes,
             consumer_queue_kbytes: args.consumer_queue_kbytes,
+            stall_timeout: args.stall_timeout,
+            position_keepalive: args.position_keepalive,
         })
     }
 }
@@ -325,11 +361,43 @@ mod tests {
             "tributary.route.team-a-east-to-west-365af9a2ac"
         );
         assert_ne!(a.group_id(), b.group_id());
-        assert_eq!(a.transactional_id(0, 1), a.group_id());
-        assert_eq!(
-            a.transactional_id(1, 2),
-            "tributary.route.team-a-east-to-west-365af9a2ac.1-of-2"
+        assert_eq!(a.transactional_id(), a.group_id());
+        Ok(())
+    }
+
+    #[test]
+    fn exactly_once_with_several_workers_is_refused_naming_both_flags() -> anyhow::Result<()> {
+        let args = |delivery: &'static str, workers: &'static str| {
+            Cli::try_parse_from([
+                "replicate",
+                "--route",
+                "r",
+                "--source-region",
+                "east",
+                "--dest-region",
+                "west",
+                "--source-bootstrap",
+                "a:1",
+                "--dest-bootstrap",
+                "b:2",
+                "--topics",
+                "orders",
+                "--delivery",
+                delivery,
+                "--workers",
+                workers,
+            ])
+        };
+        let err = RouteConfig::from_args(&args("exactly-once", "2")?.replicate)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("--workers 2") && err.contains("exactly-once"),
+            "{err}"
         );
+        assert!(RouteConfig::from_args(&args("exactly-once", "1")?.replicate).is_ok());
+        assert!(RouteConfig::from_args(&args("at-least-once", "4")?.replicate).is_ok());
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 use tributary_core::checkpoint::{self, CheckpointEntry, CheckpointKey, CheckpointRecord};
 use tributary_core::dedupe::{HEADER_DESTINATION_CLUSTER, PROVENANCE_HEADERS, REPLICATOR_HEADERS};
 use tributary_core::{OffsetCheckpoint, OffsetRange, RouteOrigin};
-use tributary_kafka::{KafkaAdmin, KafkaError, TopicSpec, classify};
+use tributary_kafka::{ClientSettings, KafkaAdmin, KafkaError, TopicSpec, classify};
 
 use crate::config::{Delivery, RouteConfig};
 use crate::http::Health;
@@ -44,6 +44,9 @@ const TOPOLOGY_INTERVAL: Duration = Duration::from_secs(15);
 /// route ready again (an idle source sends no record that would).
 const UNREACHABLE_RECHECK: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the source's end offsets are read (one batched request for every partition of
+/// a worker): lag and stall detection that do not depend on the consumer fetching.
+const SOURCE_END_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a copy session ended without an error.
 #[derive(Debug)]
@@ -66,6 +69,7 @@ impl RouteReplicator {
     pub fn run(&self) {
         let mut backoff = Duration::from_secs(1);
         while !self.stop.load(Ordering::Relaxed) {
+            self.health.progress.beat();
             match self.session() {
                 Ok(SessionEnd::Stopped) => break,
                 Ok(SessionEnd::Restart(reason)) => {
@@ -82,6 +86,7 @@ impl RouteReplicator {
                     );
                     let until = Instant::now() + backoff;
                     while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                        self.health.progress.beat();
                         std::thread::sleep(Duration::from_millis(100));
                     }
                     backoff = if matches!(e, KafkaError::Fenced { .. }) {
@@ -129,6 +134,7 @@ impl RouteReplicator {
             i32::try_from(rf).unwrap_or(i32::MAX)
         };
         for (topic, partitions) in &topics {
+            self.health.progress.beat();
             let dest_topic = cfg.naming.aggregate_topic(&cfg.route.source_region, topic);
             let replication_factor = match cfg.replication_factor {
                 Some(rf) => ReplicationFactor {
@@ -147,6 +153,7 @@ impl RouteReplicator {
                 &replication_factor,
             ))?;
         }
+        self.health.progress.beat();
         let checkpoint_replication = cfg.replication_factor.unwrap_or_else(|| {
             topics
                 .keys()
@@ -195,6 +202,7 @@ impl RouteReplicator {
                             session_stop,
                         );
                         session_stop.store(true, Ordering::Relaxed);
+                        self.health.progress.set_stalled(worker, None);
                         end
                     })
                 })
@@ -264,7 +272,7 @@ impl RouteReplicator {
             health: self.health.clone(),
             reports: std::sync::atomic::AtomicU64::new(0),
         });
-        let producer = self.create_producer(ledger.clone(), share)?;
+        let producer = self.create_producer(ledger.clone())?;
         let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
         let consumer = self.create_source_consumer()?;
         let eos = cfg.delivery == Delivery::ExactlyOnce;
@@ -280,6 +288,7 @@ impl RouteReplicator {
         };
 
         // 3. Where to start.
+        self.health.progress.beat();
         let mut wanted = TopicPartitionList::new();
         for slot in slots.iter().filter(|s| s.owned) {
             let route = &routes[slot.route];
@@ -304,6 +313,7 @@ impl RouteReplicator {
         // new log's start before copying (ALO; EOS stores it with the first transaction).
         let mut restarted = TopicPartitionList::new();
         for route in &routes {
+            self.health.progress.beat();
             let source_offsets = self
                 .runtime
                 .block_on(source_admin.partition_offsets(&route.source, &[]))?;
@@ -420,6 +430,7 @@ impl RouteReplicator {
             cfg.dest.name
         );
         self.health.ready.store(true, Ordering::Relaxed);
+        self.health.progress.beat();
 
         let mut session = Session {
             replicator: self,
@@ -433,7 +444,15 @@ impl RouteReplicator {
             dest_group,
             source_cluster_id: cluster_ids.source.to_owned(),
             dest_cluster_id: cluster_ids.dest.to_owned(),
-            floors: FloorProbe::start(cfg)?,
+            floors: FloorProbe::start(&cfg.dest, None)?,
+            source_ends: FloorProbe::start(
+                &cfg.source,
+                Some(&format!("{}.stall-check", cfg.group_id())),
+            )?,
+            worker: share.index,
+            fault: TestFault::from_env(),
+            refresh_positions: false,
+            stall_reported: false,
             session_stop,
         };
         let end = session.copy(source_admin, topics);
@@ -512,11 +531,7 @@ impl RouteReplicator {
         );
     }
 
-    fn create_producer(
-        &self,
-        ledger: Arc<DeliveryLedger>,
-        share: WorkerShare,
-    ) -> Result<RouteProducer, KafkaError> {
+    fn create_producer(&self, ledger: Arc<DeliveryLedger>) -> Result<RouteProducer, KafkaError> {
         let cfg = &self.config;
         let mut config = cfg.dest.client_config()?;
         config
@@ -543,10 +558,7 @@ impl RouteReplicator {
         }
         if cfg.delivery == Delivery::ExactlyOnce {
             config
-                .set(
-                    "transactional.id",
-                    cfg.transactional_id(share.index, share.of),
-                )
+                .set("transactional.id", cfg.transactional_id())
                 .set("transaction.timeout.ms", "60000");
         }
         config
@@ -753,6 +765,14 @@ struct Slot {
     origin: Option<RouteOrigin>,
     /// Source timestamp of the last consumed record.
     last_timestamp_ms: i64,
+    /// The source's end (last stable) offset as last read by the session (-1: not yet).
+    source_end: i64,
+    /// `next_offset` when the partition last moved; the source end up to which a reader
+    /// found nothing to read after it (markers, aborted records: caught up); since when
+    /// the source's end has been beyond it with no move (see `check_progress`).
+    progress_offset: i64,
+    invisible_end: i64,
+    waiting_since: Option<Instant>,
     skipped: u64,
     reported_copied: u64,
     reported_bytes: u64,
@@ -775,6 +795,10 @@ impl Slot {
             last_floor: None,
             origin: None,
             last_timestamp_ms: 0,
+            source_end: -1,
+            progress_offset: -1,
+            invisible_end: -1,
+            waiting_since: None,
             skipped: 0,
             reported_copied: 0,
             reported_bytes: 0,
@@ -1162,6 +1186,7 @@ impl CheckpointWriter {
                 }
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.producer.poll(Duration::from_millis(5));
+                    self.health.progress.beat();
                     next = back;
                 }
                 Err((e, _)) => {
@@ -1197,6 +1222,15 @@ struct Session<'a> {
     /// Stamped on every copy: loop prevention recognises copies by it.
     dest_cluster_id: String,
     floors: FloorProbe,
+    /// Reads the source's end offsets (last stable offsets) every `SOURCE_END_INTERVAL`.
+    source_ends: FloorProbe,
+    /// This worker's index (its stall is reported under it).
+    worker: usize,
+    fault: TestFault,
+    /// EOS: the next transaction commits every position, moved or not (keepalive).
+    refresh_positions: bool,
+    /// A stall was logged (logged once, not at every end-offset answer).
+    stall_reported: bool,
     /// Set when another worker of the session ended: drain and end too.
     session_stop: &'a AtomicBool,
 }
@@ -1238,8 +1272,12 @@ impl Session<'_> {
         let mut transaction_records = 0u64;
         let mut transaction_started = Instant::now();
         let mut stats_at = Instant::now();
+        let mut source_ends_at: Option<Instant> = None;
+        let mut last_keepalive = Instant::now();
+        let keepalive = self.cfg().position_keepalive;
 
         let end = loop {
+            self.replicator.health.progress.beat();
             if self.stopping() {
                 break SessionEnd::Stopped;
             }
@@ -1271,6 +1309,8 @@ impl Session<'_> {
                             break;
                         }
                         batch += 1;
+                        self.fault
+                            .after_record(&self.consumer, &self.replicator.stop);
                         if batch.is_multiple_of(1024) {
                             serve_deliveries(&self.producer, &self.ledger);
                         }
@@ -1293,10 +1333,27 @@ impl Session<'_> {
                     self.write_floor(floor);
                 }
             }
+            if source_ends_at.is_none_or(|at| at.elapsed() >= SOURCE_END_INTERVAL) {
+                source_ends_at = Some(Instant::now());
+                self.ask_source_ends();
+            }
+            while let Some(ends) = self.source_ends.answered() {
+                self.check_progress(ends);
+            }
 
+            if last_keepalive.elapsed() >= keepalive {
+                // Positions that did not move are committed again, or Kafka expires them
+                // (`offsets.retention.minutes` after their last commit).
+                last_keepalive = Instant::now();
+                if eos {
+                    self.refresh_positions = true;
+                } else {
+                    self.keep_source_positions_alive();
+                }
+            }
             if eos {
                 if transaction_started.elapsed() >= TRANSACTION_INTERVAL {
-                    if transaction_records > 0 || self.position_moved() {
+                    if transaction_records > 0 || self.position_moved() || self.refresh_positions {
                         self.commit_transaction(REQUEST_TIMEOUT)?;
                         in_transaction = false;
                     } else {
@@ -1355,6 +1412,7 @@ impl Session<'_> {
         // timeout, also when the destination does not answer (then only what it
         // acknowledged counts, and the final checkpoints, which could not land, are skipped).
         let drain = self.cfg().drain_timeout;
+        self.replicator.health.progress.beat();
         info!(route = %self.cfg().name, "draining in-flight records (up to {drain:?})");
         if eos {
             if in_transaction {
@@ -1485,6 +1543,8 @@ impl Session<'_> {
                         }
                         self.producer.poll(Duration::from_millis(1));
                     }
+                    // Waiting for the destination is not a wedge.
+                    self.replicator.health.progress.beat();
                     record = back;
                 }
                 Err((e, _)) => {
@@ -1531,6 +1591,34 @@ impl Session<'_> {
                 warn!(category = err.category(), "{err}");
                 Ok(None)
             }
+        }
+    }
+
+    /// ALO: commits every stored position again, moved or not (asynchronously: a refused
+    /// one is sent again at the next keepalive, well within the retention).
+    fn keep_source_positions_alive(&mut self) {
+        let mut list = TopicPartitionList::new();
+        for slot in self.slots.iter().filter(|s| s.owned && s.committed >= 0) {
+            let topic = &self.routes[slot.route].source;
+            if list
+                .add_partition_offset(topic, slot.partition, Offset::Offset(slot.committed))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            let err = classify(
+                &self.cfg().source.name,
+                "committing the route's unchanged positions again",
+                None,
+                e,
+            );
+            self.replicator.health.metrics.error(err.category());
+            warn!("{err}");
         }
     }
 
@@ -1619,7 +1707,9 @@ impl Session<'_> {
         let dest = self.replicator.config.dest.name.clone();
         let mut list = TopicPartitionList::new();
         for slot in self.slots.iter().filter(|s| s.owned) {
-            if slot.next_offset > slot.committed {
+            if slot.next_offset > slot.committed
+                || (self.refresh_positions && slot.next_offset >= 0)
+            {
                 let route = &self.routes[slot.route];
                 list.add_partition_offset(
                     &route.dest,
@@ -1646,6 +1736,7 @@ impl Session<'_> {
             .commit_transaction(deadline.saturating_duration_since(Instant::now()))
             .map_err(|e| classify(&dest, "committing a transaction", None, e))?;
         self.replicator.health.metrics.transactions.inc();
+        self.refresh_positions = false;
         // Every record of the transaction is acknowledged now; serve their reports.
         loop {
             serve_deliveries(&self.producer, &self.ledger);
@@ -1748,6 +1839,7 @@ impl Session<'_> {
                     topic: self.routes[slot.route].dest.clone(),
                     partition: slot.partition,
                     produced: slot.produced,
+                    confirm_from: None,
                 });
             }
         }
@@ -1781,6 +1873,105 @@ impl Session<'_> {
         slot.last_floor = Some((end, Instant::now()));
         let partition = slot.partition;
         self.checkpoints.write(&route, topic, partition, entry);
+    }
+
+    /// Asks for the source's end offsets of every owned partition (one batched request;
+    /// none while the previous one is unanswered, e.g. while the source does not answer).
+    fn ask_source_ends(&mut self) {
+        let timeout = self.replicator.health.progress.stall_timeout();
+        let batch = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.owned)
+            .map(|(index, slot)| FloorRequest {
+                slot: index,
+                topic: self.routes[slot.route].source.clone(),
+                partition: slot.partition,
+                produced: slot.produced,
+                // Waited long enough behind the end: are those records there for a reader?
+                confirm_from: slot
+                    .waiting_since
+                    .filter(|since| since.elapsed() >= timeout)
+                    .map(|_| slot.next_offset),
+            })
+            .collect();
+        self.source_ends.ask(batch);
+    }
+
+    /// With the source's answer: lag for `update_metrics`, and the stall check. A
+    /// partition whose position has not moved while the source's end is beyond it is read
+    /// once more, after the stall timeout, by the probe's own `read_committed` reader: if
+    /// that reader gets a record there, the copy loop's consumer is stalled (the loop runs
+    /// — it serves this answer — and the source answers: a restart is the remedy); if not,
+    /// the records below the end are transaction markers or aborted records, and the
+    /// partition is caught up until the end grows. A source that does not answer sends no
+    /// end; a destination that does not take records holds the loop in its queue-full
+    /// wait, where it beats but never gets here.
+    fn check_progress(&mut self, ends: Vec<FloorResult>) {
+        let now = Instant::now();
+        let mut stalled: Option<String> = None;
+        for answer in ends {
+            let Some(slot) = self.slots.get_mut(answer.slot) else {
+                continue;
+            };
+            if answer.end < 0 {
+                continue;
+            }
+            slot.source_end = answer.end;
+            if slot.next_offset != slot.progress_offset {
+                slot.progress_offset = slot.next_offset;
+                slot.invisible_end = -1;
+                slot.waiting_since = None;
+                continue;
+            }
+            if answer.end <= slot.next_offset || answer.end <= slot.invisible_end {
+                slot.waiting_since = None;
+                continue;
+            }
+            match answer.visible {
+                Some(false) => {
+                    slot.invisible_end = answer.end;
+                    slot.waiting_since = None;
+                }
+                Some(true) => {
+                    let since = slot
+                        .waiting_since
+                        .map_or(0, |s| now.duration_since(s).as_secs());
+                    stalled.get_or_insert_with(|| {
+                        format!(
+                            "copy loop stalled: {}/{} has records from offset {} (end {}) in {}, readable, but the route read none for {since}s (--stall-timeout {:?})",
+                            self.routes[slot.route].source,
+                            slot.partition,
+                            slot.next_offset,
+                            answer.end,
+                            self.replicator.config.source.name,
+                            self.replicator.health.progress.stall_timeout(),
+                        )
+                    });
+                }
+                None => {
+                    slot.waiting_since.get_or_insert(now);
+                }
+            }
+        }
+        let progress = &self.replicator.health.progress;
+        match stalled {
+            Some(why) => {
+                if !self.stall_reported {
+                    error!(route = %self.cfg().name, worker = self.worker, "{why}: /healthz fails");
+                }
+                self.stall_reported = true;
+                progress.set_stalled(self.worker, Some(why));
+            }
+            None => {
+                if self.stall_reported {
+                    info!(route = %self.cfg().name, worker = self.worker, "copying again: /healthz ok");
+                }
+                self.stall_reported = false;
+                progress.set_stalled(self.worker, None);
+            }
+        }
     }
 
     fn update_metrics(&mut self) {
@@ -1823,10 +2014,13 @@ impl Session<'_> {
                     .inc_by(slot.skipped);
                 slot.skipped = 0;
             }
+            // The consumer's statistics stop with its fetching; the session's own reads of
+            // the source's end offsets do not.
             let high = self
                 .consumer
                 .context()
-                .high_watermark(topic, slot.partition);
+                .high_watermark(topic, slot.partition)
+                .max(slot.source_end);
             if high >= 0 {
                 let lag = (high - slot.next_offset).max(0);
                 metrics.lag_records.get_or_create(&labels).set(lag);
@@ -1841,17 +2035,73 @@ impl Session<'_> {
     }
 }
 
+/// Faults the tests inject (debug builds only, `TRIBUTARY_TEST_FAULT`) to reproduce what
+/// real clusters do rarely: `pause-fetch:N` stops fetching after N records, as a consumer
+/// that never regains its fetch (issue 13, the stall after a region came back);
+/// `wedge:N` blocks the copy thread after N records until SIGTERM.
+#[derive(Default)]
+struct TestFault {
+    pause_fetch_after: Option<u64>,
+    wedge_after: Option<u64>,
+    records: u64,
+}
+
+impl TestFault {
+    fn from_env() -> Self {
+        if !cfg!(debug_assertions) {
+            return Self::default();
+        }
+        let spec = std::env::var("TRIBUTARY_TEST_FAULT").unwrap_or_default();
+        let after = |name: &str| {
+            spec.strip_prefix(name)
+                .and_then(|n| n.strip_prefix(':'))
+                .and_then(|n| n.parse().ok())
+        };
+        Self {
+            pause_fetch_after: after("pause-fetch"),
+            wedge_after: after("wedge"),
+            records: 0,
+        }
+    }
+
+    fn after_record(&mut self, consumer: &BaseConsumer<LoggingContext>, stop: &AtomicBool) {
+        if self.pause_fetch_after.is_none() && self.wedge_after.is_none() {
+            return;
+        }
+        self.records += 1;
+        if self.pause_fetch_after == Some(self.records) {
+            warn!("test fault: fetching paused after {} records", self.records);
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
+        }
+        if self.wedge_after == Some(self.records) {
+            warn!(
+                "test fault: copy thread wedged after {} records",
+                self.records
+            );
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 struct FloorRequest {
     slot: usize,
     topic: String,
     partition: i32,
     produced: u64,
+    /// Also read from this offset: is a record there for a reader?
+    confirm_from: Option<i64>,
 }
 
 struct FloorResult {
     slot: usize,
     produced: u64,
     end: i64,
+    /// With `confirm_from`: whether a record was read there.
+    visible: Option<bool>,
 }
 
 /// Reads destination end offsets on its own thread, so a slow cluster never stalls the copy
@@ -1865,13 +2115,26 @@ struct FloorProbe {
 }
 
 impl FloorProbe {
-    fn start(cfg: &RouteConfig) -> Result<Self, KafkaError> {
-        let client: BaseConsumer<LoggingContext> = cfg
-            .dest
-            .client_config()?
-            .set("enable.auto.commit", "false")
-            .create_with_context(LoggingContext::new(&cfg.dest.name))
-            .map_err(|e| classify(&cfg.dest.name, "creating the offset reader", None, e))?;
+    /// An end-offset reader of `cluster`: its log end offsets, or with `reader_group` its
+    /// last stable offsets (what a `read_committed` consumer can reach), and it reads
+    /// records for `confirm_from` (librdkafka serves fetched records only to a consumer
+    /// with a group id; this one never joins the group nor commits to it).
+    fn start(cluster: &ClientSettings, reader_group: Option<&str>) -> Result<Self, KafkaError> {
+        let mut config = cluster.client_config()?;
+        config.set("enable.auto.commit", "false").set(
+            "isolation.level",
+            if reader_group.is_some() {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        );
+        if let Some(group) = reader_group {
+            config.set("group.id", group);
+        }
+        let client: BaseConsumer<LoggingContext> = config
+            .create_with_context(LoggingContext::new(&cluster.name))
+            .map_err(|e| classify(&cluster.name, "creating the offset reader", None, e))?;
         let (requests, inbox) = std::sync::mpsc::channel::<Vec<FloorRequest>>();
         let (outbox, results) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -1880,6 +2143,7 @@ impl FloorProbe {
                 // Ends when the session drops its sender.
                 while let Ok(batch) = inbox.recv() {
                     let ends = end_offsets(&client, &batch);
+                    let visible = visible_records(&client, &batch);
                     let answer = batch
                         .iter()
                         .map(|request| FloorResult {
@@ -1889,6 +2153,9 @@ impl FloorProbe {
                                 .get(&(request.topic.as_str(), request.partition))
                                 .copied()
                                 .unwrap_or(-1),
+                            visible: request.confirm_from.map(|_| {
+                                visible.contains(&(request.topic.as_str(), request.partition))
+                            }),
                         })
                         .collect();
                     if outbox.send(answer).is_err() {
@@ -1897,7 +2164,7 @@ impl FloorProbe {
                 }
             })
             .map_err(|e| KafkaError::Config {
-                cluster: cfg.dest.name.clone(),
+                cluster: cluster.name.clone(),
                 detail: format!("cannot start the offset reader thread: {e}"),
             })?;
         Ok(Self {
@@ -1921,6 +2188,41 @@ impl FloorProbe {
         self.in_flight = false;
         Some(answer)
     }
+}
+
+/// The requested partitions (those with `confirm_from`) in which `client` reads a record at
+/// or after `confirm_from` within a few seconds: whether records below the end offset are
+/// really there for a reader (not only transaction markers or aborted records).
+fn visible_records<'a>(
+    client: &BaseConsumer<LoggingContext>,
+    batch: &'a [FloorRequest],
+) -> std::collections::HashSet<(&'a str, i32)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut list = TopicPartitionList::new();
+    for request in batch {
+        if let Some(from) = request.confirm_from
+            && list
+                .add_partition_offset(&request.topic, request.partition, Offset::Offset(from))
+                .is_err()
+        {
+            return seen;
+        }
+    }
+    if list.count() == 0 || client.assign(&list).is_err() {
+        return seen;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.len() < list.count() && Instant::now() < deadline {
+        if let Some(Ok(message)) = client.poll(Duration::from_millis(200))
+            && let Some(request) = batch
+                .iter()
+                .find(|r| r.topic == message.topic() && r.partition == message.partition())
+        {
+            seen.insert((request.topic.as_str(), request.partition));
+        }
+    }
+    let _ = client.unassign();
+    seen
 }
 
 /// End offsets of the requested partitions in one ListOffsets round (librdkafka's

@@ -21,7 +21,7 @@ use tracing::info;
 pub use config::{ReplicateArgs, RouteConfig};
 pub use copy::RouteReplicator;
 
-use crate::http::Health;
+use crate::http::{CopyProgress, Health};
 use crate::metrics::Metrics;
 
 /// Runs `tributary replicate` until SIGTERM/SIGINT, then drains and returns.
@@ -39,6 +39,7 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         alive: AtomicBool::new(true),
+        progress: CopyProgress::new(config.stall_timeout),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let (http_stop, http_stop_rx) = tokio::sync::watch::channel(false);

@@ -316,6 +316,12 @@ impl Replicator {
 
     /// [`Replicator::start`] with more flags (applied after the spec's).
     pub fn start_with(spec: &RouteSpec<'_>, extra: &[&str]) -> Self {
+        Self::start_with_env(spec, extra, &[])
+    }
+
+    /// [`Replicator::start_with`] with environment variables for the child (e.g.
+    /// `TRIBUTARY_TEST_FAULT`).
+    pub fn start_with_env(spec: &RouteSpec<'_>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary-replicate"))
             .args([
@@ -345,6 +351,7 @@ impl Replicator {
                 &format!("127.0.0.1:{port}"),
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -368,7 +375,22 @@ impl Replicator {
         Self { child, port, log }
     }
 
+    /// SIGSTOP: the process is alive but does nothing (a zombie-to-be: a long GC pause, a
+    /// frozen node).
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     pub fn kill9(&mut self) {
+        self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -407,6 +429,14 @@ impl Replicator {
 impl Drop for Replicator {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Whether `GET path` answers 200, and the response.
+pub fn http_ok(port: u16, path: &str) -> (bool, String) {
+    match http_get(port, path) {
+        Ok(response) => (response.starts_with("HTTP/1.1 200"), response),
+        Err(e) => (false, e.to_string()),
     }
 }
 

@@ -1,0 +1,193 @@
+//! `/healthz` and lag of a replicator whose copy loop stops getting anywhere (issue 13: the
+//! stall after a region came back, where `/healthz` said ok and lag said 0), and of one
+//! whose clusters merely do not answer (which must stay healthy: a restart would not help).
+//!
+//! The stalls are injected (`TRIBUTARY_TEST_FAULT`, debug builds only); the clusters are
+//! real: the stack's, or throwaway brokers of the test's own where one must stop.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TEST_REGION: &str = "rt";
+const STALL_TIMEOUT: &str = "20s";
+
+fn spec<'a>(
+    route: &'a str,
+    source: &'a str,
+    dest: &'a str,
+    topic: &'a str,
+    checkpoint_topic: &'a str,
+) -> RouteSpec<'a> {
+    RouteSpec {
+        route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source,
+        dest,
+        topics: topic,
+        naming: "prefixed",
+        delivery: "at-least-once",
+        checkpoint_topic,
+        workers: 1,
+    }
+}
+
+fn copied(dest: &str, dest_topic: &str) -> i64 {
+    end_offsets(dest, dest_topic).values().sum()
+}
+
+#[test]
+fn healthz_fails_and_lag_shows_the_source_end_while_the_copy_loop_stalls() -> TestResult {
+    let Some((east, west, _)) =
+        stack("healthz_fails_and_lag_shows_the_source_end_while_the_copy_loop_stalls")
+    else {
+        return Ok(());
+    };
+    let topic = unique("stall");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&east, &topic, 1);
+    let (route, checkpoint_topic) = (unique("stall"), unique("checkpoints"));
+    let replicator = Replicator::start_with_env(
+        &spec(&route, &east, &west, &topic, &checkpoint_topic),
+        &["--stall-timeout", STALL_TIMEOUT],
+        &[("TRIBUTARY_TEST_FAULT", "pause-fetch:100")],
+    );
+    produce(&east, &topic, 0, "before", 100, 50, 0);
+    wait_for("the first records copied", Duration::from_secs(60), || {
+        copied(&west, &dest_topic) >= 100
+    });
+    let (ok, response) = http_ok(replicator.port, "/healthz");
+    assert!(ok, "healthy while copying: {response}");
+
+    // The consumer fetches nothing more; the source keeps growing.
+    let stalled_at = Instant::now();
+    produce(&east, &topic, 0, "after", 300, 50, 0);
+    wait_for(
+        "lag to show the source's end offset while nothing is fetched",
+        Duration::from_secs(20),
+        || replicator.metric_sum("tributary_replicator_lag_records{") >= 300.0,
+    );
+    let mut response = String::new();
+    wait_for(
+        "/healthz to fail for the stalled copy loop",
+        Duration::from_secs(60),
+        || {
+            let (ok, body) = http_ok(replicator.port, "/healthz");
+            response = body;
+            !ok
+        },
+    );
+    let after = stalled_at.elapsed();
+    assert!(
+        response.contains("stalled") && after >= Duration::from_secs(20),
+        "fails naming the stall, not before the stall timeout ({after:?}): {response}"
+    );
+    assert_eq!(
+        copied(&west, &dest_topic),
+        100,
+        "nothing copied while stalled"
+    );
+    Ok(())
+}
+
+#[test]
+fn healthz_fails_when_the_copy_thread_wedges() -> TestResult {
+    let Some((east, west, _)) = stack("healthz_fails_when_the_copy_thread_wedges") else {
+        return Ok(());
+    };
+    let topic = unique("wedge");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&east, &topic, 1);
+    let (route, checkpoint_topic) = (unique("wedge"), unique("checkpoints"));
+    let mut replicator = Replicator::start_with_env(
+        &spec(&route, &east, &west, &topic, &checkpoint_topic),
+        &["--stall-timeout", STALL_TIMEOUT],
+        &[("TRIBUTARY_TEST_FAULT", "wedge:100")],
+    );
+    produce(&east, &topic, 0, "before", 100, 50, 0);
+    wait_for("the first records copied", Duration::from_secs(60), || {
+        copied(&west, &dest_topic) >= 100
+    });
+    let mut response = String::new();
+    wait_for(
+        "/healthz to fail for the wedged copy thread",
+        Duration::from_secs(60),
+        || {
+            let (ok, body) = http_ok(replicator.port, "/healthz");
+            response = body;
+            !ok
+        },
+    );
+    assert!(response.contains("wedged"), "names the wedge: {response}");
+    assert!(replicator.terminate(), "SIGTERM still ends it cleanly");
+    Ok(())
+}
+
+/// Samples `/healthz` every 500 ms for `period`, failing on the first non-200.
+fn healthy_throughout(replicator: &Replicator, period: Duration, what: &str) {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        let (ok, response) = http_ok(replicator.port, "/healthz");
+        assert!(ok, "/healthz failed while {what}: {response}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn healthz_stays_ok_while_a_cluster_does_not_answer_or_the_source_is_idle() -> TestResult {
+    let Some(_) = stack("healthz_stays_ok_while_a_cluster_does_not_answer_or_the_source_is_idle")
+    else {
+        return Ok(());
+    };
+    let source = ThrowawayBroker::start("health-source");
+    let dest = ThrowawayBroker::start("health-dest");
+    let topic = unique("quiet");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&source.bootstrap, &topic, 1);
+    let (route, checkpoint_topic) = (unique("quiet"), unique("checkpoints"));
+    let replicator = Replicator::start_with(
+        &spec(
+            &route,
+            &source.bootstrap,
+            &dest.bootstrap,
+            &topic,
+            &checkpoint_topic,
+        ),
+        &["--stall-timeout", STALL_TIMEOUT],
+    );
+    produce(&source.bootstrap, &topic, 0, "first", 100, 50, 0);
+    wait_for("the first records copied", Duration::from_secs(60), || {
+        copied(&dest.bootstrap, &dest_topic) >= 100
+    });
+    let period = Duration::from_secs(30);
+    healthy_throughout(&replicator, period, "the source was idle");
+
+    dest.freeze();
+    let bootstrap = source.bootstrap.clone();
+    let producing = {
+        let topic = topic.clone();
+        std::thread::spawn(move || produce(&bootstrap, &topic, 0, "frozen", 200, 50, 8))
+    };
+    healthy_throughout(&replicator, period, "the destination did not answer");
+    let _ = producing.join();
+    dest.thaw();
+    wait_for(
+        "the records copied after the thaw",
+        Duration::from_secs(120),
+        || copied(&dest.bootstrap, &dest_topic) >= 300,
+    );
+
+    source.freeze();
+    healthy_throughout(&replicator, period, "the source did not answer");
+    source.thaw();
+    produce(&source.bootstrap, &topic, 0, "last", 100, 50, 0);
+    wait_for("copying to resume", Duration::from_secs(120), || {
+        copied(&dest.bootstrap, &dest_topic) >= 400
+    });
+    let (ok, response) = http_ok(replicator.port, "/healthz");
+    assert!(ok, "healthy at the end: {response}");
+    Ok(())
+}
