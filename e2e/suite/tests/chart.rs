@@ -80,8 +80,8 @@ async fn chart_lints_clean_and_rbac_has_no_wildcards() {
         .expect("a rule for secrets");
     assert_eq!(
         secrets["verbs"],
-        serde_json::json!(["get", "list", "watch"]),
-        "secrets are read-only"
+        serde_json::json!(["get"]),
+        "secrets are read one by one: never listed or watched"
     );
 
     let deployment = docs
