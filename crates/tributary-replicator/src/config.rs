@@ -333,8 +333,9 @@ mod tests {
         replicate: ReplicateArgs,
     }
 
-    fn config(route: &str) -> anyhow::Result<RouteConfig> {
-        let cli = Cli::try_parse_from([
+    /// A route east → west copying `orders`, with `extra` flags.
+    fn config_with(route: &str, extra: &[&str]) -> anyhow::Result<RouteConfig> {
+        let mut argv = vec![
             "replicate",
             "--route",
             route,
@@ -348,8 +349,14 @@ mod tests {
             "b:2",
             "--topics",
             "orders",
-        ])?;
+        ];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv)?;
         RouteConfig::from_args(&cli.replicate)
+    }
+
+    fn config(route: &str) -> anyhow::Result<RouteConfig> {
+        config_with(route, &[])
     }
 
     #[test]
@@ -367,28 +374,9 @@ mod tests {
 
     #[test]
     fn exactly_once_with_several_workers_is_refused_naming_both_flags() -> anyhow::Result<()> {
-        let args = |delivery: &'static str, workers: &'static str| {
-            Cli::try_parse_from([
-                "replicate",
-                "--route",
-                "r",
-                "--source-region",
-                "east",
-                "--dest-region",
-                "west",
-                "--source-bootstrap",
-                "a:1",
-                "--dest-bootstrap",
-                "b:2",
-                "--topics",
-                "orders",
-                "--delivery",
-                delivery,
-                "--workers",
-                workers,
-            ])
-        };
-        let err = RouteConfig::from_args(&args("exactly-once", "2")?.replicate)
+        let args =
+            |delivery, workers| config_with("r", &["--delivery", delivery, "--workers", workers]);
+        let err = args("exactly-once", "2")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -396,31 +384,14 @@ mod tests {
             err.contains("--workers 2") && err.contains("exactly-once"),
             "{err}"
         );
-        assert!(RouteConfig::from_args(&args("exactly-once", "1")?.replicate).is_ok());
-        assert!(RouteConfig::from_args(&args("at-least-once", "4")?.replicate).is_ok());
+        assert!(args("exactly-once", "1").is_ok());
+        assert!(args("at-least-once", "4").is_ok());
         Ok(())
     }
 
     #[test]
     fn a_replication_factor_below_one_is_refused_naming_the_flag() -> anyhow::Result<()> {
-        let cli = Cli::try_parse_from([
-            "replicate",
-            "--route",
-            "r",
-            "--source-region",
-            "east",
-            "--dest-region",
-            "west",
-            "--source-bootstrap",
-            "a:1",
-            "--dest-bootstrap",
-            "b:2",
-            "--topics",
-            "orders",
-            "--replication-factor",
-            "0",
-        ])?;
-        let err = RouteConfig::from_args(&cli.replicate)
+        let err = config_with("r", &["--replication-factor", "0"])
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
