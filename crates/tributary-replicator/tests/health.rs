@@ -126,6 +126,45 @@ fn healthz_fails_when_the_copy_thread_wedges() -> TestResult {
     Ok(())
 }
 
+/// A route between two throwaway brokers of its own that has copied its first 100 records.
+struct Copying {
+    source: ThrowawayBroker,
+    dest: ThrowawayBroker,
+    topic: String,
+    dest_topic: String,
+    replicator: Replicator,
+}
+
+fn copying_between_throwaway_brokers(name: &str) -> Copying {
+    let source = ThrowawayBroker::start(&format!("{name}-source"));
+    let dest = ThrowawayBroker::start(&format!("{name}-dest"));
+    let topic = unique(name);
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    create_topic(&source.bootstrap, &topic, 1);
+    let (route, checkpoint_topic) = (unique(name), unique("checkpoints"));
+    let replicator = Replicator::start_with(
+        &spec(
+            &route,
+            &source.bootstrap,
+            &dest.bootstrap,
+            &topic,
+            &checkpoint_topic,
+        ),
+        &["--stall-timeout", STALL_TIMEOUT],
+    );
+    produce(&source.bootstrap, &topic, 0, "first", 100, 50, 0);
+    wait_for("the first records copied", Duration::from_secs(60), || {
+        copied(&dest.bootstrap, &dest_topic) >= 100
+    });
+    Copying {
+        source,
+        dest,
+        topic,
+        dest_topic,
+        replicator,
+    }
+}
+
 /// Samples `/healthz` every 500 ms for `period`, failing on the first non-200.
 fn healthy_throughout(replicator: &Replicator, period: Duration, what: &str) {
     let until = Instant::now() + period;
@@ -142,26 +181,13 @@ fn healthz_stays_ok_while_a_cluster_does_not_answer_or_the_source_is_idle() -> T
     else {
         return Ok(());
     };
-    let source = ThrowawayBroker::start("health-source");
-    let dest = ThrowawayBroker::start("health-dest");
-    let topic = unique("quiet");
-    let dest_topic = format!("{TEST_REGION}.{topic}");
-    create_topic(&source.bootstrap, &topic, 1);
-    let (route, checkpoint_topic) = (unique("quiet"), unique("checkpoints"));
-    let replicator = Replicator::start_with(
-        &spec(
-            &route,
-            &source.bootstrap,
-            &dest.bootstrap,
-            &topic,
-            &checkpoint_topic,
-        ),
-        &["--stall-timeout", STALL_TIMEOUT],
-    );
-    produce(&source.bootstrap, &topic, 0, "first", 100, 50, 0);
-    wait_for("the first records copied", Duration::from_secs(60), || {
-        copied(&dest.bootstrap, &dest_topic) >= 100
-    });
+    let Copying {
+        source,
+        dest,
+        topic,
+        dest_topic,
+        replicator,
+    } = copying_between_throwaway_brokers("quiet");
     let period = Duration::from_secs(30);
     healthy_throughout(&replicator, period, "the source was idle");
 
@@ -197,26 +223,13 @@ fn copying_resumes_after_a_frozen_source_broker_thaws() -> TestResult {
     let Some(_) = stack("copying_resumes_after_a_frozen_source_broker_thaws") else {
         return Ok(());
     };
-    let source = ThrowawayBroker::start("resume-source");
-    let dest = ThrowawayBroker::start("resume-dest");
-    let topic = unique("thaw");
-    let dest_topic = format!("{TEST_REGION}.{topic}");
-    create_topic(&source.bootstrap, &topic, 1);
-    let (route, checkpoint_topic) = (unique("thaw"), unique("checkpoints"));
-    let _replicator = Replicator::start_with(
-        &spec(
-            &route,
-            &source.bootstrap,
-            &dest.bootstrap,
-            &topic,
-            &checkpoint_topic,
-        ),
-        &["--stall-timeout", STALL_TIMEOUT],
-    );
-    produce(&source.bootstrap, &topic, 0, "first", 100, 50, 0);
-    wait_for("the first records copied", Duration::from_secs(60), || {
-        copied(&dest.bootstrap, &dest_topic) >= 100
-    });
+    let Copying {
+        source,
+        dest,
+        topic,
+        dest_topic,
+        replicator: _replicator,
+    } = copying_between_throwaway_brokers("thaw");
     source.freeze();
     std::thread::sleep(Duration::from_secs(30));
     source.thaw();
