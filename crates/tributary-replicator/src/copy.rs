@@ -449,6 +449,7 @@ impl RouteReplicator {
                 &cfg.source,
                 Some(&format!("{}.stall-check", cfg.group_id())),
             )?,
+            source_ends_asked: None,
             worker: share.index,
             fault: TestFault::from_env(),
             refresh_positions: false,
@@ -1208,6 +1209,18 @@ impl CheckpointWriter {
     }
 }
 
+/// What became of one source record handed to the producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handoff {
+    /// Queued for the destination, or skipped as a copy: the position moved past it.
+    Taken,
+    /// Left for the next run: a stop was asked for while the producer's queue was full
+    /// (the destination takes nothing); the position stays at it.
+    Left,
+    /// The queue has been full for a second: ask again after the loop's own upkeep.
+    QueueFull,
+}
+
 struct Session<'a> {
     replicator: &'a RouteReplicator,
     routes: Vec<TopicRoute>,
@@ -1224,6 +1237,8 @@ struct Session<'a> {
     floors: FloorProbe,
     /// Reads the source's end offsets (last stable offsets) every `SOURCE_END_INTERVAL`.
     source_ends: FloorProbe,
+    /// When the source's end offsets were last asked for (lag, stall check).
+    source_ends_asked: Option<Instant>,
     /// This worker's index (its stall is reported under it).
     worker: usize,
     fault: TestFault,
@@ -1272,7 +1287,6 @@ impl Session<'_> {
         let mut transaction_records = 0u64;
         let mut transaction_started = Instant::now();
         let mut stats_at = Instant::now();
-        let mut source_ends_at: Option<Instant> = None;
         let mut last_keepalive = Instant::now();
         let keepalive = self.cfg().position_keepalive;
 
@@ -1304,7 +1318,13 @@ impl Session<'_> {
                         if batch == 0 && !self.replicator.health.ready.load(Ordering::Relaxed) {
                             self.replicator.health.ready.store(true, Ordering::Relaxed);
                         }
-                        if !self.copy_record(&message)? {
+                        let handoff = loop {
+                            match self.copy_record(&message)? {
+                                Handoff::QueueFull => self.while_destination_full(),
+                                handoff => break handoff,
+                            }
+                        };
+                        if handoff == Handoff::Left {
                             // Stopping while the destination takes nothing: drain now.
                             break;
                         }
@@ -1333,8 +1353,11 @@ impl Session<'_> {
                     self.write_floor(floor);
                 }
             }
-            if source_ends_at.is_none_or(|at| at.elapsed() >= SOURCE_END_INTERVAL) {
-                source_ends_at = Some(Instant::now());
+            if self
+                .source_ends_asked
+                .is_none_or(|at| at.elapsed() >= SOURCE_END_INTERVAL)
+            {
+                self.source_ends_asked = Some(Instant::now());
                 self.ask_source_ends();
             }
             while let Some(ends) = self.source_ends.answered() {
@@ -1442,12 +1465,11 @@ impl Session<'_> {
         Ok(end)
     }
 
-    /// Hands one source record to the producer (or skips it). `false`: it was left for the
-    /// next run, because a stop was asked for while the producer's queue was full (the
-    /// destination takes nothing); the position stays at it.
-    fn copy_record(&mut self, message: &BorrowedMessage<'_>) -> Result<bool, KafkaError> {
+    /// Hands one source record to the producer (or skips it), waiting for room in its
+    /// queue up to a second at a time (`Handoff::QueueFull`: ask again).
+    fn copy_record(&mut self, message: &BorrowedMessage<'_>) -> Result<Handoff, KafkaError> {
         let Some(&route_index) = self.by_source.get(message.topic()) else {
-            return Ok(true);
+            return Ok(Handoff::Taken);
         };
         let route = &self.routes[route_index];
         let index = route.base + message.partition() as usize;
@@ -1468,7 +1490,7 @@ impl Session<'_> {
             // Provenance naming another cluster was passed through by an application
             // (`tributary_core::dedupe::is_copy_in`): new data, copied below.
             slot.skipped += 1;
-            return Ok(true);
+            return Ok(Handoff::Taken);
         }
         let mut copy = OwnedHeaders::new_with_capacity(
             headers.map_or(0, |h| h.count()) + REPLICATOR_HEADERS.len(),
@@ -1526,6 +1548,7 @@ impl Session<'_> {
         if let Some(ts) = message.timestamp().to_millis() {
             record = record.timestamp(ts);
         }
+        let waiting = Instant::now();
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
@@ -1539,7 +1562,11 @@ impl Session<'_> {
                             // A full queue that frees nothing: the destination is not
                             // answering. Waiting here would ignore the drain timeout.
                             slot.next_offset = offset;
-                            return Ok(false);
+                            return Ok(Handoff::Left);
+                        }
+                        if waiting.elapsed() >= Duration::from_secs(1) {
+                            slot.next_offset = offset;
+                            return Ok(Handoff::QueueFull);
                         }
                         self.producer.poll(Duration::from_millis(1));
                     }
@@ -1561,7 +1588,29 @@ impl Session<'_> {
             }
         }
         slot.produced += 1;
-        Ok(true)
+        Ok(Handoff::Taken)
+    }
+
+    /// The destination has taken nothing for a second and the loop waits for room in the
+    /// producer's queue: lag keeps following the source's end (what an alert watches while
+    /// the destination is down). No stall check: a consumer that cannot hand records on
+    /// is not stalled, and the loop beats while it waits.
+    fn while_destination_full(&mut self) {
+        if self
+            .source_ends_asked
+            .is_none_or(|at| at.elapsed() >= SOURCE_END_INTERVAL)
+        {
+            self.source_ends_asked = Some(Instant::now());
+            self.ask_source_ends();
+        }
+        while let Some(ends) = self.source_ends.answered() {
+            for answer in ends.into_iter().filter(|a| a.end >= 0) {
+                if let Some(slot) = self.slots.get_mut(answer.slot) {
+                    slot.source_end = answer.end;
+                }
+            }
+        }
+        self.update_metrics();
     }
 
     /// `Some(end)` ends the session; `None` carries on (librdkafka retries by itself).

@@ -932,6 +932,13 @@ fn sigterm_drains_within_the_drain_timeout_while_the_destination_does_not_answer
             lag > 0.0 && steady_since.elapsed() > Duration::from_secs(5)
         },
     );
+    // The lag follows the source's end while the loop waits for room: at least the
+    // records the queue could not take.
+    let untaken = (more - 500_000) as f64;
+    assert!(
+        last_lag >= untaken,
+        "lag while the destination is frozen: {last_lag}, expected at least {untaken}"
+    );
 
     let asked = Instant::now();
     let clean = replicator.terminate();
