@@ -89,6 +89,7 @@ pub struct ReplicatorSpec {
 
     /// Compute resources of each replicator container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::resources_schema")]
     pub resources: Option<ResourceRequirements>,
 
     /// Image override for the replicator (default: the operator's own image).

@@ -54,6 +54,64 @@ fn secret_properties_rule() -> kube::core::Rule {
     )
 }
 
+/// Every bootstrap server's port is 1–65535 ([`HOST_PORT`] checks only its form); the
+/// message names the first one that is not.
+fn bootstrap_ports_rule() -> kube::core::Rule {
+    let bad = "(s.matches(':[0-9]{1,5}$') && (int(s.substring(s.lastIndexOf(':') + 1)) < 1 || int(s.substring(s.lastIndexOf(':') + 1)) > 65535))";
+    kube::core::Rule::new(format!("!self.exists(s, {bad})")).message(
+        kube::core::Message::Expression(format!(
+            "'port must be from 1 to 65535: ' + self.filter(s, {bad})[0]"
+        )),
+    )
+}
+
+/// The schema of an optional `ResourceRequirements` field (`#[schemars(schema_with = ..)]`):
+/// `requests` and `limits` only (no `claims`: nothing here uses dynamic resource
+/// allocation), at most 8 entries each (the API server's CEL cost estimate needs a bound),
+/// every entry a Kubernetes quantity and no cpu, memory or ephemeral-storage request above
+/// its limit. Without the checks
+/// `cpu: abc` is accepted and fails only when the workload's pods are refused, far from its
+/// cause.
+pub fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let map = |what: &str| {
+        serde_json::json!({
+            "type": "object",
+            "description": format!("{what} (Kubernetes quantities, for example 250m or 512Mi)."),
+            "maxProperties": 8,
+            "additionalProperties": {"x-kubernetes-int-or-string": true},
+        })
+    };
+    let quantities = |map: &str| {
+        let bad = format!("!isQuantity(string(self.{map}[k]))");
+        kube::core::Rule::new(format!("!has(self.{map}) || !self.{map}.exists(k, {bad})")).message(
+            kube::core::Message::Expression(format!(
+                "'{map}.' + self.{map}.filter(k, {bad})[0] + ' must be a Kubernetes quantity (for example 250m, 2, 512Mi, 1Gi)'"
+            )),
+        )
+    };
+    // Over the named resources, not every key: the cost estimate of four quantity parses per
+    // entry of a map of 8 is above the API server's budget.
+    const COMPARED: &str = "['cpu', 'memory', 'ephemeral-storage']";
+    let over = "k in self.requests && k in self.limits && isQuantity(string(self.requests[k])) && isQuantity(string(self.limits[k])) && quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) > 0";
+    let within = kube::core::Rule::new(format!(
+        "!has(self.requests) || !has(self.limits) || !{COMPARED}.exists(k, {over})"
+    ))
+    .message(kube::core::Message::Expression(format!(
+        "'requests.' + {COMPARED}.filter(k, {over})[0] + ' must not exceed its limit'"
+    )));
+    let rules = [quantities("requests"), quantities("limits"), within];
+    let value = serde_json::json!({
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "requests": map("Requested resources: what the scheduler reserves"),
+            "limits": map("Resource limits: memory above it is OOM-killed"),
+        },
+        "x-kubernetes-validations": serde_json::to_value(rules).expect("rules serialize"),
+    });
+    schemars::Schema::try_from(value).expect("an object schema")
+}
+
 /// The CEL form of the field-owned half of [`refused_property`].
 fn field_owned_properties_rule() -> kube::core::Rule {
     let names: Vec<String> = FIELD_OWNED_PROPERTIES
@@ -78,6 +136,7 @@ fn field_owned_properties_rule() -> kube::core::Rule {
 pub struct KafkaConnection {
     /// Bootstrap servers of the cluster, each in `host:port` form.
     #[schemars(length(min = 1, max = 32), inner(regex(pattern = HOST_PORT), length(max = 261)))]
+    #[x_kube(validation = bootstrap_ports_rule())]
     pub bootstrap_servers: Vec<String>,
 
     /// TLS for the connection. Without it the connection is plaintext.

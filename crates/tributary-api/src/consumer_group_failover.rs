@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
 use crate::common::{DNS1123_LABEL, DNS1123_SUBDOMAIN, DURATION, TOPIC_NAME};
 
 /// Keeps one consumer group's position valid in every region and moves the group's active
@@ -189,12 +191,21 @@ pub struct SyncPolicy {
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('10m')")
         .message("sync interval must be between 100ms and 10m"))]
     pub interval: String,
+
+    /// Compute resources of the sync pods (the standby Jobs and a move's final sync). What
+    /// it leaves out defaults to a memory request of 128Mi, a memory limit of 1Gi and a CPU
+    /// request of 50m. Applies to Jobs created after the change (the next epoch's, or a
+    /// failed Job's replacement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::resources_schema")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 impl Default for SyncPolicy {
     fn default() -> Self {
         Self {
             interval: default_sync_interval(),
+            resources: None,
         }
     }
 }

@@ -62,20 +62,34 @@ pub fn state_of(conditions: &[Condition], type_: &str) -> Option<(String, String
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes (at a character boundary), ending in "…" when cut: the
+/// API server refuses longer messages (an event's note: 1 KiB), and a refused event or
+/// status is lost whole.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
+    const MARK: &str = "…";
+    let mut end = max.saturating_sub(MARK.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    format!("{}{MARK}", &s[..end])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(truncate("short", 1024), "short");
+        let long = "é".repeat(600); // 1200 bytes
+        let cut = truncate(&long, 1024);
+        assert!(cut.len() <= 1024, "{} bytes", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
+    }
 
     #[test]
     fn transition_time_is_kept_while_status_is_unchanged() {

@@ -460,6 +460,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             naming: b.naming,
             sources: &union(&a.sources, &b.sources),
             interval: &cgf.spec.sync.interval,
+            resources: cgf.spec.sync.resources.as_ref(),
             epoch,
             image: &image,
             owner: owner.clone(),

@@ -39,6 +39,9 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// events.k8s.io/v1 `note`: at most 1 KiB.
+const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
 impl Context {
     /// Publishes an event (its note redacted); a failure is logged (it must not fail the
     /// reconcile).
@@ -57,7 +60,12 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.into(),
-            note: Some(tributary_kafka::redact(&note)),
+            // Redacted before it is cut (a cut secret would no longer be recognised); the
+            // API server refuses notes over 1 KiB (e.g. "created topics" naming many).
+            note: Some(crate::conditions::truncate(
+                &tributary_kafka::redact(&note),
+                EVENT_NOTE_MAX_BYTES,
+            )),
             action: action.into(),
             secondary: None,
         };

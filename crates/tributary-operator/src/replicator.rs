@@ -335,24 +335,39 @@ pub(crate) fn connection_args(
 /// when it names neither (and a default CPU request when it names no CPU), so a replicator is
 /// never BestEffort while its clients buffer hundreds of MiB.
 pub fn replicator_resources(spec: Option<&ResourceRequirements>) -> ResourceRequirements {
+    resources_with_defaults(
+        spec,
+        DEFAULT_REPLICATOR_MEMORY,
+        DEFAULT_REPLICATOR_MEMORY,
+        DEFAULT_REPLICATOR_CPU,
+    )
+}
+
+/// `spec`, with the given memory request and limit when it names no memory, and the CPU
+/// request when it names no CPU (never a CPU limit: throttling only adds lag).
+pub fn resources_with_defaults(
+    spec: Option<&ResourceRequirements>,
+    memory_request: &str,
+    memory_limit: &str,
+    cpu_request: &str,
+) -> ResourceRequirements {
     let mut r = spec.cloned().unwrap_or_default();
     let names = |r: &ResourceRequirements, key: &str| {
         r.requests.as_ref().is_some_and(|m| m.contains_key(key))
             || r.limits.as_ref().is_some_and(|m| m.contains_key(key))
     };
     if !names(&r, "memory") {
-        let memory = Quantity(DEFAULT_REPLICATOR_MEMORY.into());
         r.requests
             .get_or_insert_with(Default::default)
-            .insert("memory".into(), memory.clone());
+            .insert("memory".into(), Quantity(memory_request.into()));
         r.limits
             .get_or_insert_with(Default::default)
-            .insert("memory".into(), memory);
+            .insert("memory".into(), Quantity(memory_limit.into()));
     }
     if !names(&r, "cpu") {
         r.requests
             .get_or_insert_with(Default::default)
-            .insert("cpu".into(), Quantity(DEFAULT_REPLICATOR_CPU.into()));
+            .insert("cpu".into(), Quantity(cpu_request.into()));
     }
     r
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, KeyToPath, PodSpec, PodTemplateSpec, Volume,
-    VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, KeyToPath, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use tributary_api::KafkaConnection;
@@ -16,13 +16,22 @@ use tributary_api::aggregate_cluster::TopicNaming;
 
 use crate::names;
 use crate::replicator::{
-    SecretMounts, connection_args, pod_env, region_affinity, restricted_container, restricted_pod,
+    SecretMounts, connection_args, pod_env, region_affinity, resources_with_defaults,
+    restricted_container, restricted_pod,
 };
 
 /// Port of a standby sync's /metrics (scraped by the operator for the standby's freshness).
 pub const SYNC_PORT: i32 = 8080;
 /// Where the `<name>-active` ConfigMap is mounted in sync pods.
 pub const ACTIVE_MOUNT: &str = "/etc/tributary/active";
+
+/// Memory of a sync pod when `spec.sync.resources` names none: requested for its usual
+/// index (tens of MiB), with room up to the limit for a plan whose checkpoint window widens
+/// over a long topic; an OOM-killed final sync would hold up the move.
+pub const DEFAULT_SYNC_MEMORY_REQUEST: &str = "128Mi";
+pub const DEFAULT_SYNC_MEMORY_LIMIT: &str = "1Gi";
+/// CPU request of a sync pod when `spec.sync.resources` names no CPU.
+pub const DEFAULT_SYNC_CPU: &str = "50m";
 
 /// `app.kubernetes.io/component` of standby sync Jobs (and their container's name).
 pub const COMPONENT: &str = "checkpoint-sync";
@@ -42,6 +51,8 @@ pub struct SyncJob<'a> {
     pub naming: TopicNaming,
     pub sources: &'a [String],
     pub interval: &'a str,
+    /// `spec.sync.resources` (defaults filled in by `build`).
+    pub resources: Option<&'a ResourceRequirements>,
     pub epoch: u64,
     pub image: &'a str,
     pub owner: OwnerReference,
@@ -124,6 +135,12 @@ impl SyncJob<'_> {
                 ..Default::default()
             }]),
             volume_mounts: Some(volume_mounts),
+            resources: Some(resources_with_defaults(
+                self.resources,
+                DEFAULT_SYNC_MEMORY_REQUEST,
+                DEFAULT_SYNC_MEMORY_LIMIT,
+                DEFAULT_SYNC_CPU,
+            )),
             security_context: Some(restricted_container()),
             // A failed sync's reason reaches the operator (and status) this way.
             termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -166,6 +183,7 @@ impl SyncJob<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use tributary_api::KafkaTls;
 
     #[test]
@@ -196,6 +214,7 @@ mod tests {
             naming: TopicNaming::Identity,
             sources: &sources,
             interval: "5s",
+            resources: None,
             epoch: 3,
             image: "local/tributary:dev",
             owner: OwnerReference::default(),
@@ -207,5 +226,14 @@ mod tests {
         assert!(!args.iter().any(|a| a.starts_with("--to-tls")), "{args:?}");
         let sc = pod.security_context.unwrap_or_default();
         assert_eq!((sc.run_as_user, sc.fs_group), (Some(65532), Some(65532)));
+        // Never BestEffort: a final sync evicted first under memory pressure holds up a move.
+        let r = pod.containers[0].resources.clone().unwrap_or_default();
+        let get = |m: &Option<BTreeMap<String, Quantity>>, k: &str| {
+            m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+        };
+        assert_eq!(get(&r.requests, "memory").as_deref(), Some("128Mi"));
+        assert_eq!(get(&r.limits, "memory").as_deref(), Some("1Gi"));
+        assert_eq!(get(&r.requests, "cpu").as_deref(), Some("50m"));
+        assert_eq!(get(&r.limits, "cpu"), None);
     }
 }
