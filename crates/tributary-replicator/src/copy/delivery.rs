@@ -1,0 +1,373 @@
+//! What the destination acknowledged, and the position that follows from it: the delivery
+//! ledger, at-least-once commits to the source, exactly-once transactions.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
+use tributary_kafka::{KafkaError, classify};
+
+use crate::config::Delivery;
+use crate::http::Health;
+
+use super::clients::forward_log;
+use super::session::Session;
+use super::{REQUEST_TIMEOUT, RouteReplicator, now_ms};
+
+impl RouteReplicator {
+    pub(super) fn create_producer(
+        &self,
+        ledger: Arc<DeliveryLedger>,
+    ) -> Result<RouteProducer, KafkaError> {
+        let cfg = &self.config;
+        let mut config = cfg.dest.client_config()?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", cfg.linger_ms.to_string())
+            .set("batch.size", cfg.batch_bytes.to_string())
+            .set(
+                "message.max.bytes",
+                cfg.batch_bytes.max(1_000_000).to_string(),
+            )
+            .set("compression.type", cfg.compression)
+            .set("queue.buffering.max.messages", "500000")
+            .set(
+                "queue.buffering.max.kbytes",
+                cfg.producer_buffer_kbytes.to_string(),
+            )
+            .set("statistics.interval.ms", "0");
+        if config.get("socket.timeout.ms").is_none() {
+            // librdkafka's transactional calls wait for their request whatever their own
+            // timeout: with the default (60 s) a destination that stops answering held
+            // `send_offsets_to_transaction`, and a SIGTERM, past the pod's grace period.
+            config.set("socket.timeout.ms", REQUEST_TIMEOUT.as_millis().to_string());
+        }
+        if cfg.delivery == Delivery::ExactlyOnce {
+            config
+                .set("transactional.id", cfg.transactional_id())
+                .set("transaction.timeout.ms", "60000");
+        }
+        config
+            .create_with_context(LedgerContext(ledger))
+            .map_err(|e| classify(&cfg.dest.name, "creating the producer", None, e))
+    }
+}
+
+/// What delivery reports told us about one partition.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Acked {
+    pub(super) delivered: u64,
+    pub(super) copied_bytes: u64,
+    /// Last acknowledged source offset and where it landed (-1: none yet).
+    pub(super) source: i64,
+    pub(super) dest: i64,
+    /// The acknowledged source offset before `source` in this session.
+    pub(super) previous_source: Option<i64>,
+    /// The first record acknowledged in this session (source, destination).
+    pub(super) first: Option<(i64, i64)>,
+}
+
+impl Default for Acked {
+    fn default() -> Self {
+        Self {
+            delivered: 0,
+            copied_bytes: 0,
+            source: -1,
+            dest: -1,
+            previous_source: None,
+            first: None,
+        }
+    }
+}
+
+pub(super) struct LedgerState {
+    pub(super) slots: Vec<Acked>,
+    pub(super) failure: Option<KafkaError>,
+}
+
+/// Shared with the producer's delivery callback (which runs inside `poll`/`flush` on the
+/// copy thread, so the lock is uncontended).
+pub(super) struct DeliveryLedger {
+    pub(super) cluster: String,
+    pub(super) by_dest: HashMap<String, usize>,
+    pub(super) state: Mutex<LedgerState>,
+    pub(super) health: Arc<Health>,
+    /// Delivery reports served so far (tells [`serve_deliveries`] when to stop).
+    pub(super) reports: std::sync::atomic::AtomicU64,
+}
+
+impl DeliveryLedger {
+    pub(super) fn lock(&self) -> MutexGuard<'_, LedgerState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub(super) struct LedgerContext(Arc<DeliveryLedger>);
+
+/// Serves every pending delivery report (`poll(0)` serves at most one event, and reports
+/// left unserved keep counting against the producer's queue limits). True if any was.
+pub(super) fn serve_deliveries(producer: &RouteProducer, ledger: &DeliveryLedger) -> bool {
+    let mut served = false;
+    loop {
+        let before = ledger.reports.load(Ordering::Relaxed);
+        producer.poll(Duration::ZERO);
+        if ledger.reports.load(Ordering::Relaxed) == before {
+            return served;
+        }
+        served = true;
+    }
+}
+
+/// `BaseProducer<LedgerContext>` under a shorter name.
+pub(super) type RouteProducer = BaseProducer<LedgerContext>;
+
+impl ClientContext for LedgerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        forward_log(&self.0.cluster, level, fac, message);
+    }
+    fn error(&self, error: RdError, reason: &str) {
+        warn!(cluster = %self.0.cluster, "producer: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for LedgerContext {
+    /// The source offset of the record.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, source_offset: usize) {
+        let ledger = &self.0;
+        ledger.reports.fetch_add(1, Ordering::Relaxed);
+        let (message, error) = match result {
+            Ok(m) => (m, None),
+            Err((e, m)) => (m, Some(e)),
+        };
+        let Some(&base) = ledger.by_dest.get(message.topic()) else {
+            return;
+        };
+        let index = base + message.partition().max(0) as usize;
+        let mut state = ledger.lock();
+        if let Some(e) = error {
+            if state.failure.is_none() {
+                state.failure = Some(classify(
+                    &ledger.cluster,
+                    &format!(
+                        "writing {}/{} (source offset {source_offset})",
+                        message.topic(),
+                        message.partition()
+                    ),
+                    Some(message.topic()),
+                    e.clone(),
+                ));
+            }
+            return;
+        }
+        let Some(slot) = state.slots.get_mut(index) else {
+            return;
+        };
+        slot.delivered += 1;
+        slot.copied_bytes += (message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64;
+        if slot.source >= 0 {
+            slot.previous_source = Some(slot.source);
+        }
+        slot.source = source_offset as i64;
+        slot.dest = message.offset();
+        if slot.first.is_none() {
+            slot.first = Some((slot.source, slot.dest));
+        }
+        drop(state);
+        // A sample is enough for the histogram, and reading the clock per record is not free.
+        if ledger.reports.load(Ordering::Relaxed).is_multiple_of(16)
+            && let Some(ts) = message.timestamp().to_millis()
+        {
+            let latency = (now_ms() - ts).max(0) as f64 / 1000.0;
+            ledger
+                .health
+                .metrics
+                .replication_latency_seconds
+                .observe(latency);
+        }
+    }
+}
+
+impl Session<'_> {
+    /// ALO: commits every stored position again, moved or not (asynchronously: a refused
+    /// one is sent again at the next keepalive, well within the retention).
+    pub(super) fn keep_source_positions_alive(&mut self) {
+        let mut list = TopicPartitionList::new();
+        for slot in self.slots.iter().filter(|s| s.owned && s.committed >= 0) {
+            let topic = &self.routes[slot.route].source;
+            if list
+                .add_partition_offset(topic, slot.partition, Offset::Offset(slot.committed))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            let err = classify(
+                &self.cfg().source.name,
+                "committing the route's unchanged positions again",
+                None,
+                e,
+            );
+            self.replicator.health.metrics.error(err.category());
+            warn!("{err}");
+        }
+    }
+
+    pub(super) fn position_moved(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.owned && s.next_offset > s.committed)
+    }
+
+    /// ALO: commits, per partition, the position after the last acknowledged record (or
+    /// the consumed position when nothing is in flight): `Async` stores it for the
+    /// automatic commit, `Sync` (the drain) commits it and waits.
+    pub(super) fn commit_source_position(&mut self, mode: CommitMode) -> Result<(), KafkaError> {
+        let acked = self.ledger.lock().slots.clone();
+        let mut list = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.owned {
+                continue;
+            }
+            let a = acked[i];
+            slot.durable = a;
+            let position = if a.delivered == slot.produced {
+                slot.next_offset
+            } else if a.source >= 0 {
+                a.source + 1
+            } else {
+                continue;
+            };
+            // The final (synchronous) commit sends every position, also one whose automatic
+            // commit has not succeeded yet.
+            let sync = matches!(mode, CommitMode::Sync);
+            if position > slot.committed || (sync && position >= 0) {
+                let route = &self.routes[slot.route];
+                list.add_partition_offset(&route.source, slot.partition, Offset::Offset(position))
+                    .map_err(|e| {
+                        classify(&self.replicator.config.source.name, "committing", None, e)
+                    })?;
+                moved.push((i, position));
+            }
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        // Stored offsets are what librdkafka's automatic commit sends (every
+        // COMMIT_INTERVAL, again after a refused commit, until the cluster takes it): a
+        // manual asynchronous commit's outcome is never reported to us (rdkafka sets no
+        // offset_commit_cb), so a refused one would have counted as stored for good.
+        // The final synchronous commit stores first, so the automatic commit on close
+        // never sends an older offset after it.
+        let stored = self.consumer.store_offsets(&list);
+        let result = match mode {
+            CommitMode::Async => stored,
+            CommitMode::Sync => stored.and_then(|()| self.consumer.commit(&list, mode)),
+        };
+        match result {
+            Ok(()) => {
+                for (i, position) in moved {
+                    self.slots[i].committed = position;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Not fatal: the next commit carries a later position.
+                let err = classify(
+                    &self.replicator.config.source.name,
+                    "committing the route's position",
+                    None,
+                    e,
+                );
+                self.replicator.health.metrics.error(err.category());
+                warn!("{err}");
+                if matches!(mode, CommitMode::Sync) {
+                    Err(err)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// EOS: the position joins the open transaction, which then commits; checkpoints may
+    /// name what it contained only afterwards. Within `timeout`.
+    pub(super) fn commit_transaction(&mut self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + timeout;
+        let dest = self.replicator.config.dest.name.clone();
+        let mut list = TopicPartitionList::new();
+        for slot in self.slots.iter().filter(|s| s.owned) {
+            if slot.next_offset > slot.committed
+                || (self.refresh_positions && slot.next_offset >= 0)
+            {
+                let route = &self.routes[slot.route];
+                list.add_partition_offset(
+                    &route.dest,
+                    slot.partition,
+                    Offset::Offset(slot.next_offset),
+                )
+                .map_err(|e| classify(&dest, "committing", None, e))?;
+            }
+        }
+        let group = self
+            .dest_group
+            .as_ref()
+            .and_then(|c| c.group_metadata())
+            .ok_or_else(|| KafkaError::Config {
+                cluster: dest.clone(),
+                detail: "no consumer group metadata for the transaction".into(),
+            })?;
+        if list.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(&list, &group, timeout)
+                .map_err(|e| classify(&dest, "adding the position to the transaction", None, e))?;
+        }
+        self.producer
+            .commit_transaction(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|e| classify(&dest, "committing a transaction", None, e))?;
+        self.replicator.health.metrics.transactions.inc();
+        self.refresh_positions = false;
+        // Every record of the transaction is acknowledged now; serve their reports.
+        loop {
+            serve_deliveries(&self.producer, &self.ledger);
+            let mut state = self.ledger.lock();
+            if let Some(failure) = state.failure.take() {
+                return Err(failure);
+            }
+            if state
+                .slots
+                .iter()
+                .zip(&self.slots)
+                .all(|(a, s)| a.delivered >= s.produced)
+            {
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let acked = self.ledger.lock().slots.clone();
+        for (slot, a) in self.slots.iter_mut().zip(acked) {
+            slot.durable = a;
+            slot.committed = slot.committed.max(slot.next_offset);
+        }
+        Ok(())
+    }
+}

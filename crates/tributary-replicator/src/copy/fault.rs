@@ -1,0 +1,65 @@
+//! Test faults (debug builds only).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tracing::warn;
+
+use super::clients::LoggingContext;
+
+/// Faults the tests inject (debug builds only, `TRIBUTARY_TEST_FAULT`) to reproduce what
+/// real clusters do rarely: `pause-fetch:N` stops fetching after N records, as a consumer
+/// that never regains its fetch (issue 13, the stall after a region came back);
+/// `wedge:N` blocks the copy thread after N records until SIGTERM.
+#[derive(Default)]
+pub(super) struct TestFault {
+    pub(super) pause_fetch_after: Option<u64>,
+    pub(super) wedge_after: Option<u64>,
+    pub(super) records: u64,
+}
+
+impl TestFault {
+    pub(super) fn from_env() -> Self {
+        if !cfg!(debug_assertions) {
+            return Self::default();
+        }
+        let spec = std::env::var("TRIBUTARY_TEST_FAULT").unwrap_or_default();
+        let after = |name: &str| {
+            spec.strip_prefix(name)
+                .and_then(|n| n.strip_prefix(':'))
+                .and_then(|n| n.parse().ok())
+        };
+        Self {
+            pause_fetch_after: after("pause-fetch"),
+            wedge_after: after("wedge"),
+            records: 0,
+        }
+    }
+
+    pub(super) fn after_record(
+        &mut self,
+        consumer: &BaseConsumer<LoggingContext>,
+        stop: &AtomicBool,
+    ) {
+        if self.pause_fetch_after.is_none() && self.wedge_after.is_none() {
+            return;
+        }
+        self.records += 1;
+        if self.pause_fetch_after == Some(self.records) {
+            warn!("test fault: fetching paused after {} records", self.records);
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
+        }
+        if self.wedge_after == Some(self.records) {
+            warn!(
+                "test fault: copy thread wedged after {} records",
+                self.records
+            );
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}

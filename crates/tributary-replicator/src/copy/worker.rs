@@ -1,0 +1,161 @@
+//! A session's worker: its clients, its share of the partitions, where each starts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::Producer;
+use tracing::info;
+use tributary_kafka::{KafkaAdmin, KafkaError, classify};
+
+use crate::config::Delivery;
+
+use super::checkpoints::CheckpointWriter;
+use super::delivery::{Acked, DeliveryLedger, LedgerState};
+use super::fault::TestFault;
+use super::probe::FloorProbe;
+use super::session::Session;
+use super::slot::{Slot, TopicRoute};
+use super::{REQUEST_TIMEOUT, RouteReplicator, SessionEnd};
+
+/// Kafka cluster ids of the route's two clusters.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ClusterIds<'a> {
+    pub(super) source: &'a str,
+    pub(super) dest: &'a str,
+}
+
+/// Worker `index` of `of` copies the partitions whose slot number ≡ `index` (mod `of`);
+/// slots are numbered over the sorted topics, partitions in order, so the share is
+/// deterministic for a given topic set.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WorkerShare {
+    pub(super) index: usize,
+    pub(super) of: usize,
+}
+
+impl RouteReplicator {
+    /// One worker of a session: copies the partitions of its share.
+    pub(super) fn worker(
+        &self,
+        share: WorkerShare,
+        topics: &BTreeMap<String, usize>,
+        source_admin: &KafkaAdmin,
+        dest_admin: &KafkaAdmin,
+        cluster_ids: ClusterIds<'_>,
+        session_stop: &AtomicBool,
+    ) -> Result<SessionEnd, KafkaError> {
+        let cfg = &self.config;
+        let mut routes = Vec::new();
+        let mut slots = Vec::new();
+        for (topic, partitions) in topics {
+            let dest = cfg.naming.aggregate_topic(&cfg.route.source_region, topic);
+            routes.push(TopicRoute {
+                source: topic.clone(),
+                dest,
+                base: slots.len(),
+            });
+            for p in 0..*partitions as i32 {
+                let mut slot = Slot::new(routes.len() - 1, p);
+                slot.owned = slots.len() % share.of == share.index;
+                slots.push(slot);
+            }
+        }
+        let by_source: HashMap<String, usize> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.source.clone(), i))
+            .collect();
+        let by_dest: HashMap<String, usize> =
+            routes.iter().map(|r| (r.dest.clone(), r.base)).collect();
+        let ledger = Arc::new(DeliveryLedger {
+            cluster: cfg.dest.name.clone(),
+            by_dest,
+            state: Mutex::new(LedgerState {
+                slots: vec![Acked::default(); slots.len()],
+                failure: None,
+            }),
+            health: self.health.clone(),
+            reports: std::sync::atomic::AtomicU64::new(0),
+        });
+        let producer = self.create_producer(ledger.clone())?;
+        let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
+        let consumer = self.create_source_consumer()?;
+        let eos = cfg.delivery == Delivery::ExactlyOnce;
+        let dest_group = if eos {
+            // Fences any other instance of this route and aborts its open transaction,
+            // so the position read below is final.
+            producer
+                .init_transactions(REQUEST_TIMEOUT)
+                .map_err(|e| classify(&cfg.dest.name, "initialising transactions", None, e))?;
+            Some(self.create_dest_group_consumer()?)
+        } else {
+            None
+        };
+
+        // 3. Where to start.
+        let assignment = self.start_positions(
+            &routes,
+            &mut slots,
+            &consumer,
+            dest_group.as_ref(),
+            &checkpoints,
+            source_admin,
+            dest_admin,
+        )?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| classify(&cfg.source.name, "assigning partitions", None, e))?;
+        info!(
+            route = %cfg.name,
+            delivery = ?cfg.delivery,
+            worker = share.index,
+            topics = routes.len(),
+            partitions = slots.iter().filter(|s| s.owned).count(),
+            "copying {} → {}",
+            cfg.source.name,
+            cfg.dest.name
+        );
+        self.health.ready.store(true, Ordering::Relaxed);
+        self.health.progress.beat();
+
+        let mut session = Session {
+            replicator: self,
+            routes,
+            by_source,
+            slots,
+            consumer: Arc::new(consumer),
+            producer,
+            ledger,
+            checkpoints,
+            dest_group,
+            source_cluster_id: cluster_ids.source.to_owned(),
+            dest_cluster_id: cluster_ids.dest.to_owned(),
+            floors: FloorProbe::start(&cfg.dest, None)?,
+            source_ends: FloorProbe::start(
+                &cfg.source,
+                Some(&format!("{}.stall-check", cfg.group_id())),
+            )?,
+            source_ends_asked: None,
+            worker: share.index,
+            fault: TestFault::from_env(),
+            refresh_positions: false,
+            stall_reported: false,
+            session_stop,
+        };
+        let end = session.copy(source_admin, topics);
+        if end.is_err() && eos {
+            // Stopping: keep within the drain; the next instance's `init_transactions` (or
+            // `transaction.timeout.ms`) aborts what is left open.
+            let abort = if self.stop.load(Ordering::Relaxed) {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            let _ = session.producer.abort_transaction(abort);
+        }
+        end
+    }
+}
