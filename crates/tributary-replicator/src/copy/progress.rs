@@ -8,11 +8,22 @@ use tracing::{error, info};
 use crate::config::Delivery;
 use crate::metrics::PartitionLabels;
 
-use super::now_ms;
 use super::probe::{FloorRequest, FloorResult};
 use super::session::Session;
+use super::{SOURCE_END_INTERVAL, now_ms};
 
 impl Session<'_> {
+    /// [`Self::ask_source_ends`] once per `SOURCE_END_INTERVAL`.
+    pub(super) fn ask_source_ends_if_due(&mut self) {
+        if self
+            .source_ends_asked
+            .is_none_or(|at| at.elapsed() >= SOURCE_END_INTERVAL)
+        {
+            self.source_ends_asked = Some(Instant::now());
+            self.ask_source_ends();
+        }
+    }
+
     /// Asks for the source's end offsets of every owned partition (one batched request;
     /// none while the previous one is unanswered, e.g. while the source does not answer).
     pub(super) fn ask_source_ends(&mut self) {

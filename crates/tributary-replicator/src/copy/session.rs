@@ -23,8 +23,8 @@ use super::probe::FloorProbe;
 use super::slot::{Slot, TopicRoute};
 use super::topics::resolve_topics;
 use super::{
-    COMMIT_INTERVAL, REQUEST_TIMEOUT, RouteReplicator, SOURCE_END_INTERVAL, SessionEnd,
-    TOPOLOGY_INTERVAL, TRANSACTION_INTERVAL, UNREACHABLE_RECHECK,
+    COMMIT_INTERVAL, REQUEST_TIMEOUT, RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL,
+    TRANSACTION_INTERVAL, UNREACHABLE_RECHECK,
 };
 
 /// What became of one source record handed to the producer.
@@ -171,13 +171,7 @@ impl Session<'_> {
                     self.write_floor(floor);
                 }
             }
-            if self
-                .source_ends_asked
-                .is_none_or(|at| at.elapsed() >= SOURCE_END_INTERVAL)
-            {
-                self.source_ends_asked = Some(Instant::now());
-                self.ask_source_ends();
-            }
+            self.ask_source_ends_if_due();
             while let Some(ends) = self.source_ends.answered() {
                 self.check_progress(ends);
             }
@@ -417,13 +411,7 @@ impl Session<'_> {
     /// the destination is down). No stall check: a consumer that cannot hand records on
     /// is not stalled, and the loop beats while it waits.
     pub(super) fn while_destination_full(&mut self) {
-        if self
-            .source_ends_asked
-            .is_none_or(|at| at.elapsed() >= SOURCE_END_INTERVAL)
-        {
-            self.source_ends_asked = Some(Instant::now());
-            self.ask_source_ends();
-        }
+        self.ask_source_ends_if_due();
         while let Some(ends) = self.source_ends.answered() {
             for answer in ends.into_iter().filter(|a| a.end >= 0) {
                 if let Some(slot) = self.slots.get_mut(answer.slot) {

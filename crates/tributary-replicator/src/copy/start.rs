@@ -57,6 +57,10 @@ impl RouteReplicator {
         // Partitions of recreated source topics, whose stored position is replaced by the
         // new log's start before copying (ALO; EOS stores it with the first transaction).
         let mut restarted = TopicPartitionList::new();
+        let at_start = |list: &mut TopicPartitionList, topic: &str, partition: i32, offset: i64| {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(|e| classify(&cfg.source.name, "committing", None, e))
+        };
         for route in routes {
             self.health.progress.beat();
             let source_offsets = self
@@ -100,13 +104,7 @@ impl RouteReplicator {
                             route = %cfg.name, topic = %route.source, partition = slot.partition,
                             "stored position {position} is beyond the source's end offset {high}: the topic was recreated; copying the new log from its start {low}"
                         );
-                        restarted
-                            .add_partition_offset(
-                                &route.source,
-                                slot.partition,
-                                Offset::Offset(low),
-                            )
-                            .map_err(|e| classify(&cfg.source.name, "committing", None, e))?;
+                        at_start(&mut restarted, &route.source, slot.partition, low)?;
                         low
                     }
                     Some(position) => position,
@@ -124,13 +122,7 @@ impl RouteReplicator {
                             CheckpointEntry::Origin(origin),
                         );
                         slot.origin = Some(origin);
-                        fresh
-                            .add_partition_offset(
-                                &route.source,
-                                slot.partition,
-                                Offset::Offset(low),
-                            )
-                            .map_err(|e| classify(&cfg.source.name, "committing", None, e))?;
+                        at_start(&mut fresh, &route.source, slot.partition, low)?;
                         low
                     }
                 };
