@@ -29,6 +29,7 @@ use crate::model::{self, AggregatePlan, UnreadableStream};
 use crate::names::{self, FIELD_MANAGER};
 use crate::prober::{AggregateObservation, Reach, RouteTarget};
 use crate::replicator::build_route_deployment;
+use crate::secrets::SecretVersions;
 use crate::{secrets, status_util};
 
 const KIND: &str = "AggregateCluster";
@@ -100,6 +101,8 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
     .await?;
     let mut targets = Vec::new();
     let mut held: BTreeMap<String, String> = BTreeMap::new();
+    // Per route: the versions of its source's Secrets (its pods mount them).
+    let mut source_secrets: BTreeMap<String, SecretVersions> = BTreeMap::new();
     for r in &plan.routes {
         let resolved = secrets::resolve(
             &ctx.client,
@@ -119,6 +122,7 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
                 continue;
             }
         };
+        source_secrets.insert(r.deployment.clone(), source.secret_versions.clone());
         targets.push(RouteTarget {
             deployment: r.deployment.clone(),
             source_region: r.source_region.clone(),
@@ -160,7 +164,11 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
             }
             continue;
         }
-        let desired = build_route_deployment(&plan, route, &image, owner.clone());
+        let secret_versions = source_secrets.get(&route.deployment).map_or_else(
+            || conn.secret_versions.clone(),
+            |s| s.merged(&conn.secret_versions),
+        );
+        let desired = build_route_deployment(&plan, route, &image, &secret_versions, owner.clone());
         if let Some(live) = existing_by_name.get(&route.deployment)
             && is_applied(live, &desired)
         {

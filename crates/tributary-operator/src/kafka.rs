@@ -19,6 +19,8 @@ pub struct ResolvedConnection {
     pub tls_key_pem: Option<String>,
     pub tls: bool,
     pub sasl: Option<(String, String, String)>,
+    /// Which versions of the referenced Secrets these values came from.
+    pub secret_versions: crate::secrets::SecretVersions,
 }
 
 impl fmt::Debug for ResolvedConnection {

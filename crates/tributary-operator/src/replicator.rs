@@ -19,6 +19,7 @@ use tributary_api::{KafkaConnection, SaslMechanism, SecretKeyRef};
 
 use crate::model::{AggregatePlan, RoutePlan};
 use crate::names;
+use crate::secrets::{SECRET_VERSIONS_ANNOTATION, SecretVersions};
 
 /// Port of the replicator's /healthz, /readyz and /metrics, on the pod IP.
 pub const REPLICATOR_PORT: i32 = 8080;
@@ -36,10 +37,15 @@ pub const DEFAULT_REPLICATOR_CPU: &str = "100m";
 
 /// Builds the Deployment serving `route` into the aggregate cluster of `plan`. The image is
 /// `spec.replicator.image` if set, else `default_image` (the operator's own).
+///
+/// `secrets`: the versions of the Secrets the route mounts, as the pod template's
+/// `tributary.dev/secret-versions`: a rotated Secret changes the template, and the route's pod
+/// is replaced (its clients read credentials once, at start).
 pub fn build_route_deployment(
     plan: &AggregatePlan,
     route: &RoutePlan,
     default_image: &str,
+    secrets: &SecretVersions,
     owner: OwnerReference,
 ) -> Deployment {
     let image = plan.replicator.image.as_deref().unwrap_or(default_image);
@@ -159,6 +165,9 @@ pub fn build_route_deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: secrets.annotation().map(|versions| {
+                        BTreeMap::from([(SECRET_VERSIONS_ANNOTATION.to_string(), versions)])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

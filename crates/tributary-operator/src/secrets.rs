@@ -1,6 +1,8 @@
 //! Dereference of a Kafka connection: reads the referenced Secrets (in the object's namespace)
 //! into a [`ResolvedConnection`] held in memory. Values never reach status, events or logs.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tributary_api::{KafkaConnection, SaslMechanism, SecretKeyRef};
@@ -8,7 +10,48 @@ use tributary_api::{KafkaConnection, SaslMechanism, SecretKeyRef};
 use crate::error::{Error, Result};
 use crate::kafka::ResolvedConnection;
 
-async fn read_key(secrets: &Api<Secret>, r: &SecretKeyRef, field: &str) -> Result<String> {
+/// The `resourceVersion` of every Secret a connection references, by name: it changes when
+/// a Secret is rotated, so the pods that mounted the old content are replaced (see
+/// [`SecretVersions::annotation`]). Versions, never content: a digest of a password in
+/// an annotation anyone may read could be guessed offline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretVersions(BTreeMap<String, String>);
+
+/// Pod-template annotation naming the Secret versions a pod was started with.
+pub const SECRET_VERSIONS_ANNOTATION: &str = "tributary.dev/secret-versions";
+
+impl SecretVersions {
+    /// Both sets (a route reads its source's Secrets and its aggregate's).
+    pub fn merged(&self, other: &SecretVersions) -> SecretVersions {
+        let mut all = self.0.clone();
+        all.extend(other.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+        SecretVersions(all)
+    }
+
+    /// `name=resourceVersion,...` in name order; `None` when no Secret is referenced.
+    pub fn annotation(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| {
+            self.0
+                .iter()
+                .map(|(name, version)| format!("{name}={version}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+}
+
+impl FromIterator<(String, String)> for SecretVersions {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        SecretVersions(pairs.into_iter().collect())
+    }
+}
+
+async fn read_key(
+    secrets: &Api<Secret>,
+    r: &SecretKeyRef,
+    field: &str,
+    versions: &mut SecretVersions,
+) -> Result<String> {
     let secret = secrets
         .get(&r.name)
         .await
@@ -16,6 +59,9 @@ async fn read_key(secrets: &Api<Secret>, r: &SecretKeyRef, field: &str) -> Resul
             what: format!("Secret {} ({field})", r.name),
             source,
         })?;
+    if let Some(version) = &secret.metadata.resource_version {
+        versions.0.insert(r.name.clone(), version.clone());
+    }
     let bytes = secret
         .data
         .as_ref()
@@ -60,20 +106,47 @@ pub async fn resolve(
     if let Some(tls) = &conn.tls {
         resolved.tls = true;
         if let Some(r) = &tls.ca {
-            resolved.tls_ca_pem = Some(read_key(&secrets, r, &format!("{field}.tls.ca")).await?);
+            resolved.tls_ca_pem = Some(
+                read_key(
+                    &secrets,
+                    r,
+                    &format!("{field}.tls.ca"),
+                    &mut resolved.secret_versions,
+                )
+                .await?,
+            );
         }
         if let Some(r) = &tls.client_cert {
-            resolved.tls_cert_pem =
-                Some(read_key(&secrets, r, &format!("{field}.tls.clientCert")).await?);
+            resolved.tls_cert_pem = Some(
+                read_key(
+                    &secrets,
+                    r,
+                    &format!("{field}.tls.clientCert"),
+                    &mut resolved.secret_versions,
+                )
+                .await?,
+            );
         }
         if let Some(r) = &tls.client_key {
-            resolved.tls_key_pem =
-                Some(read_key(&secrets, r, &format!("{field}.tls.clientKey")).await?);
+            resolved.tls_key_pem = Some(
+                read_key(
+                    &secrets,
+                    r,
+                    &format!("{field}.tls.clientKey"),
+                    &mut resolved.secret_versions,
+                )
+                .await?,
+            );
         }
     }
     if let Some(sasl) = &conn.sasl {
-        let password =
-            read_key(&secrets, &sasl.password, &format!("{field}.sasl.password")).await?;
+        let password = read_key(
+            &secrets,
+            &sasl.password,
+            &format!("{field}.sasl.password"),
+            &mut resolved.secret_versions,
+        )
+        .await?;
         let mechanism = match sasl.mechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",

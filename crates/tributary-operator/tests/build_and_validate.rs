@@ -10,6 +10,7 @@ use tributary_api::{AggregateCluster, RegionalStream};
 use tributary_operator::error::Error;
 use tributary_operator::model::{AggregatePlan, plan_aggregate, validate_stream};
 use tributary_operator::replicator::build_route_deployment;
+use tributary_operator::secrets::SecretVersions;
 
 fn docs(yaml: &str) -> (Vec<RegionalStream>, Vec<AggregateCluster>) {
     let mut streams = Vec::new();
@@ -60,7 +61,7 @@ fn build(plan: &AggregatePlan, agg: &AggregateCluster, image: &str) -> Vec<Deplo
     let owner = agg.controller_owner_ref(&()).expect("uid");
     plan.routes
         .iter()
-        .map(|r| build_route_deployment(plan, r, image, owner.clone()))
+        .map(|r| build_route_deployment(plan, r, image, &SecretVersions::default(), owner.clone()))
         .collect()
 }
 
@@ -241,6 +242,47 @@ fn route_deployment_carries_the_spec_and_mounts_secrets_as_files_only() {
     );
 }
 
+/// A rotated Secret changes the pod template (the replicator reads credentials once, at
+/// start, so its pod must be replaced); versions are named, content never.
+#[test]
+fn a_rotated_secret_changes_the_route_pod_template() {
+    let (streams, aggregates) = secured();
+    let agg = &aggregates[0];
+    let plan = plan_aggregate(agg, &streams).expect("valid");
+    let owner = agg.controller_owner_ref(&()).expect("uid");
+    let template = |versions: &SecretVersions| {
+        build_route_deployment(&plan, &plan.routes[0], "img", versions, owner.clone())
+            .spec
+            .expect("spec")
+            .template
+    };
+    let annotation = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        t.metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("tributary.dev/secret-versions").cloned())
+    };
+    let before: SecretVersions = [
+        ("east-scram".to_string(), "101".to_string()),
+        ("central-tls".to_string(), "7".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let rotated: SecretVersions = [
+        ("east-scram".to_string(), "205".to_string()),
+        ("central-tls".to_string(), "7".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        annotation(&template(&before)).as_deref(),
+        Some("central-tls=7,east-scram=101")
+    );
+    assert_ne!(template(&before), template(&rotated));
+    assert_eq!(template(&before), template(&before.clone()));
+    assert_eq!(annotation(&template(&SecretVersions::default())), None);
+}
+
 #[test]
 fn label_selector_picks_sources_and_prefixed_naming_follows_the_largest_partition_count() {
     let (streams, aggregates) = secured();
@@ -418,6 +460,7 @@ fn topics_matched_by_a_pattern_are_aggregated_with_their_observed_partitions() {
         &plan,
         route,
         "img",
+        &SecretVersions::default(),
         aggregates[0].controller_owner_ref(&()).expect("uid"),
     );
     assert!(args_of(&d).contains(&"--topic-pattern=audit\\..*".to_string()));

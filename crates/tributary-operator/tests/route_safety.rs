@@ -16,6 +16,7 @@ use tributary_operator::aggregate_cluster::{
 };
 use tributary_operator::model::{UnreadableStream, plan_aggregate, plan_aggregate_with};
 use tributary_operator::replicator::build_route_deployment;
+use tributary_operator::secrets::SecretVersions;
 
 fn three_regions() -> (Vec<RegionalStream>, Vec<AggregateCluster>) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/three-regions/");
@@ -304,7 +305,13 @@ fn a_deployment_as_last_applied_needs_no_patch_but_drift_does() {
     let agg = &aggs[0];
     let plan = plan_aggregate(agg, &streams).expect("valid");
     let owner = agg.controller_owner_ref(&()).expect("uid");
-    let desired = build_route_deployment(&plan, &plan.routes[0], "local/tributary:dev", owner);
+    let desired = build_route_deployment(
+        &plan,
+        &plan.routes[0],
+        "local/tributary:dev",
+        &SecretVersions::default(),
+        owner,
+    );
 
     // What the API server returns: our fields plus defaults, status, bookkeeping.
     let mut live = serde_json::to_value(&desired).expect("json");
