@@ -34,8 +34,6 @@ use crate::{secrets, status_util};
 
 const KIND: &str = "AggregateCluster";
 const RESYNC: Duration = Duration::from_secs(300);
-/// How soon a route held for a missing Secret is looked at again.
-const SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 impl Reconciled for AggregateCluster {
     const KIND: &'static str = KIND;
@@ -257,12 +255,14 @@ async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action
     announce_route_transitions(ctx, agg, &status).await;
     status_util::write_status(agg, ctx, status).await?;
     topic_result?;
-    if held.is_empty() {
-        Ok(Action::requeue(RESYNC))
+    // Secrets are not watched: look again soon for a missing or rotated one.
+    let connections =
+        std::iter::once(&plan.kafka).chain(plan.routes.iter().map(|r| &r.source_kafka));
+    Ok(Action::requeue(if held.is_empty() {
+        secrets::resync_for(RESYNC, connections)
     } else {
-        // Secrets are not watched: look again soon for the missing one.
-        Ok(Action::requeue(SECRET_RECHECK))
-    }
+        secrets::SECRET_RECHECK
+    }))
 }
 
 /// Why a route is held for its source's Secrets: the Secret and the field, and what to do.

@@ -100,6 +100,12 @@ impl Error {
     pub fn retry_after(&self, attempt: u32) -> Option<Duration> {
         match self {
             Error::InvalidSpec(_) => None,
+            // The fix is usually a Secret (not watched): look again as soon as for a
+            // rotation.
+            Error::Kafka {
+                kafka_category: "Auth",
+                ..
+            } => Some(crate::secrets::SECRET_RECHECK),
             Error::Kafka {
                 transient: false, ..
             } => Some(Duration::from_secs(300)),
@@ -131,5 +137,22 @@ mod tests {
         assert_eq!(kafka.retry_after(3), Some(Duration::from_secs(8)));
         assert_eq!(kafka.retry_after(30), Some(Duration::from_secs(256)));
         assert_eq!(kafka.category(), "ClusterUnreachable");
+    }
+
+    #[test]
+    fn a_refused_login_is_retried_as_soon_as_a_fixed_secret_could_show() {
+        let auth = Error::Kafka {
+            message: "SASL authentication failed".into(),
+            kafka_category: "Auth",
+            transient: false,
+        };
+        assert_eq!(auth.category(), "KafkaAuthFailed");
+        assert_eq!(auth.retry_after(5), Some(crate::secrets::SECRET_RECHECK));
+        let config = Error::Kafka {
+            message: "bad property".into(),
+            kafka_category: "Config",
+            transient: false,
+        };
+        assert_eq!(config.retry_after(0), Some(Duration::from_secs(300)));
     }
 }

@@ -217,7 +217,10 @@ async fn reconcile_inner(rs: &RegionalStream, ctx: &Context) -> Result<Action> {
         ctx.prober.stream(&obj_ref).map(|o| (o.reach.clone(), o)),
     );
     status_util::write_status(rs, ctx, status).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(secrets::resync_for(
+        RESYNC,
+        std::iter::once(&rs.spec.kafka),
+    )))
 }
 
 fn cluster_name(rs: &RegionalStream) -> String {

@@ -2,6 +2,7 @@
 //! into a [`ResolvedConnection`] held in memory. Values never reach status, events or logs.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -16,6 +17,32 @@ use crate::kafka::ResolvedConnection;
 /// an annotation anyone may read could be guessed offline.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretVersions(BTreeMap<String, String>);
+
+/// How soon an object whose connection references Secrets is reconciled again, changed or
+/// not: Secrets are not watched (the operator may only `get` them), so this bounds how long a
+/// rotated or fixed Secret takes to reach the pods and conditions that use it.
+pub const SECRET_RECHECK: Duration = Duration::from_secs(30);
+
+/// Whether `conn` reads any Secret (TLS material or a SASL password).
+pub fn references_secrets(conn: &KafkaConnection) -> bool {
+    conn.sasl.is_some()
+        || conn
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.ca.is_some() || t.client_cert.is_some() || t.client_key.is_some())
+}
+
+/// `resync`, or [`SECRET_RECHECK`] when one of `conns` references Secrets.
+pub fn resync_for<'a>(
+    resync: Duration,
+    mut conns: impl Iterator<Item = &'a KafkaConnection>,
+) -> Duration {
+    if conns.any(references_secrets) {
+        resync.min(SECRET_RECHECK)
+    } else {
+        resync
+    }
+}
 
 /// Pod-template annotation naming the Secret versions a pod was started with.
 pub const SECRET_VERSIONS_ANNOTATION: &str = "tributary.dev/secret-versions";
@@ -159,4 +186,35 @@ pub async fn resolve(
         ));
     }
     Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_api::KafkaSasl;
+
+    #[test]
+    fn objects_reading_secrets_are_looked_at_again_within_the_secret_recheck() {
+        let plain = KafkaConnection {
+            bootstrap_servers: vec!["east:9092".into()],
+            ..Default::default()
+        };
+        let sasl = KafkaConnection {
+            sasl: Some(KafkaSasl {
+                mechanism: SaslMechanism::ScramSha512,
+                username: "replicator".into(),
+                password: SecretKeyRef {
+                    name: "east-scram".into(),
+                    key: "password".into(),
+                },
+            }),
+            ..plain.clone()
+        };
+        let resync = Duration::from_secs(300);
+        assert_eq!(resync_for(resync, [&plain].into_iter()), resync);
+        assert_eq!(
+            resync_for(resync, [&plain, &sasl].into_iter()),
+            SECRET_RECHECK
+        );
+    }
 }
