@@ -69,12 +69,7 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
         listen = %args.listen,
         "tributary replicate starting"
     );
-    let replicator = RouteReplicator {
-        config,
-        health: health.clone(),
-        stop,
-        runtime: runtime.handle().clone(),
-    };
+    let replicator = RouteReplicator::new(config, health.clone(), stop, runtime.handle().clone());
     let copier = std::thread::Builder::new()
         .name("copy".into())
         .spawn(move || replicator.run())

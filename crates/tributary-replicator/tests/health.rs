@@ -39,10 +39,13 @@ fn copied(dest: &str, dest_topic: &str) -> i64 {
     end_offsets(dest, dest_topic).values().sum()
 }
 
+/// A consumer that fetches nothing while the source has records: lag shows the source's
+/// end; after the stall timeout the session restarts with new clients; when they stall too
+/// (the fault pauses every later consumer of the process), `/healthz` fails.
 #[test]
-fn healthz_fails_and_lag_shows_the_source_end_while_the_copy_loop_stalls() -> TestResult {
+fn a_stalled_copy_loop_shows_lag_restarts_its_session_then_fails_healthz() -> TestResult {
     let Some((east, west, _)) =
-        stack("healthz_fails_and_lag_shows_the_source_end_while_the_copy_loop_stalls")
+        stack("a_stalled_copy_loop_shows_lag_restarts_its_session_then_fails_healthz")
     else {
         return Ok(());
     };
@@ -70,10 +73,16 @@ fn healthz_fails_and_lag_shows_the_source_end_while_the_copy_loop_stalls() -> Te
         Duration::from_secs(20),
         || replicator.metric_sum("tributary_replicator_lag_records{") >= 300.0,
     );
+    // First remedy: the session restarts with new clients (here they stall too).
+    wait_for(
+        "the session restarted for the stall",
+        Duration::from_secs(60),
+        || replicator.log().contains("restarting the copy session"),
+    );
     let mut response = String::new();
     wait_for(
-        "/healthz to fail for the stalled copy loop",
-        Duration::from_secs(60),
+        "/healthz to fail for the copy loop stalled again",
+        Duration::from_secs(90),
         || {
             let (ok, body) = http_ok(replicator.port, "/healthz");
             response = body;
@@ -82,8 +91,8 @@ fn healthz_fails_and_lag_shows_the_source_end_while_the_copy_loop_stalls() -> Te
     );
     let after = stalled_at.elapsed();
     assert!(
-        response.contains("stalled") && after >= Duration::from_secs(20),
-        "fails naming the stall, not before the stall timeout ({after:?}): {response}"
+        response.contains("stalled") && after >= Duration::from_secs(40),
+        "fails naming the stall, not before two stall timeouts ({after:?}): {response}"
     );
     assert_eq!(
         copied(&west, &dest_topic),
@@ -214,11 +223,10 @@ fn healthz_stays_ok_while_a_cluster_does_not_answer_or_the_source_is_idle() -> T
     Ok(())
 }
 
-/// Known problem (issue 13), kept out of `make test` until fixed: after the source broker
-/// was frozen (SIGSTOP) for 30 s and thawed, copying did not resume within 120 s in 2 of 6
-/// runs under load (both while other tests ran); `/healthz` stayed ok. Cause not found yet.
+/// After the source broker was frozen (SIGSTOP) for 30 s and thawed, librdkafka's consumer
+/// was seen never to fetch again (2 of 6 runs under load, 2 of 2 with two runs at once): the
+/// stall check restarts the session with new clients, and copying resumes in process.
 #[test]
-#[ignore = "known problem: copying does not always resume after a frozen source broker thaws (issue 13)"]
 fn copying_resumes_after_a_frozen_source_broker_thaws() -> TestResult {
     let Some(_) = stack("copying_resumes_after_a_frozen_source_broker_thaws") else {
         return Ok(());
@@ -228,14 +236,25 @@ fn copying_resumes_after_a_frozen_source_broker_thaws() -> TestResult {
         dest,
         topic,
         dest_topic,
-        replicator: _replicator,
+        replicator,
     } = copying_between_throwaway_brokers("thaw");
     source.freeze();
     std::thread::sleep(Duration::from_secs(30));
     source.thaw();
     produce(&source.bootstrap, &topic, 0, "last", 100, 50, 0);
-    wait_for("copying to resume", Duration::from_secs(120), || {
-        copied(&dest.bootstrap, &dest_topic) >= 200
-    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while copied(&dest.bootstrap, &dest_topic) < 200 {
+        if Instant::now() > deadline {
+            let (_, health) = http_ok(replicator.port, "/healthz");
+            let log = replicator.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "copying did not resume within 120 s of the thaw ({} of 200 copied); /healthz: {health}; log tail (newest first):\n{}",
+                copied(&dest.bootstrap, &dest_topic),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     Ok(())
 }

@@ -128,3 +128,23 @@ pub fn consume_all(
     }
     out
 }
+
+/// The sum of `topic`'s end offsets on `bootstrap` (`None` while the topic does not exist).
+pub fn end_offset_total(bootstrap: &str, topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = config(bootstrap).create().expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let partitions = metadata.topics().first()?.partitions().len();
+    if partitions == 0 {
+        return None;
+    }
+    let mut total = 0;
+    for p in 0..partitions as i32 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .ok()?;
+        total += high;
+    }
+    Some(total)
+}

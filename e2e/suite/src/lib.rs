@@ -64,6 +64,15 @@ pub(crate) fn env_file_vars() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A variable of the stack's env file (the process environment first): e.g.
+/// `TRIBUTARY_KAFKA_SECURE`, `TRIBUTARY_KAFKA_LIB`. Panics naming it when the stack lacks it.
+pub fn stack_var(name: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .or_else(|| env_file_vars().get(name).cloned())
+        .unwrap_or_else(|| panic!("{name} is not set: the stack must run (make stack-up)"))
+}
+
 impl Stack {
     /// Connects to the stack. `None` only when `TRIBUTARY_SKIP_E2E=1`; panics with a clear
     /// message when the stack is not up.

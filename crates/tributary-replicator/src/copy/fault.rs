@@ -1,6 +1,9 @@
 //! Test faults (debug builds only).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `pause-fetch` tripped in this process: later sessions pause from their start.
+static FETCH_PAUSED: AtomicBool = AtomicBool::new(false);
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -9,9 +12,10 @@ use tracing::warn;
 use super::clients::LoggingContext;
 
 /// Faults the tests inject (debug builds only, `TRIBUTARY_TEST_FAULT`) to reproduce what
-/// real clusters do rarely: `pause-fetch:N` stops fetching after N records, as a consumer
-/// that never regains its fetch (issue 13, the stall after a region came back);
-/// `wedge:N` blocks the copy thread after N records until SIGTERM.
+/// real clusters do rarely: `pause-fetch:N` stops fetching after N records, and every later
+/// session's consumer from its start, as a process whose consumers never regain their fetch
+/// (issue 13, the stall after a region came back); `wedge:N` blocks the copy thread after N
+/// records until SIGTERM.
 #[derive(Default)]
 pub(super) struct TestFault {
     pub(super) pause_fetch_after: Option<u64>,
@@ -37,6 +41,16 @@ impl TestFault {
         }
     }
 
+    /// At a session's start, once its consumer is assigned.
+    pub(super) fn at_session_start(&self, consumer: &BaseConsumer<LoggingContext>) {
+        if self.pause_fetch_after.is_some() && FETCH_PAUSED.load(Ordering::Relaxed) {
+            warn!("test fault: fetching paused from the session's start");
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
+        }
+    }
+
     pub(super) fn after_record(
         &mut self,
         consumer: &BaseConsumer<LoggingContext>,
@@ -48,6 +62,7 @@ impl TestFault {
         self.records += 1;
         if self.pause_fetch_after == Some(self.records) {
             warn!("test fault: fetching paused after {} records", self.records);
+            FETCH_PAUSED.store(true, Ordering::Relaxed);
             if let Ok(assignment) = consumer.assignment() {
                 let _ = consumer.pause(&assignment);
             }

@@ -33,7 +33,7 @@ mod topics;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info};
@@ -72,9 +72,27 @@ pub struct RouteReplicator {
     pub health: Arc<Health>,
     pub stop: Arc<AtomicBool>,
     pub runtime: tokio::runtime::Handle,
+    /// Sessions restarted for a stalled consumer since a record was last copied (see
+    /// `Session::check_progress`).
+    stall_restarts: AtomicU32,
 }
 
 impl RouteReplicator {
+    pub fn new(
+        config: RouteConfig,
+        health: Arc<Health>,
+        stop: Arc<AtomicBool>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            config,
+            health,
+            stop,
+            runtime,
+            stall_restarts: AtomicU32::new(0),
+        }
+    }
+
     /// Runs copy sessions until stopped; errors are logged, counted and retried with
     /// exponential backoff (1 s to 30 s).
     pub fn run(&self) {

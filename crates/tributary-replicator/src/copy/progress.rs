@@ -1,5 +1,6 @@
 //! Progress of a session: lag from the source's end offsets, stall detection, metrics.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use rdkafka::consumer::Consumer;
@@ -57,7 +58,12 @@ impl Session<'_> {
     /// partition is caught up until the end grows. A source that does not answer sends no
     /// end; a destination that does not take records holds the loop in its queue-full
     /// wait, where it beats but never gets here.
-    pub(super) fn check_progress(&mut self, ends: Vec<FloorResult>) {
+    ///
+    /// The remedy, in two steps: a stall first restarts the session (`Some(reason)`: new
+    /// clients, in process; librdkafka's consumer has been seen never to fetch again after
+    /// its broker was frozen and thawed); a stall again before any record was copied keeps
+    /// `/healthz` failing, so that the kubelet restarts the process.
+    pub(super) fn check_progress(&mut self, ends: Vec<FloorResult>) -> Option<String> {
         let now = Instant::now();
         let mut stalled: Option<String> = None;
         for answer in ends {
@@ -69,6 +75,10 @@ impl Session<'_> {
             }
             slot.source_end = answer.end;
             if slot.next_offset != slot.progress_offset {
+                if slot.progress_offset >= 0 {
+                    // Copied since the last answer: a restart (if any) helped.
+                    self.replicator.stall_restarts.store(0, Ordering::Relaxed);
+                }
                 slot.progress_offset = slot.next_offset;
                 slot.invisible_end = -1;
                 slot.waiting_since = None;
@@ -106,12 +116,24 @@ impl Session<'_> {
         }
         let progress = &self.replicator.health.progress;
         match stalled {
+            Some(why)
+                if self
+                    .replicator
+                    .stall_restarts
+                    .fetch_add(1, Ordering::Relaxed)
+                    == 0 =>
+            {
+                error!(route = %self.cfg().name, worker = self.worker, "{why}: restarting the copy session");
+                self.replicator.health.metrics.error("Stalled");
+                Some(why)
+            }
             Some(why) => {
                 if !self.stall_reported {
-                    error!(route = %self.cfg().name, worker = self.worker, "{why}: /healthz fails");
+                    error!(route = %self.cfg().name, worker = self.worker, "{why}, again after a session restart: /healthz fails");
                 }
                 self.stall_reported = true;
                 progress.set_stalled(self.worker, Some(why));
+                None
             }
             None => {
                 if self.stall_reported {
@@ -119,6 +141,7 @@ impl Session<'_> {
                 }
                 self.stall_reported = false;
                 progress.set_stalled(self.worker, None);
+                None
             }
         }
     }

@@ -108,7 +108,7 @@ impl Session<'_> {
         let mut last_keepalive = Instant::now();
         let keepalive = self.cfg().position_keepalive;
 
-        let end = loop {
+        let end = 'copying: loop {
             self.replicator.health.progress.beat();
             if self.stopping() {
                 break SessionEnd::Stopped;
@@ -173,7 +173,9 @@ impl Session<'_> {
             }
             self.ask_source_ends_if_due();
             while let Some(ends) = self.source_ends.answered() {
-                self.check_progress(ends);
+                if let Some(stall) = self.check_progress(ends) {
+                    break 'copying SessionEnd::Restart(stall);
+                }
             }
 
             if last_keepalive.elapsed() >= keepalive {

@@ -145,6 +145,7 @@ impl RouteReplicator {
             stall_reported: false,
             session_stop,
         };
+        session.fault.at_session_start(&session.consumer);
         let end = session.copy(source_admin, topics);
         if end.is_err() && eos {
             // Stopping: keep within the drain; the next instance's `init_transactions` (or
