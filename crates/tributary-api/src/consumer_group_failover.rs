@@ -149,6 +149,26 @@ pub struct FailoverPolicy {
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')")
         .message("maxSyncAge must be between 1s and 1h"))]
     pub max_sync_age: String,
+    /// What the active region does when the Lease cannot be renewed (the coordination API
+    /// server unreachable or without a quorum). `FailClosed` (default): a third of
+    /// `leaseDuration` before the Lease would expire, its consumers are scaled to 0 and the
+    /// `<name>-active` ConfigMap says `fenced: "true"` with no active region, so nothing is
+    /// active when another region could acquire; they resume once the Lease is renewed.
+    /// `HoldLast`: the active region keeps consuming; no failover is possible meanwhile.
+    #[serde(default)]
+    pub coordination_loss: CoordinationLoss,
+}
+
+/// See [`FailoverPolicy::coordination_loss`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum CoordinationLoss {
+    /// Stop the active region's consumers before the Lease could pass to another region.
+    #[default]
+    FailClosed,
+    /// Keep the active region running; no failover while the Lease cannot be renewed.
+    HoldLast,
 }
 
 impl Default for FailoverPolicy {
@@ -159,6 +179,7 @@ impl Default for FailoverPolicy {
             failure_threshold: default_failure_threshold(),
             lease_duration: default_lease_duration(),
             max_sync_age: default_max_sync_age(),
+            coordination_loss: CoordinationLoss::default(),
         }
     }
 }

@@ -256,6 +256,20 @@ fn failover_target(o: &Observation, except: &str) -> Result<String, (&'static st
     }
 }
 
+/// How long before the Lease's expiry the holder fences itself when it cannot renew: a third
+/// of `lease_duration` (at least 1 s). The timing invariant (docs/coordination.md):
+/// fence TTL + clock skew + watch delay < lease duration, i.e. the margin must cover the
+/// clock skew between the holder and any acquirer plus the delay before the fence acts.
+pub fn fence_margin(lease_duration: Duration) -> Duration {
+    (lease_duration / 3).max(Duration::from_secs(1))
+}
+
+/// How long after its last successful renewal the holder may keep acting:
+/// `lease_duration − fence_margin(lease_duration)`.
+pub fn fence_ttl(lease_duration: Duration) -> Duration {
+    lease_duration.saturating_sub(fence_margin(lease_duration))
+}
+
 /// The next step. Pure and total: every observation gets an answer.
 pub fn decide(o: &Observation) -> Step {
     match &o.in_progress {
@@ -563,6 +577,16 @@ pub fn standby_regions(o: &Observation) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fence_acts_a_third_of_the_lease_before_its_expiry() {
+        let s = Duration::from_secs;
+        assert_eq!(fence_ttl(s(15)), s(10));
+        assert_eq!(fence_margin(s(15)), s(5));
+        // The smallest lease (5 s): the margin stays above a second.
+        assert!(fence_margin(s(5)) >= s(1));
+        assert!(fence_ttl(s(5)) + fence_margin(s(5)) == s(5));
+    }
 
     fn view(name: &str, healthy: bool, sync_age: Option<u64>) -> RegionView {
         RegionView {

@@ -9,7 +9,7 @@
 //! (scale, the step, ConfigMap, sync Jobs) → status.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -23,8 +23,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tributary_api::aggregate_cluster::TopicNaming;
 use tributary_api::consumer_group_failover::{
-    FailoverMode, FailoverRecord, PartitionOffset, PendingMove, RegionStatus, WorkloadKind,
-    WorkloadRef,
+    CoordinationLoss, FailoverMode, FailoverRecord, PartitionOffset, PendingMove, RegionStatus,
+    WorkloadKind, WorkloadRef,
 };
 use tributary_api::{
     AggregateCluster, ConsumerGroupFailover, ConsumerGroupFailoverStatus, KafkaConnection,
@@ -32,13 +32,14 @@ use tributary_api::{
 };
 use tributary_core::failover::{
     Consumers, FinalSync, GroupMode, LeaseView, Move, MoveKind, MoveReason, Observation,
-    RegionView, Step, decide, desired_consumers, standby_regions,
+    RegionView, Step, decide, desired_consumers, fence_ttl, standby_regions,
 };
 use tributary_runtime::parse_duration;
 
 use crate::conditions::{self, Wanted};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::fence::OnFailure;
 use crate::frame::Reconciled;
 use crate::group_prober::{GroupTarget, RegionHealth};
 use crate::names::{self, FIELD_MANAGER};
@@ -416,6 +417,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         // Jobs and the ConfigMap go with their owner; the Lease stays on the coordination
         // server, so a re-created object continues the epoch sequence.
         ctx.group_prober.forget(&obj_ref);
+        ctx.fences.forget(&format!("{ns}/{name}"));
         return Ok(Action::await_change());
     }
     // The status is the memory of a move: read it fresh, not from the watch cache.
@@ -510,16 +512,17 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let leases: Api<Lease> = Api::namespaced(ctx.coordination.client.clone(), &ns);
     let server = &ctx.coordination.description;
     let lease_name = names::active_name(&name);
-    let lease = leases
-        .get_opt(&lease_name)
-        .await
-        .map_err(|source| Error::Dereference {
-            what: format!(
-                "Lease {ns}/{lease_name} on {server}{}",
+    let fence_key = format!("{ns}/{name}");
+    let lease = match lease_request(ctx, &fence_key, leases.get_opt(&lease_name)).await {
+        Ok(lease) => lease,
+        Err(source) => {
+            let message = format!(
+                "reading Lease {ns}/{lease_name} on {server}{}: {source}",
                 crate::coordination::no_answer_hint(&source)
-            ),
-            source,
-        })?;
+            );
+            return Err(lease_failed(ctx, &cgf, &plan, message).await);
+        }
+    };
     let view = lease
         .as_ref()
         .and_then(|l| lease_view(l, plan.lease_duration));
@@ -705,20 +708,28 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     spec.renew_time = Some(MicroTime(Timestamp::now()));
                     spec.lease_duration_seconds = Some(plan.lease_duration.as_secs() as i32);
                 }
-                match leases
-                    .replace(&lease_name, &PostParams::default(), &l)
-                    .await
-                {
-                    Ok(l) => lease_now = Some(l),
+                let sent = Instant::now();
+                let post = PostParams::default();
+                let renewal = leases.replace(&lease_name, &post, &l);
+                match lease_request(ctx, &fence_key, renewal).await {
+                    Ok(l) => {
+                        if let Some(holder) = view.as_ref().map(|v| v.holder.as_str()) {
+                            ctx.fences.renewed(
+                                &fence_key,
+                                holder,
+                                sent,
+                                fence_ttl(plan.lease_duration),
+                            );
+                        }
+                        lease_now = Some(l);
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(1),
                     Err(source) => {
-                        return Err(Error::Apply {
-                            what: format!(
-                                "Lease {ns}/{lease_name} (renew) on {server}{}",
-                                crate::coordination::no_answer_hint(&source)
-                            ),
-                            source,
-                        });
+                        let message = format!(
+                            "applying Lease {ns}/{lease_name} (renew) on {server}{}: {source}",
+                            crate::coordination::no_answer_hint(&source)
+                        );
+                        return Err(lease_failed(ctx, &cgf, &plan, message).await);
                     }
                 }
             }
@@ -849,6 +860,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 expect.as_ref().map(|(h, e)| (h.as_str(), *e)),
                 view.as_ref().map(|v| (v.holder.as_str(), v.epoch))
             );
+            let sent = Instant::now();
             let result = match &lease {
                 None => {
                     let l = Lease {
@@ -860,18 +872,20 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                         },
                         spec: Some(new_lease_spec(to, *epoch, plan.lease_duration)),
                     };
-                    leases.create(&PostParams::default(), &l).await
+                    lease_request(ctx, &fence_key, leases.create(&PostParams::default(), &l)).await
                 }
                 Some(l) => {
                     let mut l = l.clone();
                     l.spec = Some(new_lease_spec(to, *epoch, plan.lease_duration));
-                    leases
-                        .replace(&lease_name, &PostParams::default(), &l)
-                        .await
+                    let post = PostParams::default();
+                    let swap = leases.replace(&lease_name, &post, &l);
+                    lease_request(ctx, &fence_key, swap).await
                 }
             };
             match result {
                 Ok(l) => {
+                    ctx.fences
+                        .renewed(&fence_key, to, sent, fence_ttl(plan.lease_duration));
                     lease_now = Some(l);
                     ctx.metrics.active_epoch.set(*epoch as i64);
                     requeue = Duration::from_millis(100);
@@ -881,13 +895,11 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     requeue = Duration::from_millis(200);
                 }
                 Err(source) => {
-                    return Err(Error::Apply {
-                        what: format!(
-                            "Lease {ns}/{lease_name} (move to {to}) on {server}{}",
-                            crate::coordination::no_answer_hint(&source)
-                        ),
-                        source,
-                    });
+                    let message = format!(
+                        "applying Lease {ns}/{lease_name} (move to {to}) on {server}{}: {source}",
+                        crate::coordination::no_answer_hint(&source)
+                    );
+                    return Err(lease_failed(ctx, &cgf, &plan, message).await);
                 }
             }
             moving = Some(("TakingLease".into(), format!("moving the Lease to {to}")));
@@ -1000,6 +1012,8 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                         .unwrap_or_default(),
                 ),
                 ("renewTime".to_string(), renew),
+                // The fence (crate::fence) sets it; every confirmed apply lifts it.
+                ("fenced".to_string(), "false".to_string()),
                 (
                     "ttlSeconds".to_string(),
                     spec.lease_duration_seconds.unwrap_or(15).to_string(),
@@ -1082,6 +1096,154 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
 }
 
 /// Scales every region's workload as `o` wants it (a no-op where it already is).
+/// A request to the Lease server, bounded on a separate coordination server by what is left
+/// of the holder's fence TTL: a hanging request must not carry the holder past its fence.
+async fn lease_request<T>(
+    ctx: &Context,
+    fence_key: &str,
+    request: impl std::future::Future<Output = kube::Result<T>>,
+) -> kube::Result<T> {
+    if !ctx.coordination.separate {
+        return request.await;
+    }
+    let bound = ctx.fences.request_bound(
+        fence_key,
+        Duration::from_millis(500),
+        crate::coordination::REQUEST_TIMEOUT,
+    );
+    match tokio::time::timeout(bound, request).await {
+        Ok(answer) => answer,
+        Err(_) => Err(kube::Error::Service(
+            format!(
+                "request timed out after {:.1}s (the holder's fence is due then)",
+                bound.as_secs_f64()
+            )
+            .into(),
+        )),
+    }
+}
+
+/// A Lease request failed (`message` names the server and the request): the error to
+/// return, after fencing the holder if its TTL ran out (`coordinationLoss: FailClosed`, a
+/// separate coordination server; see `crate::fence`).
+async fn lease_failed(
+    ctx: &Context,
+    cgf: &ConsumerGroupFailover,
+    plan: &Plan,
+    message: String,
+) -> Error {
+    let (ns, name) = (cgf.namespace().unwrap_or_default(), cgf.name_any());
+    let key = format!("{ns}/{name}");
+    let retry = Duration::from_secs(1);
+    if !ctx.coordination.separate {
+        return Error::Coordination {
+            message,
+            retry: Duration::from_secs(2),
+        };
+    }
+    if cgf.spec.failover.coordination_loss == CoordinationLoss::HoldLast {
+        return Error::Coordination {
+            message: format!(
+                "{message}; coordinationLoss HoldLast: the active region keeps running, no failover until the Lease can be renewed"
+            ),
+            retry,
+        };
+    }
+    let holder = match ctx.fences.on_failure(&key) {
+        OnFailure::RetryWithin(retry) => return Error::Coordination { message, retry },
+        OnFailure::Fenced { holder } => {
+            // Again (idempotent): a pass that read the Lease but could not renew it may have
+            // started the consumers again.
+            let again = fence(ctx, cgf, plan, Some(holder)).await.err();
+            return Error::Coordination {
+                message: format!(
+                    "{message}; fenced (coordinationLoss FailClosed): nothing is active until the Lease is renewed{}",
+                    again
+                        .map(|e| format!(" (fencing again failed: {e})"))
+                        .unwrap_or_default()
+                ),
+                retry,
+            };
+        }
+        OnFailure::Fence { holder } => holder,
+    };
+    match fence(ctx, cgf, plan, holder).await {
+        Ok(holder) => {
+            ctx.fences.fenced(&key, &holder);
+            let what = format!(
+                "the Lease could not be renewed within {:.1}s of the last renewal: {holder}'s consumers stopped and {} marked fenced (coordinationLoss FailClosed); they resume once the Lease is renewed",
+                fence_ttl(plan.lease_duration).as_secs_f64(),
+                names::active_name(&name)
+            );
+            tracing::error!(namespace = ns, name, holder, "fenced: {what}");
+            ctx.event(&cgf.object_ref(&()), true, "Fenced", "Fence", what.clone())
+                .await;
+            Error::Coordination {
+                message: format!("{message}; fenced: {what}"),
+                retry,
+            }
+        }
+        Err(e) => Error::Coordination {
+            message: format!("{message}; fencing failed, retrying: {e}"),
+            retry,
+        },
+    }
+}
+
+/// Fences `holder` (else the region the `<name>-active` ConfigMap names): ActivePassive
+/// consumers scaled to 0, the ConfigMap marked `fenced: "true"` with no active region.
+/// Returns the region fenced.
+async fn fence(
+    ctx: &Context,
+    cgf: &ConsumerGroupFailover,
+    plan: &Plan,
+    holder: Option<String>,
+) -> Result<String> {
+    let (ns, name) = (cgf.namespace().unwrap_or_default(), cgf.name_any());
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let cm_name = names::active_name(&name);
+    let holder = match holder {
+        Some(h) => h,
+        None => cms
+            .get_opt(&cm_name)
+            .await
+            .map_err(|source| Error::Dereference {
+                what: format!("ConfigMap {ns}/{cm_name}"),
+                source,
+            })?
+            .and_then(|cm| cm.data?.get("activeRegion").cloned())
+            .unwrap_or_default(),
+    };
+    if plan.mode == GroupMode::ActivePassive
+        && let Some(w) = plan
+            .regions
+            .iter()
+            .find(|r| r.region == holder)
+            .and_then(|r| r.workload.as_ref())
+    {
+        workload(ctx, &ns, w, Some(0)).await?;
+    }
+    let patch = json!({"data": {"activeRegion": "", "fenced": "true"}});
+    match cms
+        .patch(
+            &cm_name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(source) => {
+            return Err(Error::Apply {
+                what: format!("ConfigMap {ns}/{cm_name} (fence)"),
+                source,
+            });
+        }
+    }
+    Ok(holder)
+}
+
 async fn apply_consumers(
     ctx: &Context,
     ns: &str,

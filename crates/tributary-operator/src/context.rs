@@ -19,6 +19,8 @@ pub struct Context {
     /// The API server that holds the active-region Leases: the operator's own cluster by
     /// default, or the one of `--coordination-kubeconfig`.
     pub coordination: crate::coordination::LeaseServer,
+    /// Until when each group's holder may act without a confirmed renewal.
+    pub fences: crate::fence::Fences,
     /// Region health of every ConsumerGroupFailover.
     pub group_prober: crate::group_prober::GroupProber,
     pub admin: Arc<dyn ClusterAdmin>,

@@ -20,6 +20,11 @@ pub struct LeaseServer {
     pub client: kube::Client,
     /// `the operator's own cluster` or `the coordination API server <url>`.
     pub description: String,
+    /// A server apart from the operator's own cluster: the holder fences itself when it
+    /// cannot renew there (`crate::fence`). In its own cluster there is nothing to fence
+    /// against: the operator that cannot reach it cannot scale anything either, and no other
+    /// operator can take the Lease from a server nobody reaches.
+    pub separate: bool,
 }
 
 impl std::fmt::Debug for LeaseServer {
@@ -37,6 +42,7 @@ pub async fn lease_server(
         return Ok(LeaseServer {
             client: own.clone(),
             description: "the operator's own cluster".into(),
+            separate: false,
         });
     };
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -58,6 +64,7 @@ pub async fn lease_server(
     Ok(LeaseServer {
         client,
         description,
+        separate: true,
     })
 }
 

@@ -50,6 +50,10 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The active-region Lease could not be read or renewed (the message names the server);
+    /// retried within `retry`, before the holder's fence is due (see `fence`).
+    #[error("{message}")]
+    Coordination { message: String, retry: Duration },
 }
 
 /// `Forbidden` from the API server: the operator's RBAC lacks a verb. Named in status and logs.
@@ -93,6 +97,7 @@ impl Error {
             Error::Prune { .. } => "Prune",
             Error::Status { .. } => "Status",
             Error::Finalizer(_) => "Finalizer",
+            Error::Coordination { .. } => "CoordinationLost",
         }
     }
 
@@ -100,6 +105,7 @@ impl Error {
     pub fn retry_after(&self, attempt: u32) -> Option<Duration> {
         match self {
             Error::InvalidSpec(_) => None,
+            Error::Coordination { retry, .. } => Some(*retry),
             // The fix is usually a Secret (not watched): look again as soon as for a
             // rotation.
             Error::Kafka {

@@ -14,6 +14,7 @@ pub mod consumer_group_failover;
 pub mod context;
 pub mod coordination;
 pub mod error;
+pub mod fence;
 pub mod frame;
 pub mod group_prober;
 pub mod kafka;

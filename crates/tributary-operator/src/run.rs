@@ -206,6 +206,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         coordination,
+        fences: Default::default(),
         group_prober,
         admin,
         prober,

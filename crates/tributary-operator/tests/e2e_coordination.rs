@@ -22,7 +22,7 @@ use std::time::Duration;
 use failover_support::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -87,7 +87,26 @@ async fn lease_lives_on_the_plane(
     local: &Api<Lease>,
     cgfs: &Api<ConsumerGroupFailover>,
     east: &str,
+    cluster: &kube::Client,
 ) {
+    let deployments: Api<Deployment> = Api::namespaced(cluster.clone(), ns);
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.clone(), ns);
+    let active = |key: &'static str| {
+        let configmaps = configmaps.clone();
+        async move {
+            configmaps
+                .get("billing-active")
+                .await
+                .ok()
+                .and_then(|cm| cm.data?.get(key).cloned())
+                .unwrap_or_default()
+        }
+    };
+    let consumers = format!("billing-{east}");
+    wait_until("the holder's consumers running", SLOW, || async {
+        (replicas(&deployments, &consumers).await == 1).then_some(())
+    })
+    .await;
     let remote: Api<Lease> = Api::namespaced(plane.admin.clone(), ns);
     let lease = remote
         .get("billing-active")
@@ -145,8 +164,30 @@ async fn lease_lives_on_the_plane(
     assert_eq!(st.epoch, Some(1));
 
     // The quorum lost: the group's status names the coordination server, within a few
-    // request timeouts.
+    // request timeouts; the holder fences itself (coordinationLoss FailClosed, the default)
+    // before its Lease (5 s) could expire: consumers at 0, the ConfigMap marked fenced.
     let down2 = plane.member_down(&plane.regions[1]);
+    wait_until("the holder fenced", Duration::from_secs(20), || async {
+        (replicas(&deployments, &consumers).await == 0 && active("fenced").await == "true")
+            .then_some(())
+    })
+    .await;
+    // The ConfigMap keeps the last renewal the operator saw confirmed.
+    let last_renewal: Timestamp = active("renewTime")
+        .await
+        .parse()
+        .expect("the ConfigMap's renewTime");
+    let fenced_after = Timestamp::now().duration_since(last_renewal);
+    eprintln!("fenced {fenced_after:?} after the last renewal (leaseDuration 5s)");
+    assert!(
+        fenced_after < SignedDuration::from_secs(5),
+        "the fence must act before the Lease expires: {fenced_after:?} after the last renewal"
+    );
+    assert_eq!(
+        active("activeRegion").await,
+        "",
+        "no active region while fenced"
+    );
     let message = wait_until(
         "a condition naming the coordination API server",
         Duration::from_secs(60),
@@ -189,6 +230,13 @@ async fn lease_lives_on_the_plane(
         east,
         "the healthy holder keeps the Lease"
     );
+    wait_until("the fence lifted", Duration::from_secs(30), || async {
+        (replicas(&deployments, &consumers).await == 1
+            && active("fenced").await == "false"
+            && active("activeRegion").await == east)
+            .then_some(())
+    })
+    .await;
     down2.restore();
 }
 
@@ -236,7 +284,7 @@ async fn the_chart_installed_operator_keeps_its_lease_on_the_coordination_server
         let s = setup(&t, &group, 1).await;
         assert_no_other_operator(&t.stack, &ns).await;
 
-        lease_lives_on_the_plane(&plane, &ns, &t.api(), &s.cgfs, &s.east).await;
+        lease_lives_on_the_plane(&plane, &ns, &t.api(), &s.cgfs, &s.east, &t.stack.client).await;
     })
     .await;
 }
@@ -321,7 +369,7 @@ async fn an_operator_out_of_cluster_keeps_its_lease_on_the_coordination_server_t
         )
         .await;
         let local: Api<Lease> = Api::namespaced(client.clone(), &ns);
-        lease_lives_on_the_plane(&plane, &ns, &local, &cgfs, &east).await;
+        lease_lives_on_the_plane(&plane, &ns, &local, &cgfs, &east, &client).await;
     })
     .await;
     if let Err(e) = result {
