@@ -83,17 +83,32 @@ impl LoginWatch {
     }
 
     /// `error` as the caller should see it: `Auth` when an `Unreachable` came with a refused
-    /// login.
-    fn explain(login: Option<&Self>, error: KafkaError) -> KafkaError {
-        match (error, login.and_then(Self::failure)) {
-            (KafkaError::Unreachable { cluster, detail }, Some(reason)) => KafkaError::Auth {
-                cluster,
-                detail: format!("{detail}: {reason}"),
-            },
-            (error, _) => error,
+    /// login. A call can fail (a refused login closes its connection: "transport failure")
+    /// before the watch, started with the client, has tried its own login: an `Unreachable`
+    /// waits up to [`LOGIN_GRACE`] for the watch's verdict.
+    async fn explain(login: Option<&Self>, error: KafkaError) -> KafkaError {
+        let (Some(login), KafkaError::Unreachable { cluster, detail }) = (login, &error) else {
+            return error;
+        };
+        let deadline = std::time::Instant::now() + LOGIN_GRACE;
+        loop {
+            if let Some(reason) = login.failure() {
+                return KafkaError::Auth {
+                    cluster: cluster.clone(),
+                    detail: format!("{detail}: {reason}"),
+                };
+            }
+            if std::time::Instant::now() >= deadline {
+                return error;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
+
+/// How long an `Unreachable` call waits for the login watch's verdict (its producer connects
+/// within about a second of the client's creation; a refused login is reported in under one).
+const LOGIN_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct LoginContext {
@@ -153,7 +168,8 @@ impl KafkaAdmin {
         let client = config
             .create::<AdminClient<DefaultClientContext>>()
             .map_err(|e| classify(&settings.name, "creating an admin client", None, e))?;
-        let login = (settings.tls.is_some() || settings.sasl.is_some())
+        let login = settings
+            .logs_in()
             .then(|| {
                 let mut watch_config = config.clone();
                 watch_config.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
@@ -195,17 +211,21 @@ impl KafkaAdmin {
     /// The cluster's id (also a cheap reachability probe).
     pub async fn cluster_id(&self) -> Result<String, KafkaError> {
         let cluster = self.cluster.clone();
-        self.blocking(move |client, timeout| {
-            client
-                .inner()
-                .fetch_cluster_id(timeout)
-                .ok_or_else(|| KafkaError::Unreachable {
-                    cluster: cluster.to_string(),
-                    detail: format!("no cluster id within {timeout:?}"),
-                })
-        })
-        .await
-        .map_err(|e| LoginWatch::explain(self.login.as_deref(), e))
+        let id = self
+            .blocking(move |client, timeout| {
+                client
+                    .inner()
+                    .fetch_cluster_id(timeout)
+                    .ok_or_else(|| KafkaError::Unreachable {
+                        cluster: cluster.to_string(),
+                        detail: format!("no cluster id within {timeout:?}"),
+                    })
+            })
+            .await;
+        match id {
+            Ok(id) => Ok(id),
+            Err(e) => Err(LoginWatch::explain(self.login.as_deref(), e).await),
+        }
     }
 
     /// Every non-internal topic, optionally only those whose whole name matches `pattern`.
@@ -214,7 +234,7 @@ impl KafkaAdmin {
         pattern: Option<&Regex>,
     ) -> Result<Vec<TopicDescription>, KafkaError> {
         let cluster = self.cluster.clone();
-        let mut topics = self
+        let topics = self
             .blocking(move |client, timeout| {
                 client
                     .inner()
@@ -238,8 +258,11 @@ impl KafkaAdmin {
                             .collect::<Vec<_>>()
                     })
             })
-            .await
-            .map_err(|e| LoginWatch::explain(self.login.as_deref(), e))?;
+            .await;
+        let mut topics = match topics {
+            Ok(topics) => topics,
+            Err(e) => return Err(LoginWatch::explain(self.login.as_deref(), e).await),
+        };
         if let Some(pattern) = pattern {
             let whole = anchored(pattern).map_err(|e| KafkaError::Config {
                 cluster: self.cluster.to_string(),

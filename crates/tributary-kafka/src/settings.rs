@@ -69,6 +69,16 @@ impl fmt::Debug for ClientSettings {
 }
 
 impl ClientSettings {
+    /// Whether connections log in (TLS or SASL, by field or by `security.protocol` among
+    /// the properties): a refused login then explains a cluster that seems unreachable.
+    pub fn logs_in(&self) -> bool {
+        self.tls.is_some()
+            || self.sasl.is_some()
+            || self.properties.iter().any(|(k, v)| {
+                k == "security.protocol" && !v.trim().eq_ignore_ascii_case("plaintext")
+            })
+    }
+
     /// Plaintext settings for `bootstrap_servers` (tests, local stacks).
     pub fn plaintext(name: impl Into<String>, bootstrap_servers: impl Into<String>) -> Self {
         Self {
@@ -154,6 +164,22 @@ impl ClientSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logins_are_seen_in_fields_and_in_the_security_protocol_property() {
+        let plain = ClientSettings::plaintext("east", "east:9092");
+        assert!(!plain.logs_in());
+        let mut by_property = plain.clone();
+        by_property
+            .properties
+            .push(("security.protocol".into(), "SASL_SSL".into()));
+        assert!(by_property.logs_in());
+        let mut explicit_plaintext = plain;
+        explicit_plaintext
+            .properties
+            .push(("security.protocol".into(), "plaintext".into()));
+        assert!(!explicit_plaintext.logs_in());
+    }
 
     #[test]
     fn debug_never_shows_secrets() -> Result<(), Box<dyn std::error::Error>> {

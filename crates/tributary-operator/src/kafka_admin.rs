@@ -108,9 +108,27 @@ fn rd_failure(
     failure(tributary_kafka::classify(&conn.name, op, topic, e))
 }
 
-/// Cache key: the connection as a whole (servers and credentials).
+/// Cache key: the connection as a whole, servers and credentials (as an in-memory digest):
+/// a rotated or fixed Secret gets a new client, since a client authenticates when it
+/// connects and would otherwise keep its old connections, or keep failing.
 fn cache_key(conn: &ResolvedConnection) -> String {
-    format!("{}|{:?}|{}", conn.key(), conn.properties, conn.name)
+    use std::hash::{Hash, Hasher};
+    let mut credentials = std::collections::hash_map::DefaultHasher::new();
+    (
+        &conn.tls,
+        &conn.tls_ca_pem,
+        &conn.tls_cert_pem,
+        &conn.tls_key_pem,
+        &conn.sasl,
+    )
+        .hash(&mut credentials);
+    format!(
+        "{}|{:?}|{}|{:016x}",
+        conn.key(),
+        conn.properties,
+        conn.name,
+        credentials.finish()
+    )
 }
 
 impl RealClusterAdmin {
@@ -608,5 +626,23 @@ impl ClusterAdmin for RealClusterAdmin {
             .map_err(|_| poisoned())?
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_password_gets_a_client_of_its_own() {
+        let conn = |password: &str| ResolvedConnection {
+            name: "regional cluster of east".into(),
+            bootstrap_servers: vec!["east:9093".into()],
+            sasl: Some(("SCRAM-SHA-512".into(), "replicator".into(), password.into())),
+            ..Default::default()
+        };
+        assert_eq!(cache_key(&conn("one")), cache_key(&conn("one")));
+        assert_ne!(cache_key(&conn("one")), cache_key(&conn("two")));
+        assert!(!cache_key(&conn("secret-pw")).contains("secret-pw"));
     }
 }
