@@ -82,6 +82,9 @@ struct DrillArgs {
         default_value = "region-down,switchover,failback"
     )]
     faults: Vec<tributary_cli::drill::Fault>,
+    /// Take the faults in the order given (cycling through the list) instead of at random.
+    #[arg(long)]
+    in_order: bool,
     /// The seed of the random choices (the same seed replays the same faults).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -143,6 +146,7 @@ impl DrillArgs {
             group: self.group,
             drills: self.drills,
             faults: self.faults,
+            in_order: self.in_order,
             seed: self.seed,
             report: self.report,
             timeline: self.timeline,

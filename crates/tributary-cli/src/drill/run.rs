@@ -28,6 +28,8 @@ pub struct DrillOptions {
     pub group: String,
     pub drills: usize,
     pub faults: Vec<Fault>,
+    /// Take the faults in the order given (cycling) instead of at random.
+    pub in_order: bool,
     pub seed: u64,
     pub report: Option<PathBuf>,
     pub timeline: Option<PathBuf>,
@@ -539,6 +541,9 @@ fn spawn_producer(
 
 /// `kubectl tributary drill`: `Ok(true)` when every drill passed.
 pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
+    if opts.faults.is_empty() || opts.drills == 0 {
+        bail!("nothing to drill: --drills must be at least 1 and --faults name at least one fault");
+    }
     let ns = conn.default_namespace.clone();
     let api: Api<ConsumerGroupFailover> = Api::namespaced(conn.client.clone(), &ns);
     let cgf = get_group(&api, &opts.group, &ns).await?;
@@ -730,7 +735,13 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
             .collect();
         let failback_to = s.last_failover.as_ref().and_then(|f| f.from.clone());
         let choices = applicable(&d.opts.faults, &active, &healthy, failback_to.as_deref());
-        let Some(fault) = dice.pick(&choices).copied() else {
+        let next = d.opts.faults[i % d.opts.faults.len().max(1)];
+        let picked = if d.opts.in_order && choices.contains(&next) {
+            Some(next)
+        } else {
+            dice.pick(&choices).copied()
+        };
+        let Some(fault) = picked else {
             bail!(
                 "no fault of {:?} applies now (active {active}, healthy others {healthy:?})",
                 d.opts.faults
