@@ -153,7 +153,13 @@ impl Drop for Cleanup {
         }
         let helm = stack_var("TRIBUTARY_HELM").unwrap_or_else(|| "helm".into());
         let _ = Command::new(helm)
-            .args(["uninstall", &self.release, "--namespace", &self.ns, "--wait"])
+            .args([
+                "uninstall",
+                &self.release,
+                "--namespace",
+                &self.ns,
+                "--wait",
+            ])
             .env("KUBECONFIG", &self.stack.kubeconfig)
             .output();
     }
@@ -276,8 +282,14 @@ async fn two_drills_lose_nothing_and_step_the_epoch_by_one() {
                 summary.starts_with("drill: n=2 lost=0 skipped=0 "),
                 "the summary line: {summary}"
             );
-            assert!(summary.ends_with("epoch_ok=true"), "the summary line: {summary}");
-            assert!(summary.contains(" split_brain_s=0.0 "), "the summary line: {summary}");
+            assert!(
+                summary.ends_with("epoch_ok=true"),
+                "the summary line: {summary}"
+            );
+            assert!(
+                summary.contains(" split_brain_s=0.0 "),
+                "the summary line: {summary}"
+            );
             assert!(out.status.success(), "drill exited {}", out.status);
             let json: serde_json::Value = serde_json::from_str(
                 &std::fs::read_to_string(&report).expect("the report is written"),

@@ -33,7 +33,7 @@ pub fn print_row(run: &DrillRun) {
 pub fn render_table(verdicts: &[DrillVerdict]) -> String {
     let header = [
         "#", "FAULT", "MOVE", "EPOCH", "RTO_S", "DETECT", "DECIDE", "TRANSL", "COMMIT", "READY",
-        "FIRST", "ACKED", "LOST", "SKIP", "DUPS", "DEDUPED", "BOUND", "SPLIT_S", "RESULT",
+        "FIRST", "ACKED", "LOST", "SKIP", "DUPS", "DEDUPED", "BOUNDS", "SPLIT_S", "RESULT",
     ];
     let rows: Vec<Vec<String>> = verdicts
         .iter()
@@ -55,9 +55,15 @@ pub fn render_table(verdicts: &[DrillVerdict]) -> String {
                 v.skipped.to_string(),
                 v.dups_raw.to_string(),
                 v.dups_deduped.to_string(),
-                v.dups_deduped_bound
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                format!(
+                    "{}/{}",
+                    v.dups_raw_bound
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    v.dups_deduped_bound
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| "-".into())
+                ),
                 format!("{:.1}", v.split_brain_s),
                 if v.passed() {
                     if v.dups_within_bound {

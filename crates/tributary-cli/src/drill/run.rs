@@ -54,6 +54,9 @@ pub struct DrillOptions {
     pub drain_timeout: Duration,
 }
 
+/// Steady time between a drill settling and the next fault.
+const SETTLE_DWELL: Duration = Duration::from_secs(3);
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -218,8 +221,9 @@ impl Drill {
         }
     }
 
-    /// Ready, every region healthy, no move pending, every standby synced recently.
-    fn settled(cgf: &ConsumerGroupFailover) -> bool {
+    /// Ready, every region healthy, no move pending, every standby synced recently and since
+    /// `since_ms` (the last move: a standby warm from before it is not warm for the next).
+    fn settled(cgf: &ConsumerGroupFailover, since_ms: i64) -> bool {
         let Some(s) = cgf.status.as_ref() else {
             return false;
         };
@@ -232,19 +236,28 @@ impl Drill {
             && s.regions.iter().all(|r| {
                 r.healthy
                     && (r.region == active
-                        || ms(&r.last_sync_time).is_some_and(|t| now - t <= 10_000))
+                        || ms(&r.last_sync_time)
+                            .is_some_and(|t| now - t <= 10_000 && t >= since_ms))
             })
     }
 
     async fn wait_settled(&mut self, run: &mut DrillRun) -> Result<()> {
         let timeout = self.opts.settle_timeout;
+        let since = run
+            .phases
+            .committed_ms
+            .or(run.restored_ms)
+            .unwrap_or(run.started_ms);
         self.wait_for(
-            "the group to settle (Ready, every region healthy and synced, no move pending)",
+            "the group to settle (Ready, every region healthy and synced since the move, no move pending)",
             timeout,
             run,
-            async |_, cgf, _| Self::settled(cgf).then_some(()),
+            async |_, cgf, _| Self::settled(cgf, since).then_some(()),
         )
-        .await
+        .await?;
+        // A little steady traffic between drills, so that each drill starts from a steady state.
+        tokio::time::sleep(SETTLE_DWELL).await;
+        Ok(())
     }
 
     /// Sets `spec.activeRegion: to` the way `kubectl tributary failover` does (server-side
@@ -715,7 +728,7 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
             let acked: HashSet<&str> = d.load.acks.iter().map(|a| a.region.as_str()).collect();
             (regions.iter().all(|r| acked.contains(r.as_str()))
                 && d.load.first_consumed_in(&active, 0).is_some()
-                && Drill::settled(cgf))
+                && Drill::settled(cgf, 0))
             .then_some(())
         },
     )
@@ -763,6 +776,6 @@ struct DrillSettles;
 
 impl DrillSettles {
     async fn check(d: &Drill) -> bool {
-        d.group().await.is_ok_and(|c| Drill::settled(&c))
+        d.group().await.is_ok_and(|c| Drill::settled(&c, 0))
     }
 }

@@ -103,7 +103,9 @@ pub struct DrillVerdict {
     pub killed_region_unconsumed: usize,
     pub dups_raw: usize,
     pub dups_deduped: usize,
-    /// The plan's bound on duplicates after dedupe, and whether it held.
+    /// The plan's bound on raw duplicates (`pendingMove.plan.maxDuplicates`).
+    pub dups_raw_bound: Option<i64>,
+    /// The plan's bound on duplicates after dedupe, and whether both bounds held.
     pub dups_deduped_bound: Option<i64>,
     pub dups_within_bound: bool,
     /// Seconds during which two regions consumed the group at once (ActivePassive).
@@ -251,6 +253,7 @@ pub fn judge(
             killed_region_unconsumed: 0,
             dups_raw: 0,
             dups_deduped: 0,
+            dups_raw_bound: r.max_duplicates,
             dups_deduped_bound: r.max_duplicates_after_dedupe,
             dups_within_bound: true,
             split_brain_s: 0.0,
@@ -328,7 +331,8 @@ pub fn judge(
     for v in &mut verdicts {
         v.dups_within_bound = v
             .dups_deduped_bound
-            .is_none_or(|b| v.dups_deduped as i64 <= b);
+            .is_none_or(|b| v.dups_deduped as i64 <= b)
+            && v.dups_raw_bound.is_none_or(|b| v.dups_raw as i64 <= b);
     }
 
     if active_passive {
