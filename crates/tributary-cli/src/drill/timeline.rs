@@ -42,6 +42,25 @@ fn rates<'a>(
     out
 }
 
+/// The panel's scale and the true peak: a catch-up burst (a restored region's buffered sends,
+/// a consumer's backlog) would flatten the steady rates, so the scale stops at three times the
+/// 90th percentile of the non-zero buckets.
+fn scale(series: &BTreeMap<&str, Vec<u32>>) -> (f64, f64) {
+    let mut v: Vec<u32> = series
+        .values()
+        .flatten()
+        .copied()
+        .filter(|v| *v > 0)
+        .collect();
+    v.sort_unstable();
+    let peak = f64::from(v.last().copied().unwrap_or(1).max(1));
+    let p90 = v
+        .get(v.len().saturating_sub(1) * 9 / 10)
+        .copied()
+        .unwrap_or(1);
+    (peak.min(f64::from(p90.max(1)) * 3.0), peak)
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -95,13 +114,22 @@ pub fn render(
     .enumerate()
     {
         let top = TOP + panel as f64 * (PANEL_H + GAP);
-        let max = series.values().flatten().copied().max().unwrap_or(1).max(1) as f64;
-        let y = |v: f64| top + PANEL_H - PANEL_H * (v / max);
+        let (max, peak) = scale(series);
+        let y = |v: f64| top + PANEL_H - PANEL_H * (v.min(max) / max);
         let _ = writeln!(
             svg,
             r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#999"/>"##
         );
-        let _ = writeln!(svg, r#"<text x="{LEFT}" y="{}">{name}</text>"#, top - 6.0);
+        let clipped = if peak > max {
+            format!(" (clipped at {max:.0}; peak {peak:.0})")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            svg,
+            r#"<text x="{LEFT}" y="{}">{name}{clipped}</text>"#,
+            top - 6.0
+        );
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="end">{max:.0}</text><text x="{}" y="{}" text-anchor="end">0</text>"#,
@@ -207,6 +235,15 @@ mod tests {
         );
         assert!(svg.contains("region-down east"));
         assert!(svg.contains("drill 1 &lt;region-down&gt;"));
+    }
+
+    #[test]
+    fn a_burst_is_clipped_so_the_steady_rate_shows() {
+        let mut series = BTreeMap::new();
+        series.insert("east", vec![20, 20, 20, 20, 20, 20, 20, 20, 20, 791]);
+        assert_eq!(scale(&series), (60.0, 791.0));
+        series.insert("east", vec![20, 21, 0]);
+        assert_eq!(scale(&series), (21.0, 21.0));
     }
 
     #[test]
