@@ -59,7 +59,7 @@ enum Command {
         output: OutputFormat,
     },
     /// Randomized disaster-recovery drills against a live group: each drill injects one fault
-    /// (region-down, switchover, failback), waits for recovery, restores and settles; the
+    /// (region-down, switchover, failback, operator-kill), waits for recovery, restores and settles; the
     /// verdict comes from Kafka's VerifiableProducer (run here, one per region) and the
     /// group's VerifiableConsumer workloads. Ends with one summary line; exits non-zero when
     /// anything was lost or skipped, two regions consumed at once, or an epoch rose by other
@@ -124,6 +124,15 @@ struct DrillArgs {
     /// Take spec.activeRegion from another field manager (see failover --force).
     #[arg(long)]
     force: bool,
+    /// operator-kill: the namespace of the operator's pods.
+    #[arg(long, default_value = "tributary-system")]
+    operator_namespace: String,
+    /// operator-kill: the label selector of the operator's pods (all are deleted).
+    #[arg(
+        long,
+        default_value = "app.kubernetes.io/name=tributary,app.kubernetes.io/component=operator"
+    )]
+    operator_selector: String,
     /// How long one move may take, fault to first record consumed.
     #[arg(long, default_value = "3m", value_parser = tributary_cli::failover::parse_duration)]
     move_timeout: std::time::Duration,
@@ -160,6 +169,8 @@ impl DrillArgs {
             work_dir: self.work_dir,
             bootstrap: self.bootstrap,
             force: self.force,
+            operator_namespace: self.operator_namespace,
+            operator_selector: self.operator_selector,
             move_timeout: self.move_timeout,
             settle_timeout: self.settle_timeout,
             drain_timeout: self.drain_timeout,

@@ -14,16 +14,25 @@ pub enum Fault {
     Switchover,
     /// Move the group back to the region its last move left (`status.lastFailover.from`).
     Failback,
+    /// A planned switchover with the operator's pods deleted in the middle of the move: the
+    /// restarted operator must resume it from `status.pendingMove`, at the same epoch.
+    OperatorKill,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 3] = [Fault::RegionDown, Fault::Switchover, Fault::Failback];
+    pub const ALL: [Fault; 4] = [
+        Fault::RegionDown,
+        Fault::Switchover,
+        Fault::Failback,
+        Fault::OperatorKill,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Fault::RegionDown => "region-down",
             Fault::Switchover => "switchover",
             Fault::Failback => "failback",
+            Fault::OperatorKill => "operator-kill",
         }
     }
 
@@ -47,8 +56,8 @@ impl FromStr for Fault {
             .find(|f| f.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault {s:?}: one of region-down, switchover, failback (operator-kill, \
-                     aggregate-down and primary-kill are not built yet)"
+                    "unknown fault {s:?}: one of region-down, switchover, failback, operator-kill \
+                     (aggregate-down and primary-kill are not built yet)"
                 )
             })
     }
@@ -93,7 +102,9 @@ pub fn applicable(
         .iter()
         .copied()
         .filter(|f| match f {
-            Fault::RegionDown | Fault::Switchover => !healthy_others.is_empty(),
+            Fault::RegionDown | Fault::Switchover | Fault::OperatorKill => {
+                !healthy_others.is_empty()
+            }
             Fault::Failback => {
                 failback_to.is_some_and(|r| r != active && healthy_others.iter().any(|h| h == r))
             }
@@ -131,7 +142,7 @@ mod tests {
         let healthy = vec!["west".to_string()];
         assert_eq!(
             applicable(&Fault::ALL, "east", &healthy, Some("central")),
-            vec![Fault::RegionDown, Fault::Switchover]
+            vec![Fault::RegionDown, Fault::Switchover, Fault::OperatorKill]
         );
         assert_eq!(
             applicable(&Fault::ALL, "east", &healthy, Some("west")),
@@ -143,7 +154,8 @@ mod tests {
     #[test]
     fn faults_parse_by_their_names() {
         assert_eq!("region-down".parse::<Fault>(), Ok(Fault::RegionDown));
-        assert!("operator-kill".parse::<Fault>().is_err());
+        assert_eq!("operator-kill".parse::<Fault>(), Ok(Fault::OperatorKill));
+        assert!("aggregate-down".parse::<Fault>().is_err());
         assert_eq!(
             fault_command("bash e2e/stack/stack.sh region-down {region}", "east"),
             "bash e2e/stack/stack.sh region-down east"

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use tributary_api::consumer_group_failover::FailoverMode;
 use tributary_api::{ConsumerGroupFailover, RegionalStream, find_condition};
 
@@ -49,6 +50,9 @@ pub struct DrillOptions {
     /// `REGION=HOST:PORT` overrides of the regional clusters' bootstrap servers.
     pub bootstrap: Vec<String>,
     pub force: bool,
+    /// operator-kill: where the operator's pods are, and their label selector.
+    pub operator_namespace: String,
+    pub operator_selector: String,
     pub move_timeout: Duration,
     pub settle_timeout: Duration,
     pub drain_timeout: Duration,
@@ -157,6 +161,7 @@ async fn run_command(cmd: &str) -> Result<()> {
 }
 
 struct Drill {
+    client: kube::Client,
     api: Api<ConsumerGroupFailover>,
     deployments: Api<Deployment>,
     name: String,
@@ -287,6 +292,67 @@ impl Drill {
         Ok(())
     }
 
+    /// Deletes every operator pod (no grace) as soon as status shows the move pending (or
+    /// after 5 s of not seeing it: the move may be that quick).
+    async fn kill_operator_mid_move(&mut self, before: i64, run: &mut DrillRun) -> Result<()> {
+        let pending = self
+            .wait_for(
+                "the move pending",
+                Duration::from_secs(5),
+                run,
+                async |_, cgf, _| {
+                    cgf.status
+                        .as_ref()?
+                        .pending_move
+                        .as_ref()
+                        .filter(|p| p.epoch == before + 1)
+                        .map(|_| ())
+                },
+            )
+            .await
+            .is_ok();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.opts.operator_namespace);
+        let list = pods
+            .list(&ListParams::default().labels(&self.opts.operator_selector))
+            .await
+            .with_context(|| {
+                format!(
+                    "listing the operator's pods ({} in {})",
+                    self.opts.operator_selector, self.opts.operator_namespace
+                )
+            })?;
+        if list.items.is_empty() {
+            bail!(
+                "no operator pods match {} in namespace {} (--operator-namespace, --operator-selector)",
+                self.opts.operator_selector,
+                self.opts.operator_namespace
+            );
+        }
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        for p in &list.items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            pods.delete(&name, &now)
+                .await
+                .with_context(|| format!("deleting operator pod {name}"))?;
+        }
+        run.operator_killed_ms = Some(now_ms());
+        run.operator_killed_mid_move = Some(pending);
+        self.say(&format!(
+            "drill {}: deleted {} operator pod(s){}",
+            run.index + 1,
+            list.items.len(),
+            if pending {
+                " with the move pending"
+            } else {
+                " (the move was not seen pending)"
+            }
+        ));
+        Ok(())
+    }
+
     fn api_namespace(&self) -> String {
         self.api.namespace().unwrap_or("default").to_string()
     }
@@ -351,7 +417,7 @@ impl Drill {
             .collect();
         let planned_to = match fault {
             Fault::RegionDown => None,
-            Fault::Switchover => dice.pick(&healthy).cloned(),
+            Fault::Switchover | Fault::OperatorKill => dice.pick(&healthy).cloned(),
             Fault::Failback => Some(failback_target(&cgf)?),
         };
         self.say(&format!(
@@ -372,6 +438,9 @@ impl Drill {
             _ => {
                 let to = planned_to.clone().unwrap_or_default();
                 self.edit_active_region(&to, run).await?;
+                if fault == Fault::OperatorKill {
+                    self.kill_operator_mid_move(before, run).await?;
+                }
                 None
             }
         };
@@ -600,6 +669,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         prefixes.push(prefix);
     }
     let mut d = Drill {
+        client: conn.client.clone(),
         api,
         deployments: Api::namespaced(conn.client.clone(), &ns),
         name: opts.group.clone(),

@@ -52,6 +52,10 @@ pub struct DrillRun {
     pub started_ms: i64,
     /// The killed region restored.
     pub restored_ms: Option<i64>,
+    /// operator-kill: when the operator's pods were deleted, and whether a move was pending
+    /// then (status.pendingMove seen: the kill hit the middle of the move).
+    pub operator_killed_ms: Option<i64>,
+    pub operator_killed_mid_move: Option<bool>,
     /// Settled again: Ready, every region healthy, no move pending.
     pub settled_ms: i64,
     pub epoch_before: i64,
