@@ -142,6 +142,25 @@ impl Load {
     }
 }
 
+/// Ready, every region healthy, no move pending, every standby synced within 10 s of `now_ms`
+/// and at or after `since_ms` (the last move: a standby warm from before it is not warm for
+/// the next).
+fn settled_at(cgf: &ConsumerGroupFailover, since_ms: i64, now_ms: i64) -> bool {
+    let Some(s) = cgf.status.as_ref() else {
+        return false;
+    };
+    let ready = find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True");
+    let active = s.active_region.clone().unwrap_or_default();
+    ready
+        && s.pending_move.is_none()
+        && !s.regions.is_empty()
+        && s.regions.iter().all(|r| {
+            r.healthy
+                && (r.region == active
+                    || ms(&r.last_sync_time).is_some_and(|t| now_ms - t <= 10_000 && t >= since_ms))
+        })
+}
+
 /// Runs `cmd` with `sh -c`; fails with its output when it fails.
 async fn run_command(cmd: &str) -> Result<()> {
     let out = tokio::process::Command::new("sh")
@@ -226,24 +245,8 @@ impl Drill {
         }
     }
 
-    /// Ready, every region healthy, no move pending, every standby synced recently and since
-    /// `since_ms` (the last move: a standby warm from before it is not warm for the next).
     fn settled(cgf: &ConsumerGroupFailover, since_ms: i64) -> bool {
-        let Some(s) = cgf.status.as_ref() else {
-            return false;
-        };
-        let now = now_ms();
-        let ready = find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True");
-        let active = s.active_region.clone().unwrap_or_default();
-        ready
-            && s.pending_move.is_none()
-            && !s.regions.is_empty()
-            && s.regions.iter().all(|r| {
-                r.healthy
-                    && (r.region == active
-                        || ms(&r.last_sync_time)
-                            .is_some_and(|t| now - t <= 10_000 && t >= since_ms))
-            })
+        settled_at(cgf, since_ms, now_ms())
     }
 
     async fn wait_settled(&mut self, run: &mut DrillRun) -> Result<()> {
@@ -847,5 +850,57 @@ struct DrillSettles;
 impl DrillSettles {
     async fn check(d: &Drill) -> bool {
         d.group().await.is_ok_and(|c| Drill::settled(&c, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(standby_synced: &str, pending: bool) -> ConsumerGroupFailover {
+        let mut status = serde_json::json!({
+            "activeRegion": "east",
+            "epoch": 2,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Active", "message": "",
+                            "lastTransitionTime": "2026-12-01T12:00:00Z"}],
+            "regions": [
+                {"region": "east", "healthy": true, "role": "Active"},
+                {"region": "west", "healthy": true, "role": "Standby", "lastSyncTime": standby_synced},
+            ],
+        });
+        if pending {
+            status["pendingMove"] = serde_json::json!({"to": "west", "reason": "SpecChanged", "kind": "Planned", "epoch": 3});
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tributary.dev/v1alpha1",
+            "kind": "ConsumerGroupFailover",
+            "metadata": {"name": "billing", "namespace": "shop"},
+            "spec": {"groupId": "billing", "topics": ["orders"], "mode": "ActivePassive",
+                     "regions": [{"region": "east", "aggregateCluster": "east"},
+                                 {"region": "west", "aggregateCluster": "west"}]},
+            "status": status,
+        }))
+        .expect("a ConsumerGroupFailover")
+    }
+
+    #[test]
+    fn a_standby_synced_before_the_move_is_not_settled() {
+        // 2026-12-01T12:00:05Z
+        let synced = 1_796_126_405_000;
+        let g = group("2026-12-01T12:00:05Z", false);
+        assert!(settled_at(&g, synced - 1_000, synced + 2_000));
+        assert!(
+            !settled_at(&g, synced + 500, synced + 2_000),
+            "synced before the move"
+        );
+        assert!(
+            !settled_at(&g, synced - 1_000, synced + 11_000),
+            "synced too long ago"
+        );
+        let pending = group("2026-12-01T12:00:05Z", true);
+        assert!(
+            !settled_at(&pending, synced - 1_000, synced + 2_000),
+            "a move is pending"
+        );
     }
 }
