@@ -59,7 +59,7 @@ enum Command {
         output: OutputFormat,
     },
     /// Randomized disaster-recovery drills against a live group: each drill injects one fault
-    /// (region-down, switchover, failback, operator-kill), waits for recovery, restores and settles; the
+    /// (region-down, switchover, failback, aggregate-down, operator-kill), waits for recovery, restores and settles; the
     /// verdict comes from Kafka's VerifiableProducer (run here, one per region) and the
     /// group's VerifiableConsumer workloads. Ends with one summary line; exits non-zero when
     /// anything was lost or skipped, two regions consumed at once, or an epoch rose by other
@@ -100,6 +100,18 @@ struct DrillArgs {
     /// Restores a region ({region} is replaced).
     #[arg(long, default_value = "bash e2e/stack/stack.sh region-up {region}")]
     region_up_cmd: String,
+    /// aggregate-down: kills only a region's aggregate cluster ({region} is replaced).
+    #[arg(
+        long,
+        default_value = "bash e2e/stack/kafka.sh kafka_kill {region}-aggregate"
+    )]
+    aggregate_down_cmd: String,
+    /// aggregate-down: restarts it.
+    #[arg(
+        long,
+        default_value = "bash e2e/stack/kafka.sh kafka_start {region}-aggregate"
+    )]
+    aggregate_up_cmd: String,
     /// The Java classpath with Kafka's tools (org.apache.kafka.tools.VerifiableProducer).
     #[arg(long, env = "TRIBUTARY_DRILL_KAFKA_CLASSPATH", default_value_t = default_kafka_classpath())]
     kafka_classpath: String,
@@ -161,6 +173,8 @@ impl DrillArgs {
             timeline: self.timeline,
             region_down_cmd: self.region_down_cmd,
             region_up_cmd: self.region_up_cmd,
+            aggregate_down_cmd: self.aggregate_down_cmd,
+            aggregate_up_cmd: self.aggregate_up_cmd,
             kafka_classpath: self.kafka_classpath,
             java: self.java,
             rate: self.rate,

@@ -14,16 +14,20 @@ pub enum Fault {
     Switchover,
     /// Move the group back to the region its last move left (`status.lastFailover.from`).
     Failback,
+    /// Kill only the active region's aggregate cluster (its regional cluster, nodes and pods
+    /// stay up): the group must move, and the region's records still reach the others.
+    AggregateDown,
     /// A planned switchover with the operator's pods deleted in the middle of the move: the
     /// restarted operator must resume it from `status.pendingMove`, at the same epoch.
     OperatorKill,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 5] = [
         Fault::RegionDown,
         Fault::Switchover,
         Fault::Failback,
+        Fault::AggregateDown,
         Fault::OperatorKill,
     ];
 
@@ -32,13 +36,14 @@ impl Fault {
             Fault::RegionDown => "region-down",
             Fault::Switchover => "switchover",
             Fault::Failback => "failback",
+            Fault::AggregateDown => "aggregate-down",
             Fault::OperatorKill => "operator-kill",
         }
     }
 
     /// Whether the operator moves by itself (detection counts) or on an edit.
     pub fn planned(self) -> bool {
-        !matches!(self, Fault::RegionDown)
+        !matches!(self, Fault::RegionDown | Fault::AggregateDown)
     }
 }
 
@@ -56,8 +61,8 @@ impl FromStr for Fault {
             .find(|f| f.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault {s:?}: one of region-down, switchover, failback, operator-kill \
-                     (aggregate-down and primary-kill are not built yet)"
+                    "unknown fault {s:?}: one of region-down, switchover, failback, \
+                     aggregate-down, operator-kill (primary-kill is not built yet)"
                 )
             })
     }
@@ -102,7 +107,7 @@ pub fn applicable(
         .iter()
         .copied()
         .filter(|f| match f {
-            Fault::RegionDown | Fault::Switchover | Fault::OperatorKill => {
+            Fault::RegionDown | Fault::Switchover | Fault::AggregateDown | Fault::OperatorKill => {
                 !healthy_others.is_empty()
             }
             Fault::Failback => {
@@ -142,7 +147,12 @@ mod tests {
         let healthy = vec!["west".to_string()];
         assert_eq!(
             applicable(&Fault::ALL, "east", &healthy, Some("central")),
-            vec![Fault::RegionDown, Fault::Switchover, Fault::OperatorKill]
+            vec![
+                Fault::RegionDown,
+                Fault::Switchover,
+                Fault::AggregateDown,
+                Fault::OperatorKill
+            ]
         );
         assert_eq!(
             applicable(&Fault::ALL, "east", &healthy, Some("west")),
@@ -155,7 +165,8 @@ mod tests {
     fn faults_parse_by_their_names() {
         assert_eq!("region-down".parse::<Fault>(), Ok(Fault::RegionDown));
         assert_eq!("operator-kill".parse::<Fault>(), Ok(Fault::OperatorKill));
-        assert!("aggregate-down".parse::<Fault>().is_err());
+        assert_eq!("aggregate-down".parse::<Fault>(), Ok(Fault::AggregateDown));
+        assert!("primary-kill".parse::<Fault>().is_err());
         assert_eq!(
             fault_command("bash e2e/stack/stack.sh region-down {region}", "east"),
             "bash e2e/stack/stack.sh region-down east"

@@ -36,6 +36,8 @@ pub struct DrillOptions {
     pub timeline: Option<PathBuf>,
     pub region_down_cmd: String,
     pub region_up_cmd: String,
+    pub aggregate_down_cmd: String,
+    pub aggregate_up_cmd: String,
     /// The Java classpath holding Kafka's tools (VerifiableProducer).
     pub kafka_classpath: String,
     pub java: String,
@@ -356,6 +358,16 @@ impl Drill {
         Ok(())
     }
 
+    /// What brings back what the drill killed: `(region, command)`.
+    fn restore_command(&self, run: &DrillRun) -> Option<(String, String)> {
+        if let Some(r) = &run.killed_region {
+            return Some((r.clone(), fault_command(&self.opts.region_up_cmd, r)));
+        }
+        run.killed_aggregate
+            .as_ref()
+            .map(|r| (r.clone(), fault_command(&self.opts.aggregate_up_cmd, r)))
+    }
+
     fn api_namespace(&self) -> String {
         self.api.namespace().unwrap_or("default").to_string()
     }
@@ -388,8 +400,7 @@ impl Drill {
             self.say(&format!("drill {} failed: {e:#}", index + 1));
             run.error = Some(format!("{e:#}"));
             // Leave the stack usable for the next drill: the killed region back, settled.
-            if let (Some(killed), None) = (run.killed_region.clone(), run.restored_ms) {
-                let cmd = fault_command(&self.opts.region_up_cmd, &killed);
+            if let (Some((killed, cmd)), None) = (self.restore_command(&run), run.restored_ms) {
                 if let Err(e) = run_command(&cmd).await {
                     self.say(&format!("could not restore {killed}: {e:#}"));
                 }
@@ -419,7 +430,7 @@ impl Drill {
             .map(|r| r.region.clone())
             .collect();
         let planned_to = match fault {
-            Fault::RegionDown => None,
+            Fault::RegionDown | Fault::AggregateDown => None,
             Fault::Switchover | Fault::OperatorKill => dice.pick(&healthy).cloned(),
             Fault::Failback => Some(failback_target(&cgf)?),
         };
@@ -436,6 +447,11 @@ impl Drill {
             Fault::RegionDown => {
                 run.killed_region = Some(from.clone());
                 let cmd = fault_command(&self.opts.region_down_cmd, &from);
+                Some(tokio::spawn(async move { run_command(&cmd).await }))
+            }
+            Fault::AggregateDown => {
+                run.killed_aggregate = Some(from.clone());
+                let cmd = fault_command(&self.opts.aggregate_down_cmd, &from);
                 Some(tokio::spawn(async move { run_command(&cmd).await }))
             }
             _ => {
@@ -510,8 +526,7 @@ impl Drill {
             (run.phases.first_consumed_ms.unwrap_or(run.started_ms) - run.started_ms) as f64 / 1000.0,
             run.operator_rto_s.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into())
         ));
-        if let Some(killed) = run.killed_region.clone() {
-            let cmd = fault_command(&self.opts.region_up_cmd, &killed);
+        if let Some((killed, cmd)) = self.restore_command(run) {
             run_command(&cmd).await?;
             run.restored_ms = Some(now_ms());
             self.say(&format!("drill {}: {killed} restored", run.index + 1));

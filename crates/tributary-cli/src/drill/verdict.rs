@@ -50,7 +50,9 @@ pub struct DrillRun {
     pub killed_region: Option<String>,
     /// The fault injected (region-down started, or the spec edited).
     pub started_ms: i64,
-    /// The killed region restored.
+    /// aggregate-down: the region whose aggregate cluster was killed (its records still count).
+    pub killed_aggregate: Option<String>,
+    /// The killed region (or aggregate cluster) restored.
     pub restored_ms: Option<i64>,
     /// operator-kill: when the operator's pods were deleted, and whether a move was pending
     /// then (status.pendingMove seen: the kill hit the middle of the move).
