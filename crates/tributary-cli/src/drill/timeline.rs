@@ -22,7 +22,7 @@ const PANEL_H: f64 = 200.0;
 const LEFT: f64 = 60.0;
 const RIGHT: f64 = 130.0;
 const TOP: f64 = 40.0;
-const GAP: f64 = 50.0;
+const GAP: f64 = 66.0;
 
 /// Per region, records per second in each one-second bucket of `[from, to)`.
 fn rates<'a>(
@@ -173,7 +173,7 @@ pub fn render(
             svg,
             r##"<text x="{:.1}" y="{}" fill="#444" font-size="11">{}</text>"##,
             mx + 3.0,
-            TOP + 12.0 + 13.0 * (i % 4) as f64 + PANEL_H,
+            TOP + 12.0 + 13.0 * (i % 3) as f64 + PANEL_H,
             escape(&m.label)
         );
     }
