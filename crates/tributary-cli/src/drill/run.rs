@@ -852,20 +852,12 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
         print_row(&run);
         let failed = run.error.is_some();
         runs.push(run);
-        if failed && !DrillSettles::check(d).await {
+        if failed && !d.group().await.is_ok_and(|c| Drill::settled(&c, 0)) {
             d.say("the group did not settle after a failed drill: stopping the series");
             break;
         }
     }
     Ok(runs)
-}
-
-struct DrillSettles;
-
-impl DrillSettles {
-    async fn check(d: &Drill) -> bool {
-        d.group().await.is_ok_and(|c| Drill::settled(&c, 0))
-    }
 }
 
 #[cfg(test)]
