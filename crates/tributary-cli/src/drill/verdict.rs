@@ -67,7 +67,7 @@ pub struct DrillRun {
     pub phases: Phases,
     /// The move's published watermarks for the drill's topic: `(source region, partition)` →
     /// offset.
-    #[serde(skip)]
+    #[serde(serialize_with = "watermark_list")]
     pub watermarks: HashMap<(String, i32), i64>,
     /// The plan's bounds (`pendingMove.plan.maxDuplicates`, `lastFailover.maxDuplicatesAfterDedupe`).
     pub max_duplicates: Option<i64>,
@@ -76,6 +76,18 @@ pub struct DrillRun {
     pub operator_rto_s: Option<f64>,
     /// Why the drill did not complete (a timeout), if it did not.
     pub error: Option<String>,
+}
+
+/// The watermarks as `[{sourceRegion, partition, offset}]`, sorted (JSON has no tuple keys).
+fn watermark_list<S: serde::Serializer>(
+    w: &HashMap<(String, i32), i64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut v: Vec<_> = w.iter().collect();
+    v.sort();
+    s.collect_seq(v.into_iter().map(|((region, partition), offset)| {
+        serde_json::json!({"sourceRegion": region, "partition": partition, "offset": offset})
+    }))
 }
 
 /// The RTO split into phases (seconds); a phase whose timestamps status does not have is `None`.
@@ -603,6 +615,21 @@ mod tests {
         // ActiveActive: every region consumes by design.
         let v = judge(&runs, &[], &both, false);
         assert_eq!(v[0].split_brain_s, 0.0);
+    }
+
+    #[test]
+    fn the_report_keeps_the_moves_watermarks() {
+        let mut r = run(0, Fault::Switchover, 10_000);
+        r.watermarks.insert(("west".into(), 1), 7);
+        r.watermarks.insert(("east".into(), 0), 2);
+        let json = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(
+            json["watermarks"],
+            serde_json::json!([
+                {"sourceRegion": "east", "partition": 0, "offset": 2},
+                {"sourceRegion": "west", "partition": 1, "offset": 7},
+            ])
+        );
     }
 
     #[test]
