@@ -130,6 +130,19 @@ demo-clean: ## Remove what `make demo` installed (the e2e tests install operator
 	  "$$TRIBUTARY_KUBECTL" delete namespace tributary-demo --ignore-not-found --timeout=180s >/dev/null; \
 	  "$$TRIBUTARY_HELM" uninstall tributary --namespace tributary-system --ignore-not-found --wait >/dev/null; fi
 
+DRILLS ?= 10
+SEED ?= 1
+FAULTS ?= region-down,switchover,failback
+.PHONY: drill
+drill: demo-clean ## DR drills on the three-region example: DRILLS=10 random faults (FAULTS=region-down,switchover,failback, SEED=1; FAILOVER=tight for 1s/2/5s); report and timeline in e2e/.state/drill/ (docs/drill.md).
+	$(MAKE) stack-up REGIONS=east,west,central
+	$(CARGO) build -q -p tributary-cli
+	bash crates/tributary-cli/drill/example.sh
+	@mkdir -p $(STATE_DIR)/drill
+	source $(ENV_FILE) && $(CARGO_TARGET)/debug/kubectl-tributary -n $${DRILL_NAMESPACE:-tributary-drill} drill --group billing \
+	  --drills $(DRILLS) --faults $(FAULTS) --seed $(SEED) \
+	  --report $(STATE_DIR)/drill/report.json --timeline $(STATE_DIR)/drill/timeline.svg
+
 .PHONY: bench-translate
 bench-translate: ## Offset translation benchmark: 1000 partitions x 3 sources over a day of 1 s checkpoints; fails above 50 ms (median) or 64 MiB of index.
 	$(CARGO) bench -q -p tributary-core --bench translate

@@ -141,7 +141,7 @@ pub async fn move_group(
     }
 }
 
-async fn get_group(
+pub(crate) async fn get_group(
     api: &Api<ConsumerGroupFailover>,
     name: &str,
     ns: &str,
@@ -157,7 +157,7 @@ async fn get_group(
 
 /// Server-side applies `spec.activeRegion: to` as [`FIELD_MANAGER`]; returns the generation
 /// of the edit. A conflict (another manager owns the field) is refused unless `force`.
-async fn set_active_region(
+pub(crate) async fn set_active_region(
     api: &Api<ConsumerGroupFailover>,
     cgf: &ConsumerGroupFailover,
     to: &str,

@@ -52,6 +52,18 @@ fn env_file_vars() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A variable of the stack's env (the process's environment first, then the env file).
+pub fn stack_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or_else(|| env_file_vars().get(name).cloned())
+}
+
+/// The checkout's root (charts, e2e/stack).
+pub fn repo_dir() -> PathBuf {
+    repo_root()
+}
+
 impl Stack {
     /// Connects; `None` only under `TRIBUTARY_SKIP_E2E=1`. Panics when the stack's env is
     /// missing: a test that needs the stack must not pass without it.

@@ -1,0 +1,175 @@
+//! The faults a drill injects, and the seeded choice among them (the same seed replays the
+//! same sequence of faults and targets).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Kill the active region (its cluster, pods and Kafka): an automatic, unplanned move.
+    RegionDown,
+    /// Edit `spec.activeRegion` to another healthy region: a planned move.
+    Switchover,
+    /// Move the group back to the region its last move left (`status.lastFailover.from`).
+    Failback,
+    /// Kill only the active region's aggregate cluster (its regional cluster, nodes and pods
+    /// stay up): the group must move, and the region's records still reach the others.
+    AggregateDown,
+    /// A planned switchover with the operator's pods deleted in the middle of the move: the
+    /// restarted operator must resume it from `status.pendingMove`, at the same epoch.
+    OperatorKill,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::RegionDown,
+        Fault::Switchover,
+        Fault::Failback,
+        Fault::AggregateDown,
+        Fault::OperatorKill,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::RegionDown => "region-down",
+            Fault::Switchover => "switchover",
+            Fault::Failback => "failback",
+            Fault::AggregateDown => "aggregate-down",
+            Fault::OperatorKill => "operator-kill",
+        }
+    }
+
+    /// Whether the operator moves by itself (detection counts) or on an edit.
+    pub fn planned(self) -> bool {
+        !matches!(self, Fault::RegionDown | Fault::AggregateDown)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown fault {s:?}: one of region-down, switchover, failback, \
+                     aggregate-down, operator-kill (primary-kill is not built yet)"
+                )
+            })
+    }
+}
+
+/// A small seeded generator (splitmix64): no dependency, the same sequence on every machine.
+#[derive(Clone, Debug)]
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new(seed: u64) -> Self {
+        Dice(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// One of `items`; `None` when empty.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        if items.is_empty() {
+            return None;
+        }
+        let i = (self.next_u64() % items.len() as u64) as usize;
+        items.get(i)
+    }
+}
+
+/// The faults that can run now: a failback needs a region the last move left that is healthy
+/// again; a switchover and a region loss need another healthy region to move to.
+pub fn applicable(
+    allowed: &[Fault],
+    active: &str,
+    healthy_others: &[String],
+    failback_to: Option<&str>,
+) -> Vec<Fault> {
+    allowed
+        .iter()
+        .copied()
+        .filter(|f| match f {
+            Fault::RegionDown | Fault::Switchover | Fault::AggregateDown | Fault::OperatorKill => {
+                !healthy_others.is_empty()
+            }
+            Fault::Failback => {
+                failback_to.is_some_and(|r| r != active && healthy_others.iter().any(|h| h == r))
+            }
+        })
+        .collect()
+}
+
+/// `cmd` with `{region}` replaced; run by `sh -c`.
+pub fn fault_command(template: &str, region: &str) -> String {
+    template.replace("{region}", region)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_picks_the_same_faults() {
+        let faults = Fault::ALL;
+        let run = |seed| {
+            let mut d = Dice::new(seed);
+            (0..20)
+                .map(|_| *d.pick(&faults).expect("non-empty"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+        // Every kind comes up in a handful of drills.
+        let picked = run(7);
+        assert!(Fault::ALL.iter().all(|f| picked.contains(f)));
+    }
+
+    #[test]
+    fn failback_needs_the_left_region_healthy_again() {
+        let healthy = vec!["west".to_string()];
+        assert_eq!(
+            applicable(&Fault::ALL, "east", &healthy, Some("central")),
+            vec![
+                Fault::RegionDown,
+                Fault::Switchover,
+                Fault::AggregateDown,
+                Fault::OperatorKill
+            ]
+        );
+        assert_eq!(
+            applicable(&Fault::ALL, "east", &healthy, Some("west")),
+            Fault::ALL.to_vec()
+        );
+        assert!(applicable(&Fault::ALL, "east", &[], Some("west")).is_empty());
+    }
+
+    #[test]
+    fn faults_parse_by_their_names() {
+        assert_eq!("region-down".parse::<Fault>(), Ok(Fault::RegionDown));
+        assert_eq!("operator-kill".parse::<Fault>(), Ok(Fault::OperatorKill));
+        assert_eq!("aggregate-down".parse::<Fault>(), Ok(Fault::AggregateDown));
+        assert!("primary-kill".parse::<Fault>().is_err());
+        assert_eq!(
+            fault_command("bash e2e/stack/stack.sh region-down {region}", "east"),
+            "bash e2e/stack/stack.sh region-down east"
+        );
+    }
+}

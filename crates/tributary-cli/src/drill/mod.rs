@@ -1,0 +1,17 @@
+//! `kubectl tributary drill`: randomized disaster-recovery drills against a live
+//! ConsumerGroupFailover, judged from Kafka's own tools' event streams.
+//!
+//! [`faults`] picks and names the faults (seeded); [`events`] parses VerifiableProducer's and
+//! VerifiableConsumer's JSON events; [`verdict`] turns them and the observed moves into lost,
+//! skipped, duplicates, split brain, epoch steps and the RTO split (pure); [`timeline`] draws
+//! one drill (pure SVG); [`report`] prints the table and writes the JSON; [`run`] is the I/O.
+
+pub mod events;
+pub mod faults;
+pub mod report;
+pub mod run;
+pub mod timeline;
+pub mod verdict;
+
+pub use faults::Fault;
+pub use run::{DrillOptions, drill};
