@@ -394,7 +394,10 @@ pub struct FailoverRecord {
     /// absent when no standby answered (then there are none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_origin: Option<String>,
-    /// Upper bound on duplicates left after dedupe with the watermarks (0: exact).
+    /// Upper bound on duplicates left after dedupe with the watermarks (0: exact). Set only
+    /// when the plan was final (`planOrigin: Final`); after an unplanned move the old region
+    /// may have consumed past the standby's last round (up to one `sync.interval` of its
+    /// consumption), which no watermark covers, so no bound is stated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duplicates_after_dedupe: Option<i64>,
 }

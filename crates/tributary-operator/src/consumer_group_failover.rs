@@ -937,8 +937,12 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 rto_seconds: rto.map(|r| (r * 100.0).round() / 100.0),
                 resume_offsets,
                 plan_origin: move_plan.as_ref().map(|p| p.origin.clone()),
+                // Only a final plan bounds what dedupe leaves: after a last standby round,
+                // the dead region may have consumed past it (up to a sync interval), which
+                // no watermark covers (issue 11's drills: 6 to 24 left after dedupe).
                 max_duplicates_after_dedupe: move_plan
                     .as_ref()
+                    .filter(|p| p.origin == standby_client::ORIGIN_FINAL)
                     .map(|p| p.max_duplicates_after_dedupe),
                 watermarks: move_plan.map(|p| p.watermarks).unwrap_or_default(),
             });
