@@ -64,6 +64,8 @@ pub(super) struct Session<'a> {
     pub(super) refresh_positions: bool,
     /// A stall was logged (logged once, not at every end-offset answer).
     pub(super) stall_reported: bool,
+    /// The session ends because its consumer stalled (see `Session::check_progress`).
+    pub(super) consumer_stalled: bool,
     /// Set when another worker of the session ended: drain and end too.
     pub(super) session_stop: &'a AtomicBool,
 }
@@ -174,6 +176,7 @@ impl Session<'_> {
             self.ask_source_ends_if_due();
             while let Some(ends) = self.source_ends.answered() {
                 if let Some(stall) = self.check_progress(ends) {
+                    self.consumer_stalled = true;
                     break 'copying SessionEnd::Restart(stall);
                 }
             }
@@ -261,7 +264,15 @@ impl Session<'_> {
                 return Err(failure);
             }
             // Only up to what the destination acknowledged (see commit_source_position).
-            self.commit_source_position(CommitMode::Sync)?;
+            // A stalled consumer does not reach its coordinator: a synchronous commit would
+            // wait for it (46 s seen in CI). Stored for the automatic commit instead; if that
+            // does not land either, the next session copies those records again.
+            let mode = if self.consumer_stalled {
+                CommitMode::Async
+            } else {
+                CommitMode::Sync
+            };
+            self.commit_source_position(mode)?;
             if let Err(e) = flushed {
                 warn!(
                     route = %self.cfg().name,

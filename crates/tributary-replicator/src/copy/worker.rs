@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
-use tracing::info;
+use tracing::{info, warn};
 use tributary_kafka::{KafkaAdmin, KafkaError, classify};
 
 use crate::config::Delivery;
@@ -143,10 +143,28 @@ impl RouteReplicator {
             fault: TestFault::from_env(),
             refresh_positions: false,
             stall_reported: false,
+            consumer_stalled: false,
             session_stop,
         };
         session.fault.at_session_start(&session.consumer);
         let end = session.copy(source_admin, topics);
+        if session.consumer_stalled {
+            // Closing a stalled consumer waits for its coordinator (its final automatic
+            // commit), which can take minutes: it is closed on a thread of its own, once the
+            // session has let go of it, so the next session starts at once.
+            let consumer = session.consumer.clone();
+            let spawned = std::thread::Builder::new()
+                .name("close-stalled-consumer".into())
+                .spawn(move || {
+                    while Arc::strong_count(&consumer) > 1 {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    drop(consumer);
+                });
+            if let Err(e) = spawned {
+                warn!(route = %cfg.name, "closing the stalled consumer on the copy thread: {e}");
+            }
+        }
         if end.is_err() && eos {
             // Stopping: keep within the drain; the next instance's `init_transactions` (or
             // `transaction.timeout.ms`) aborts what is left open.
