@@ -417,7 +417,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         // Jobs and the ConfigMap go with their owner; the Lease stays on the coordination
         // server, so a re-created object continues the epoch sequence.
         ctx.group_prober.forget(&obj_ref);
-        ctx.fences.forget(&format!("{ns}/{name}"));
+        ctx.fences.forget(&crate::fence::key(&ns, &name));
         return Ok(Action::await_change());
     }
     // The status is the memory of a move: read it fresh, not from the watch cache.
@@ -512,7 +512,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let leases: Api<Lease> = Api::namespaced(ctx.coordination.client.clone(), &ns);
     let server = &ctx.coordination.description;
     let lease_name = names::active_name(&name);
-    let fence_key = format!("{ns}/{name}");
+    let fence_key = crate::fence::key(&ns, &name);
     let lease = match lease_request(ctx, &fence_key, leases.get_opt(&lease_name)).await {
         Ok(lease) => lease,
         Err(source) => {
@@ -1137,7 +1137,7 @@ async fn lease_failed(
     message: String,
 ) -> Error {
     let (ns, name) = (cgf.namespace().unwrap_or_default(), cgf.name_any());
-    let key = format!("{ns}/{name}");
+    let key = crate::fence::key(&ns, &name);
     let retry = Duration::from_secs(1);
     if !ctx.coordination.separate {
         return Error::Coordination {
