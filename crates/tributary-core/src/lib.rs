@@ -2,7 +2,8 @@
 //! records land ([`checkpoint`]), the bounded index over those records ([`index`]), offset
 //! translation between regions' aggregate clusters ([`translate`]), provenance headers and
 //! consumer-side deduplication ([`dedupe`]), partition identities ([`topology`]), the
-//! failover state machine of a consumer group ([`failover`]), and the one rule for which Kafka
+//! failover state machine of a consumer group ([`failover`]), what per-region operators agree
+//! on through its Lease ([`handover`]), and the one rule for which Kafka
 //! client properties carry secrets ([`secret_property`]).
 //!
 //! Everything here is pure and synchronous; Kafka I/O lives in the crates that speak Kafka.
@@ -10,6 +11,7 @@
 pub mod checkpoint;
 pub mod dedupe;
 pub mod failover;
+pub mod handover;
 pub mod index;
 pub mod secret_property;
 pub mod topology;

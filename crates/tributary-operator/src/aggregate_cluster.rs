@@ -45,6 +45,10 @@ impl Reconciled for AggregateCluster {
     async fn report_failure(&self, ctx: &Context, error: &Error) {
         let _ = status_util::write_status(self, ctx, error_status(self, error)).await;
     }
+
+    fn region(&self) -> Option<&str> {
+        Some(&self.spec.region)
+    }
 }
 
 async fn reconcile_inner(agg: &AggregateCluster, ctx: &Context) -> Result<Action> {

@@ -34,6 +34,9 @@ use tributary_core::failover::{
     Consumers, FinalSync, GroupMode, LeaseView, Move, MoveKind, MoveReason, Observation,
     RegionView, Step, decide, desired_consumers, fence_ttl, standby_regions,
 };
+use tributary_core::handover::{
+    HANDOVER_ANNOTATION, Handover, HolderAnswer, acquisition_delay, holder_answer, holder_running,
+};
 use tributary_runtime::parse_duration;
 
 use crate::conditions::{self, Wanted};
@@ -227,7 +230,19 @@ fn kind_str(k: MoveKind) -> &'static str {
     }
 }
 
-fn lease_view(lease: &Lease, duration: Duration) -> Option<LeaseView> {
+/// `renewTime` of the Lease (Unix seconds; 0 when absent).
+fn lease_renewed(lease: &Lease) -> f64 {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// The Lease as the decision reads it; `expired` once `renewTime + leaseDurationSeconds +
+/// extra` has passed on this operator's clock (`extra`: a less preferred standby's wait).
+fn lease_view(lease: &Lease, duration: Duration, extra: Duration) -> Option<LeaseView> {
     let spec = lease.spec.as_ref()?;
     let holder = spec.holder_identity.clone()?;
     let epoch = u64::try_from(spec.lease_transitions.unwrap_or(0)).ok()?;
@@ -235,16 +250,42 @@ fn lease_view(lease: &Lease, duration: Duration) -> Option<LeaseView> {
         .lease_duration_seconds
         .map(|s| s as f64)
         .unwrap_or(duration.as_secs_f64());
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .map(|t| t.0.as_millisecond() as f64 / 1000.0)
-        .unwrap_or(0.0);
     Some(LeaseView {
         holder,
         epoch,
-        expired: renewed + seconds < now_unix(),
+        expired: lease_renewed(lease) + seconds + extra.as_secs_f64() < now_unix(),
     })
+}
+
+/// The handover request the Lease carries, if any (per-region operators).
+fn lease_handover(lease: Option<&Lease>) -> Option<Handover> {
+    Handover::parse(lease?.annotations().get(HANDOVER_ANNOTATION)?)
+}
+
+/// Writes (`Some`) or removes (`None`) the handover request, by compare-and-swap on `lease`.
+async fn write_handover(
+    ctx: &Context,
+    fence_key: &str,
+    leases: &Api<Lease>,
+    lease: &Lease,
+    handover: Option<&Handover>,
+) -> kube::Result<Lease> {
+    let mut l = lease.clone();
+    set_handover(&mut l, handover);
+    let post = PostParams::default();
+    lease_request(ctx, fence_key, leases.replace(&lease.name_any(), &post, &l)).await
+}
+
+fn set_handover(lease: &mut Lease, handover: Option<&Handover>) {
+    let annotations = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    match handover {
+        Some(h) => {
+            annotations.insert(HANDOVER_ANNOTATION.to_string(), h.encode());
+        }
+        None => {
+            annotations.remove(HANDOVER_ANNOTATION);
+        }
+    }
 }
 
 /// What the operator reads of a consumer workload, whatever its kind.
@@ -523,9 +564,16 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             return Err(lease_failed(ctx, &cgf, &plan, message).await);
         }
     };
-    let view = lease
-        .as_ref()
-        .and_then(|l| lease_view(l, plan.lease_duration));
+    // Per region, a less preferred standby sees the holder's Lease expire later.
+    let region_names: Vec<String> = plan.regions.iter().map(|r| r.region.clone()).collect();
+    let view = lease.as_ref().and_then(|l| {
+        let holder = l.spec.as_ref()?.holder_identity.as_deref()?;
+        let extra = match ctx.region.as_deref() {
+            Some(me) if me != holder => acquisition_delay(&region_names, holder, me),
+            _ => Duration::ZERO,
+        };
+        lease_view(l, plan.lease_duration, extra)
+    });
     if lease.is_some() && view.is_none() {
         // Fail closed: a Lease we cannot read is not a Lease we may overwrite.
         return Err(Error::InvalidSpec(format!(
@@ -612,10 +660,29 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             }
         }
     }
+    let handover = lease_handover(lease.as_ref());
+    // Per region: this operator's own region, when it holds the Lease.
+    let holding = ctx
+        .region
+        .as_deref()
+        .filter(|me| view.as_ref().is_some_and(|l| l.holder == *me));
     let mut running = BTreeMap::new();
     for r in &plan.regions {
         if let Some(w) = &r.workload {
-            running.insert(r.region.clone(), running_consumers(ctx, &ns, w).await?);
+            let n = if ctx.acts_for(&r.region) {
+                running_consumers(ctx, &ns, w).await?
+            } else if view.as_ref().is_some_and(|l| l.holder == r.region) {
+                // Another cluster's workload: what its operator said in the handover request.
+                let me = ctx.region.as_deref().unwrap_or_default();
+                holder_running(
+                    handover.as_ref(),
+                    me,
+                    in_progress.as_ref().map_or(0, |m| m.epoch),
+                )
+            } else {
+                0
+            };
+            running.insert(r.region.clone(), n);
         }
     }
     let final_sync = match &old_status.pending_move {
@@ -658,10 +725,17 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             .iter()
             .map(|r| {
                 let h = health.get(&r.region).cloned().unwrap_or_default();
+                // Per region, another region's expired Lease counts as that region down, even
+                // when its aggregate answers: it may be cut off from the coordination server
+                // (and has fenced itself).
+                let lease_lost = !ctx.acts_for(&r.region)
+                    && view
+                        .as_ref()
+                        .is_some_and(|l| l.holder == r.region && l.expired);
                 RegionView {
                     region: r.region.clone(),
-                    healthy: h.healthy,
-                    answering: h.healthy && h.consecutive_failures == 0,
+                    healthy: h.healthy && !lease_lost,
+                    answering: h.healthy && h.consecutive_failures == 0 && !lease_lost,
                     sync_age: last_synced
                         .get(&r.region)
                         .map(|ts| Duration::from_secs_f64((fresh_as_of - ts).max(0.0))),
@@ -680,11 +754,78 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             .and_then(|f| f.from.clone()),
         final_sync,
     };
-    let step = decide(&observation);
+    let mut step = decide(&observation);
     tracing::debug!(namespace = ns, name, ?step, "decided");
+    let mut moving: Option<(String, String)> = None; // (reason, message)
+    // Per region, only a move to this region is this operator's to make.
+    if let (Some(me), Step::Begin(m)) = (ctx.region.as_deref(), &step)
+        && m.to != me
+    {
+        moving = Some((
+            "WaitingForRegion".into(),
+            format!("moving to {}: its operator makes the move", m.to),
+        ));
+        step = Step::Steady {
+            renew: false,
+            acknowledge_intent: false,
+        };
+    }
+
+    // Per region, the holder's side: a handover request, and the fence when it has not
+    // renewed within the fence TTL for whatever reason (a restarted operator adopts what
+    // the Lease's last renewal left).
+    let answer = match (holding, &view) {
+        (Some(_), Some(l)) => {
+            let target = handover
+                .as_ref()
+                .and_then(|h| observation.regions.iter().find(|r| r.region == h.to));
+            holder_answer(
+                handover.as_ref(),
+                l.epoch,
+                target.is_some(),
+                target.is_some_and(|t| t.healthy),
+                holding.and_then(|me| running.get(me)).copied().unwrap_or(0),
+                now,
+            )
+        }
+        _ => HolderAnswer::None,
+    };
+    let fence_due = match (holding, &lease) {
+        (Some(me), Some(l))
+            if cgf.spec.failover.coordination_loss == CoordinationLoss::FailClosed =>
+        {
+            let left = lease_renewed(l) + fence_ttl(plan.lease_duration).as_secs_f64() - now;
+            if left > 0.0 {
+                ctx.fences
+                    .adopt(&fence_key, me, Duration::from_secs_f64(left));
+            }
+            ctx.fences.due(&fence_key, me)
+        }
+        _ => false,
+    };
+    if let (true, Some(me)) = (fence_due, holding) {
+        let first = !ctx.fences.is_fenced(&fence_key);
+        fence(ctx, &cgf, &plan, Some(me.to_string())).await?;
+        ctx.fences.fenced(&fence_key, me);
+        if first {
+            let what = format!(
+                "{me} has not renewed the Lease within {:.1}s: its consumers stopped and {} marked fenced (coordinationLoss FailClosed) until it renews",
+                fence_ttl(plan.lease_duration).as_secs_f64(),
+                names::active_name(&name)
+            );
+            tracing::error!(namespace = ns, name, "fenced: {what}");
+            ctx.event(&cgf.object_ref(&()), true, "Fenced", "Fence", what)
+                .await;
+        }
+    }
+    let stop_mine = fence_due
+        || matches!(
+            answer,
+            HolderAnswer::Stop | HolderAnswer::MarkStopped | HolderAnswer::Wait
+        );
 
     // Apply: the workloads first (a move stops the source before anything else happens).
-    apply_consumers(ctx, &ns, &name, &plan, &observation).await?;
+    apply_consumers(ctx, &ns, &name, &plan, &observation, stop_mine).await?;
 
     let regarding = cgf.object_ref(&());
     let mut status = old_status.clone();
@@ -693,45 +834,77 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         .min(plan.probe_period)
         .max(Duration::from_secs(1));
     let mut blocked: Option<(&'static str, String)> = None;
-    let mut moving: Option<(String, String)> = None; // (reason, message)
+    // The holder renews: one operator when the decision says so; per region, the holder's
+    // operator whenever its region answers (a move to another region is that region's to
+    // make, and the holder keeps the Lease alive meanwhile). The renewal carries the
+    // holder's answer to a handover request.
+    let renew = match (ctx.region.as_deref(), &step) {
+        (None, Step::Steady { renew, .. }) => *renew,
+        (None, _) => false,
+        (Some(_), _) => holding.is_some_and(|me| {
+            observation
+                .regions
+                .iter()
+                .any(|r| r.region == me && r.answering)
+        }),
+    };
+    let mut renewed = false;
+    if renew && let Some(l) = &lease {
+        let mut l = l.clone();
+        if let Some(spec) = l.spec.as_mut() {
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+            spec.lease_duration_seconds = Some(plan.lease_duration.as_secs() as i32);
+        }
+        match &answer {
+            HolderAnswer::MarkStopped => {
+                let marked = handover.clone().map(|h| Handover { stopped: true, ..h });
+                set_handover(&mut l, marked.as_ref());
+            }
+            HolderAnswer::Decline(_) => set_handover(&mut l, None),
+            _ => {}
+        }
+        let sent = Instant::now();
+        let post = PostParams::default();
+        let renewal = leases.replace(&lease_name, &post, &l);
+        match lease_request(ctx, &fence_key, renewal).await {
+            Ok(l) => {
+                if let Some(holder) = view.as_ref().map(|v| v.holder.as_str()) {
+                    ctx.fences
+                        .renewed(&fence_key, holder, sent, fence_ttl(plan.lease_duration));
+                }
+                lease_now = Some(l);
+                renewed = true;
+                if let HolderAnswer::Decline(why) = &answer {
+                    ctx.event(
+                        &regarding,
+                        true,
+                        "HandoverDeclined",
+                        "MoveActiveRegion",
+                        format!("{why}; consumers resume here"),
+                    )
+                    .await;
+                }
+                if answer == HolderAnswer::MarkStopped {
+                    tracing::info!(namespace = ns, name, to = ?handover.as_ref().map(|h| &h.to), "consumers stopped for the handover");
+                }
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(1),
+            Err(source) => {
+                let message = format!(
+                    "applying Lease {ns}/{lease_name} (renew) on {server}{}: {source}",
+                    crate::coordination::no_answer_hint(&source)
+                );
+                return Err(lease_failed(ctx, &cgf, &plan, message).await);
+            }
+        }
+    }
     match &step {
         Step::Steady {
-            renew,
+            renew: _,
             acknowledge_intent,
         } => {
             if *acknowledge_intent {
                 status.acted_active_region = cgf.spec.active_region.clone();
-            }
-            if *renew && let Some(l) = &lease {
-                let mut l = l.clone();
-                if let Some(spec) = l.spec.as_mut() {
-                    spec.renew_time = Some(MicroTime(Timestamp::now()));
-                    spec.lease_duration_seconds = Some(plan.lease_duration.as_secs() as i32);
-                }
-                let sent = Instant::now();
-                let post = PostParams::default();
-                let renewal = leases.replace(&lease_name, &post, &l);
-                match lease_request(ctx, &fence_key, renewal).await {
-                    Ok(l) => {
-                        if let Some(holder) = view.as_ref().map(|v| v.holder.as_str()) {
-                            ctx.fences.renewed(
-                                &fence_key,
-                                holder,
-                                sent,
-                                fence_ttl(plan.lease_duration),
-                            );
-                        }
-                        lease_now = Some(l);
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(1),
-                    Err(source) => {
-                        let message = format!(
-                            "applying Lease {ns}/{lease_name} (renew) on {server}{}: {source}",
-                            crate::coordination::no_answer_hint(&source)
-                        );
-                        return Err(lease_failed(ctx, &cgf, &plan, message).await);
-                    }
-                }
             }
         }
         Step::Begin(m) => {
@@ -785,6 +958,30 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             requeue = Duration::from_millis(200);
         }
         Step::WaitForGroupEmpty { region, detail } => {
+            // Per region, the holder's operator stops its consumers when asked in the Lease.
+            if let (Some(me), Some(m), Some(l)) = (ctx.region.as_deref(), &in_progress, &lease)
+                && m.kind == MoveKind::Planned
+                && handover
+                    .as_ref()
+                    .is_none_or(|h| h.to != me || h.epoch != m.epoch)
+            {
+                let ask = Handover {
+                    to: me.to_string(),
+                    epoch: m.epoch,
+                    requested: now,
+                    stopped: false,
+                };
+                match write_handover(ctx, &fence_key, &leases, l, Some(&ask)).await {
+                    Ok(_) | Err(kube::Error::Api(_)) => {} // a conflict: asked again next pass
+                    Err(source) => {
+                        let message = format!(
+                            "applying Lease {ns}/{lease_name} (handover request) on {server}{}: {source}",
+                            crate::coordination::no_answer_hint(&source)
+                        );
+                        return Err(lease_failed(ctx, &cgf, &plan, message).await);
+                    }
+                }
+            }
             moving = Some(("Draining".into(), format!("waiting for {region}: {detail}")));
             // Membership is probed on demand while a planned move drains.
             requeue = Duration::from_millis(250);
@@ -877,6 +1074,8 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 Some(l) => {
                     let mut l = l.clone();
                     l.spec = Some(new_lease_spec(to, *epoch, plan.lease_duration));
+                    // A handover request ends with the move it asked for (or any other).
+                    set_handover(&mut l, None);
                     let post = PostParams::default();
                     let swap = leases.replace(&lease_name, &post, &l);
                     lease_request(ctx, &fence_key, swap).await
@@ -972,6 +1171,13 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             if *forget_intent {
                 status.acted_active_region = None;
             }
+            // Per region: withdraw this region's handover request, so the holder resumes now.
+            if let (Some(me), Some(l), Some(h)) = (ctx.region.as_deref(), &lease, &handover)
+                && h.to == me
+                && let Err(e) = write_handover(ctx, &fence_key, &leases, l, None).await
+            {
+                tracing::warn!(namespace = ns, name, error = %e, "could not withdraw the handover request (the holder declines it after its timeout)");
+            }
             ctx.event(
                 &regarding,
                 true,
@@ -990,8 +1196,14 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     // The ConfigMap mirrors the Lease (the fact) for consumers.
     let fact = lease_now
         .as_ref()
-        .and_then(|l| lease_view(l, plan.lease_duration));
-    if let (Some(l), Some(spec)) = (&fact, lease_now.as_ref().and_then(|l| l.spec.as_ref())) {
+        .and_then(|l| lease_view(l, plan.lease_duration, Duration::ZERO));
+    // A fenced holder's ConfigMap stays fenced until a renewal of this pass lifts it.
+    let fenced_now = fence_due && !renewed;
+    if let (Some(l), Some(spec), false) = (
+        &fact,
+        lease_now.as_ref().and_then(|l| l.spec.as_ref()),
+        fenced_now,
+    ) {
         let active_kafka = plan.regions.iter().find(|r| r.region == l.holder);
         let renew = spec
             .renew_time
@@ -1048,9 +1260,13 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     // A finished (or dropped) move starts the new holder's consumers in this same pass, before
     // the status says the group is active there.
     if matches!(step, Step::Finish(_) | Step::Abandon { .. }) && after.in_progress.is_none() {
-        apply_consumers(ctx, &ns, &name, &plan, &after).await?;
+        apply_consumers(ctx, &ns, &name, &plan, &after, false).await?;
     }
-    let wanted: BTreeSet<String> = standby_regions(&after).into_iter().collect();
+    // Per region, only this region's standby Job is this operator's (in its own cluster).
+    let wanted: BTreeSet<String> = standby_regions(&after)
+        .into_iter()
+        .filter(|r| ctx.acts_for(r))
+        .collect();
     let current_epoch = fact.as_ref().map(|l| l.epoch);
     for job in &jobs {
         // Final-sync Jobs of older operator versions are not standby Jobs: they go too.
@@ -1099,7 +1315,6 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     Ok(Action::requeue(requeue))
 }
 
-/// Scales every region's workload as `o` wants it (a no-op where it already is).
 /// A request to the Lease server, bounded on a separate coordination server by what is left
 /// of the holder's fence TTL: a hanging request must not carry the holder past its fence.
 async fn lease_request<T>(
@@ -1248,14 +1463,24 @@ async fn fence(
     Ok(holder)
 }
 
+/// Scales each region's workload this operator acts for as `o` wants it (a no-op where it
+/// already is); `stop_mine`: this operator's region stops whatever `o` says (fenced, or
+/// handing over).
 async fn apply_consumers(
     ctx: &Context,
     ns: &str,
     name: &str,
     plan: &Plan,
     o: &Observation,
+    stop_mine: bool,
 ) -> Result<()> {
-    for (region, consumers) in desired_consumers(o) {
+    for (region, mut consumers) in desired_consumers(o) {
+        if !ctx.acts_for(&region) {
+            continue;
+        }
+        if stop_mine && ctx.region.as_deref() == Some(region.as_str()) {
+            consumers = Consumers::Stop;
+        }
         let Some(w) = plan
             .regions
             .iter()

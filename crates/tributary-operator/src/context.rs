@@ -33,6 +33,9 @@ pub struct Context {
     pub streams: Store<DeserializeGuard<RegionalStream>>,
     /// Consecutive failures per object, for back-off.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// `--region`: the one region this operator acts for (one cluster per region); `None`:
+    /// every region (one operator, stretched cluster).
+    pub region: Option<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -74,6 +77,11 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, regarding).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
+    }
+
+    /// Whether this operator acts for `region`.
+    pub fn acts_for(&self, region: &str) -> bool {
+        self.region.as_deref().is_none_or(|r| r == region)
     }
 
     pub fn note_failure(&self, key: &str) -> u32 {

@@ -59,6 +59,26 @@ impl Fences {
         );
     }
 
+    /// Arms the fence from the Lease as read, if nothing is known yet (a restarted holder's
+    /// operator): the holder may act for `remaining` more, what its last renewal left.
+    pub fn adopt(&self, key: &str, holder: &str, remaining: Duration) {
+        self.lock().entry(key.to_string()).or_insert_with(|| Armed {
+            deadline: Instant::now() + remaining,
+            holder: holder.to_string(),
+            fenced: false,
+        });
+    }
+
+    /// Whether `holder` must be fenced now: no confirmed renewal of its own within the fence
+    /// TTL (or none known). Per-region operators check it on every pass, not only after a
+    /// failed request: a holder that stops renewing for any reason stops acting in time.
+    pub fn due(&self, key: &str, holder: &str) -> bool {
+        match self.lock().get(key) {
+            Some(a) if a.holder == holder => a.fenced || Instant::now() >= a.deadline,
+            _ => true,
+        }
+    }
+
     /// How long a Lease request may take: until the deadline (at least `floor`, so that a
     /// request can be made at all), at most `max`.
     pub fn request_bound(&self, key: &str, floor: Duration, max: Duration) -> Duration {
@@ -91,6 +111,11 @@ impl Fences {
         }
     }
 
+    /// Whether the group's holder is fenced now (until a confirmed renewal).
+    pub fn is_fenced(&self, key: &str) -> bool {
+        self.lock().get(key).is_some_and(|a| a.fenced)
+    }
+
     /// The fence was applied.
     pub fn fenced(&self, key: &str, holder: &str) {
         let mut map = self.lock();
@@ -111,6 +136,19 @@ impl Fences {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_is_due_without_a_renewal_of_its_own_and_adopts_what_the_lease_left() {
+        let fences = Fences::default();
+        assert!(fences.due("ns/g", "east"), "nothing known: fail closed");
+        fences.adopt("ns/g", "east", Duration::from_secs(5));
+        assert!(!fences.due("ns/g", "east"));
+        assert!(fences.due("ns/g", "west"), "armed for another holder");
+        // Adopting never extends what a renewal armed.
+        fences.renewed("ns/g", "east", Instant::now(), Duration::ZERO);
+        fences.adopt("ns/g", "east", Duration::from_secs(60));
+        assert!(fences.due("ns/g", "east"));
+    }
 
     #[test]
     fn a_renewal_arms_the_fence_until_its_ttl_and_an_unknown_one_fences_at_once() {

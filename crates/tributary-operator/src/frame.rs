@@ -29,6 +29,12 @@ pub trait Reconciled: Resource + Send + Sync + 'static {
     /// Writes a failure into the object's status (best effort: the failure is already counted
     /// and logged).
     fn report_failure(&self, ctx: &Context, error: &Error) -> impl Future<Output = ()> + Send;
+
+    /// The one region the object belongs to, if it belongs to one: an operator with
+    /// `--region` leaves other regions' objects (status included) to their own operator.
+    fn region(&self) -> Option<&str> {
+        None
+    }
 }
 
 fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
@@ -79,6 +85,11 @@ where
             )));
         }
     };
+    if let Some(region) = valid.region()
+        && !ctx.acts_for(region)
+    {
+        return Ok(Action::await_change());
+    }
     if is_paused(valid.meta()) {
         tracing::info!(
             kind = K::KIND,

@@ -36,6 +36,10 @@ impl Reconciled for RegionalStream {
     async fn report_failure(&self, ctx: &Context, error: &Error) {
         let _ = status_util::write_status(self, ctx, error_status(self, error)).await;
     }
+
+    fn region(&self) -> Option<&str> {
+        Some(&self.spec.region)
+    }
 }
 
 async fn reconcile_inner(rs: &RegionalStream, ctx: &Context) -> Result<Action> {

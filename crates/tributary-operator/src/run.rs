@@ -62,6 +62,30 @@ pub struct OperatorArgs {
     /// operator's own cluster (the stretched topology).
     #[arg(long, env = "TRIBUTARY_COORDINATION_KUBECONFIG")]
     pub coordination_kubeconfig: Option<std::path::PathBuf>,
+    /// The region whose share this operator acts on, when every region runs its own
+    /// Kubernetes cluster and operator (docs/coordination.md, "One cluster per region"): its
+    /// RegionalStreams and AggregateClusters, and for each ConsumerGroupFailover its workload,
+    /// standby sync Job and ConfigMap; the Lease is shared on the coordination API server,
+    /// which this mode requires. Unset: one operator acts for every region (stretched).
+    #[arg(long, env = "TRIBUTARY_REGION", value_parser = parse_region)]
+    pub region: Option<String>,
+}
+
+/// A region name: a DNS-1123 label, as in the resources' `region` fields.
+fn parse_region(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a region name (a DNS-1123 label: a-z, 0-9, '-', at most 63)"
+        ))
+    }
 }
 
 /// What the operator answers on `/metrics`, `/healthz` and `/readyz`.
@@ -92,6 +116,15 @@ impl tributary_runtime::Endpoints for Http {
 /// restarts and stands by, as client-go's leader election does).
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     tributary_runtime::init_logging(args.log_format);
+    // Fail closed: per-region operators with a Lease each in their own cluster would each
+    // hold a Lease of their own, so every region could be active at once.
+    if let Some(region) = &args.region
+        && args.coordination_kubeconfig.is_none()
+    {
+        anyhow::bail!(
+            "--region {region} needs --coordination-kubeconfig: with one cluster per region the active-region Lease must be shared on the coordination API server"
+        );
+    }
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
@@ -175,7 +208,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let (prober, triggers) = Prober::new();
     let coordination =
         crate::coordination::lease_server(&client, args.coordination_kubeconfig.as_deref()).await?;
-    tracing::info!(server = %coordination.description, "active-region Leases");
+    tracing::info!(server = %coordination.description, region = args.region.as_deref().unwrap_or("(every region)"), "active-region Leases");
     let (group_prober, group_triggers) = GroupProber::new(admin.clone());
 
     let streams_api: Api<DeserializeGuard<RegionalStream>> = Api::all(client.clone());
@@ -215,6 +248,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         default_image: args.image.clone().filter(|s| !s.is_empty()),
         streams: streams.clone(),
         failures: Default::default(),
+        region: args.region.clone(),
     });
 
     let stream_run = stream_controller

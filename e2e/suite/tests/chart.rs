@@ -113,3 +113,35 @@ fn chart_crds_are_the_files_in_crds() {
         );
     }
 }
+
+#[tokio::test]
+async fn chart_region_runs_the_operator_per_region_only_with_a_coordination_server() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let chart = repo_path("charts/tributary");
+    let chart = chart.to_str().expect("utf-8 path");
+    let rendered = helm(
+        &stack,
+        &[
+            "template",
+            "t",
+            chart,
+            "--set",
+            "region=east,coordination.kubeconfigSecret.name=coordination,coordination.kubeconfigSecret.key=kubeconfig",
+        ],
+    );
+    assert!(rendered.contains("- --region=east"), "{rendered}");
+    assert!(!helm(&stack, &["template", "t", chart]).contains("--region"));
+    // Per-region operators without a shared Lease could all be active at once: refused.
+    let refused = Command::new(&stack.helm)
+        .args(["template", "t", chart, "--set", "region=east"])
+        .output()
+        .expect("helm runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("coordination.kubeconfigSecret is required"),
+        "{stderr}"
+    );
+}
