@@ -1,0 +1,412 @@
+//! One Kubernetes cluster per region (`make stack-up TOPOLOGY=per-region`, issue 12): an
+//! operator per region (`--region`), each acting on its own cluster, the same Tributary
+//! objects applied to every cluster, the active-region Lease shared on the coordination API
+//! server (a kube-apiserver over a three-member etcd, one member per region). The scenarios,
+//! on real processes and real Kafka, in one run:
+//! 1. The group activates in the first region (epoch 1) and every region's status says so.
+//! 2. The active region is killed (its control plane, node agent, pods, Kafka clusters, etcd
+//!    member, and its operator): the standby takes the Lease (epoch + 1) and resumes; nothing
+//!    acknowledged is lost; the coordination plane keeps serving without the dead member.
+//! 3. The region comes back as a standby (its consumers stay at 0).
+//! 4. The active region is cut off from the coordination server only: it fences itself
+//!    (consumers stopped, ConfigMap fenced) before the other region takes the Lease, and the
+//!    VerifiableConsumer streams show no moment when both regions consumed (split brain 0).
+//!    Healed, it becomes a standby.
+//! 5. A planned switchover across clusters (`spec.activeRegion` edited in every cluster, as
+//!    GitOps does): the holder stops when asked in the Lease, the target translates the final
+//!    position and takes the Lease; nothing lost.
+//!
+//! Opt-in (`#[ignore]`): `make per-region-test` brings the topology up and runs it. When run
+//! without that topology it fails with what to run.
+
+mod failover_support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use failover_support::*;
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, PostParams};
+use tributary_api::ConsumerGroupFailover;
+use tributary_e2e::coordination::Process;
+use tributary_e2e::{Coordination, Stack, apply_yaml, wait_until};
+
+/// One region's cluster and its operator.
+struct Region {
+    name: String,
+    client: kube::Client,
+    kubeconfig: PathBuf,
+    coordination_kubeconfig: PathBuf,
+    operator: Option<Process>,
+}
+
+fn region_env(prefix: &str, region: &str) -> PathBuf {
+    let key = format!("{prefix}_{}", region.to_uppercase().replace('-', "_"));
+    PathBuf::from(std::env::var(&key).unwrap_or_else(|_| {
+        panic!("{key} is not set: this test needs `make stack-up TOPOLOGY=per-region` (or run `make per-region-test`), then `source e2e/.state/env`")
+    }))
+}
+
+async fn client_from(path: &std::path::Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
+    kube::Client::try_from(config).expect("kube client")
+}
+
+impl Region {
+    fn cgfs(&self, ns: &str) -> Api<ConsumerGroupFailover> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    fn start_operator(&mut self, stack: &Stack, log_dir: &std::path::Path) {
+        let bin = std::env::var_os("TRIBUTARY_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| stack.tributary_bin.clone());
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let log = log_dir.join(format!(
+            "operator-{}-{}.log",
+            self.name,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        ));
+        self.operator = Some(Process::start(
+            &format!("operator-{}", self.name),
+            &bin,
+            &[
+                "operator".into(),
+                "--leader-election=false".into(),
+                format!("--listen={listen}"),
+                "--probe-interval=1s".into(),
+                format!("--region={}", self.name),
+                format!(
+                    "--coordination-kubeconfig={}",
+                    self.coordination_kubeconfig.display()
+                ),
+            ],
+            &[
+                ("KUBECONFIG", self.kubeconfig.as_os_str()),
+                ("RUST_LOG", "info,tributary_operator=debug".as_ref()),
+                ("TRIBUTARY_IMAGE", "local/tributary:dev".as_ref()),
+            ],
+            log,
+        ));
+    }
+
+    fn log_tail(&self) -> String {
+        self.operator
+            .as_ref()
+            .map(|p| p.log_tail(60))
+            .unwrap_or_default()
+    }
+}
+
+async fn active_in(r: &Region, ns: &str) -> (Option<String>, Option<i64>) {
+    let s = status_of(&r.cgfs(ns)).await;
+    (s.active_region, s.epoch)
+}
+
+async fn wait_active_in(r: &Region, ns: &str, region: &str, epoch: i64) -> Instant {
+    wait_until(
+        &format!(
+            "{}'s operator reports the group active in {region} at epoch {epoch}",
+            r.name
+        ),
+        SLOW,
+        || async {
+            (active_in(r, ns).await == (Some(region.to_string()), Some(epoch))).then(Instant::now)
+        },
+    )
+    .await
+}
+
+async fn replicas_in(r: &Region, ns: &str, name: &str) -> i32 {
+    let api: Api<Deployment> = Api::namespaced(r.client.clone(), ns);
+    replicas(&api, name).await
+}
+
+async fn active_configmap(r: &Region, ns: &str) -> BTreeMap<String, String> {
+    let api: Api<ConfigMap> = Api::namespaced(r.client.clone(), ns);
+    api.get_opt("billing-active")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.data)
+        .unwrap_or_default()
+}
+
+/// When each region's consumers consumed, from the VerifiableConsumer streams: (first, last)
+/// `record_data` timestamp at or after `since_ms`.
+fn consumed_span(stack: &Stack, ns: &str, region: &str, since_ms: i64) -> Option<(i64, i64)> {
+    let ts: Vec<i64> = consumed_in(stack, ns, region)
+        .into_iter()
+        .map(|c| c.at_ms)
+        .filter(|t| *t >= since_ms)
+        .collect();
+    Some((*ts.iter().min()?, *ts.iter().max()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the per-region topology: make per-region-test"]
+async fn per_region_operators_fail_over_fence_and_switch_through_the_shared_lease() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let Some(plane) = Coordination::connect().await else {
+        return;
+    };
+    assert_eq!(
+        std::env::var("TRIBUTARY_TOPOLOGY").as_deref(),
+        Ok("per-region"),
+        "needs `make stack-up TOPOLOGY=per-region` (or `make per-region-test`)"
+    );
+    assert!(stack.regions.len() >= 2, "needs two regions");
+    let mut regions = Vec::new();
+    for r in &stack.regions {
+        let kubeconfig = region_env("TRIBUTARY_KUBECONFIG", r);
+        regions.push(Region {
+            name: r.clone(),
+            client: client_from(&kubeconfig).await,
+            kubeconfig,
+            coordination_kubeconfig: region_env("TRIBUTARY_COORDINATION_KUBECONFIG", r),
+            operator: None,
+        });
+    }
+    let suffix = format!(
+        "{:08x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos()
+    );
+    let ns = format!("e2e-pr-{suffix}");
+    let log_dir = stack.state_dir.join("logs");
+    // The same objects in every cluster (the GitOps ApplicationSet pattern).
+    let group = Group {
+        failover: "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 6s, maxSyncAge: 30s}",
+        ..Group::default()
+    };
+    let yaml = manifests(&stack, &suffix, &group);
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("namespace");
+    plane.ensure_namespace(&ns).await;
+    for r in &mut regions {
+        Api::<Namespace>::all(r.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {ns} in {}: {e}", r.name));
+        apply_yaml(&r.client, &ns, &yaml)
+            .await
+            .unwrap_or_else(|e| panic!("apply the manifests in {}: {e}", r.name));
+        r.start_operator(&stack, &log_dir);
+    }
+    let (east, west) = (stack.regions[0].clone(), stack.regions[1].clone());
+    let topic = format!("orders-{suffix}");
+
+    let outcome =
+        std::panic::AssertUnwindSafe(scenarios(&stack, &mut regions, &ns, &east, &west, &topic))
+            .catch_unwind()
+            .await;
+    if let Err(panic) = outcome {
+        for r in &regions {
+            eprintln!(
+                "===== {}'s operator (last 60 lines) =====\n{}",
+                r.name,
+                r.log_tail()
+            );
+        }
+        let _ = stack.try_stack_command(&["region-heal", &west]);
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn scenarios(
+    stack: &Stack,
+    regions: &mut [Region],
+    ns: &str,
+    east: &str,
+    west: &str,
+    topic: &str,
+) {
+    let log_dir = stack.state_dir.join("logs");
+    // 1. Activation: the first region, epoch 1, seen alike by every region's operator.
+    for r in regions.iter() {
+        wait_active_in(r, ns, east, 1).await;
+    }
+    let mut acked = produce_batch(stack, east, topic, "a", 60).await;
+    acked.extend(produce_batch(stack, west, topic, "a", 60).await);
+    wait_consumed(stack, ns, "batch a consumed in the first region", &acked).await;
+    assert_eq!(
+        replicas_in(&regions[1], ns, &format!("billing-{west}")).await,
+        0
+    );
+    // The standby must be warm before its region can take over (maxSyncAge).
+    wait_until("the standby in the second region synced", SLOW, || async {
+        let s = status_of(&regions[1].cgfs(ns)).await;
+        s.regions
+            .iter()
+            .any(|r| r.region == west && r.last_sync_time.is_some())
+            .then_some(())
+    })
+    .await;
+
+    // 2. Kill the active region, its operator with it.
+    let killed = Instant::now();
+    let mut guard = RegionGuard {
+        stack,
+        region: east.to_string(),
+        down: true,
+    };
+    stack.stack_command(&["region-down", east]);
+    regions[0].operator = None;
+    let took_over = wait_active_in(&regions[1], ns, west, 2).await;
+    eprintln!(
+        "region-down {east}: {west} active at epoch 2 after {:.1}s",
+        took_over.duration_since(killed).as_secs_f64()
+    );
+    let b = produce_batch(stack, west, topic, "b", 60).await;
+    acked.extend(b);
+    wait_consumed(
+        stack,
+        ns,
+        "every acknowledged record consumed after the failover",
+        &acked,
+    )
+    .await;
+
+    // 3. The region returns as a standby.
+    stack.stack_command(&["region-up", east]);
+    guard.down = false;
+    regions[0].start_operator(stack, &log_dir);
+    wait_active_in(&regions[0], ns, west, 2).await;
+    wait_until(
+        "the returned region's consumers stay at 0",
+        SLOW,
+        || async {
+            (replicas_in(&regions[0], ns, &format!("billing-{east}")).await == 0).then_some(())
+        },
+    )
+    .await;
+    let s = status_of(&regions[0].cgfs(ns)).await;
+    assert_eq!(s.epoch, Some(2), "the returned region moved nothing");
+
+    // 4. Cut the active region (west) off the coordination server only, under load.
+    let load = {
+        let (stack_regions, topic) = (vec![east.to_string(), west.to_string()], topic.to_string());
+        let stack = Stack::connect().await.expect("the stack");
+        tokio::spawn(async move {
+            let mut all = Vec::new();
+            for i in 0..40 {
+                for r in &stack_regions {
+                    all.extend(produce_batch(&stack, r, &topic, &format!("c{i}"), 5).await);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            all
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let isolated_ms = now_ms();
+    let isolated = Instant::now();
+    stack.stack_command(&["region-isolate", west]);
+    let fenced = wait_until("the isolated holder fences itself", SLOW, || async {
+        let cm = active_configmap(&regions[1], ns).await;
+        (cm.get("fenced").map(String::as_str) == Some("true")
+            && replicas_in(&regions[1], ns, &format!("billing-{west}")).await == 0)
+            .then(Instant::now)
+    })
+    .await;
+    let acquired = wait_active_in(&regions[0], ns, east, 3).await;
+    eprintln!(
+        "region-isolate {west}: fenced after {:.1}s, {east} active at epoch 3 after {:.1}s",
+        fenced.duration_since(isolated).as_secs_f64(),
+        acquired.duration_since(isolated).as_secs_f64()
+    );
+    assert!(
+        fenced < acquired,
+        "the holder fenced itself before the Lease passed"
+    );
+    let c = load.await.expect("the load");
+    acked.extend(c);
+    wait_consumed(
+        stack,
+        ns,
+        "every acknowledged record consumed after the isolation",
+        &acked,
+    )
+    .await;
+    let west_span = consumed_span(stack, ns, west, isolated_ms - 3_000);
+    let east_span = consumed_span(stack, ns, east, isolated_ms);
+    if let (Some((_, west_last)), Some((east_first, _))) = (west_span, east_span) {
+        eprintln!(
+            "split brain: {west} consumed until {west_last}, {east} from {east_first} ({} ms apart)",
+            east_first - west_last
+        );
+        assert!(
+            west_last < east_first,
+            "both regions consumed at once: {west} until {west_last}, {east} from {east_first}"
+        );
+    }
+    stack.stack_command(&["region-heal", west]);
+    wait_active_in(&regions[1], ns, east, 3).await;
+    wait_until("the healed region's consumers stay at 0", SLOW, || async {
+        (replicas_in(&regions[1], ns, &format!("billing-{west}")).await == 0).then_some(())
+    })
+    .await;
+    wait_until(
+        "the healed region's ConfigMap names the new holder",
+        SLOW,
+        || async {
+            let cm = active_configmap(&regions[1], ns).await;
+            (cm.get("activeRegion").map(String::as_str) == Some(east)
+                && cm.get("fenced").map(String::as_str) == Some("false"))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // 5. Planned switchover to west, edited in every cluster.
+    wait_until("the standby in the healed region synced", SLOW, || async {
+        let w = status_of(&regions[1].cgfs(ns)).await;
+        w.regions
+            .iter()
+            .any(|r| r.region == west && r.last_sync_time.is_some())
+            .then_some(())
+    })
+    .await;
+    let asked = Instant::now();
+    for r in regions.iter() {
+        patch_spec(&r.cgfs(ns), serde_json::json!({"activeRegion": west})).await;
+    }
+    for r in regions.iter() {
+        wait_active_in(r, ns, west, 4).await;
+    }
+    eprintln!(
+        "planned switchover to {west}: epoch 4 after {:.1}s",
+        asked.elapsed().as_secs_f64()
+    );
+    let d = produce_batch(stack, east, topic, "d", 60).await;
+    acked.extend(d);
+    wait_consumed(
+        stack,
+        ns,
+        "every acknowledged record consumed after the switchover",
+        &acked,
+    )
+    .await;
+    let s = status_of(&regions[1].cgfs(ns)).await;
+    let last = s.last_failover.expect("lastFailover");
+    assert_eq!(last.plan_origin.as_deref(), Some("Final"), "{last:?}");
+}
