@@ -3,11 +3,13 @@
 //! translation between regions' aggregate clusters ([`translate`]), provenance headers and
 //! consumer-side deduplication ([`dedupe`]), partition identities ([`topology`]), the
 //! failover state machine of a consumer group ([`failover`]), and the one rule for which Kafka
-//! client properties carry secrets ([`secret_property`]).
+//! client properties carry secrets ([`secret_property`]), and the epoch convention of offset
+//! commit metadata that lets a standby sync refuse a zombie's commits ([`commit_epoch`]).
 //!
 //! Everything here is pure and synchronous; Kafka I/O lives in the crates that speak Kafka.
 
 pub mod checkpoint;
+pub mod commit_epoch;
 pub mod dedupe;
 pub mod failover;
 pub mod index;
