@@ -33,7 +33,7 @@ use thiserror::Error;
 use tracing::{debug, error, info, warn};
 use tributary_core::checkpoint::{self, CheckpointKey};
 use tributary_core::commit_epoch::{
-    CommitVerdict, ZombieCommit, ZombieReport, judge_commit, parse_commit_metadata,
+    CommitVerdict, ZombieCommit, judge_commit, parse_commit_metadata,
 };
 use tributary_core::dedupe::parse_provenance;
 use tributary_core::{
