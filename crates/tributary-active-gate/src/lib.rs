@@ -291,7 +291,9 @@ async fn serve(args: ActiveGateArgs) -> anyhow::Result<()> {
         cms,
         args.configmap.clone(),
         observed_tx,
-        move || lost_gate.metrics.watch_lost.inc(),
+        move || {
+            lost_gate.metrics.watch_lost.inc();
+        },
     ));
 
     let (stop_http, stop_http_rx) = tokio::sync::watch::channel(false);
@@ -321,7 +323,7 @@ async fn serve(args: ActiveGateArgs) -> anyhow::Result<()> {
     let mut changes = observed_rx;
     let mut ticker = tokio::time::interval(args.recheck);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<Answer> = None;
+    let mut last = Published::default();
     let terminate = tributary_runtime::termination();
     tokio::pin!(terminate);
     loop {
@@ -360,33 +362,46 @@ fn write_answer(path: &Path, answer: &Answer) -> std::io::Result<()> {
     write_atomically(path, &body)
 }
 
+/// What was last published: the answer (for the log and metrics) and the file's content.
+#[derive(Default)]
+struct Published {
+    answer: Option<Answer>,
+    file: Option<Answer>,
+    file_error_logged: bool,
+}
+
 /// Hands a new answer to the file, the condition, the metrics and the log.
 async fn publish(
     gate: &Gate,
     args: &ActiveGateArgs,
-    last: &mut Option<Answer>,
+    last: &mut Published,
     condition: &mut Option<ConditionWriter>,
     answer: Answer,
 ) {
-    let changed = last.as_ref() != Some(&answer);
-    if changed {
-        let flipped = last
-            .as_ref()
-            .is_none_or(|l| (l.active, l.reason) != (answer.active, answer.reason));
-        if flipped {
-            gate.metrics.transitions.inc();
-            gate.metrics.active.set(i64::from(answer.active));
-            tracing::info!(active = answer.active, reason = answer.reason.as_str(), epoch = ?answer.epoch, "{}", answer.message);
-        }
-        if let Some(path) = &args.file {
-            match write_answer(path, &answer) {
-                Ok(()) => *last = Some(answer.clone()),
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), "writing the answer failed (retrying): {e}")
-                }
+    let flipped = last
+        .answer
+        .as_ref()
+        .is_none_or(|l| (l.active, l.reason) != (answer.active, answer.reason));
+    if flipped {
+        gate.metrics.transitions.inc();
+        gate.metrics.active.set(i64::from(answer.active));
+        tracing::info!(active = answer.active, reason = answer.reason.as_str(), epoch = ?answer.epoch, "{}", answer.message);
+    }
+    last.answer = Some(answer.clone());
+    if let Some(path) = &args.file
+        && last.file.as_ref() != Some(&answer)
+    {
+        match write_answer(path, &answer) {
+            Ok(()) => {
+                last.file = Some(answer.clone());
+                last.file_error_logged = false;
             }
-        } else {
-            *last = Some(answer.clone());
+            // Retried every recheck; logged once per run of failures.
+            Err(e) if !last.file_error_logged => {
+                last.file_error_logged = true;
+                tracing::warn!(file = %path.display(), "writing the answer failed (retrying): {e}");
+            }
+            Err(_) => {}
         }
     }
     if let Some(writer) = condition {
