@@ -215,8 +215,11 @@ impl ConditionWriter {
         let patch = condition_patch(answer);
         match tokio::time::timeout(
             Duration::from_secs(5),
-            self.pods
-                .patch_status(&self.pod, &PatchParams::default(), &Patch::Strategic(&patch)),
+            self.pods.patch_status(
+                &self.pod,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            ),
         )
         .await
         {
@@ -268,9 +271,10 @@ async fn serve(args: ActiveGateArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{} (--port)", args.port))?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{} (--port)", args.port))?;
     let (observed_tx, observed_rx) = tokio::sync::watch::channel(Observed::Starting);
     let gate = Arc::new(Gate {
         region: args.region.clone(),
@@ -310,13 +314,15 @@ async fn serve(args: ActiveGateArgs) -> anyhow::Result<()> {
         },
     ));
 
-    let mut condition = args.pod_name.clone().filter(|p| !p.is_empty()).map(|pod| {
-        ConditionWriter {
-            pods: Api::namespaced(client.clone(), &namespace),
-            pod,
-            written: None,
-        }
-    });
+    let mut condition =
+        args.pod_name
+            .clone()
+            .filter(|p| !p.is_empty())
+            .map(|pod| ConditionWriter {
+                pods: Api::namespaced(client.clone(), &namespace),
+                pod,
+                written: None,
+            });
     if condition.is_none() {
         tracing::warn!("no --pod-name (POD_NAME): the pod condition {CONDITION_TYPE} is not kept");
     }

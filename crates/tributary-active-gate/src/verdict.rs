@@ -180,7 +180,8 @@ pub fn decide(
     };
     let ttl = Duration::from_secs(ttl);
     let margin = margin.unwrap_or_else(|| default_margin(ttl));
-    let window = SignedDuration::try_from(ttl.saturating_sub(margin)).unwrap_or(SignedDuration::ZERO);
+    let window =
+        SignedDuration::try_from(ttl.saturating_sub(margin)).unwrap_or(SignedDuration::ZERO);
     let valid_until = renew.checked_add(window).unwrap_or(renew);
     let mut answer = if now < valid_until {
         Answer {
@@ -238,7 +239,12 @@ mod tests {
         let cases = [
             (decide(&fresh, "west", at(1), None), Reason::NotActive),
             (
-                decide(&record("east", "3", at(0), "15", "true"), "east", at(1), None),
+                decide(
+                    &record("east", "3", at(0), "15", "true"),
+                    "east",
+                    at(1),
+                    None,
+                ),
                 Reason::Fenced,
             ),
             (
@@ -249,23 +255,43 @@ mod tests {
                 decide(&record("", "3", at(0), "15", "false"), "east", at(1), None),
                 Reason::NotActive,
             ),
-            (decide(&Observed::Missing, "east", at(1), None), Reason::ConfigMapMissing),
-            (decide(&Observed::Starting, "east", at(1), None), Reason::Starting),
+            (
+                decide(&Observed::Missing, "east", at(1), None),
+                Reason::ConfigMapMissing,
+            ),
+            (
+                decide(&Observed::Starting, "east", at(1), None),
+                Reason::Starting,
+            ),
             (
                 decide(&Observed::WatchLost("x".into()), "east", at(1), None),
                 Reason::WatchLost,
             ),
             (
-                decide(&record("east", "x", at(0), "15", "false"), "east", at(1), None),
+                decide(
+                    &record("east", "x", at(0), "15", "false"),
+                    "east",
+                    at(1),
+                    None,
+                ),
                 Reason::Malformed,
             ),
             (
-                decide(&record("east", "3", at(0), "", "false"), "east", at(1), None),
+                decide(
+                    &record("east", "3", at(0), "", "false"),
+                    "east",
+                    at(1),
+                    None,
+                ),
                 Reason::Malformed,
             ),
         ];
         for (answer, reason) in cases {
-            assert_eq!((answer.status_code(), answer.reason), (409, reason), "{answer:?}");
+            assert_eq!(
+                (answer.status_code(), answer.reason),
+                (409, reason),
+                "{answer:?}"
+            );
         }
     }
 

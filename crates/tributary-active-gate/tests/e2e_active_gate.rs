@@ -68,9 +68,13 @@ async fn write_cm(cms: &Api<ConfigMap>, data: BTreeMap<String, String>) {
         data: Some(data),
         ..Default::default()
     };
-    cms.patch(CM, &PatchParams::apply("e2e-operator").force(), &Patch::Apply(&cm))
-        .await
-        .unwrap_or_else(|e| panic!("writing ConfigMap {CM}: {e}"));
+    cms.patch(
+        CM,
+        &PatchParams::apply("e2e-operator").force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("writing ConfigMap {CM}: {e}"));
 }
 
 /// Polls `/active` until `want(code, body)`; returns how long it took.
@@ -190,14 +194,20 @@ async fn the_gate_answers_409_when_its_region_stops_being_active_and_the_pod_tur
         eprintln!("pod created → Ready (gate True): {:?}", started.elapsed());
         let (code, body) = get_active(port).unwrap_or_else(|| panic!("no answer on /active"));
         assert_eq!(code, 200, "{body}");
-        assert_eq!((body["region"].as_str(), body["epoch"].as_u64()), (Some(region.as_str()), Some(1)));
+        assert_eq!(
+            (body["region"].as_str(), body["epoch"].as_u64()),
+            (Some(region.as_str()), Some(1))
+        );
         assert!(body["renewTime"].is_string(), "{body}");
         let file = ns.stack.state_dir.join(format!(
             "agent-{region}/pods/{}_{POD}/volumes/active/active.json",
             ns.name
         ));
         let on_file = read_file(&file).unwrap_or_else(|| panic!("no answer in {}", file.display()));
-        assert_eq!((on_file["active"].as_bool(), on_file["epoch"].as_u64()), (Some(true), Some(1)));
+        assert_eq!(
+            (on_file["active"].as_bool(), on_file["epoch"].as_u64()),
+            (Some(true), Some(1))
+        );
 
         // A move to the other region, as the operator writes it.
         set(&other, 2, false);
@@ -207,8 +217,12 @@ async fn the_gate_answers_409_when_its_region_stops_being_active_and_the_pod_tur
             c == 409 && b["reason"] == "NotActive" && b["epoch"] == 2
         })
         .await;
-        let (to_unready, reason) = until_ready(&pods, false, "the pod unready after the move").await;
-        eprintln!("move: /active 409 after {took:?}, pod Ready=False after {:?}", flip.elapsed());
+        let (to_unready, reason) =
+            until_ready(&pods, false, "the pod unready after the move").await;
+        eprintln!(
+            "move: /active 409 after {took:?}, pod Ready=False after {:?}",
+            flip.elapsed()
+        );
         assert_eq!(reason.as_deref(), Some("ReadinessGatesNotReady"));
         assert!(to_unready < Duration::from_secs(10));
         let on_file = read_file(&file).unwrap_or_default();
@@ -224,7 +238,10 @@ async fn the_gate_answers_409_when_its_region_stops_being_active_and_the_pod_tur
         until_ready(&pods, true, "the pod Ready again").await;
         set("", 3, true);
         write_cm(&cms, record("", 3, true, Duration::ZERO)).await;
-        until_active(port, "409 Fenced", |c, b| c == 409 && b["reason"] == "Fenced").await;
+        until_active(port, "409 Fenced", |c, b| {
+            c == 409 && b["reason"] == "Fenced"
+        })
+        .await;
         until_ready(&pods, false, "the pod unready while fenced").await;
 
         // Renewals stop: a record renewed 18 s ago holds 2 s more (30 s TTL − 10 s margin)
@@ -281,8 +298,14 @@ async fn a_gate_stops_on_sigterm_and_leaves_a_stopped_answer() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning tributary active-gate: {e}"));
-        until_active(port, "200 from the process", |c, b| c == 200 && b["epoch"] == 7).await;
-        assert_eq!(read_file(&file).and_then(|v| v["active"].as_bool()), Some(true));
+        until_active(port, "200 from the process", |c, b| {
+            c == 200 && b["epoch"] == 7
+        })
+        .await;
+        assert_eq!(
+            read_file(&file).and_then(|v| v["active"].as_bool()),
+            Some(true)
+        );
 
         let pid = nix_pid(&child);
         let signalled = Instant::now();
@@ -295,13 +318,19 @@ async fn a_gate_stops_on_sigterm_and_leaves_a_stopped_answer() {
             if let Some(s) = child.try_wait().unwrap_or(None) {
                 break s;
             }
-            assert!(signalled.elapsed() < Duration::from_secs(5), "no exit within 5 s of SIGTERM");
+            assert!(
+                signalled.elapsed() < Duration::from_secs(5),
+                "no exit within 5 s of SIGTERM"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         eprintln!("SIGTERM → exit in {:?}", signalled.elapsed());
         assert!(exited.success(), "exit status {exited:?}");
         let left = read_file(&file).unwrap_or_default();
-        assert_eq!((left["active"].as_bool(), left["reason"].as_str()), (Some(false), Some("Stopped")));
+        assert_eq!(
+            (left["active"].as_bool(), left["reason"].as_str()),
+            (Some(false), Some("Stopped"))
+        );
         let _ = std::fs::remove_file(&file);
     })
     .await;

@@ -12,7 +12,11 @@ use tributary_active_gate::verdict::{Observed, Reason, decide, default_margin};
 const BASE: i64 = 1_700_000_000;
 
 fn region() -> impl Strategy<Value = String> {
-    prop_oneof![Just("east".to_string()), Just("west".to_string()), Just(String::new())]
+    prop_oneof![
+        Just("east".to_string()),
+        Just("west".to_string()),
+        Just(String::new())
+    ]
 }
 
 proptest! {

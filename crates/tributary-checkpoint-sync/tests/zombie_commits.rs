@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -42,6 +41,19 @@ fn commit_with_metadata(bootstrap: &str, group: &str, topic: &str, offsets: &[(i
         .unwrap_or_else(|e| panic!("committing for {group}: {e}"));
 }
 
+/// [`wait_for`], with the sync's log in the failure.
+fn wait_logged(sync: &Process, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; checkpoint-sync log:\n{}",
+            sync.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn status(sync: &Process) -> Option<ZombieReport> {
     let raw = http_get(sync.port, "/status").ok()?;
     serde_json::from_str(raw.split_once("\r\n\r\n")?.1.trim()).ok()
@@ -65,12 +77,16 @@ fn a_commit_of_an_older_epoch_is_counted_and_never_translated() -> TestResult {
     ];
     produce(&from.regional, &topic, PARTITIONS, &from.name, 600, 0);
     for r in [from, to] {
-        wait_for("records in both aggregates", Duration::from_secs(30), || {
-            end_offsets(&r.aggregate, &topic, PARTITIONS)
-                .values()
-                .sum::<i64>()
-                >= 600
-        });
+        wait_for(
+            "records in both aggregates",
+            Duration::from_secs(30),
+            || {
+                end_offsets(&r.aggregate, &topic, PARTITIONS)
+                    .values()
+                    .sum::<i64>()
+                    >= 600
+            },
+        );
     }
     let current = commit_metadata(EPOCH, &from.name);
     let zombie = commit_metadata(EPOCH - 1, &from.name);
@@ -84,7 +100,15 @@ fn a_commit_of_an_older_epoch_is_counted_and_never_translated() -> TestResult {
     let epoch_file = std::env::temp_dir().join(format!("{group}.epoch"));
     std::fs::write(&epoch_file, format!("{EPOCH}\n"))?;
     let port = free_port();
-    let mut command = sync_command(from, to, &regions[..1], &group, &topic, "identity", &checkpoints);
+    let mut command = sync_command(
+        from,
+        to,
+        &regions[..1],
+        &group,
+        &topic,
+        "identity",
+        &checkpoints,
+    );
     command.args([
         "--interval",
         "300ms",
@@ -96,24 +120,35 @@ fn a_commit_of_an_older_epoch_is_counted_and_never_translated() -> TestResult {
         &format!("127.0.0.1:{port}"),
     ]);
     let sync = Process::spawn("checkpoint-sync", command, port);
-    wait_for("the current epoch's commits translated", Duration::from_secs(30), || {
-        committed(&to.aggregate, &group, &topic, PARTITIONS).len() == PARTITIONS as usize
-    });
+    wait_logged(
+        &sync,
+        "the current epoch's commits translated",
+        Duration::from_secs(30),
+        || committed(&to.aggregate, &group, &topic, PARTITIONS).len() == PARTITIONS as usize,
+    );
     let good = committed(&to.aggregate, &group, &topic, PARTITIONS);
 
-    // A zombie of epoch 2 commits far ahead on partition 1; the current epoch moves 0, and
-    // a commit without the convention moves 2.
+    // Everything consumed (the ends: the replicators' last checkpoints place them exactly
+    // in B): a zombie of epoch 2 commits its end on partition 1, the current epoch on 0,
+    // and a consumer without the convention on 2.
+    let ends = end_offsets(&from.aggregate, &topic, PARTITIONS);
+    let end = |p: i32| ends.get(&p).copied().unwrap_or_default();
     commit_with_metadata(
         &from.aggregate,
         &group,
         &topic,
-        &[(0, 120, &current), (1, 150, &zombie), (2, 90, "")],
+        &[(0, end(0), &current), (1, end(1), &zombie), (2, end(2), "")],
     );
-    wait_for("the others translated past the zombie", Duration::from_secs(30), || {
-        let now = committed(&to.aggregate, &group, &topic, PARTITIONS);
-        now.get(&0) > good.get(&0) && now.get(&2) > good.get(&2)
-    });
-    wait_for("the zombie counted", Duration::from_secs(10), || {
+    wait_logged(
+        &sync,
+        "the others translated past the zombie",
+        Duration::from_secs(30),
+        || {
+            let now = committed(&to.aggregate, &group, &topic, PARTITIONS);
+            now.get(&0) > good.get(&0) && now.get(&2) > good.get(&2)
+        },
+    );
+    wait_logged(&sync, "the zombie counted", Duration::from_secs(10), || {
         sync.metric_sum("tributary_checkpoint_sync_zombie_commits_total") >= 1.0
     });
     // Several more rounds: still held, counted once.
@@ -141,8 +176,13 @@ fn a_commit_of_an_older_epoch_is_counted_and_never_translated() -> TestResult {
     assert_eq!(report.zombie_commits_total, 1);
     let held = report.held_partitions.first().ok_or("one held partition")?;
     assert_eq!(
-        (held.partition, held.offset, held.epoch, held.region.as_str()),
-        (1, 150, EPOCH - 1, from.name.as_str())
+        (
+            held.partition,
+            held.offset,
+            held.epoch,
+            held.region.as_str()
+        ),
+        (1, end(1) as u64, EPOCH - 1, from.name.as_str())
     );
     assert!(
         sync.log().contains("zombie commit"),
@@ -151,11 +191,14 @@ fn a_commit_of_an_older_epoch_is_counted_and_never_translated() -> TestResult {
     );
 
     // The current epoch commits partition 1 again: translated, nothing held.
-    commit_with_metadata(&from.aggregate, &group, &topic, &[(1, 160, &current)]);
-    wait_for("partition 1 translated again", Duration::from_secs(30), || {
-        committed(&to.aggregate, &group, &topic, PARTITIONS).get(&1) > good.get(&1)
-    });
-    wait_for("nothing held", Duration::from_secs(10), || {
+    commit_with_metadata(&from.aggregate, &group, &topic, &[(1, end(1), &current)]);
+    wait_logged(
+        &sync,
+        "partition 1 translated again",
+        Duration::from_secs(30),
+        || committed(&to.aggregate, &group, &topic, PARTITIONS).get(&1) > good.get(&1),
+    );
+    wait_logged(&sync, "nothing held", Duration::from_secs(10), || {
         status(&sync).is_some_and(|r| r.held_partitions.is_empty() && r.zombie_commits_total == 1)
     });
     for r in &mut replicators {

@@ -32,8 +32,8 @@ pub fn ready_condition(
     }
     let unmet: Vec<String> = gates
         .iter()
-        .filter_map(|g| {
-            match conditions.iter().find(|c| c.type_ == g.condition_type) {
+        .filter_map(
+            |g| match conditions.iter().find(|c| c.type_ == g.condition_type) {
                 None => Some(format!(
                     "corresponding condition of pod readiness gate {:?} does not exist.",
                     g.condition_type
@@ -43,8 +43,8 @@ pub fn ready_condition(
                     g.condition_type, c.status
                 )),
                 Some(_) => None,
-            }
-        })
+            },
+        )
         .collect();
     if unmet.is_empty() {
         ReadyCondition {
@@ -87,7 +87,10 @@ mod tests {
             condition("example.com/lb", "True"),
         ];
         assert!(ready_condition(Ok(()), &gates, &both).ready);
-        assert!(ready_condition(Ok(()), &[], &[]).ready, "no gates: containers decide");
+        assert!(
+            ready_condition(Ok(()), &[], &[]).ready,
+            "no gates: containers decide"
+        );
 
         let one_false = [
             condition("tributary.dev/active", "False"),
@@ -98,19 +101,26 @@ mod tests {
         assert_eq!(r.reason.as_deref(), Some(READINESS_GATES_NOT_READY));
         assert_eq!(
             r.message.as_deref(),
-            Some(r#"the status of pod readiness gate "tributary.dev/active" is not "True", but False"#)
+            Some(
+                r#"the status of pod readiness gate "tributary.dev/active" is not "True", but False"#
+            )
         );
 
         let missing = ready_condition(Ok(()), &gates, &both[..1]);
         assert!(!missing.ready);
         assert_eq!(
             missing.message.as_deref(),
-            Some(r#"corresponding condition of pod readiness gate "example.com/lb" does not exist."#)
+            Some(
+                r#"corresponding condition of pod readiness gate "example.com/lb" does not exist."#
+            )
         );
 
         // Unready containers win, whatever the gates say.
         let r = ready_condition(
-            Err(("ContainersNotReady", "containers with unready status: [app]".into())),
+            Err((
+                "ContainersNotReady",
+                "containers with unready status: [app]".into(),
+            )),
             &gates,
             &both,
         );
