@@ -5,7 +5,9 @@
 //!   watermarks of an unplanned failover (the active region is gone, nothing newer exists);
 //! - `POST /final?epoch=<e>`: run the final round of a planned move now, answered with its
 //!   plan once its commit was read back. `e` must be this sync's epoch (409 otherwise): a
-//!   request meant for another move never commits here.
+//!   request meant for another move never commits here;
+//! - `GET /status`: the zombie commits this sync has seen (`tributary_core::commit_epoch::ZombieReport`,
+//!   JSON): their total and the partitions held by one now.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tributary_core::TranslationPlan;
+use tributary_core::commit_epoch::ZombieReport;
 
 use crate::metrics::Metrics;
 
@@ -26,6 +29,8 @@ pub struct Health {
     pub alive: AtomicBool,
     /// The plan of the last round that committed.
     pub last_plan: Mutex<Option<Arc<TranslationPlan>>>,
+    /// Zombie commits seen (`GET /status`).
+    pub zombies: Mutex<ZombieReport>,
 }
 
 impl Health {
@@ -35,6 +40,7 @@ impl Health {
             ready: AtomicBool::new(false),
             alive: AtomicBool::new(true),
             last_plan: Mutex::new(None),
+            zombies: Mutex::new(ZombieReport::default()),
         }
     }
 }
@@ -103,6 +109,7 @@ pub fn control_routes(
 ) -> Router {
     Router::new()
         .route("/plan", get(last_plan))
+        .route("/status", get(status))
         .route("/final", post(final_round))
         .with_state(Control { health, requests })
 }
@@ -119,6 +126,19 @@ async fn last_plan(State(c): State<Control>) -> Response {
     match plan {
         Some(plan) => json(&plan),
         None => (StatusCode::NOT_FOUND, "no round has committed yet\n").into_response(),
+    }
+}
+
+async fn status(State(c): State<Control>) -> Response {
+    let report = c
+        .health
+        .zombies
+        .lock()
+        .map(|z| z.clone())
+        .unwrap_or_default();
+    match serde_json::to_string(&report) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 

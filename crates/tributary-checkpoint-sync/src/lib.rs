@@ -48,6 +48,9 @@ pub fn run(args: CheckpointSyncArgs) -> anyhow::Result<()> {
     if let Some(epoch) = cfg.epoch {
         health.metrics.epoch.set(epoch.min(i64::MAX as u64) as i64);
     }
+    if let Ok(mut zombies) = health.zombies.lock() {
+        zombies.epoch = cfg.epoch;
+    }
     let mode = cfg.mode;
     let plan_file = cfg.plan_file.clone();
     info!(

@@ -25,6 +25,15 @@ pub struct RoutePartitionLabels {
     pub partition: String,
 }
 
+/// A zombie commit's partition and claimed region (one of the group's regions, else
+/// `unknown`: the text is the committer's). Its epoch is not a label (unbounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZombieLabels {
+    pub topic: String,
+    pub partition: String,
+    pub region: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabels {
     pub category: &'static str,
@@ -55,6 +64,10 @@ pub struct Metrics {
     /// Partitions the last round refused because their checkpoints contradict themselves or
     /// B's log (nothing committed for them).
     pub contradicted_partitions: Gauge,
+    /// Commits in A whose metadata names an older epoch than this sync's (each counted once).
+    pub zombie_commits: Family<ZombieLabels, Counter>,
+    /// Partitions whose latest commit in A is held (a zombie's, or an untrusted claim).
+    pub zombie_held_partitions: Gauge,
     pub index_entries: Gauge,
     pub plan_max_duplicates: Gauge,
     pub plan_exact: Gauge,
@@ -80,6 +93,8 @@ impl Metrics {
             checkpoint_records_invalid: Counter::default(),
             checkpoint_contradictions: Family::default(),
             contradicted_partitions: Gauge::default(),
+            zombie_commits: Family::default(),
+            zombie_held_partitions: Gauge::default(),
             index_entries: Gauge::default(),
             plan_max_duplicates: Gauge::default(),
             plan_exact: Gauge::default(),
@@ -146,6 +161,16 @@ impl Metrics {
             "contradicted_partitions",
             "Partitions the last round refused to commit because their checkpoints contradict themselves or the standby's log",
             m.contradicted_partitions.clone(),
+        );
+        registry.register(
+            "zombie_commits",
+            "Offset commits in the active region whose metadata (tributary epoch=N region=R) names an older epoch than this sync's: never translated",
+            m.zombie_commits.clone(),
+        );
+        registry.register(
+            "zombie_held_partitions",
+            "Partitions whose latest commit in the active region is not translated (a zombie's, or metadata that claims the convention and does not parse); the standby keeps its last good position",
+            m.zombie_held_partitions.clone(),
         );
         registry.register(
             "index_entries",

@@ -32,6 +32,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 use tributary_core::checkpoint::{self, CheckpointKey};
+use tributary_core::commit_epoch::{
+    CommitVerdict, ZombieCommit, judge_commit, parse_commit_metadata,
+};
 use tributary_core::dedupe::parse_provenance;
 use tributary_core::{
     AggregateLayout, AggregatePartition, CheckpointIndexes, CheckpointRecord, InsertOutcome,
@@ -42,7 +45,7 @@ use tributary_kafka::{ClientSettings, KafkaAdmin, KafkaError, classify};
 
 use crate::config::{Mode, SyncConfig, parse_epoch};
 use crate::http::Health;
-use crate::metrics::{PartitionLabels, RoutePartitionLabels};
+use crate::metrics::{PartitionLabels, RoutePartitionLabels, ZombieLabels};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
@@ -467,6 +470,8 @@ pub struct CheckpointSync {
     last_synced: Instant,
     /// Missing topics already warned about (once each).
     warned_missing: BTreeSet<String>,
+    /// Per partition, the zombie commit (offset) last counted: each is counted once.
+    zombies_counted: BTreeMap<AggregatePartition, u64>,
 }
 
 impl CheckpointSync {
@@ -508,6 +513,7 @@ impl CheckpointSync {
             tails: BTreeMap::new(),
             last_synced: Instant::now(),
             warned_missing: BTreeSet::new(),
+            zombies_counted: BTreeMap::new(),
             cfg,
             health,
             runtime,
@@ -598,7 +604,9 @@ impl CheckpointSync {
             from_partitions.extend((0..description.partitions as i32).map(|p| (topic.clone(), p)));
         }
 
-        let committed = read_committed(&self.from_group, &from_cluster, &from_partitions)?;
+        let commits = read_commits(&self.from_group, &from_cluster, &from_partitions)?;
+        let (committed, held) = screen_commits(commits, self.cfg.epoch);
+        self.surface_held(&held);
         let rewound: BTreeSet<AggregatePartition> = committed
             .iter()
             .filter(|(p, c)| self.previous_from.get(*p).is_some_and(|prev| prev > *c))
@@ -633,7 +641,7 @@ impl CheckpointSync {
 
         let observed = self.observe_tails(&layout, &committed)?;
         phases.mark("tails in A");
-        let plan = translate(&TranslationRequest {
+        let mut plan = translate(&TranslationRequest {
             group_id: &self.cfg.group,
             from_region: &self.cfg.from_region,
             to_region: &self.cfg.to_region,
@@ -643,6 +651,11 @@ impl CheckpointSync {
             destination: &destination,
             observed: &observed,
         });
+        if !held.is_empty() {
+            // A held partition resumes from B's last good position, which no watermark of
+            // this plan describes.
+            plan.exact = false;
+        }
         self.health
             .metrics
             .plan_max_duplicates
@@ -681,7 +694,7 @@ impl CheckpointSync {
             }
             self.health.metrics.commits_skipped_group_active.inc();
             info!(group = %self.cfg.group, members, "group has active members in the standby region: not committing");
-            self.previous_from = committed;
+            self.previous_from = self.next_previous(committed, &held);
             return Ok(RoundReport {
                 plan,
                 outcome: RoundOutcome::SkippedGroupActive { members },
@@ -743,7 +756,7 @@ impl CheckpointSync {
                     .set(log.end.saturating_sub(*offset).min(i64::MAX as u64) as i64);
             }
         }
-        self.previous_from = committed;
+        self.previous_from = self.next_previous(committed, &held);
         if !refused.is_empty() && (strict || mode == Mode::Once) {
             return Err(SyncError::Contradicted {
                 group: self.cfg.group.clone(),
@@ -778,6 +791,91 @@ impl CheckpointSync {
             },
             checkpoints_caught_up: caught_up,
         })
+    }
+
+    /// What the next round compares A's commits with to see a rewind: this round's
+    /// translated commits, and for a held partition the last translated one.
+    fn next_previous(
+        &self,
+        mut committed: BTreeMap<AggregatePartition, u64>,
+        held: &BTreeMap<AggregatePartition, HeldCommit>,
+    ) -> BTreeMap<AggregatePartition, u64> {
+        for partition in held.keys() {
+            if let Some(previous) = self.previous_from.get(partition) {
+                committed.insert(partition.clone(), *previous);
+            }
+        }
+        committed
+    }
+
+    /// Counts each zombie commit once (`zombie_commits_total`), logs the held partitions and
+    /// publishes them for `GET /status`.
+    fn surface_held(&mut self, held: &BTreeMap<AggregatePartition, HeldCommit>) {
+        let known_regions: BTreeSet<&str> = self
+            .cfg
+            .sources
+            .iter()
+            .map(String::as_str)
+            .chain([self.cfg.from_region.as_str(), self.cfg.to_region.as_str()])
+            .collect();
+        let mut report = Vec::new();
+        let mut new_zombies = 0u64;
+        for (partition, commit) in held {
+            match &commit.verdict {
+                CommitVerdict::Zombie { epoch, region } => {
+                    report.push(ZombieCommit {
+                        topic: partition.topic.clone(),
+                        partition: partition.partition,
+                        offset: commit.offset,
+                        epoch: *epoch,
+                        region: region.clone(),
+                    });
+                    if self.zombies_counted.get(partition) == Some(&commit.offset) {
+                        continue;
+                    }
+                    self.zombies_counted
+                        .insert(partition.clone(), commit.offset);
+                    new_zombies += 1;
+                    // The claimed region is the committer's text: a label only if it is one
+                    // of this group's regions.
+                    let label_region = if known_regions.contains(region.as_str()) {
+                        region.clone()
+                    } else {
+                        "unknown".to_string()
+                    };
+                    self.health
+                        .metrics
+                        .zombie_commits
+                        .get_or_create(&ZombieLabels {
+                            topic: partition.topic.clone(),
+                            partition: partition.partition.to_string(),
+                            region: label_region,
+                        })
+                        .inc();
+                    error!(group = %self.cfg.group, cluster = %self.cfg.from.name, partition = %partition,
+                        offset = commit.offset, zombie_epoch = epoch, zombie_region = %region,
+                        epoch = ?self.cfg.epoch,
+                        "zombie commit: group {:?} committed offset {} on {partition} in {} for epoch {epoch} (region {region}), older than this sync's epoch; not translated, the standby keeps its last good position. A consumer of an old epoch is still committing: find and stop it",
+                        self.cfg.group, commit.offset, self.cfg.from.name);
+                }
+                CommitVerdict::Hold { reason } => {
+                    warn!(group = %self.cfg.group, cluster = %self.cfg.from.name, partition = %partition,
+                        offset = commit.offset, "not translating {partition}: {reason}");
+                }
+                CommitVerdict::Translate => {}
+            }
+        }
+        // A partition committed again by a current consumer is no zombie's any more.
+        self.zombies_counted.retain(|p, _| held.contains_key(p));
+        self.health
+            .metrics
+            .zombie_held_partitions
+            .set(report.len() as i64);
+        if let Ok(mut zombies) = self.health.zombies.lock() {
+            zombies.epoch = self.cfg.epoch;
+            zombies.held_partitions = report;
+            zombies.zombie_commits_total += new_zombies;
+        }
     }
 
     /// Catches the index up with both checkpoint topics within `budget`, starting a first read
@@ -1164,6 +1262,18 @@ fn read_committed(
     cluster: &str,
     partitions: &[(String, i32)],
 ) -> Result<BTreeMap<AggregatePartition, u64>, KafkaError> {
+    Ok(read_commits(consumer, cluster, partitions)?
+        .into_iter()
+        .map(|(partition, (offset, _))| (partition, offset))
+        .collect())
+}
+
+/// The group's committed offsets for `partitions` with their commit metadata.
+fn read_commits(
+    consumer: &SyncConsumer,
+    cluster: &str,
+    partitions: &[(String, i32)],
+) -> Result<BTreeMap<AggregatePartition, (u64, String)>, KafkaError> {
     let mut out = BTreeMap::new();
     if partitions.is_empty() {
         return Ok(out);
@@ -1189,11 +1299,42 @@ fn read_committed(
         {
             out.insert(
                 AggregatePartition::new(element.topic(), element.partition() as u32),
-                offset as u64,
+                (offset as u64, element.metadata().to_owned()),
             );
         }
     }
     Ok(out)
+}
+
+/// A partition whose latest commit in A is not translated (see [`screen_commits`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldCommit {
+    pub offset: u64,
+    pub verdict: CommitVerdict,
+}
+
+/// Splits A's commits by the epoch in their metadata (`tributary_core::commit_epoch`): those
+/// to translate, and those held — a zombie's (an older epoch than `ours`) or one that cannot
+/// be trusted. A held partition is left out of the translation, so B keeps its last good
+/// position: neither backwards nor forwards from the held commit's offset.
+pub fn screen_commits(
+    commits: BTreeMap<AggregatePartition, (u64, String)>,
+    ours: Option<u64>,
+) -> (
+    BTreeMap<AggregatePartition, u64>,
+    BTreeMap<AggregatePartition, HeldCommit>,
+) {
+    let mut translate = BTreeMap::new();
+    let mut held = BTreeMap::new();
+    for (partition, (offset, metadata)) in commits {
+        let verdict = judge_commit(&parse_commit_metadata(&metadata), ours);
+        if verdict.translates() {
+            translate.insert(partition, offset);
+        } else {
+            held.insert(partition, HeldCommit { offset, verdict });
+        }
+    }
+    (translate, held)
 }
 
 /// The resumed partitions of a plan, for logs: `topic/p→offset`.
@@ -1415,6 +1556,44 @@ mod tests {
         let plan = translate_now(&indexes);
         assert_eq!(plan.contradicted().count(), 0);
         assert!(standby_decisions(&plan, &BTreeMap::new(), &BTreeSet::new()).contains_key(&p(1)));
+    }
+
+    #[test]
+    fn a_zombie_commit_is_held_out_of_the_translation_and_the_rest_translate() {
+        use tributary_core::commit_epoch::commit_metadata;
+        let commits = BTreeMap::from([
+            (p(0), (10, commit_metadata(4, "east"))),
+            (p(1), (99, commit_metadata(3, "east"))),
+            (p(2), (30, String::new())),
+            (p(3), (40, "some app's own metadata".to_string())),
+            (p(4), (50, "tributary epoch=four region=east".to_string())),
+            (p(5), (60, commit_metadata(5, "west"))),
+        ]);
+        let (translate, held) = screen_commits(commits.clone(), Some(4));
+        assert_eq!(
+            translate,
+            BTreeMap::from([(p(0), 10), (p(2), 30), (p(3), 40)])
+        );
+        assert_eq!(
+            held[&p(1)],
+            HeldCommit {
+                offset: 99,
+                verdict: CommitVerdict::Zombie {
+                    epoch: 3,
+                    region: "east".into()
+                }
+            }
+        );
+        assert!(matches!(held[&p(4)].verdict, CommitVerdict::Hold { .. }));
+        assert!(matches!(held[&p(5)].verdict, CommitVerdict::Hold { .. }));
+        // A held partition gets no commit: B keeps what it has (here 7), never 99 or less.
+        let plan = plan(&[(0, 10), (2, 30), (3, 40)]);
+        let decisions = standby_decisions(&plan, &BTreeMap::from([(p(1), 7)]), &BTreeSet::new());
+        assert!(!decisions.contains_key(&p(1)));
+        // Without an epoch the sync translates everything, as before the convention.
+        let (translate, held) = screen_commits(commits, None);
+        assert_eq!(translate.len(), 6);
+        assert!(held.is_empty());
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! translation between regions' aggregate clusters ([`translate`]), provenance headers and
 //! consumer-side deduplication ([`dedupe`]), partition identities ([`topology`]), the
 //! failover state machine of a consumer group ([`failover`]), what per-region operators agree
-//! on through its Lease ([`handover`]), and the one rule for which Kafka
-//! client properties carry secrets ([`secret_property`]).
+//! on through its Lease ([`handover`]), the epoch convention of offset commit metadata that
+//! lets a standby sync refuse a zombie's commits ([`commit_epoch`]), and the one rule for
+//! which Kafka client properties carry secrets ([`secret_property`]).
 //!
 //! Everything here is pure and synchronous; Kafka I/O lives in the crates that speak Kafka.
 
 pub mod checkpoint;
+pub mod commit_epoch;
 pub mod dedupe;
 pub mod failover;
 pub mod handover;

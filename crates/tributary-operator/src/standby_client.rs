@@ -1,6 +1,7 @@
 //! The operator's side of a standby sync's HTTP endpoints (see
 //! `tributary_checkpoint_sync::http`): its freshness from `/metrics`, its last committed plan
-//! from `GET /plan`, and the final round of a planned move from `POST /final`. Plain HTTP/1.0
+//! from `GET /plan`, the final round of a planned move from `POST /final`, and the zombie
+//! commits it refused from `GET /status`. Plain HTTP/1.0
 //! on the pod IP: one request per connection, every call bounded in time.
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tributary_api::consumer_group_failover::{MovePlan, SourceWatermark};
 use tributary_core::TranslationPlan;
+use tributary_core::commit_epoch::ZombieReport;
 
 use crate::sync_job::SYNC_PORT;
 
@@ -70,6 +72,16 @@ pub async fn last_synced(ip: &str) -> Option<f64> {
 /// The plan of the standby's last committed round (`None`: it has none, or did not answer).
 pub async fn last_plan(ip: &str) -> Option<TranslationPlan> {
     match request(ip, "GET", "/plan", Duration::from_secs(3)).await {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// The standby's zombie commits (`None`: it does not answer, or is older than `GET /status`):
+/// `zombie_commits_total` since it started and the partitions a zombie's commit holds now
+/// (`held_partitions`: not translated, the standby keeps its last good position).
+pub async fn zombie_report(ip: &str) -> Option<ZombieReport> {
+    match request(ip, "GET", "/status", Duration::from_secs(2)).await {
         Ok((200, body)) => serde_json::from_str(&body).ok(),
         _ => None,
     }

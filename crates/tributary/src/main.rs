@@ -34,6 +34,10 @@ enum Command {
     /// Keep a consumer group's position warm in a standby region (translated from the active
     /// region's aggregate cluster), or move it at a failover (`--once --final`).
     CheckpointSync(tributary_checkpoint_sync::CheckpointSyncArgs),
+    /// A consumer's sidecar: says whether this pod's region is the active one of its group
+    /// (`GET /active` on localhost, a file, the pod condition `tributary.dev/active`), from
+    /// the `<name>-active` ConfigMap watched through the API.
+    ActiveGate(tributary_active_gate::ActiveGateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Replicate(args) => tributary_replicator::run(args),
         Command::Operator(args) => tributary_operator::run_blocking(args),
         Command::CheckpointSync(args) => tributary_checkpoint_sync::run(args),
+        Command::ActiveGate(args) => tributary_active_gate::run(args),
     }
 }
 

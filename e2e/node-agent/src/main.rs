@@ -14,6 +14,7 @@ mod pod_runner;
 mod pod_watch;
 mod probe;
 mod procs;
+mod readiness;
 mod scheduling;
 mod security;
 mod sources;

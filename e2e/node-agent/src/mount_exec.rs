@@ -105,6 +105,12 @@ fn become_user(id: &Identity) -> anyhow::Result<()> {
 /// `/proc`, `/sys`, `/dev`, which a runtime mounts writable as well. Files the agent opened
 /// before (the log) stay writable: they belong to the host's mounts, not these copies.
 fn read_only_except(volumes: &[&Path]) -> anyhow::Result<()> {
+    // mountinfo names mounts by their resolved path: a volume at /var/run/x (/var/run a
+    // symlink to /run) is mounted at /run/x, and must stay writable there.
+    let volumes: Vec<PathBuf> = volumes
+        .iter()
+        .map(|v| std::fs::canonicalize(v).unwrap_or_else(|_| v.to_path_buf()))
+        .collect();
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     for (target, options) in mount_points(&info) {
         let kernel = ["/proc", "/sys", "/dev"]

@@ -898,7 +898,8 @@ impl PodRunner {
         entry.clone()
     }
 
-    /// Writes the pod status when it changed (JSON merge patch; the whole container lists).
+    /// Writes the pod status when it changed: a strategic-merge patch, so the agent's
+    /// conditions merge by `type` and the container lists are replaced whole.
     async fn flush_status(&mut self) {
         let phase = self.phase();
         let terminal = phase == "Succeeded" || phase == "Failed";
@@ -916,7 +917,6 @@ impl PodRunner {
             .collect();
         let initialized = uninitialized.is_empty();
         let containers_ready = unready.is_empty() && !terminal;
-        let gates_ok = self.readiness_gates_pass();
         let sandbox = self.prepared;
         let readiness_reason = if terminal {
             "PodCompleted"
@@ -928,6 +928,23 @@ impl PodRunner {
             "containers with incomplete status: [{}]",
             uninitialized.join(" ")
         );
+        let ready = crate::readiness::ready_condition(
+            if containers_ready {
+                Ok(())
+            } else {
+                Err((readiness_reason, ready_message.clone()))
+            },
+            self.pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.readiness_gates.as_deref())
+                .unwrap_or_default(),
+            self.pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default(),
+        );
         let mut conditions = Vec::new();
         for (type_, status, reason, message) in [
             ("PodReadyToStartContainers", sandbox, None, None),
@@ -937,12 +954,7 @@ impl PodRunner {
                 (!initialized).then_some("ContainersNotInitialized"),
                 (!initialized).then_some(init_message),
             ),
-            (
-                "Ready",
-                containers_ready && gates_ok,
-                (!containers_ready).then_some(readiness_reason),
-                (!containers_ready).then_some(ready_message.clone()),
-            ),
+            ("Ready", ready.ready, ready.reason.as_deref(), ready.message),
             (
                 "ContainersReady",
                 containers_ready,
@@ -955,18 +967,9 @@ impl PodRunner {
             conditions.push(json!({"type": type_, "status": if s { "True" } else { "False" }, "lastTransitionTime": t,
                                    "reason": reason, "message": message, "lastProbeTime": null}));
         }
-        // Keep conditions other writers own (DisruptionTarget, readiness gates, ...).
-        for c in self
-            .pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-        {
-            if managed_condition(&c.type_).is_none() {
-                conditions.push(serde_json::to_value(&c).unwrap_or(Value::Null));
-            }
-        }
+        // Only the agent's own conditions: the strategic-merge patch below merges them by
+        // `type`, so conditions of other writers (readiness gates, DisruptionTarget) are left
+        // as the API server has them, never overwritten from a stale copy.
         let statuses = |init: bool| -> Vec<Value> {
             self.runs
                 .iter()
@@ -976,7 +979,6 @@ impl PodRunner {
         };
         let mut status = json!({
             "phase": phase,
-            "conditions": conditions,
             "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
             "podIP": pod_ip(&self.uid), "podIPs": [{"ip": pod_ip(&self.uid)}],
             "startTime": self.start_time,
@@ -990,6 +992,9 @@ impl PodRunner {
             status["message"] = why.clone().into();
         }
         strip_nulls(&mut status);
+        // After strip_nulls: a condition's `reason: null` must reach the strategic merge,
+        // which otherwise keeps the reason of its previous state.
+        status["conditions"] = Value::Array(conditions);
         if self.last_status.as_ref() == Some(&status) {
             return;
         }
@@ -1000,7 +1005,7 @@ impl PodRunner {
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let patch = json!({"metadata": {"uid": self.uid}, "status": status});
         match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
         {
             Ok(pod) => {
@@ -1015,26 +1020,6 @@ impl PodRunner {
                 tracing::warn!(pod = %self.key, error = %e, "status update failed (will retry)")
             }
         }
-    }
-
-    fn readiness_gates_pass(&self) -> bool {
-        let gates = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.readiness_gates.clone())
-            .unwrap_or_default();
-        let conditions = self
-            .pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        gates.iter().all(|g| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == g.condition_type && c.status == "True")
-        })
     }
 }
 
