@@ -302,10 +302,9 @@ pub async fn translate(
     let streams: Api<RegionalStream> = Api::namespaced(conn.client.clone(), ns);
     let (aggregates, streams) =
         tokio::try_join!(aggregates.list(&lp), streams.list(&lp)).map_err(explain_list_error)?;
-    let inputs =
-        crate::translate::inputs(&cgf, &aggregates.items, &streams.items, to, &overrides)?;
-    let dry = crate::translate::dry_run(crate::translate::sync_config(&inputs, catch_up_timeout))
-        .await?;
+    let inputs = crate::translate::inputs(&cgf, &aggregates.items, &streams.items, to, &overrides)?;
+    let dry =
+        crate::translate::dry_run(crate::translate::sync_config(&inputs, catch_up_timeout)).await?;
     let view = crate::translate::TranslateView::new(&inputs, &dry);
     let text = match output {
         OutputFormat::Json => {

@@ -269,8 +269,7 @@ async fn main() -> std::process::ExitCode {
                 catch_up_timeout,
                 output,
             } => {
-                commands::translate(&conn, &group, &to, &bootstrap, catch_up_timeout, output)
-                    .await
+                commands::translate(&conn, &group, &to, &bootstrap, catch_up_timeout, output).await
             }
             Command::Drill(args) => tributary_cli::drill::drill(&conn, args.options()).await,
         }

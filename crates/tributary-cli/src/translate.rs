@@ -92,8 +92,10 @@ fn client_settings(
         .get(region)
         .cloned()
         .unwrap_or_else(|| kafka.bootstrap_servers.join(","));
-    let mut settings =
-        ClientSettings::plaintext(format!("{region} aggregate cluster ({bootstrap})"), bootstrap);
+    let mut settings = ClientSettings::plaintext(
+        format!("{region} aggregate cluster ({bootstrap})"),
+        bootstrap,
+    );
     settings.properties = kafka
         .properties
         .iter()
@@ -522,13 +524,20 @@ impl TranslateView {
             w.row(
                 [
                     format!("{}/{}", s.topic, s.partition),
-                    format!("{}/{}/{}", s.source_region, s.source_topic, s.source_partition),
+                    format!(
+                        "{}/{}/{}",
+                        s.source_region, s.source_topic, s.source_partition
+                    ),
                     opt(s.watermark),
                     if s.watermark_exact { "yes" } else { "no" }.into(),
                     format!(
                         "{}{}",
                         s.resume_offset,
-                        if s.resume_exact { "" } else { " (conservative)" }
+                        if s.resume_exact {
+                            ""
+                        } else {
+                            " (conservative)"
+                        }
                     ),
                 ]
                 .into_iter()
@@ -543,7 +552,11 @@ impl TranslateView {
                 self.members_in_target, self.to
             ));
         }
-        for p in self.partitions.iter().filter(|p| p.status == "contradicted") {
+        for p in self
+            .partitions
+            .iter()
+            .filter(|p| p.status == "contradicted")
+        {
             out.push_str(&format!(
                 "\nREFUSED {}/{}: {}\n",
                 p.topic,

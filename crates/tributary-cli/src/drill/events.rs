@@ -64,7 +64,12 @@ pub fn parse_session_change(line: &str) -> Option<SessionChange> {
             v["partitions"]
                 .as_array()?
                 .iter()
-                .filter_map(|p| Some((p["topic"].as_str()?.to_string(), p["partition"].as_i64()? as i32)))
+                .filter_map(|p| {
+                    Some((
+                        p["topic"].as_str()?.to_string(),
+                        p["partition"].as_i64()? as i32,
+                    ))
+                })
                 .collect(),
         )),
         _ => None,

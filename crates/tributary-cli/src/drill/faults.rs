@@ -155,7 +155,7 @@ mod tests {
         let faults = Fault::ALL;
         let run = |seed| {
             let mut d = Dice::new(seed);
-            (0..20)
+            (0..40)
                 .map(|_| *d.pick(&faults).expect("non-empty"))
                 .collect::<Vec<_>>()
         };

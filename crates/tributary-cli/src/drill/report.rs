@@ -33,7 +33,8 @@ pub fn print_row(run: &DrillRun) {
 pub fn render_table(verdicts: &[DrillVerdict]) -> String {
     let header = [
         "#", "FAULT", "MOVE", "EPOCH", "RTO_S", "DETECT", "DECIDE", "TRANSL", "COMMIT", "READY",
-        "FIRST", "ACKED", "LOST", "SKIP", "DUPS", "DEDUPED", "BOUNDS", "SPLIT_S", "NONMONO", "RESULT",
+        "FIRST", "ACKED", "LOST", "SKIP", "DUPS", "DEDUPED", "BOUNDS", "SPLIT_S", "NONMONO",
+        "RESULT",
     ];
     let rows: Vec<Vec<String>> = verdicts
         .iter()

@@ -19,9 +19,9 @@ use super::events::{
     Ack, Consumption, SessionMark, Tail, parse_ack, parse_consumption, parse_session_change,
 };
 use super::faults::{Dice, Fault, applicable, fault_command};
+use super::primary::{PrimarySample, first_named};
 use super::report::{print_row, print_table, report_json};
 use super::timeline::{Mark, render};
-use super::primary::{PrimarySample, first_named};
 use super::verdict::{DrillRun, Summary, judge};
 use crate::cluster::Connection;
 use crate::commands::{get_group, set_active_region};
@@ -246,7 +246,11 @@ impl Drill {
     async fn sample_primary(&mut self) {
         let name = format!("{}-active", self.name);
         let (cm, lease) = tokio::join!(self.config_maps.get_opt(&name), self.leases.get_opt(&name));
-        let parse_ms = |t: &str| t.parse::<k8s_openapi::jiff::Timestamp>().ok().map(|t| t.as_millisecond());
+        let parse_ms = |t: &str| {
+            t.parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond())
+        };
         let mut sample = PrimarySample {
             at_ms: now_ms(),
             ..PrimarySample::default()
@@ -810,7 +814,11 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
             .consumed
             .iter()
             .map(|c| {
-                let region = if active_passive { "" } else { c.region.as_str() };
+                let region = if active_passive {
+                    ""
+                } else {
+                    c.region.as_str()
+                };
                 (region, c.value.as_str())
             })
             .collect();
@@ -818,7 +826,9 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
             if active_passive {
                 seen.contains(&("", value))
             } else {
-                d.regions.iter().all(|r| seen.contains(&(r.as_str(), value)))
+                d.regions
+                    .iter()
+                    .all(|r| seen.contains(&(r.as_str(), value)))
             }
         };
         let missing = d

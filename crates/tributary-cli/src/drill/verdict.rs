@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use super::events::{Ack, Consumption, SessionMark};
+use super::faults::Fault;
 use super::monotonic::{NonMonotonic, non_monotonic};
 use super::primary::{PrimarySample, primary_overlaps};
-use super::faults::Fault;
 
 /// Records the killed region acknowledged within this long before its loss may die with it
 /// (not yet replicated): they are not a surviving region's records.
@@ -356,8 +356,10 @@ pub fn judge(
                 if !in_region && times.contains_key(a.value.as_str()) {
                     v.lost += 1;
                     if v.lost_examples.len() < 5 {
-                        v.lost_examples
-                            .push(format!("{} ({}, not consumed in {region})", a.value, a.region));
+                        v.lost_examples.push(format!(
+                            "{} ({}, not consumed in {region})",
+                            a.value, a.region
+                        ));
                     }
                 }
             }
@@ -570,11 +572,13 @@ mod tests {
         }
     }
 
+    /// A consumption with no position: a session of its own, so that no step is backwards.
     fn consumed(region: &str, value: &str, at_ms: i64) -> Consumption {
         Consumption {
             region: region.into(),
             value: value.into(),
             at_ms,
+            session: format!("{region}/{value}/{at_ms}"),
             ..Consumption::default()
         }
     }
@@ -731,6 +735,7 @@ mod tests {
             committed_ms: Some(17_000),
             ready_ms: Some(18_000),
             first_consumed_ms: Some(19_500),
+            primary_ms: None,
         };
         let v = judge(&[r], &[], &[], &[], &[], true);
         assert_eq!(v[0].rto_s, Some(9.5));
@@ -775,7 +780,10 @@ mod tests {
             partition: 0,
             offset,
         };
-        let acks = vec![ack("east", "1.0", 0, 0, 1_000), ack("east", "1.1", 0, 1, 1_100)];
+        let acks = vec![
+            ack("east", "1.0", 0, 0, 1_000),
+            ack("east", "1.1", 0, 1, 1_100),
+        ];
         // east consumed both; after the move west (another session) re-reads 1.1: a duplicate.
         let moved = vec![
             at("east-0", "east", 0, "1.0", 2_000),
