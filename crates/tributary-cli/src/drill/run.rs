@@ -580,9 +580,7 @@ impl Drill {
                 if d.active_active {
                     // Its consumers never stopped: the move ends when the ConfigMap names it.
                     run.phases.primary_ms = first_named(&d.primary, &to, before + 1);
-                    if run.phases.primary_ms.is_none() {
-                        return None;
-                    }
+                    run.phases.primary_ms?;
                 }
                 (run.phases.ready_ms.is_some() && run.phases.first_consumed_ms.is_some())
                     .then_some(())
