@@ -14,7 +14,8 @@ fn s(x: Option<f64>) -> String {
 pub fn print_row(run: &DrillRun) {
     let rto = run
         .phases
-        .first_consumed_ms
+        .primary_ms
+        .or(run.phases.first_consumed_ms)
         .map(|t| (t - run.started_ms) as f64 / 1000.0);
     println!(
         "  drill {:>3}  {:<11} {:>8} → {:<8} epoch {} → {}  rto {:>5}s  {}",

@@ -593,13 +593,25 @@ impl Drill {
         let cgf = self.group().await?;
         run.epoch_after = cgf.status.as_ref().and_then(|s| s.epoch).unwrap_or(0);
         self.say(&format!(
-            "drill {}: {} active in {} at epoch {} after {:.1}s (first record consumed); operator rtoSeconds {}",
+            "drill {}: {} active in {} at epoch {} after {:.1}s ({}); operator rtoSeconds {}",
             run.index + 1,
             self.name,
             run.to,
             run.epoch_after,
-            (run.phases.first_consumed_ms.unwrap_or(run.started_ms) - run.started_ms) as f64 / 1000.0,
-            run.operator_rto_s.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into())
+            (run.phases
+                .primary_ms
+                .or(run.phases.first_consumed_ms)
+                .unwrap_or(run.started_ms)
+                - run.started_ms) as f64
+                / 1000.0,
+            if self.active_active {
+                "the ConfigMap names the new primary"
+            } else {
+                "first record consumed"
+            },
+            run.operator_rto_s
+                .map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "-".into())
         ));
         if let Some((killed, cmd)) = self.restore_command(run) {
             run_command(&cmd).await?;

@@ -303,7 +303,14 @@ pub fn judge(
             } else {
                 secs(Some(r.started_ms), r.phases.primary_ms)
             },
-            phases: PhaseSplit::of(r.started_ms, &r.phases),
+            phases: {
+                let mut split = PhaseSplit::of(r.started_ms, &r.phases);
+                if !active_passive {
+                    // Every region kept consuming: there is no first record of a move.
+                    split.first_record_s = None;
+                }
+                split
+            },
             operator_rto_s: r.operator_rto_s,
             error: r.error.clone(),
         })
