@@ -22,7 +22,7 @@ java -cp "$LIB" "${JVM[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-serv
 java -cp "$LIB" "${JVM[@]}" -Dlog4j2.configurationFile="$LOG4J" org.apache.kafka.tools.VerifiableProducer \
   --bootstrap-server "$BOOT" --topic "$TOPIC" --max-messages 400 --acks -1 >/dev/null 2>&1
 now_ms() { date +%s%3N; }
-first() { grep -m1 "\"name\":\"$2\"" "$1" | sed -n 's/.*"timestamp":\([0-9]*\).*/\1/p'; }
+first() { { grep -m1 "\"name\":\"$2\"" "$1" || true; } | sed -n 's/.*"timestamp":\([0-9]*\).*/\1/p'; }
 printf '%-9s %-4s %-8s %-10s %-10s %-10s\n' protocol run member startup_s assigned_s first_rec_s
 for protocol in classic consumer; do
   for run in $(seq 1 "$RUNS"); do
@@ -35,7 +35,7 @@ for protocol in classic consumer; do
         --reset-policy earliest --verbose --max-messages 400 >"$WORK/$group-$m.log" 2>/dev/null &
       pids+=($!)
     done
-    sleep 15
+    sleep 20
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
     for m in $(seq 1 "$MEMBERS"); do

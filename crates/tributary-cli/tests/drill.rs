@@ -12,10 +12,9 @@
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
 
-use support::operator::{ONE_OPERATOR, install};
-use support::{Stack, plugin, repo_dir, stack_var, wait_until};
+use support::operator::{ONE_OPERATOR, install, wait_first_activation};
+use support::{Stack, plugin, repo_dir, stack_var};
 
 /// Runs `drill` against `billing` in a fresh namespace with the operator installed and
 /// returns (summary line, exit success, report JSON, timeline SVG).
@@ -33,17 +32,7 @@ async fn drill_on_stack(
             let stack = s;
             let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
             let _cleanup = install(&stack, &ns, &suffix, mode);
-            let cgfs: kube::Api<tributary_api::ConsumerGroupFailover> =
-                kube::Api::namespaced(stack.client.clone(), &ns);
-            wait_until(
-                "billing active at epoch 1",
-                Duration::from_secs(240),
-                || async {
-                    let s = cgfs.get("billing").await.ok()?.status?;
-                    (s.epoch == Some(1)).then_some(())
-                },
-            )
-            .await;
+            wait_first_activation(&stack, &ns).await;
 
             let dir = std::env::temp_dir().join(format!("drill-test-{suffix}"));
             std::fs::create_dir_all(&dir).expect("work dir");

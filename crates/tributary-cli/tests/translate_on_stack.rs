@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use support::operator::{ONE_OPERATOR, bootstrap, install, regions};
+use support::operator::{ONE_OPERATOR, bootstrap, install, regions, wait_first_activation};
 use support::{Stack, run_plugin, stdout_of, wait_until};
 
 const RECORDS_PER_REGION: u32 = 150;
@@ -91,17 +91,9 @@ async fn the_dry_run_plans_what_the_move_then_commits() {
             let regions = regions();
             let (active, standby) = (regions[0].clone(), regions[1].clone());
             let _cleanup = install(&stack, &ns, &suffix, "ActivePassive");
+            wait_first_activation(&stack, &ns).await;
             let cgfs: kube::Api<tributary_api::ConsumerGroupFailover> =
                 kube::Api::namespaced(stack.client.clone(), &ns);
-            wait_until(
-                "billing active at epoch 1",
-                Duration::from_secs(240),
-                || async {
-                    let s = cgfs.get("billing").await.ok()?.status?;
-                    (s.epoch == Some(1)).then_some(())
-                },
-            )
-            .await;
             let topic = format!("orders-{suffix}");
             for r in &regions {
                 produce(r, &topic);

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::verdict::overlap_of;
+
 /// One observation of the ConfigMap and the Lease.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PrimarySample {
@@ -55,32 +57,10 @@ pub fn claims(samples: &[PrimarySample]) -> BTreeMap<String, Vec<(i64, i64)>> {
     raw
 }
 
-/// The stretches of time during which two or more regions may have acted as primary.
+/// The stretches of time during which two or more regions may have acted as primary (a
+/// claim that expires as the next begins is a clean hand-over).
 pub fn primary_overlaps(samples: &[PrimarySample]) -> Vec<(i64, i64)> {
-    let mut edges: Vec<(i64, i32)> = claims(samples)
-        .values()
-        .flatten()
-        .flat_map(|(a, b)| [(*a, 1), (*b, -1)])
-        .collect();
-    // An end before a start at one instant: a claim that expires as the next begins is a
-    // clean hand-over.
-    edges.sort_unstable();
-    let mut out = Vec::new();
-    let (mut open, mut since) = (0, 0);
-    for (t, d) in edges {
-        if d > 0 {
-            open += 1;
-            if open == 2 {
-                since = t;
-            }
-        } else {
-            if open == 2 && t > since {
-                out.push((since, t));
-            }
-            open -= 1;
-        }
-    }
-    out
+    overlap_of(claims(samples).values().flatten())
 }
 
 /// When a sample first named `region` as primary in the ConfigMap at `epoch`.

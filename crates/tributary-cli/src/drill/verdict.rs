@@ -221,9 +221,14 @@ fn activity(consumed: &[Consumption]) -> BTreeMap<&str, Vec<(i64, i64)>> {
 
 /// The stretches of time during which two or more regions were active at once.
 pub fn overlaps(consumed: &[Consumption]) -> Vec<(i64, i64)> {
-    let mut edges: Vec<(i64, i32)> = activity(consumed)
-        .values()
-        .flatten()
+    overlap_of(activity(consumed).values().flatten())
+}
+
+/// The stretches of time covered by two or more of `stretches` (each region's own stretches
+/// must not overlap each other).
+pub fn overlap_of<'a>(stretches: impl IntoIterator<Item = &'a (i64, i64)>) -> Vec<(i64, i64)> {
+    let mut edges: Vec<(i64, i32)> = stretches
+        .into_iter()
         .flat_map(|(a, b)| [(*a, 1), (*b, -1)])
         .collect();
     // At one instant, an end before a start: touching stretches do not overlap.

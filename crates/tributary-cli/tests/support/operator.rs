@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use super::{Stack, repo_dir, stack_var};
+use std::time::Duration;
+
+use super::{Stack, repo_dir, stack_var, wait_until};
 
 /// One operator release at a time: every operator watches every namespace.
 pub static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -221,4 +223,19 @@ pub fn install(stack: &Stack, ns: &str, suffix: &str, mode: &str) -> Cleanup {
         String::from_utf8_lossy(&out.stderr)
     );
     cleanup
+}
+
+/// Waits until the group `billing` of `ns` is active at epoch 1 (the first activation).
+pub async fn wait_first_activation(stack: &Stack, ns: &str) {
+    let cgfs: kube::Api<tributary_api::ConsumerGroupFailover> =
+        kube::Api::namespaced(stack.client.clone(), ns);
+    wait_until(
+        "billing active at epoch 1",
+        Duration::from_secs(240),
+        || async {
+            let s = cgfs.get("billing").await.ok()?.status?;
+            (s.epoch == Some(1)).then_some(())
+        },
+    )
+    .await;
 }
