@@ -94,7 +94,8 @@ struct DrillArgs {
     /// How many drills.
     #[arg(long, default_value_t = 3)]
     drills: usize,
-    /// The faults to pick from, at random per drill.
+    /// The faults to pick from, at random per drill: region-down, switchover, failback,
+    /// aggregate-down, operator-kill (ActivePassive groups), primary-kill (ActiveActive).
     #[arg(
         long,
         value_delimiter = ',',
