@@ -61,7 +61,7 @@ fi
 grep -q -- '"--verbose"' <(K -n "$NS" get deployment billing-east -o jsonpath='{.spec.template.spec.containers[0].args}') ||
   { echo "billing-east does not run VerifiableConsumer --verbose" >&2; exit 1; }
 
-say "waiting for every AggregateCluster Ready and billing active"
+say "waiting for every AggregateCluster Ready and $GROUP active"
 for agg in east west central; do
   K -n "$NS" wait "aggregatecluster/$agg" --for=condition=Ready --timeout=300s >/dev/null
 done
