@@ -132,15 +132,20 @@ demo-clean: ## Remove what `make demo` installed (the e2e tests install operator
 
 DRILLS ?= 10
 SEED ?= 1
-FAULTS ?= region-down,switchover,failback
+# GROUP=fraud-scoring drills the example's ActiveActive group (its fault: primary-kill), with
+# --force: its manifest sets activeRegion (kubectl apply owns the field), which the drill
+# re-points at the new primary after each restore.
+GROUP ?= billing
+ACTIVE_PASSIVE_FAULTS := region-down,switchover,failback
+FAULTS ?= $(if $(filter fraud-scoring,$(GROUP)),primary-kill,$(ACTIVE_PASSIVE_FAULTS))
 .PHONY: drill
-drill: demo-clean ## DR drills on the three-region example: DRILLS=10 random faults (FAULTS=region-down,switchover,failback, SEED=1; FAILOVER=tight for 1s/2/5s); report and timeline in e2e/.state/drill/ (docs/drill.md).
+drill: demo-clean ## DR drills on the three-region example: DRILLS=10 random faults (FAULTS=region-down,switchover,failback, SEED=1; FAILOVER=tight for 1s/2/5s; GROUP=fraud-scoring: the ActiveActive group, FAULTS=primary-kill); report and timeline in e2e/.state/drill/ (docs/drill.md).
 	$(MAKE) stack-up REGIONS=east,west,central
 	$(CARGO) build -q -p tributary-cli
-	bash crates/tributary-cli/drill/example.sh
+	DRILL_GROUP=$(GROUP) bash crates/tributary-cli/drill/example.sh
 	@mkdir -p $(STATE_DIR)/drill
-	source $(ENV_FILE) && $(CARGO_TARGET)/debug/kubectl-tributary -n $${DRILL_NAMESPACE:-tributary-drill} drill --group billing \
-	  --drills $(DRILLS) --faults $(FAULTS) --seed $(SEED) \
+	source $(ENV_FILE) && $(CARGO_TARGET)/debug/kubectl-tributary -n $${DRILL_NAMESPACE:-tributary-drill} drill --group $(GROUP) \
+	  --drills $(DRILLS) --faults $(FAULTS) --seed $(SEED) $(if $(filter fraud-scoring,$(GROUP)),--force) \
 	  --report $(STATE_DIR)/drill/report.json --timeline $(STATE_DIR)/drill/timeline.svg
 
 .PHONY: bench-translate

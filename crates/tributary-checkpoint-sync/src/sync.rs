@@ -15,6 +15,10 @@
 //!
 //! Every commit is read back; a partition that did not take is an error, never a success.
 //!
+//! A dry run ([`CheckpointSync::dry_run`], for `kubectl tributary translate`) is a final
+//! round's reading and translation that stops before the commit: it reports the plan and
+//! what a planned move's final round would commit, and commits nothing.
+//!
 //! A partition whose checkpoints contradict themselves or B's log
 //! (`PartitionOutcome::Contradicted`) is never committed: a standby round commits the others,
 //! counts and logs it and does not count as in sync; a `--once` or final round commits the
@@ -130,6 +134,14 @@ pub enum RoundOutcome {
     },
     /// The group has members in B: nothing committed.
     SkippedGroupActive { members: usize },
+    /// A dry run: nothing committed. `would_commit` is what a planned move's final round
+    /// (the standby rule) would commit now, for B's `current` offsets of the group;
+    /// `members` are the group's members in B (a final round refuses while there are any).
+    DryRun {
+        would_commit: BTreeMap<AggregatePartition, StandbyCommit>,
+        current: BTreeMap<AggregatePartition, u64>,
+        members: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -558,7 +570,7 @@ impl CheckpointSync {
 
     /// One round: translate and (per mode) commit.
     pub fn round(&mut self) -> Result<RoundReport, SyncError> {
-        self.round_in(self.cfg.mode, false)
+        self.round_in(self.cfg.mode, false, false)
     }
 
     /// A standby's final round at a planned move (the group stopped in A): commits like a
@@ -566,11 +578,24 @@ impl CheckpointSync {
     /// but refuses (commits nothing) unless both checkpoint topics were read to their end and
     /// the group has no members in B.
     pub fn final_round(&mut self) -> Result<RoundReport, SyncError> {
-        self.round_in(Mode::Standby, true)
+        self.round_in(Mode::Standby, true, false)
+    }
+
+    /// The plan a final round would make now, committing nothing ([`RoundOutcome::DryRun`]).
+    /// Its input must be complete like a final round's (`Incomplete` otherwise, fail
+    /// closed); members in B and contradicted partitions are reported, not errors.
+    pub fn dry_run(&mut self) -> Result<RoundReport, SyncError> {
+        self.round_in(Mode::Standby, true, true)
     }
 
     /// `strict`: the input must be complete (see [`Self::final_round`]); `Final` always is.
-    fn round_in(&mut self, mode: Mode, strict: bool) -> Result<RoundReport, SyncError> {
+    /// `dry_run`: stop before committing (see [`Self::dry_run`]).
+    fn round_in(
+        &mut self,
+        mode: Mode,
+        strict: bool,
+        dry_run: bool,
+    ) -> Result<RoundReport, SyncError> {
         let strict = strict || mode == Mode::Final;
         let mut phases = Phases::start();
         self.check_epoch()?;
@@ -684,6 +709,25 @@ impl CheckpointSync {
         // Members of the group in B: never move a consuming group.
         let members = self.active_members()?;
         phases.mark("members in B");
+        if dry_run {
+            let parts: Vec<(String, i32)> = destination
+                .keys()
+                .map(|p| (p.topic.clone(), p.partition as i32))
+                .collect();
+            let current = read_committed(&self.to_group, &to_cluster, &parts)?;
+            // A dry run's process has watched no earlier round: nothing counts as rewound.
+            let would_commit = standby_decisions(&plan, &current, &BTreeSet::new());
+            debug!(group = %self.cfg.group, "dry run took {phases}");
+            return Ok(RoundReport {
+                plan,
+                outcome: RoundOutcome::DryRun {
+                    would_commit,
+                    current,
+                    members,
+                },
+                checkpoints_caught_up: caught_up,
+            });
+        }
         if members > 0 {
             if strict {
                 return Err(SyncError::GroupActive {

@@ -278,3 +278,48 @@ pub async fn plan(conn: &Connection, name: &str, output: OutputFormat) -> Result
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
+
+/// `translate GROUP --to REGION`: a dry run of the move's translation (nothing committed).
+/// `Ok(false)` when the plan refuses partitions (their checkpoints contradict): a move would
+/// not commit them.
+pub async fn translate(
+    conn: &Connection,
+    name: &str,
+    to: &str,
+    bootstrap: &[String],
+    catch_up_timeout: Duration,
+    output: OutputFormat,
+) -> Result<bool> {
+    use kube::api::ListParams;
+    use tributary_api::{AggregateCluster, RegionalStream};
+
+    let ns = &conn.default_namespace;
+    let overrides = crate::translate::parse_overrides(bootstrap)?;
+    let api: Api<ConsumerGroupFailover> = Api::namespaced(conn.client.clone(), ns);
+    let cgf = get_group(&api, name, ns).await?;
+    let lp = ListParams::default();
+    let aggregates: Api<AggregateCluster> = Api::namespaced(conn.client.clone(), ns);
+    let streams: Api<RegionalStream> = Api::namespaced(conn.client.clone(), ns);
+    let (aggregates, streams) =
+        tokio::try_join!(aggregates.list(&lp), streams.list(&lp)).map_err(explain_list_error)?;
+    let inputs = crate::translate::inputs(&cgf, &aggregates.items, &streams.items, to, &overrides)?;
+    let dry =
+        crate::translate::dry_run(crate::translate::sync_config(&inputs, catch_up_timeout)).await?;
+    let view = crate::translate::TranslateView::new(&inputs, &dry);
+    let text = match output {
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&view)?;
+            s.push('\n');
+            s
+        }
+        OutputFormat::Table => view.render(),
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    if !view.usable() {
+        eprintln!(
+            "error: {} partition(s) refused (their checkpoints contradict): a move would not commit them",
+            view.contradicted
+        );
+    }
+    Ok(view.usable())
+}

@@ -64,6 +64,25 @@ enum Command {
     /// group's VerifiableConsumer workloads. Ends with one summary line; exits non-zero when
     /// anything was lost or skipped, two regions consumed at once, or an epoch rose by other
     /// than one (docs/drill.md).
+    /// A dry run of moving GROUP to REGION: the translation the move would make now (resume
+    /// offsets per partition, watermarks, duplicate bounds), read from both regions' aggregate
+    /// clusters with the checkpoint sync's own code; nothing is committed.
+    Translate {
+        group: String,
+        /// The region the group would move to.
+        #[arg(long, value_name = "REGION")]
+        to: String,
+        /// Reach a region's aggregate cluster at another address than its AggregateCluster's
+        /// spec.kafka.bootstrapServers (repeatable).
+        #[arg(long, value_name = "REGION=HOST:PORT")]
+        bootstrap: Vec<String>,
+        /// How long reading both checkpoint topics to their end may take; a plan from a part of
+        /// them is refused (fail closed).
+        #[arg(long, default_value = "30s", value_parser = tributary_cli::failover::parse_duration)]
+        catch_up_timeout: std::time::Duration,
+        #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     Drill(Box<DrillArgs>),
 }
 
@@ -75,7 +94,8 @@ struct DrillArgs {
     /// How many drills.
     #[arg(long, default_value_t = 3)]
     drills: usize,
-    /// The faults to pick from, at random per drill.
+    /// The faults to pick from, at random per drill: region-down, switchover, failback,
+    /// aggregate-down, operator-kill (ActivePassive groups), primary-kill (ActiveActive).
     #[arg(
         long,
         value_delimiter = ',',
@@ -242,6 +262,15 @@ async fn main() -> std::process::ExitCode {
             }
             Command::Plan { group, output } => {
                 commands::plan(&conn, &group, output).await.map(|()| true)
+            }
+            Command::Translate {
+                group,
+                to,
+                bootstrap,
+                catch_up_timeout,
+                output,
+            } => {
+                commands::translate(&conn, &group, &to, &bootstrap, catch_up_timeout, output).await
             }
             Command::Drill(args) => tributary_cli::drill::drill(&conn, args.options()).await,
         }

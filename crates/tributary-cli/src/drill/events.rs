@@ -19,11 +19,61 @@ pub struct Ack {
 }
 
 /// A record the group's consumers of a region consumed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Consumption {
     pub region: String,
     pub value: String,
     pub at_ms: i64,
+    /// The consumer session: one VerifiableConsumer process's event log (a pod's log file).
+    pub session: String,
+    /// Where it was read in the region's aggregate cluster.
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A change of what a consumer session reads, in the order of its log: after it, offsets of
+/// the partitions it names may legitimately start again lower (a rebalance re-delivers what
+/// was consumed but not committed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionChange {
+    /// `partitions_assigned` / `partitions_revoked`: these partitions start afresh.
+    Partitions(Vec<(String, i32)>),
+    /// `startup_complete`: the process (re)started; every partition starts afresh.
+    Started,
+}
+
+/// A [`SessionChange`] of `session`, which applies before the consumption numbered `before`
+/// (its index in the drill's list of consumptions, read in log order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionMark {
+    pub session: String,
+    pub before: usize,
+    pub change: SessionChange,
+}
+
+/// A rebalance or start event of VerifiableConsumer's output; `None` for anything else.
+pub fn parse_session_change(line: &str) -> Option<SessionChange> {
+    if !line.contains("partitions_") && !line.contains("startup_complete") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    match v["name"].as_str()? {
+        "startup_complete" => Some(SessionChange::Started),
+        "partitions_assigned" | "partitions_revoked" => Some(SessionChange::Partitions(
+            v["partitions"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p["topic"].as_str()?.to_string(),
+                        p["partition"].as_i64()? as i32,
+                    ))
+                })
+                .collect(),
+        )),
+        _ => None,
+    }
 }
 
 /// One line of VerifiableProducer's output; `None` for other events and noise.
@@ -57,6 +107,10 @@ pub fn parse_consumption(region: &str, line: &str, prefixes: &[String]) -> Optio
         region: region.to_string(),
         value: value.to_string(),
         at_ms: v["timestamp"].as_i64().unwrap_or_default(),
+        session: String::new(),
+        topic: v["topic"].as_str().unwrap_or_default().to_string(),
+        partition: v["partition"].as_i64().unwrap_or(-1) as i32,
+        offset: v["offset"].as_i64().unwrap_or(-1),
     })
 }
 
@@ -129,11 +183,36 @@ mod tests {
             Some(Consumption {
                 region: "west".into(),
                 value: "41.7".into(),
-                at_ms: 5
+                at_ms: 5,
+                session: String::new(),
+                topic: "orders".into(),
+                partition: 0,
+                offset: 3,
             })
         );
         assert_eq!(parse_consumption("west", older, &prefixes), None);
         assert_eq!(parse_consumption("west", summary, &prefixes), None);
+    }
+
+    #[test]
+    fn rebalances_and_starts_are_session_changes() {
+        let assigned = r#"{"timestamp":5,"name":"partitions_assigned","partitions":[{"topic":"orders","partition":0},{"topic":"orders","partition":2}]}"#;
+        let revoked = r#"{"timestamp":5,"name":"partitions_revoked","partitions":[]}"#;
+        let started = r#"{"timestamp":5,"name":"startup_complete"}"#;
+        assert_eq!(
+            parse_session_change(assigned),
+            Some(SessionChange::Partitions(vec![
+                ("orders".into(), 0),
+                ("orders".into(), 2)
+            ]))
+        );
+        assert_eq!(
+            parse_session_change(revoked),
+            Some(SessionChange::Partitions(vec![]))
+        );
+        assert_eq!(parse_session_change(started), Some(SessionChange::Started));
+        let data = r#"{"timestamp":5,"name":"record_data","value":"41.7","topic":"orders","partition":0,"offset":3}"#;
+        assert_eq!(parse_session_change(data), None);
     }
 
     #[test]

@@ -20,15 +20,19 @@ pub enum Fault {
     /// A planned switchover with the operator's pods deleted in the middle of the move: the
     /// restarted operator must resume it from `status.pendingMove`, at the same epoch.
     OperatorKill,
+    /// ActiveActive: kill the primary (active) region; a surviving region must become primary
+    /// at epoch + 1 with no time in which two regions held the primary role.
+    PrimaryKill,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::RegionDown,
         Fault::Switchover,
         Fault::Failback,
         Fault::AggregateDown,
         Fault::OperatorKill,
+        Fault::PrimaryKill,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,12 +42,27 @@ impl Fault {
             Fault::Failback => "failback",
             Fault::AggregateDown => "aggregate-down",
             Fault::OperatorKill => "operator-kill",
+            Fault::PrimaryKill => "primary-kill",
         }
     }
 
     /// Whether the operator moves by itself (detection counts) or on an edit.
     pub fn planned(self) -> bool {
-        !matches!(self, Fault::RegionDown | Fault::AggregateDown)
+        !matches!(
+            self,
+            Fault::RegionDown | Fault::AggregateDown | Fault::PrimaryKill
+        )
+    }
+
+    /// The region the fault kills, if any (the active one).
+    pub fn kills_region(self) -> bool {
+        matches!(self, Fault::RegionDown | Fault::PrimaryKill)
+    }
+
+    /// Whether the fault drills a group of this mode: `primary-kill` is the ActiveActive
+    /// fault, every other one drills an ActivePassive group's moves.
+    pub fn drills(self, active_active: bool) -> bool {
+        (self == Fault::PrimaryKill) == active_active
     }
 }
 
@@ -62,7 +81,7 @@ impl FromStr for Fault {
             .ok_or_else(|| {
                 format!(
                     "unknown fault {s:?}: one of region-down, switchover, failback, \
-                     aggregate-down, operator-kill (primary-kill is not built yet)"
+                     aggregate-down, operator-kill (ActivePassive), primary-kill (ActiveActive)"
                 )
             })
     }
@@ -96,20 +115,25 @@ impl Dice {
 }
 
 /// The faults that can run now: a failback needs a region the last move left that is healthy
-/// again; a switchover and a region loss need another healthy region to move to.
+/// again; a switchover and a region loss need another healthy region to move to; only
+/// `primary-kill` drills an ActiveActive group, and only the others an ActivePassive one.
 pub fn applicable(
     allowed: &[Fault],
     active: &str,
     healthy_others: &[String],
     failback_to: Option<&str>,
+    active_active: bool,
 ) -> Vec<Fault> {
     allowed
         .iter()
         .copied()
+        .filter(|f| f.drills(active_active))
         .filter(|f| match f {
-            Fault::RegionDown | Fault::Switchover | Fault::AggregateDown | Fault::OperatorKill => {
-                !healthy_others.is_empty()
-            }
+            Fault::RegionDown
+            | Fault::Switchover
+            | Fault::AggregateDown
+            | Fault::OperatorKill
+            | Fault::PrimaryKill => !healthy_others.is_empty(),
             Fault::Failback => {
                 failback_to.is_some_and(|r| r != active && healthy_others.iter().any(|h| h == r))
             }
@@ -131,7 +155,7 @@ mod tests {
         let faults = Fault::ALL;
         let run = |seed| {
             let mut d = Dice::new(seed);
-            (0..20)
+            (0..40)
                 .map(|_| *d.pick(&faults).expect("non-empty"))
                 .collect::<Vec<_>>()
         };
@@ -146,7 +170,7 @@ mod tests {
     fn failback_needs_the_left_region_healthy_again() {
         let healthy = vec!["west".to_string()];
         assert_eq!(
-            applicable(&Fault::ALL, "east", &healthy, Some("central")),
+            applicable(&Fault::ALL, "east", &healthy, Some("central"), false),
             vec![
                 Fault::RegionDown,
                 Fault::Switchover,
@@ -155,10 +179,21 @@ mod tests {
             ]
         );
         assert_eq!(
-            applicable(&Fault::ALL, "east", &healthy, Some("west")),
-            Fault::ALL.to_vec()
+            applicable(&Fault::ALL, "east", &healthy, Some("west"), false),
+            Fault::ALL[..5].to_vec()
         );
-        assert!(applicable(&Fault::ALL, "east", &[], Some("west")).is_empty());
+        assert!(applicable(&Fault::ALL, "east", &[], Some("west"), false).is_empty());
+    }
+
+    #[test]
+    fn only_primary_kill_drills_an_active_active_group() {
+        let healthy = vec!["west".to_string()];
+        assert_eq!(
+            applicable(&Fault::ALL, "east", &healthy, Some("west"), true),
+            vec![Fault::PrimaryKill]
+        );
+        assert!(applicable(&Fault::ALL, "east", &[], None, true).is_empty());
+        assert!(Fault::PrimaryKill.kills_region() && !Fault::PrimaryKill.planned());
     }
 
     #[test]
@@ -166,7 +201,8 @@ mod tests {
         assert_eq!("region-down".parse::<Fault>(), Ok(Fault::RegionDown));
         assert_eq!("operator-kill".parse::<Fault>(), Ok(Fault::OperatorKill));
         assert_eq!("aggregate-down".parse::<Fault>(), Ok(Fault::AggregateDown));
-        assert!("primary-kill".parse::<Fault>().is_err());
+        assert_eq!("primary-kill".parse::<Fault>(), Ok(Fault::PrimaryKill));
+        assert!("primary".parse::<Fault>().is_err());
         assert_eq!(
             fault_command("bash e2e/stack/stack.sh region-down {region}", "east"),
             "bash e2e/stack/stack.sh region-down east"

@@ -3,11 +3,15 @@
 //!
 //! [`faults`] picks and names the faults (seeded); [`events`] parses VerifiableProducer's and
 //! VerifiableConsumer's JSON events; [`verdict`] turns them and the observed moves into lost,
-//! skipped, duplicates, split brain, epoch steps and the RTO split (pure); [`timeline`] draws
+//! skipped, duplicates, split brain, non-monotonic consumption ([`monotonic`]), the primary role of
+//! ActiveActive groups ([`primary`]), epoch steps
+//! and the RTO split (pure); [`timeline`] draws
 //! one drill (pure SVG); [`report`] prints the table and writes the JSON; [`run`] is the I/O.
 
 pub mod events;
 pub mod faults;
+pub mod monotonic;
+pub mod primary;
 pub mod report;
 pub mod run;
 pub mod timeline;

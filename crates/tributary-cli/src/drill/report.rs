@@ -14,7 +14,8 @@ fn s(x: Option<f64>) -> String {
 pub fn print_row(run: &DrillRun) {
     let rto = run
         .phases
-        .first_consumed_ms
+        .primary_ms
+        .or(run.phases.first_consumed_ms)
         .map(|t| (t - run.started_ms) as f64 / 1000.0);
     println!(
         "  drill {:>3}  {:<11} {:>8} → {:<8} epoch {} → {}  rto {:>5}s  {}",
@@ -33,7 +34,8 @@ pub fn print_row(run: &DrillRun) {
 pub fn render_table(verdicts: &[DrillVerdict]) -> String {
     let header = [
         "#", "FAULT", "MOVE", "EPOCH", "RTO_S", "DETECT", "DECIDE", "TRANSL", "COMMIT", "READY",
-        "FIRST", "ACKED", "LOST", "SKIP", "DUPS", "DEDUPED", "BOUNDS", "SPLIT_S", "RESULT",
+        "FIRST", "ACKED", "LOST", "SKIP", "DUPS", "DEDUPED", "BOUNDS", "SPLIT_S", "NONMONO",
+        "RESULT",
     ];
     let rows: Vec<Vec<String>> = verdicts
         .iter()
@@ -65,6 +67,7 @@ pub fn render_table(verdicts: &[DrillVerdict]) -> String {
                         .unwrap_or_else(|| "-".into())
                 ),
                 format!("{:.1}", v.split_brain_s),
+                v.non_monotonic.to_string(),
                 if v.passed() {
                     if v.dups_within_bound {
                         "ok"
@@ -158,7 +161,7 @@ mod tests {
             epoch_after: 2,
             ..DrillRun::default()
         }];
-        let text = render_table(&judge(&runs, &[], &[], true));
+        let text = render_table(&judge(&runs, &[], &[], &[], &[], true));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("#  FAULT"));

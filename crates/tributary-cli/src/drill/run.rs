@@ -8,14 +8,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams};
 use tributary_api::consumer_group_failover::FailoverMode;
 use tributary_api::{ConsumerGroupFailover, RegionalStream, find_condition};
 
-use super::events::{Ack, Consumption, Tail, parse_ack, parse_consumption};
+use super::events::{
+    Ack, Consumption, SessionMark, Tail, parse_ack, parse_consumption, parse_session_change,
+};
 use super::faults::{Dice, Fault, applicable, fault_command};
+use super::primary::{PrimarySample, first_named};
 use super::report::{print_row, print_table, report_json};
 use super::timeline::{Mark, render};
 use super::verdict::{DrillRun, Summary, judge};
@@ -80,6 +84,8 @@ struct Load {
     tail: Tail,
     acks: Vec<Ack>,
     consumed: Vec<Consumption>,
+    /// Rebalances and restarts of the consumer sessions, in log order among `consumed`.
+    sessions: Vec<SessionMark>,
     pod_logs: PathBuf,
     /// `<namespace>_<workload>-` → region.
     pod_prefixes: Vec<(String, String)>,
@@ -117,9 +123,17 @@ impl Load {
                     if path.extension().is_none_or(|e| e != "log") {
                         continue;
                     }
+                    let session = path.display().to_string();
                     for line in self.tail.new_lines(&path) {
-                        if let Some(c) = parse_consumption(region, &line, &self.prefixes) {
+                        if let Some(mut c) = parse_consumption(region, &line, &self.prefixes) {
+                            c.session.clone_from(&session);
                             self.consumed.push(c);
+                        } else if let Some(change) = parse_session_change(&line) {
+                            self.sessions.push(SessionMark {
+                                session: session.clone(),
+                                before: self.consumed.len(),
+                                change,
+                            });
                         }
                     }
                 }
@@ -153,12 +167,15 @@ fn settled_at(cgf: &ConsumerGroupFailover, since_ms: i64, now_ms: i64) -> bool {
     };
     let ready = find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True");
     let active = s.active_region.clone().unwrap_or_default();
+    // ActiveActive groups have no standby syncs: every region keeps its own position.
+    let standbys_synced = cgf.spec.mode == FailoverMode::ActivePassive;
     ready
         && s.pending_move.is_none()
         && !s.regions.is_empty()
         && s.regions.iter().all(|r| {
             r.healthy
                 && (r.region == active
+                    || !standbys_synced
                     || ms(&r.last_sync_time).is_some_and(|t| now_ms - t <= 10_000 && t >= since_ms))
         })
 }
@@ -193,6 +210,11 @@ struct Drill {
     load: Load,
     opts: DrillOptions,
     started: Instant,
+    /// ActiveActive: the `<name>-active` ConfigMap and Lease, sampled as the drill waits.
+    active_active: bool,
+    config_maps: Api<ConfigMap>,
+    leases: Api<Lease>,
+    primary: Vec<PrimarySample>,
 }
 
 impl Drill {
@@ -220,6 +242,51 @@ impl Drill {
             .unwrap_or(0)
     }
 
+    /// One observation of the primary role (ActiveActive): the ConfigMap and the Lease.
+    async fn sample_primary(&mut self) {
+        let name = format!("{}-active", self.name);
+        let (cm, lease) = tokio::join!(self.config_maps.get_opt(&name), self.leases.get_opt(&name));
+        let parse_ms = |t: &str| {
+            t.parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond())
+        };
+        let mut sample = PrimarySample {
+            at_ms: now_ms(),
+            ..PrimarySample::default()
+        };
+        if let Ok(Some(cm)) = cm {
+            let data = cm.data.unwrap_or_default();
+            let fenced = data.get("fenced").is_some_and(|f| f == "true");
+            sample.config_map_region = data
+                .get("activeRegion")
+                .filter(|r| !r.is_empty() && !fenced)
+                .cloned();
+            sample.config_map_epoch = data.get("epoch").and_then(|e| e.parse().ok());
+            let ttl_ms = data
+                .get("ttlSeconds")
+                .and_then(|t| t.parse::<i64>().ok())
+                .map(|t| t * 1000);
+            sample.config_map_valid_until_ms = data
+                .get("renewTime")
+                .and_then(|t| parse_ms(t))
+                .zip(ttl_ms)
+                .map(|(r, t)| r + t);
+        }
+        if let Ok(Some(lease)) = lease
+            && let Some(spec) = lease.spec
+        {
+            sample.lease_holder = spec.holder_identity.filter(|h| !h.is_empty());
+            sample.lease_transitions = spec.lease_transitions.map(i64::from);
+            sample.lease_valid_until_ms = spec
+                .renew_time
+                .map(|t| t.0.as_millisecond())
+                .zip(spec.lease_duration_seconds)
+                .map(|(r, d)| r + i64::from(d) * 1000);
+        }
+        self.primary.push(sample);
+    }
+
     /// Polls `check` every 250 ms (refreshing the load) until it answers, or fails after `timeout`.
     async fn wait_for<T>(
         &mut self,
@@ -231,6 +298,9 @@ impl Drill {
         let deadline = Instant::now() + timeout;
         loop {
             self.load.refresh();
+            if self.active_active {
+                self.sample_primary().await;
+            }
             let cgf = self.group().await?;
             if let Some(e) = cgf.status.as_ref().and_then(|s| s.epoch)
                 && run.epochs_seen.last() != Some(&e)
@@ -430,7 +500,7 @@ impl Drill {
             .map(|r| r.region.clone())
             .collect();
         let planned_to = match fault {
-            Fault::RegionDown | Fault::AggregateDown => None,
+            Fault::RegionDown | Fault::AggregateDown | Fault::PrimaryKill => None,
             Fault::Switchover | Fault::OperatorKill => dice.pick(&healthy).cloned(),
             Fault::Failback => Some(failback_target(&cgf)?),
         };
@@ -444,7 +514,7 @@ impl Drill {
         ));
         run.started_ms = now_ms();
         let injecting = match fault {
-            Fault::RegionDown => {
+            Fault::RegionDown | Fault::PrimaryKill => {
                 run.killed_region = Some(from.clone());
                 let cmd = fault_command(&self.opts.region_down_cmd, &from);
                 Some(tokio::spawn(async move { run_command(&cmd).await }))
@@ -507,6 +577,11 @@ impl Drill {
                     run.phases.ready_ms = Some(now_ms());
                 }
                 run.phases.first_consumed_ms = d.load.first_consumed_in(&to, started_ms);
+                if d.active_active {
+                    // Its consumers never stopped: the move ends when the ConfigMap names it.
+                    run.phases.primary_ms = first_named(&d.primary, &to, before + 1);
+                    run.phases.primary_ms?;
+                }
                 (run.phases.ready_ms.is_some() && run.phases.first_consumed_ms.is_some())
                     .then_some(())
             },
@@ -518,13 +593,25 @@ impl Drill {
         let cgf = self.group().await?;
         run.epoch_after = cgf.status.as_ref().and_then(|s| s.epoch).unwrap_or(0);
         self.say(&format!(
-            "drill {}: {} active in {} at epoch {} after {:.1}s (first record consumed); operator rtoSeconds {}",
+            "drill {}: {} active in {} at epoch {} after {:.1}s ({}); operator rtoSeconds {}",
             run.index + 1,
             self.name,
             run.to,
             run.epoch_after,
-            (run.phases.first_consumed_ms.unwrap_or(run.started_ms) - run.started_ms) as f64 / 1000.0,
-            run.operator_rto_s.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into())
+            (run.phases
+                .primary_ms
+                .or(run.phases.first_consumed_ms)
+                .unwrap_or(run.started_ms)
+                - run.started_ms) as f64
+                / 1000.0,
+            if self.active_active {
+                "the ConfigMap names the new primary"
+            } else {
+                "first record consumed"
+            },
+            run.operator_rto_s
+                .map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "-".into())
         ));
         if let Some((killed, cmd)) = self.restore_command(run) {
             run_command(&cmd).await?;
@@ -697,6 +784,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
             tail: Tail::default(),
             acks: Vec::new(),
             consumed: Vec::new(),
+            sessions: Vec::new(),
             pod_logs: opts.pod_logs.clone(),
             pod_prefixes: workloads
                 .iter()
@@ -708,6 +796,10 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         regions: regions.clone(),
         opts: opts.clone(),
         started: Instant::now(),
+        active_active: !active_passive,
+        config_maps: Api::namespaced(conn.client.clone(), &ns),
+        leases: Api::namespaced(conn.client.clone(), &ns),
+        primary: Vec::new(),
     };
     d.say(&format!(
         "drilling {ns}/{} ({:?}, regions {}) {} times, faults {}, seed {}; load: VerifiableProducer {} records/s per region into {topic}; events in {}",
@@ -723,16 +815,37 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
     let result = series(&mut d).await;
     d.load.stop().await;
     let runs = result?;
-    // Drain: every acknowledged record should reach the group.
+    // Drain: every acknowledged record should reach the group (ActiveActive: every region's).
     let deadline = Instant::now() + opts.drain_timeout;
     loop {
         d.load.refresh();
-        let seen: HashSet<&str> = d.load.consumed.iter().map(|c| c.value.as_str()).collect();
+        let seen: HashSet<(&str, &str)> = d
+            .load
+            .consumed
+            .iter()
+            .map(|c| {
+                let region = if active_passive {
+                    ""
+                } else {
+                    c.region.as_str()
+                };
+                (region, c.value.as_str())
+            })
+            .collect();
+        let in_all = |value: &str| {
+            if active_passive {
+                seen.contains(&("", value))
+            } else {
+                d.regions
+                    .iter()
+                    .all(|r| seen.contains(&(r.as_str(), value)))
+            }
+        };
         let missing = d
             .load
             .acks
             .iter()
-            .filter(|a| !seen.contains(a.value.as_str()))
+            .filter(|a| !in_all(a.value.as_str()))
             .count();
         if missing == 0 || Instant::now() >= deadline {
             d.say(&format!(
@@ -744,7 +857,14 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let verdicts = judge(&runs, &d.load.acks, &d.load.consumed, active_passive);
+    let verdicts = judge(
+        &runs,
+        &d.load.acks,
+        &d.load.consumed,
+        &d.load.sessions,
+        &d.primary,
+        active_passive,
+    );
     let summary = Summary::of(&verdicts);
     print_table(&verdicts);
     if let Some(path) = &opts.report {
@@ -756,7 +876,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
     if let Some(path) = &opts.timeline {
         let pick = runs
             .iter()
-            .find(|r| r.fault == Some(Fault::RegionDown) && r.error.is_none())
+            .find(|r| r.fault.is_some_and(Fault::kills_region) && r.error.is_none())
             .or_else(|| runs.first());
         if let Some(r) = pick {
             let mut marks = vec![Mark {
@@ -835,7 +955,13 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
             .map(|r| r.region.clone())
             .collect();
         let failback_to = s.last_failover.as_ref().and_then(|f| f.from.clone());
-        let choices = applicable(&d.opts.faults, &active, &healthy, failback_to.as_deref());
+        let choices = applicable(
+            &d.opts.faults,
+            &active,
+            &healthy,
+            failback_to.as_deref(),
+            d.active_active,
+        );
         let next = d.opts.faults[i % d.opts.faults.len().max(1)];
         let picked = if d.opts.in_order && choices.contains(&next) {
             Some(next)

@@ -212,6 +212,7 @@ mod tests {
             region: "west".into(),
             value: "1.0".into(),
             at_ms: 5_000,
+            ..Consumption::default()
         }];
         let marks = vec![Mark {
             at_ms: 4_000,

@@ -1,6 +1,7 @@
 //! The verdict of a series of drills, from the load's own event streams (pure): lost and
 //! skipped records, duplicates raw and after dedupe with the published watermarks, the
-//! split-brain window, the epoch's steps, and the RTO split into its phases.
+//! split-brain window, non-monotonic consumption ([`super::monotonic`]), the epoch's steps,
+//! and the RTO split into its phases.
 //!
 //! Attribution: drill `i` owns the time from its fault to the next drill's fault (the first
 //! drill also owns the warm-up before it). A record is charged to the drill in whose time it
@@ -11,8 +12,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::events::{Ack, Consumption};
+use super::events::{Ack, Consumption, SessionMark};
 use super::faults::Fault;
+use super::monotonic::{NonMonotonic, non_monotonic};
+use super::primary::{PrimarySample, primary_overlaps};
 
 /// Records the killed region acknowledged within this long before its loss may die with it
 /// (not yet replicated): they are not a surviving region's records.
@@ -37,6 +40,9 @@ pub struct Phases {
     /// The first record the target region's consumers consumed after the fault
     /// (VerifiableConsumer's own timestamp).
     pub first_consumed_ms: Option<i64>,
+    /// ActiveActive: the `<name>-active` ConfigMap first seen naming the new primary at the
+    /// new epoch (its consumers never stopped: this is the move's end).
+    pub primary_ms: Option<i64>,
 }
 
 /// What the runner observed of one drill.
@@ -126,10 +132,15 @@ pub struct DrillVerdict {
     /// The plan's bound on duplicates after dedupe, and whether both bounds held.
     pub dups_deduped_bound: Option<i64>,
     pub dups_within_bound: bool,
-    /// Seconds during which two regions consumed the group at once (ActivePassive).
+    /// Seconds during which two regions consumed the group at once (ActivePassive), or may
+    /// both have acted as the primary (ActiveActive, [`super::primary`]).
     pub split_brain_s: f64,
     /// Records consumed by one region while another region was consuming.
     pub split_brain_records: usize,
+    /// Backwards steps within a consumer session outside a rebalance (see
+    /// [`super::monotonic`]), and the first few of them.
+    pub non_monotonic: usize,
+    pub non_monotonic_examples: Vec<NonMonotonic>,
     pub epoch_before: i64,
     pub epoch_after: i64,
     pub epoch_ok: bool,
@@ -146,6 +157,7 @@ impl DrillVerdict {
             && self.skipped == 0
             && self.split_brain_s == 0.0
             && self.split_brain_records == 0
+            && self.non_monotonic == 0
             && self.epoch_ok
             && self.error.is_none()
     }
@@ -209,9 +221,14 @@ fn activity(consumed: &[Consumption]) -> BTreeMap<&str, Vec<(i64, i64)>> {
 
 /// The stretches of time during which two or more regions were active at once.
 pub fn overlaps(consumed: &[Consumption]) -> Vec<(i64, i64)> {
-    let mut edges: Vec<(i64, i32)> = activity(consumed)
-        .values()
-        .flatten()
+    overlap_of(activity(consumed).values().flatten())
+}
+
+/// The stretches of time covered by two or more of `stretches` (each region's own stretches
+/// must not overlap each other).
+pub fn overlap_of<'a>(stretches: impl IntoIterator<Item = &'a (i64, i64)>) -> Vec<(i64, i64)> {
+    let mut edges: Vec<(i64, i32)> = stretches
+        .into_iter()
         .flat_map(|(a, b)| [(*a, 1), (*b, -1)])
         .collect();
     // At one instant, an end before a start: touching stretches do not overlap.
@@ -255,6 +272,8 @@ pub fn judge(
     runs: &[DrillRun],
     acks: &[Ack],
     consumed: &[Consumption],
+    sessions: &[SessionMark],
+    primary: &[PrimarySample],
     active_passive: bool,
 ) -> Vec<DrillVerdict> {
     let mut verdicts: Vec<DrillVerdict> = runs
@@ -276,14 +295,27 @@ pub fn judge(
             dups_within_bound: true,
             split_brain_s: 0.0,
             split_brain_records: 0,
+            non_monotonic: 0,
+            non_monotonic_examples: Vec::new(),
             epoch_before: r.epoch_before,
             epoch_after: r.epoch_after,
             epoch_ok: r.epoch_after == r.epoch_before + 1
                 && r.epochs_seen
                     .iter()
                     .all(|e| *e == r.epoch_before || *e == r.epoch_before + 1),
-            rto_s: secs(Some(r.started_ms), r.phases.first_consumed_ms),
-            phases: PhaseSplit::of(r.started_ms, &r.phases),
+            rto_s: if active_passive {
+                secs(Some(r.started_ms), r.phases.first_consumed_ms)
+            } else {
+                secs(Some(r.started_ms), r.phases.primary_ms)
+            },
+            phases: {
+                let mut split = PhaseSplit::of(r.started_ms, &r.phases);
+                if !active_passive {
+                    // Every region kept consuming: there is no first record of a move.
+                    split.first_record_s = None;
+                }
+                split
+            },
             operator_rto_s: r.operator_rto_s,
             error: r.error.clone(),
         })
@@ -293,9 +325,20 @@ pub fn judge(
     }
 
     let mut times: HashMap<&str, Vec<i64>> = HashMap::new();
+    // ActiveActive: every region's group consumes every record; consumed per region.
+    let mut by_region: HashMap<&str, HashMap<&str, Vec<i64>>> = HashMap::new();
     for c in consumed {
         times.entry(c.value.as_str()).or_default().push(c.at_ms);
+        by_region
+            .entry(c.region.as_str())
+            .or_default()
+            .entry(c.value.as_str())
+            .or_default()
+            .push(c.at_ms);
     }
+    let mut regions: Vec<&str> = acks.iter().map(|a| a.region.as_str()).collect();
+    regions.sort_unstable();
+    regions.dedup();
     // The highest consumed offset per source partition: an unconsumed record below it is a hole.
     let mut highest: HashMap<(&str, i32), i64> = HashMap::new();
     let mut provenance: HashMap<&str, &Ack> = HashMap::new();
@@ -309,8 +352,30 @@ pub fn judge(
         }
     }
     for a in acks {
-        let v = &mut verdicts[owner(runs, a.at_ms)];
+        let i = owner(runs, a.at_ms);
+        let v = &mut verdicts[i];
         v.acked += 1;
+        if !active_passive && !from_killed_region(runs, a) {
+            // Every surviving region's group must consume it (the killed region's too, once
+            // it is back, but that is not this drill's promise).
+            for region in regions
+                .iter()
+                .filter(|r| runs[i].killed_region.as_deref() != Some(**r))
+            {
+                let in_region = by_region
+                    .get(region)
+                    .is_some_and(|m| m.contains_key(a.value.as_str()));
+                if !in_region && times.contains_key(a.value.as_str()) {
+                    v.lost += 1;
+                    if v.lost_examples.len() < 5 {
+                        v.lost_examples.push(format!(
+                            "{} ({}, not consumed in {region})",
+                            a.value, a.region
+                        ));
+                    }
+                }
+            }
+        }
         if times.contains_key(a.value.as_str()) {
             continue;
         }
@@ -330,7 +395,17 @@ pub fn judge(
         }
     }
 
-    for (value, ts) in &mut times {
+    // Duplicates: a record consumed again by the group (ActivePassive: anywhere, a move
+    // re-reads in another region) or by one region's group (ActiveActive).
+    let mut repeated: Vec<(&str, &mut Vec<i64>)> = if active_passive {
+        times.iter_mut().map(|(v, ts)| (*v, ts)).collect()
+    } else {
+        by_region
+            .values_mut()
+            .flat_map(|m| m.iter_mut().map(|(v, ts)| (*v, ts)))
+            .collect()
+    };
+    for (value, ts) in &mut repeated {
         ts.sort_unstable();
         for t in ts.iter().skip(1) {
             let i = owner(runs, *t);
@@ -353,12 +428,24 @@ pub fn judge(
             && v.dups_raw_bound.is_none_or(|b| v.dups_raw as i64 <= b);
     }
 
+    for step in non_monotonic(consumed, sessions, acks) {
+        let v = &mut verdicts[owner(runs, step.at_ms)];
+        v.non_monotonic += 1;
+        if v.non_monotonic_examples.len() < 5 {
+            v.non_monotonic_examples.push(step);
+        }
+    }
+
     if active_passive {
         for (a, b) in overlaps(consumed) {
             verdicts[owner(runs, a)].split_brain_s += (b - a) as f64 / 1000.0;
         }
         for t in interleaved(consumed) {
             verdicts[owner(runs, t)].split_brain_records += 1;
+        }
+    } else {
+        for (a, b) in primary_overlaps(primary) {
+            verdicts[owner(runs, a)].split_brain_s += (b - a) as f64 / 1000.0;
         }
     }
     verdicts
@@ -388,6 +475,7 @@ pub struct Summary {
     pub rto_max_s: Option<f64>,
     pub split_brain_s: f64,
     pub split_brain_records: usize,
+    pub non_monotonic: usize,
     pub epoch_ok: bool,
     /// Drills that did not complete (timeouts).
     pub errors: usize,
@@ -409,6 +497,7 @@ impl Summary {
             rto_max_s: percentile(&rtos, 1.0),
             split_brain_s: verdicts.iter().map(|v| v.split_brain_s).sum(),
             split_brain_records: verdicts.iter().map(|v| v.split_brain_records).sum(),
+            non_monotonic: verdicts.iter().map(|v| v.non_monotonic).sum(),
             epoch_ok: verdicts.iter().all(|v| v.epoch_ok),
             errors: verdicts.iter().filter(|v| v.error.is_some()).count(),
             over_bound: verdicts.iter().filter(|v| !v.dups_within_bound).count(),
@@ -421,17 +510,18 @@ impl Summary {
             && self.skipped == 0
             && self.split_brain_s == 0.0
             && self.split_brain_records == 0
+            && self.non_monotonic == 0
             && self.epoch_ok
             && self.errors == 0
             && self.n > 0
     }
 
     /// `drill: n=.. lost=.. skipped=.. dups_raw_max=.. dups_deduped_max=.. rto_p50_s=..
-    /// rto_p99_s=.. split_brain_s=.. epoch_ok=..`
+    /// rto_p99_s=.. split_brain_s=.. non_monotonic=.. epoch_ok=..`
     pub fn line(&self) -> String {
         let s = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "nan".into());
         format!(
-            "drill: n={} lost={} skipped={} dups_raw_max={} dups_deduped_max={} rto_p50_s={} rto_p99_s={} split_brain_s={:.1} epoch_ok={}",
+            "drill: n={} lost={} skipped={} dups_raw_max={} dups_deduped_max={} rto_p50_s={} rto_p99_s={} split_brain_s={:.1} non_monotonic={} epoch_ok={}",
             self.n,
             self.lost,
             self.skipped,
@@ -440,6 +530,7 @@ impl Summary {
             s(self.rto_p50_s),
             s(self.rto_p99_s),
             self.split_brain_s,
+            self.non_monotonic,
             self.epoch_ok
         )
     }
@@ -467,6 +558,7 @@ pub fn by_fault(verdicts: &[DrillVerdict]) -> BTreeMap<String, serde_json::Value
                 "rto_max_s": percentile(&rtos, 1.0),
                 "dups_raw_max": vs.iter().map(|v| v.dups_raw).max().unwrap_or(0),
                 "dups_deduped_max": vs.iter().map(|v| v.dups_deduped).max().unwrap_or(0),
+                "non_monotonic": vs.iter().map(|v| v.non_monotonic).sum::<usize>(),
             });
             (k, value)
         })
@@ -492,11 +584,14 @@ mod tests {
         }
     }
 
+    /// A consumption with no position: a session of its own, so that no step is backwards.
     fn consumed(region: &str, value: &str, at_ms: i64) -> Consumption {
         Consumption {
             region: region.into(),
             value: value.into(),
             at_ms,
+            session: format!("{region}/{value}/{at_ms}"),
+            ..Consumption::default()
         }
     }
 
@@ -528,7 +623,7 @@ mod tests {
             consumed("west", "1.0", 12_000),
             consumed("west", "1.2", 12_000),
         ];
-        let v = judge(&runs, &acks, &c, true);
+        let v = judge(&runs, &acks, &c, &[], &[], true);
         assert_eq!(v[0].acked, 4);
         assert_eq!(v[0].lost, 2, "1.1 and 1.3 never consumed");
         assert_eq!(
@@ -555,7 +650,7 @@ mod tests {
             consumed("east", "1.0", 2_000),
             consumed("west", "2.0", 15_000),
         ];
-        let v = judge(&[r], &acks, &c, true);
+        let v = judge(&[r], &acks, &c, &[], &[], true);
         assert_eq!(v[0].lost, 0);
         assert_eq!(v[0].killed_region_unconsumed, 1);
         assert!(v[0].passed());
@@ -580,7 +675,7 @@ mod tests {
             consumed("west", "1.1", 12_000),
             consumed("west", "1.2", 12_000),
         ];
-        let v = judge(&[r], &acks, &c, true);
+        let v = judge(&[r], &acks, &c, &[], &[], true);
         assert_eq!(v[0].dups_raw, 3);
         assert_eq!(v[0].dups_deduped, 1, "1.2 is at the watermark: not covered");
         assert!(!v[0].dups_within_bound);
@@ -595,7 +690,7 @@ mod tests {
             consumed("west", "1.2", 10_500),
             consumed("west", "1.3", 11_000),
         ];
-        let v = judge(&runs, &[], &handover, true);
+        let v = judge(&runs, &[], &handover, &[], &[], true);
         assert_eq!(v[0].split_brain_s, 0.0);
         assert_eq!(v[0].split_brain_records, 0);
 
@@ -606,14 +701,14 @@ mod tests {
             consumed("east", "1.2", 10_500),
             consumed("west", "1.3", 11_000),
         ];
-        let v = judge(&runs, &[], &both, true);
+        let v = judge(&runs, &[], &both, &[], &[], true);
         assert_eq!(
             v[0].split_brain_s, 0.5,
             "west 10.0–11.0 overlaps east 9.0–10.5"
         );
         assert!(v[0].split_brain_records >= 2);
         // ActiveActive: every region consumes by design.
-        let v = judge(&runs, &[], &both, false);
+        let v = judge(&runs, &[], &both, &[], &[], false);
         assert_eq!(v[0].split_brain_s, 0.0);
     }
 
@@ -637,7 +732,7 @@ mod tests {
         let mut r = run(0, Fault::RegionDown, 10_000);
         r.epoch_after = 3;
         r.epochs_seen = vec![1, 2, 3];
-        let v = judge(&[r], &[], &[], true);
+        let v = judge(&[r], &[], &[], &[], &[], true);
         assert!(!v[0].epoch_ok);
         assert!(!Summary::of(&v).epoch_ok);
     }
@@ -652,8 +747,9 @@ mod tests {
             committed_ms: Some(17_000),
             ready_ms: Some(18_000),
             first_consumed_ms: Some(19_500),
+            primary_ms: None,
         };
-        let v = judge(&[r], &[], &[], true);
+        let v = judge(&[r], &[], &[], &[], &[], true);
         assert_eq!(v[0].rto_s, Some(9.5));
         assert_eq!(
             v[0].phases,
@@ -674,13 +770,106 @@ mod tests {
         a.phases.first_consumed_ms = Some(18_000);
         let mut b = run(1, Fault::Switchover, 40_000);
         b.phases.first_consumed_ms = Some(42_000);
-        let v = judge(&[a, b], &[], &[], true);
+        let v = judge(&[a, b], &[], &[], &[], &[], true);
         let s = Summary::of(&v);
         assert!(s.passed());
         assert_eq!(
             s.line(),
-            "drill: n=2 lost=0 skipped=0 dups_raw_max=0 dups_deduped_max=0 rto_p50_s=2.0 rto_p99_s=8.0 split_brain_s=0.0 epoch_ok=true"
+            "drill: n=2 lost=0 skipped=0 dups_raw_max=0 dups_deduped_max=0 rto_p50_s=2.0 rto_p99_s=8.0 split_brain_s=0.0 non_monotonic=0 epoch_ok=true"
         );
+    }
+
+    #[test]
+    fn a_backwards_step_in_a_session_fails_the_drill_but_a_move_does_not() {
+        use crate::drill::events::{SessionChange, SessionMark};
+        let runs = vec![run(0, Fault::Switchover, 10_000)];
+        let at = |session: &str, region: &str, offset: i64, value: &str, at_ms: i64| Consumption {
+            region: region.into(),
+            value: value.into(),
+            at_ms,
+            session: session.into(),
+            topic: "orders".into(),
+            partition: 0,
+            offset,
+        };
+        let acks = vec![
+            ack("east", "1.0", 0, 0, 1_000),
+            ack("east", "1.1", 0, 1, 1_100),
+        ];
+        // east consumed both; after the move west (another session) re-reads 1.1: a duplicate.
+        let moved = vec![
+            at("east-0", "east", 0, "1.0", 2_000),
+            at("east-0", "east", 1, "1.1", 2_100),
+            at("west-0", "west", 4, "1.1", 12_000),
+        ];
+        let v = judge(&runs, &acks, &moved, &[], &[], true);
+        assert_eq!((v[0].non_monotonic, v[0].dups_raw), (0, 1));
+        assert!(v[0].passed());
+        // east's session reads offset 0 again with no rebalance: reported, failed.
+        let mut back = moved[..2].to_vec();
+        back.push(at("east-0", "east", 0, "1.0", 12_500));
+        let v = judge(&runs, &acks, &back, &[], &[], true);
+        assert_eq!(v[0].non_monotonic, 1);
+        assert!(!v[0].passed());
+        let s = Summary::of(&v);
+        assert!(!s.passed());
+        assert!(s.line().contains(" non_monotonic=1 "), "{}", s.line());
+        // The same after a rebalance of the partition: re-delivery, not reported.
+        let marks = [SessionMark {
+            session: "east-0".into(),
+            before: 2,
+            change: SessionChange::Partitions(vec![("orders".into(), 0)]),
+        }];
+        let v = judge(&runs, &acks, &back, &marks, &[], true);
+        assert_eq!(v[0].non_monotonic, 0);
+    }
+
+    #[test]
+    fn active_active_needs_every_surviving_region_and_one_primary_at_a_time() {
+        use crate::drill::primary::PrimarySample;
+        let mut r = run(0, Fault::PrimaryKill, 10_000);
+        r.killed_region = Some("east".into());
+        r.restored_ms = Some(20_000);
+        r.phases.primary_ms = Some(16_500);
+        let acks = vec![
+            ack("west", "2.0", 0, 0, 12_000),
+            ack("central", "3.0", 0, 0, 12_000),
+            ack("east", "1.0", 0, 0, 12_000),
+        ];
+        // 2.0 reached central and west; 3.0 only central: lost for west. east is the killed
+        // region: not required to consume, and its own record is not a survivor's.
+        let c = vec![
+            consumed("west", "2.0", 12_100),
+            consumed("central", "2.0", 12_100),
+            consumed("central", "3.0", 12_100),
+            consumed("central", "3.0", 12_200),
+        ];
+        let v = judge(std::slice::from_ref(&r), &acks, &c, &[], &[], false);
+        assert_eq!(v[0].lost, 1, "{:?}", v[0].lost_examples);
+        assert!(v[0].lost_examples[0].contains("not consumed in west"));
+        assert_eq!(v[0].killed_region_unconsumed, 1);
+        // Consumed by two regions is not a duplicate; twice by central is.
+        assert_eq!(v[0].dups_raw, 1);
+        assert_eq!(v[0].rto_s, Some(6.5));
+        assert_eq!(v[0].split_brain_s, 0.0);
+        // west became primary at 15 s while east's claim ran until 16 s: 1 s of split brain.
+        let primary = vec![
+            PrimarySample {
+                at_ms: 9_000,
+                config_map_region: Some("east".into()),
+                config_map_valid_until_ms: Some(16_000),
+                ..PrimarySample::default()
+            },
+            PrimarySample {
+                at_ms: 15_000,
+                lease_holder: Some("west".into()),
+                lease_valid_until_ms: Some(20_000),
+                ..PrimarySample::default()
+            },
+        ];
+        let v = judge(&[r], &acks, &c, &[], &primary, false);
+        assert_eq!(v[0].split_brain_s, 1.0);
+        assert!(!v[0].passed());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
