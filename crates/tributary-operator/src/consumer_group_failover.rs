@@ -657,6 +657,9 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                 if let Some(ts) = standby_client::last_synced(ip).await {
                     last_synced.insert(region.to_string(), ts);
                 }
+                if let Some(z) = standby_client::zombie_report(ip).await {
+                    report_zombies(ctx, &cgf, region, &z).await;
+                }
             }
         }
     }
@@ -1313,6 +1316,42 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     }
     status_util::write_status(&cgf, ctx, status).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// A standby found commits of an older epoch (a consumer that outlived its fence): a
+/// Warning event when their count rises, naming what the standby holds back.
+async fn report_zombies(
+    ctx: &Context,
+    cgf: &ConsumerGroupFailover,
+    region: &str,
+    z: &tributary_core::commit_epoch::ZombieReport,
+) {
+    let (ns, name) = (cgf.namespace().unwrap_or_default(), cgf.name_any());
+    let rise = ctx.zombie_rise(&format!("{ns}/{name}/{region}"), z.zombie_commits_total);
+    if rise == 0 {
+        return;
+    }
+    let held: Vec<String> = z
+        .held_partitions
+        .iter()
+        .map(|c| {
+            format!(
+                "{}-{} at {} (epoch {}, region {})",
+                c.topic, c.partition, c.offset, c.epoch, c.region
+            )
+        })
+        .collect();
+    let note = format!(
+        "the standby sync into {region} saw {rise} commit(s) of an older epoch (zombie consumers that outlived their fence); not translated, the standby keeps its last good position{}",
+        if held.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", held.join(", "))
+        }
+    );
+    tracing::warn!(namespace = ns, name, region, "{note}");
+    ctx.event(&cgf.object_ref(&()), true, "ZombieCommits", "Sync", note)
+        .await;
 }
 
 /// A request to the Lease server, bounded on a separate coordination server by what is left

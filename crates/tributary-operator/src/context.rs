@@ -33,6 +33,9 @@ pub struct Context {
     pub streams: Store<DeserializeGuard<RegionalStream>>,
     /// Consecutive failures per object, for back-off.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The zombie commits each standby (`namespace/name/region`) last reported, so a rise
+    /// raises one event.
+    pub zombie_commits: Mutex<HashMap<String, u64>>,
     /// `--region`: the one region this operator acts for (one cluster per region); `None`:
     /// every region (one operator, stretched cluster).
     pub region: Option<String>,
@@ -82,6 +85,16 @@ impl Context {
     /// Whether this operator acts for `region`.
     pub fn acts_for(&self, region: &str) -> bool {
         self.region.as_deref().is_none_or(|r| r == region)
+    }
+
+    /// Records a standby's zombie-commit count; the rise since the last report (0 at first
+    /// sight of a standby that reports none).
+    pub fn zombie_rise(&self, key: &str, total: u64) -> u64 {
+        let Ok(mut seen) = self.zombie_commits.lock() else {
+            return 0;
+        };
+        let before = seen.insert(key.to_string(), total).unwrap_or(0);
+        total.saturating_sub(before)
     }
 
     pub fn note_failure(&self, key: &str) -> u32 {

@@ -248,6 +248,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         default_image: args.image.clone().filter(|s| !s.is_empty()),
         streams: streams.clone(),
         failures: Default::default(),
+        zombie_commits: Default::default(),
         region: args.region.clone(),
     });
 
