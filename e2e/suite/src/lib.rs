@@ -8,6 +8,7 @@
 pub mod coordination;
 pub mod kafka;
 pub mod kube_util;
+pub mod per_region;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use coordination::Coordination;
 pub use kube_util::{TestNamespace, apply_yaml, wait_until};
+pub use per_region::PerRegion;
 
 /// The running local stack, as described by its env file.
 #[derive(Clone)]
@@ -86,6 +88,12 @@ impl Stack {
         let file = env_file_vars();
         let var =
             |k: &str| -> Option<String> { std::env::var(k).ok().or_else(|| file.get(k).cloned()) };
+        // One cluster per region: these tests schedule across regions in one cluster.
+        if var("TRIBUTARY_TOPOLOGY").is_some_and(|t| t == "per-region") {
+            panic!(
+                "the running stack is TOPOLOGY=per-region; this test needs the stretched stack: run `make stack-up` (it replaces the per-region one)"
+            );
+        }
         let kubeconfig = var("KUBECONFIG")
             .unwrap_or_else(|| panic!("the local stack is not up (no e2e/.state/env): run `make stack-up`, or set TRIBUTARY_SKIP_E2E=1"));
         let regions: Vec<String> = var("TRIBUTARY_REGIONS")
