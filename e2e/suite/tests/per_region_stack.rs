@@ -57,7 +57,11 @@ async fn assert_node_ready(stack: &PerRegion, region: &str) {
         WAIT,
         || async {
             let list = nodes.list(&ListParams::default()).await.ok()?;
-            let names: Vec<String> = list.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
+            let names: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|n| n.metadata.name.clone())
+                .collect();
             assert_eq!(
                 names,
                 vec![name.clone()],
@@ -167,7 +171,9 @@ async fn write_lease_via(stack: &PerRegion, region: &str, ns: &str) -> Result<()
         .await?;
     let mut moved = created.clone();
     moved.spec = lease(&name, region, 2).spec;
-    leases.replace(&name, &PostParams::default(), &moved).await?;
+    leases
+        .replace(&name, &PostParams::default(), &moved)
+        .await?;
     Ok(())
 }
 
@@ -185,13 +191,19 @@ async fn every_region_runs_its_own_cluster_with_its_node_the_crds_and_its_own_po
         for crd in tributary_api::crds() {
             let name = crd.metadata.name.clone().expect("CRD name");
             let c = crds.get(&name).await.unwrap_or_else(|e| {
-                panic!("CRD {name} on {region}'s apiserver: {e}\n{}", stack.status())
+                panic!(
+                    "CRD {name} on {region}'s apiserver: {e}\n{}",
+                    stack.status()
+                )
             });
-            let established = c
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            assert!(established, "CRD {name} is not Established on {region}'s apiserver");
+            let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            assert!(
+                established,
+                "CRD {name} is not Established on {region}'s apiserver"
+            );
         }
     }
     // A Deployment in the first region's cluster runs there, and the others never see it.
@@ -211,7 +223,10 @@ async fn every_region_runs_its_own_cluster_with_its_node_the_crds_and_its_own_po
             .get_opt(&ns)
             .await
             .unwrap_or_else(|e| panic!("{other}'s apiserver: {e}"));
-        assert!(seen.is_none(), "namespace {ns} of {east}'s cluster shows up in {other}'s");
+        assert!(
+            seen.is_none(),
+            "namespace {ns} of {east}'s cluster shows up in {other}'s"
+        );
     }
     delete_namespace(&client, &ns).await;
 }
@@ -237,7 +252,10 @@ async fn region_down_takes_only_its_own_cluster_and_the_coordination_quorum_surv
     // East's cluster is gone, the pod's process with it; west's cluster is fine.
     let nodes: Api<Node> = Api::all(stack.cluster(&east, API_TIMEOUT).await);
     let gone = nodes.list(&ListParams::default()).await;
-    assert!(gone.is_err(), "{east}'s apiserver must be gone after region-down, got {gone:?}");
+    assert!(
+        gone.is_err(),
+        "{east}'s apiserver must be gone after region-down, got {gone:?}"
+    );
     let pid: Option<i32> = pid_before
         .strip_prefix("agent://")
         .and_then(|p| p.parse().ok());
@@ -260,9 +278,14 @@ async fn region_down_takes_only_its_own_cluster_and_the_coordination_quorum_surv
                 stack.status()
             )
         });
-    eprintln!("Lease write through {west} with {east} down: {:?}", t.elapsed());
+    eprintln!(
+        "Lease write through {west} with {east} down: {:?}",
+        t.elapsed()
+    );
     assert!(
-        write_lease_via(&stack, &east, COORDINATION_NS).await.is_err(),
+        write_lease_via(&stack, &east, COORDINATION_NS)
+            .await
+            .is_err(),
         "{east}'s coordination path must be gone with its region"
     );
 
@@ -277,10 +300,15 @@ async fn region_down_takes_only_its_own_cluster_and_the_coordination_quorum_surv
         &format!("the sleeper pod running again in {east} (a new process)"),
         WAIT,
         || async {
-            let list = pods.list(&ListParams::default().labels("app=sleeper")).await.ok()?;
+            let list = pods
+                .list(&ListParams::default().labels("app=sleeper"))
+                .await
+                .ok()?;
             list.items.into_iter().find(|p| {
                 let id = container_id(p);
-                !id.is_empty() && id != pid_before && tributary_e2e::kube_util::running_container(p).is_some()
+                !id.is_empty()
+                    && id != pid_before
+                    && tributary_e2e::kube_util::running_container(p).is_some()
             })
         },
     )
@@ -307,13 +335,22 @@ async fn an_isolated_region_loses_only_its_path_to_the_coordination_apiserver() 
     let (east, west) = (stack.regions[0].clone(), stack.regions[1].clone());
     create_namespace(&stack.coordination_admin, COORDINATION_NS).await;
     let name = unique("isolate");
-    let via_east: Api<Lease> = Api::namespaced(stack.coordination_via(&east).await, COORDINATION_NS);
+    let via_east: Api<Lease> =
+        Api::namespaced(stack.coordination_via(&east).await, COORDINATION_NS);
     via_east
         .create(&PostParams::default(), &lease(&name, &east, 1))
         .await
-        .unwrap_or_else(|e| panic!("a Lease write through {east}'s path: {e}\n{}", stack.status()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "a Lease write through {east}'s path: {e}\n{}",
+                stack.status()
+            )
+        });
     // The client keeps that connection open: isolation must stop it too, not only new ones.
-    via_east.get(&name).await.expect("a Lease read through east's path");
+    via_east
+        .get(&name)
+        .await
+        .expect("a Lease read through east's path");
 
     let isolated = stack.region_isolate(&east);
     // Idempotent.
@@ -324,11 +361,17 @@ async fn an_isolated_region_loses_only_its_path_to_the_coordination_apiserver() 
     let t = Instant::now();
     let on_open = via_east.get(&name).await;
     let on_open_took = t.elapsed();
-    assert!(on_open.is_err(), "isolated {east}: a request on its open connection answered: {on_open:?}");
+    assert!(
+        on_open.is_err(),
+        "isolated {east}: a request on its open connection answered: {on_open:?}"
+    );
     let t = Instant::now();
     let fresh = write_lease_via(&stack, &east, COORDINATION_NS).await;
     let fresh_took = t.elapsed();
-    assert!(fresh.is_err(), "isolated {east}: a request on a new connection answered");
+    assert!(
+        fresh.is_err(),
+        "isolated {east}: a request on a new connection answered"
+    );
     // A partition hangs (packets dropped) rather than refusing at once.
     for (what, took) in [("open", on_open_took), ("new", fresh_took)] {
         assert!(
@@ -344,7 +387,9 @@ async fn an_isolated_region_loses_only_its_path_to_the_coordination_apiserver() 
     // West's path works, and east itself keeps running.
     write_lease_via(&stack, &west, COORDINATION_NS)
         .await
-        .unwrap_or_else(|e| panic!("with {east} isolated, a Lease write through {west}'s path failed: {e}"));
+        .unwrap_or_else(|e| {
+            panic!("with {east} isolated, a Lease write through {west}'s path failed: {e}")
+        });
     assert_node_ready(&stack, &east).await;
 
     let t = Instant::now();
@@ -358,5 +403,8 @@ async fn an_isolated_region_loses_only_its_path_to_the_coordination_apiserver() 
         || async { write_lease_via(&stack, &east, COORDINATION_NS).await.ok() },
     )
     .await;
-    eprintln!("region-heal {east}: its path served a Lease write {:?} after the heal began", t.elapsed());
+    eprintln!(
+        "region-heal {east}: its path served a Lease write {:?} after the heal began",
+        t.elapsed()
+    );
 }
