@@ -49,6 +49,19 @@ pr_k8s_down_all() {
   done
 }
 
+# _pr_k8s_kill (under pr_k8s): SIGKILL to the control plane's processes, as a region's loss
+# would end them (etcd's data survives: a killed process loses nothing the kernel has).
+_pr_k8s_kill() {
+  local name pid
+  for name in "${K8S_PROCS[@]}"; do
+    if pid="$(_k8s_pid "$name")"; then
+      kill -KILL "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    fi
+    rm -f "$(_k8s_pidfile "$name")"
+  done
+}
+
 # pr_crds REGION: the repo's CRDs on REGION's apiserver, applied as the e2e support crate does
 # (server-side, field manager tributary-e2e), and Established.
 pr_crds() {
@@ -220,6 +233,7 @@ pr_status() {
 
 # The node agent goes first, while the region's apiserver still answers: it kills its pods
 # and marks its Node NotReady there (what the region's own cluster shows once it is back).
+# Everything else is SIGKILLed.
 pr_region_down() {
   local r=$1
   agent_stop "$r"
@@ -227,7 +241,7 @@ pr_region_down() {
   kafka_kill "$r-regional" || true
   kafka_kill "$r-aggregate" || true
   coordination member-down "$r" || true
-  pr_k8s "$r" k8s_down || true
+  pr_k8s "$r" _pr_k8s_kill
   log "region $r down: its control plane, node agent and pods, Kafka clusters, coordination etcd member and path"
 }
 

@@ -372,10 +372,11 @@ async fn an_isolated_region_loses_only_its_path_to_the_coordination_apiserver() 
         fresh.is_err(),
         "isolated {east}: a request on a new connection answered"
     );
-    // A partition hangs (packets dropped) rather than refusing at once.
+    // A partition hangs (packets dropped) until the client gives up, rather than refusing at
+    // once (a refusal takes milliseconds; the client's timers are not exact to the second).
     for (what, took) in [("open", on_open_took), ("new", fresh_took)] {
         assert!(
-            took >= PATH_TIMEOUT - Duration::from_millis(500),
+            took >= PATH_TIMEOUT / 2,
             "isolated {east}: a request on a {what} connection failed after {took:?}, before the client's timeout: a refusal, not a partition"
         );
     }
