@@ -88,12 +88,6 @@ impl Stack {
         let file = env_file_vars();
         let var =
             |k: &str| -> Option<String> { std::env::var(k).ok().or_else(|| file.get(k).cloned()) };
-        // One cluster per region: these tests schedule across regions in one cluster.
-        if var("TRIBUTARY_TOPOLOGY").is_some_and(|t| t == "per-region") {
-            panic!(
-                "the running stack is TOPOLOGY=per-region; this test needs the stretched stack: run `make stack-up` (it replaces the per-region one)"
-            );
-        }
         let kubeconfig = var("KUBECONFIG")
             .unwrap_or_else(|| panic!("the local stack is not up (no e2e/.state/env): run `make stack-up`, or set TRIBUTARY_SKIP_E2E=1"));
         let regions: Vec<String> = var("TRIBUTARY_REGIONS")
