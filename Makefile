@@ -122,9 +122,10 @@ region-heal: ## TOPOLOGY=per-region: restore REGION=east's path to the coordinat
 	$(STACK) region-heal $(REGION)
 
 .PHONY: per-region-test
-per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west) and prove it on the real processes (e2e/suite/tests/per_region_stack.rs).
+per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, then per-region operators failing over through the shared Lease.
 	$(MAKE) stack-up TOPOLOGY=per-region REGIONS=$(REGIONS)
 	source $(ENV_FILE) && $(CARGO) test -p tributary-e2e --test per_region_stack -- --ignored --test-threads=1 --nocapture
+	source $(ENV_FILE) && $(CARGO) test -p tributary-operator --test e2e_per_region -- --ignored
 
 .PHONY: e2e
 e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack.
