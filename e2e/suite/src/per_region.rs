@@ -37,6 +37,8 @@ pub async fn bounded_client(path: &std::path::Path, timeout: Duration) -> kube::
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
+    // The read timeout counts from the request, not from an idle connection's last read.
+    config.reset_reader_on_write = true;
     config.default_retry = false;
     kube::Client::try_from(config).expect("kube client")
 }
