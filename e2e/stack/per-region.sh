@@ -14,26 +14,25 @@
 #   and the forwarder's logs/coordination-path.log, pids/coordination-path.pid.
 # The coordination kubeconfig of r's path: $STATE/coordination/operator-<r>.kubeconfig.
 
-PR_ETCD_PORT=23840
+# Region i's ports are a base + 10i.
 PR_PORT_STRIDE=10
+PR_ETCD_PORT=23840   # etcd clients; its peers on +1
+PR_API_PORT=16460    # kube-apiserver; kube-controller-manager on +1, coordination path on +2
 
 pr_dir() { echo "$STATE/regions/$1"; }
 pr_kubeconfig() { echo "$STATE/regions/$1/kubeconfig"; }
-pr_api_port() { echo $((16460 + PR_PORT_STRIDE * $(region_index "$1"))); }
-pr_path_port() { echo $((16462 + PR_PORT_STRIDE * $(region_index "$1"))); }
+pr_path_port() { echo $((PR_API_PORT + 2 + PR_PORT_STRIDE * $(region_index "$1"))); }
 pr_coordination_kubeconfig() { echo "$STATE/coordination/operator-$1.kubeconfig"; }
 
 # pr_k8s REGION FUNCTION [ARGS]: runs a k8s.sh function on REGION's own control plane (its
 # state dir and ports), in a subshell so that the stack's own K8S_* settings stay untouched.
 pr_k8s() {
-  local r=$1 i; shift
-  i="$(region_index "$r")"
+  local r=$1 off; shift
+  off=$((PR_PORT_STRIDE * $(region_index "$r")))
   (
     export TRIBUTARY_STATE_DIR="$STATE/regions/$r"
-    export K8S_ETCD_PORT=$((PR_ETCD_PORT + PR_PORT_STRIDE * i))
-    export K8S_ETCD_PEER_PORT=$((PR_ETCD_PORT + 1 + PR_PORT_STRIDE * i))
-    export K8S_API_PORT=$((16460 + PR_PORT_STRIDE * i))
-    export K8S_KCM_PORT=$((16461 + PR_PORT_STRIDE * i))
+    export K8S_ETCD_PORT=$((PR_ETCD_PORT + off)) K8S_ETCD_PEER_PORT=$((PR_ETCD_PORT + 1 + off))
+    export K8S_API_PORT=$((PR_API_PORT + off)) K8S_KCM_PORT=$((PR_API_PORT + 1 + off))
     _k8s_vars
     "$@"
   )
