@@ -170,7 +170,7 @@ cmd_up() {
     log "stack changes from $had to $topo $want: wiping the old stack first"
     cmd_down
     K8S_WIPE=1 k8s_down || true
-    rm -rf "$STATE/kafka" "$STATE"/agent-* "$STATE/regions" "$STATE/topology"
+    rm -rf "$STATE/kafka" "$STATE"/agent-* "$STATE/regions" "$STATE/topology" "$STATE/coordination"
   fi
   echo "$topo" >"$STATE/topology"
   if per_region; then mkdir -p "$STATE/regions"; fi
