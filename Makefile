@@ -11,6 +11,9 @@ REGIONS ?= east,west
 REGION ?=
 # COORDINATION=1: `stack-up` also starts the coordination plane (opt-in; docs/coordination.md).
 COORDINATION ?= 0
+# TOPOLOGY=per-region: a control plane per region, the coordination plane and a path of each
+# region's own to it (docs/coordination.md, "Local stack"); stretched (default): one control plane.
+TOPOLOGY ?= stretched
 STACK := bash e2e/stack/stack.sh
 COORDINATION_SH := bash e2e/stack/coordination.sh
 STATE_DIR ?= $(CURDIR)/e2e/.state
@@ -67,9 +70,9 @@ unit-test: prereqs ## Unit and property tests only (tests that need the stack sa
 	TRIBUTARY_SKIP_E2E=1 $(CARGO) test --workspace
 
 .PHONY: stack-up
-stack-up: tools ## Start the local stack: REGIONS=east,west (default) or east,west,central; COORDINATION=1 adds the coordination plane.
+stack-up: tools ## Start the local stack: REGIONS=east,west (default) or east,west,central; COORDINATION=1 adds the coordination plane; TOPOLOGY=per-region a control plane per region.
 	$(CARGO) build -p tributary -p tributary-node-agent
-	COORDINATION=$(COORDINATION) $(STACK) up $(REGIONS)
+	COORDINATION=$(COORDINATION) TOPOLOGY=$(TOPOLOGY) $(STACK) up $(REGIONS)
 
 .PHONY: coordination-up
 coordination-up: tools ## Start only the coordination plane: a kube-apiserver over a three-member etcd, one member per region (e2e/.state/coordination/).
@@ -107,6 +110,22 @@ region-down: ## Kill one region: REGION=east (node NotReady, its pods and Kafka 
 region-up: ## Bring one region back: REGION=east.
 	@test -n "$(REGION)" || { echo "usage: make region-up REGION=east" >&2; exit 2; }
 	$(STACK) region-up $(REGION)
+
+.PHONY: region-isolate
+region-isolate: ## TOPOLOGY=per-region: cut only REGION=east's path to the coordination apiserver (packets dropped); the region keeps running.
+	@test -n "$(REGION)" || { echo "usage: make region-isolate REGION=east" >&2; exit 2; }
+	$(STACK) region-isolate $(REGION)
+
+.PHONY: region-heal
+region-heal: ## TOPOLOGY=per-region: restore REGION=east's path to the coordination apiserver.
+	@test -n "$(REGION)" || { echo "usage: make region-heal REGION=east" >&2; exit 2; }
+	$(STACK) region-heal $(REGION)
+
+.PHONY: per-region-test
+per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, then per-region operators failing over through the shared Lease.
+	$(MAKE) stack-up TOPOLOGY=per-region REGIONS=$(REGIONS)
+	source $(ENV_FILE) && $(CARGO) test -p tributary-e2e --test per_region_stack -- --ignored --test-threads=1 --nocapture
+	source $(ENV_FILE) && $(CARGO) test -p tributary-operator --test e2e_per_region -- --ignored
 
 .PHONY: e2e
 e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack.

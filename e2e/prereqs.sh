@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # libcurl4-openssl-dev: librdkafka 2.12 includes <curl/curl.h> (header only) even when built without curl.
+# socat, nftables: the per-region stack's coordination paths and their isolation (e2e/stack/per-region.sh).
 need_pkgs=()
-for pkg in pkg-config libssl-dev zlib1g-dev openssl cmake util-linux procps iproute2 libcurl4-openssl-dev; do
+for pkg in pkg-config libssl-dev zlib1g-dev openssl cmake util-linux procps iproute2 libcurl4-openssl-dev socat nftables; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then

@@ -11,6 +11,9 @@
 #   bash e2e/stack/coordination.sh member-up REGION     restart it (it rejoins from its data dir)
 #   bash e2e/stack/coordination.sh env               print the env line(s) (also in $DIR/env)
 #   bash e2e/stack/coordination.sh bins              print the etcd and kube-apiserver binaries (for tests)
+#   bash e2e/stack/coordination.sh path-kubeconfig FILE URL
+#                                                    the operator's identity (as operator.kubeconfig)
+#                                                    with server URL: a region's own path to the plane
 #
 # Separate from the stack's own control plane (e2e/stack/k8s.sh): own ports, PKI, data dirs,
 # pid files and logs, all under $DIR = ${COORDINATION_STATE_DIR:-$TRIBUTARY_STATE_DIR/coordination}:
@@ -51,7 +54,7 @@ _coord_log() { echo "coordination: $*" >&2; }
 _coord_regions() {
   local want="${1:-}" r n
   if [[ -z "$want" && -s "$COORD_DIR/regions" ]]; then cat "$COORD_DIR/regions"; return 0; fi
-  [[ -z "$want" && -s "$K8S_STATE_DIR/regions" ]] && want="$(cat "$K8S_STATE_DIR/regions")"
+  [[ -z "$want" && -f "$K8S_STATE_DIR/regions" ]] && want="$(cat "$K8S_STATE_DIR/regions")"
   want="${want:-east,west}"
   n=$(tr ',' '\n' <<<"$want" | grep -c .)
   ((n % 2 == 0)) && want="$want,witness" && n=$((n + 1))
@@ -257,6 +260,17 @@ subjects:
 EOF
 }
 
+# coordination_path_kubeconfig FILE URL: operator.kubeconfig's identity (CN=tributary-operator)
+# with another server URL, e.g. a forwarder on 127.0.0.1 (the serving certificate's SANs are
+# 127.0.0.1 and localhost, so the URL's host must be one of them).
+coordination_path_kubeconfig() {
+  _coord_vars
+  local file="${1:?FILE}" url="${2:?URL}"
+  [[ -s "$COORD_PKI/operator.crt" && -s "$COORD_PKI/operator.key" ]] || { _coord_log "no operator certificate in $COORD_PKI (run: bash e2e/stack/coordination.sh up)"; return 1; }
+  local K8S_PKI_DIR="$COORD_PKI" K8S_API_URL="$url"
+  _k8s_kubeconfig "$file" tributary-operator "$COORD_PKI/operator.crt" "$COORD_PKI/operator.key"
+}
+
 _coord_write_env() {
   printf "export TRIBUTARY_COORDINATION_KUBECONFIG='%s'\n" "$COORD_OPERATOR_KUBECONFIG" >"$COORD_DIR/env.tmp" &&
     mv -f "$COORD_DIR/env.tmp" "$COORD_DIR/env"
@@ -370,6 +384,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     member-up) shift; coordination_member_up "$@" ;;
     env) coordination_env ;;
     bins) printf '%s\n' "$ETCD_BIN" "$K8S_BIN_DIR/kube-apiserver" ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    path-kubeconfig) shift; coordination_path_kubeconfig "$@" ;;
+    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
   esac
 fi

@@ -4,17 +4,25 @@
 #
 #   bash e2e/stack/stack.sh up [REGIONS]        default REGIONS=east,west (or $REGIONS)
 #   bash e2e/stack/stack.sh status
-#   bash e2e/stack/stack.sh down
+#   bash e2e/stack/stack.sh down                stops every process of either topology
 #   bash e2e/stack/stack.sh region-down REGION  node NotReady + its pods killed + its Kafka killed
 #   bash e2e/stack/stack.sh region-up REGION
+#   bash e2e/stack/stack.sh region-isolate REGION   per-region only: cut REGION's coordination path
+#   bash e2e/stack/stack.sh region-heal REGION      per-region only: restore it
 #   bash e2e/stack/stack.sh env                 print the env file's path
 #
-# `up` writes $STATE/env (sourced by tests and the demo): KUBECONFIG, TRIBUTARY_REGIONS, and
-# TRIBUTARY_KAFKA_<REGION>_{REGIONAL,AGGREGATE} bootstrap servers. Logs: $STATE/logs/.
+# `up` writes $STATE/env (sourced by tests and the demo): KUBECONFIG, TRIBUTARY_TOPOLOGY,
+# TRIBUTARY_REGIONS, and TRIBUTARY_KAFKA_<REGION>_{REGIONAL,AGGREGATE} bootstrap servers.
+# Logs: $STATE/logs/.
 # COORDINATION=1 (opt-in) also starts the coordination plane (e2e/stack/coordination.sh: a
 # kube-apiserver over a three-member etcd, one member per region) and adds its
 # TRIBUTARY_COORDINATION_KUBECONFIG to the env; `region-down` then also kills that region's
 # etcd member, and `down` stops the plane.
+# TOPOLOGY=per-region (e2e/stack/per-region.sh): a control plane and node agent per region,
+# the coordination plane always, and a path of each region's own to it; the env adds
+# TRIBUTARY_KUBECONFIG_<REGION> and TRIBUTARY_COORDINATION_KUBECONFIG_<REGION>. `region-down`
+# there also kills the region's control plane and path. The default, TOPOLOGY=stretched, is one
+# control plane for every region. Changing the topology or the regions wipes the old stack.
 set -euo pipefail
 
 STACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +39,8 @@ SECURE_KAFKA_PORT=19992
 source "$STACK_DIR/k8s.sh"
 # shellcheck source=e2e/stack/kafka.sh
 source "$STACK_DIR/kafka.sh"
+# shellcheck source=e2e/stack/per-region.sh
+source "$STACK_DIR/per-region.sh"
 COORDINATION_SH="$STACK_DIR/coordination.sh"
 coordination() { bash "$COORDINATION_SH" "$@"; }
 # The coordination plane of this state dir was started (its members' regions are recorded).
@@ -42,7 +52,15 @@ coordination_has_member() {
 log() { echo "[stack] $*" >&2; }
 die() { echo "[stack] ERROR: $*" >&2; exit 1; }
 
-regions() { tr ',' ' ' <"$STATE/regions"; }
+# The recorded topology (a state dir from before topologies is stretched).
+topology() { if [[ -s "$STATE/topology" ]]; then cat "$STATE/topology"; else echo stretched; fi; }
+per_region() { [[ "$(topology)" == per-region ]]; }
+# The regions, comma-separated, in a file: per-region keeps each region's control plane under
+# regions/<region>/, so its list is regions/list there.
+regions_file() { if per_region; then echo "$STATE/regions/list"; else echo "$STATE/regions"; fi; }
+regions() { tr ',' ' ' <"$(regions_file)"; }
+# The admin kubeconfig of the cluster that REGION's node belongs to.
+region_kubeconfig() { if per_region; then pr_kubeconfig "$1"; else echo "$STATE/kubeconfig"; fi; }
 region_index() {
   local i=0 r
   for r in $(regions); do
@@ -67,7 +85,7 @@ agent_start() {
   [[ -x "$TRIBUTARY_BIN" ]] || die "no tributary binary at $TRIBUTARY_BIN (run: cargo build -p tributary)"
   mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/agent-$region" "$STATE/binaries"
   setsid nohup "$NODE_AGENT_BIN" \
-    --kubeconfig "$STATE/kubeconfig" \
+    --kubeconfig "$(region_kubeconfig "$region")" \
     --region "$region" \
     --binary "$TRIBUTARY_BIN" \
     --binaries-dir "$STATE/binaries" \
@@ -78,7 +96,7 @@ agent_start() {
     >>"$STATE/logs/agent-$region.log" 2>&1 </dev/null &
   echo $! >"$(agent_pidfile "$region")"
   local deadline=$((SECONDS + 60))
-  until "$KUBECTL" --kubeconfig "$STATE/kubeconfig" get node "tributary-$region" \
+  until "$KUBECTL" --kubeconfig "$(region_kubeconfig "$region")" get node "tributary-$region" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; do
     agent_running "$region" || { tail -20 "$STATE/logs/agent-$region.log" >&2; die "node agent $region exited"; }
     ((SECONDS < deadline)) || die "node tributary-$region not Ready after 60s (see $STATE/logs/agent-$region.log)"
@@ -105,9 +123,16 @@ write_env() {
   local f="$STATE/env" r
   {
     echo "# Written by e2e/stack/stack.sh up; source it."
-    env_line KUBECONFIG "$STATE/kubeconfig"
+    if per_region; then
+      # Every region has its own cluster: KUBECONFIG is the first region's, for people; tests
+      # take TRIBUTARY_KUBECONFIG_<REGION>.
+      env_line KUBECONFIG "$(pr_kubeconfig "$(regions | awk '{ print $1 }')")"
+    else
+      env_line KUBECONFIG "$STATE/kubeconfig"
+    fi
+    env_line TRIBUTARY_TOPOLOGY "$(topology)"
     env_line TRIBUTARY_STATE_DIR "$STATE"
-    env_line TRIBUTARY_REGIONS "$(cat "$STATE/regions")"
+    env_line TRIBUTARY_REGIONS "$(cat "$(regions_file)")"
     env_line TRIBUTARY_BIN "$TRIBUTARY_BIN"
     env_line TRIBUTARY_KAFKA_LIB "$(_kafka_cache)/lib"
     env_line TRIBUTARY_KUBECTL "$KUBECTL"
@@ -122,25 +147,43 @@ write_env() {
     env_line TRIBUTARY_KAFKA_SECURE_PLAINTEXT "127.0.0.1:$SECURE_KAFKA_PORT"
     env_line TRIBUTARY_KAFKA_SECURE_PKI "$STATE/kafka/secure/pki"
     if [[ -s "$STATE/coordination/env" ]]; then cat "$STATE/coordination/env"; fi
+    if per_region; then
+      env_line TRIBUTARY_COORDINATION_ADMIN_KUBECONFIG "$STATE/coordination/kubeconfig"
+      for r in $(regions); do
+        env_line "TRIBUTARY_KUBECONFIG_$(upper "$r")" "$(pr_kubeconfig "$r")"
+        env_line "TRIBUTARY_COORDINATION_KUBECONFIG_$(upper "$r")" "$(pr_coordination_kubeconfig "$r")"
+      done
+    fi
   } >"$f.tmp"
   mv "$f.tmp" "$f"
   log "env written to $f"
 }
 
 cmd_up() {
-  local want="${1:-${REGIONS:-east,west}}" t0=$SECONDS r i pids=()
+  local want="${1:-${REGIONS:-east,west}}" topo="${TOPOLOGY:-stretched}" t0=$SECONDS r i pids=() had
+  case "$topo" in stretched | per-region) ;; *) die "unknown TOPOLOGY '$topo' (stretched or per-region)" ;; esac
   mkdir -p "$STATE"
-  if [[ -f "$STATE/regions" && "$(cat "$STATE/regions")" != "$want" ]]; then
-    # Other regions mean other nodes and clusters: start from a clean slate rather than keep
-    # objects bound to nodes and brokers that no longer exist.
-    log "regions change from $(cat "$STATE/regions") to $want: wiping the old stack first"
+  had="$(topology) $(cat "$(regions_file)" 2>/dev/null || true)"
+  if [[ -e "$STATE/regions" && "$had" != "$topo $want" ]]; then
+    # Other regions or another topology mean other nodes and clusters: start from a clean slate
+    # rather than keep objects bound to nodes and brokers that no longer exist.
+    log "stack changes from $had to $topo $want: wiping the old stack first"
     cmd_down
     K8S_WIPE=1 k8s_down || true
-    rm -rf "$STATE/kafka" "$STATE"/agent-*
+    rm -rf "$STATE/kafka" "$STATE"/agent-* "$STATE/regions" "$STATE/topology" "$STATE/coordination"
   fi
-  echo "$want" >"$STATE/regions"
+  echo "$topo" >"$STATE/topology"
+  if per_region; then mkdir -p "$STATE/regions"; fi
+  echo "$want" >"$(regions_file)"
   k8s_build
   kafka_fetch
+  if per_region; then
+    [[ "${COORDINATION:-0}" == 0 ]] || log "TOPOLOGY=per-region always runs the coordination plane (COORDINATION is ignored)"
+    pr_up "$want"
+    write_env
+    log "stack up (topology per-region, regions $want) in $((SECONDS - t0))s"
+    return 0
+  fi
   k8s_up
   i=0
   for r in $(regions); do
@@ -160,21 +203,33 @@ cmd_up() {
   log "stack up (regions $want) in $((SECONDS - t0))s"
 }
 
+# What a pid file of $STATE/pids names: agent-<region>.pid -> <region>.
+agent_regions() {
+  local f r
+  for f in "$STATE"/pids/agent-*.pid; do
+    [[ -e "$f" ]] || continue
+    r="${f##*/agent-}"; echo "${r%.pid}"
+  done
+}
+
+# Stops every process of either topology that this state dir started, whatever is recorded.
 cmd_down() {
   local r
-  if [[ -f "$STATE/regions" ]]; then
-    for r in $(regions); do agent_stop "$r"; done
-  fi
+  for r in $(agent_regions); do agent_stop "$r"; done
+  pr_path_stop_all
+  pr_heal_all
   kafka_down_all || true
   coordination down || true
   k8s_down || true
+  pr_k8s_down_all
   rm -f "$STATE/env"
   log "stack down"
 }
 
 cmd_status() {
-  [[ -f "$STATE/regions" ]] || { echo "stack: not initialised (run make stack-up)"; return 1; }
+  [[ -f "$(regions_file)" ]] || { echo "stack: not initialised (run make stack-up)"; return 1; }
   local r rc=0
+  if per_region; then pr_status; return; fi
   k8s_status || rc=1
   kafka_status secure || rc=1
   for r in $(regions); do
@@ -189,6 +244,7 @@ cmd_status() {
 cmd_region_down() {
   local r="${1:?REGION}"
   region_index "$r" >/dev/null
+  if per_region; then pr_region_down "$r"; return; fi
   agent_stop "$r"
   kafka_kill "$r-regional" || true
   kafka_kill "$r-aggregate" || true
@@ -201,6 +257,7 @@ cmd_region_down() {
 cmd_region_up() {
   local r="${1:?REGION}"
   region_index "$r" >/dev/null
+  if per_region; then pr_region_up "$r"; return; fi
   kafka_start "$r-regional" & local a=$!
   kafka_start "$r-aggregate" & local b=$!
   wait "$a" && wait "$b" || die "Kafka of region $r did not restart"
@@ -211,14 +268,25 @@ cmd_region_up() {
   log "region $r up"
 }
 
+# Only the per-region topology has a path of each region's own to the coordination apiserver.
+cmd_region_isolation() {
+  local what=$1 r="${2:?REGION}"
+  [[ -f "$(regions_file)" ]] || die "the stack is not initialised (run: make stack-up TOPOLOGY=per-region)"
+  per_region || die "region-$what needs TOPOLOGY=per-region: the $(topology) topology has no path of a region's own to a coordination apiserver (run: make stack-up TOPOLOGY=per-region)"
+  region_index "$r" >/dev/null
+  if [[ "$what" == isolate ]]; then pr_isolate "$r"; else pr_heal "$r"; fi
+}
+
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   region-down) shift; cmd_region_down "$@" ;;
   region-up) shift; cmd_region_up "$@" ;;
+  region-isolate) shift; cmd_region_isolation isolate "$@" ;;
+  region-heal) shift; cmd_region_isolation heal "$@" ;;
   env) echo "$STATE/env" ;;
   # After rebuilding the node agent: every region's agent restarted (its pods are restarted).
   agents-restart) for r in $(regions); do agent_stop "$r"; agent_start "$r"; done ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac

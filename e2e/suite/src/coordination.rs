@@ -26,15 +26,16 @@ pub struct Coordination {
     pub regions: Vec<String>,
 }
 
-async fn client_from(path: &std::path::Path) -> kube::Client {
+pub(crate) async fn config_from(path: &std::path::Path) -> kube::Config {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()))
+}
+
+async fn client_from(path: &std::path::Path) -> kube::Client {
+    let mut config = config_from(path).await;
     // A request the plane cannot answer (no etcd quorum) must fail the test, not hang it, and
     // show the server's answer rather than kube's silent retries of 503/504.
     config.read_timeout = Some(Duration::from_secs(30));

@@ -8,6 +8,7 @@
 pub mod coordination;
 pub mod kafka;
 pub mod kube_util;
+pub mod per_region;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use coordination::Coordination;
 pub use kube_util::{TestNamespace, apply_yaml, wait_until};
+pub use per_region::PerRegion;
 
 /// The running local stack, as described by its env file.
 #[derive(Clone)]
