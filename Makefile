@@ -132,7 +132,7 @@ e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) ag
 	source $(ENV_FILE) && $(CARGO) test --workspace --no-fail-fast
 
 .PHONY: test
-test: lint check-generated monitoring-test e2e ## Everything: lint, generated files, alert rule tests, unit and e2e tests on the real stack.
+test: lint check-generated monitoring-test e2e per-region-test ## Everything: lint, generated files, alert rule tests, unit and e2e tests on the real stack, then the per-region topology (TOPOLOGY=per-region) and its failover test.
 	@echo "make test: all green"
 
 .PHONY: demo
