@@ -388,7 +388,11 @@ async fn scenarios(
     .await;
     let asked = Instant::now();
     for r in regions.iter() {
-        patch_spec(&r.cgfs(ns), serde_json::json!({"spec": {"activeRegion": west}})).await;
+        patch_spec(
+            &r.cgfs(ns),
+            serde_json::json!({"spec": {"activeRegion": west}}),
+        )
+        .await;
     }
     for r in regions.iter() {
         wait_active_in(r, ns, west, 4).await;
