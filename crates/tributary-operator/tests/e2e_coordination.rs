@@ -27,7 +27,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use tributary_api::ConsumerGroupFailover;
-use tributary_e2e::coordination::Process;
 use tributary_e2e::{Coordination, Stack, TestNamespace, apply_yaml, wait_until};
 
 const SECRET: &str = "tributary-coordination";
@@ -325,30 +324,14 @@ async fn an_operator_out_of_cluster_keeps_its_lease_on_the_coordination_server_t
     .await
     .expect("apply the streams, aggregates, workloads and the group");
 
-    let bin = std::env::var_os("TRIBUTARY_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| stack.tributary_bin.clone());
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let operator = Process::start(
+    let operator = operator_process(
+        &stack,
         "operator",
-        &bin,
-        &[
-            "operator".into(),
-            "--leader-election=false".into(),
-            format!("--listen={listen}"),
-            "--probe-interval=1s".into(),
-            format!(
-                "--coordination-kubeconfig={}",
-                plane.operator_kubeconfig.display()
-            ),
-        ],
-        &[
-            ("KUBECONFIG", cluster.kubeconfig.as_os_str()),
-            ("RUST_LOG", "info".as_ref()),
-            ("TRIBUTARY_IMAGE", "local/tributary:dev".as_ref()),
-        ],
+        &[format!(
+            "--coordination-kubeconfig={}",
+            plane.operator_kubeconfig.display()
+        )],
+        &cluster.kubeconfig,
         cluster.dir.join("operator.log"),
     );
     let log = operator.log.clone();

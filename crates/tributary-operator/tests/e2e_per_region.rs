@@ -68,12 +68,6 @@ impl Region {
     }
 
     fn start_operator(&mut self, stack: &Stack, log_dir: &std::path::Path) {
-        let bin = std::env::var_os("TRIBUTARY_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| stack.tributary_bin.clone());
-        let listen = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
         let log = log_dir.join(format!(
             "operator-{}-{}.log",
             self.name,
@@ -82,25 +76,17 @@ impl Region {
                 .unwrap_or_default()
                 .as_secs()
         ));
-        self.operator = Some(Process::start(
+        self.operator = Some(operator_process(
+            stack,
             &format!("operator-{}", self.name),
-            &bin,
             &[
-                "operator".into(),
-                "--leader-election=false".into(),
-                format!("--listen={listen}"),
-                "--probe-interval=1s".into(),
                 format!("--region={}", self.name),
                 format!(
                     "--coordination-kubeconfig={}",
                     self.coordination_kubeconfig.display()
                 ),
             ],
-            &[
-                ("KUBECONFIG", self.kubeconfig.as_os_str()),
-                ("RUST_LOG", "info,tributary_operator=debug".as_ref()),
-                ("TRIBUTARY_IMAGE", "local/tributary:dev".as_ref()),
-            ],
+            &self.kubeconfig,
             log,
         ));
     }

@@ -109,22 +109,12 @@ impl Coordination {
 
     /// Runs `e2e/stack/coordination.sh <args>` on this plane; `Err` describes a failure.
     pub fn command(&self, args: &[&str]) -> Result<String, String> {
-        let out = std::process::Command::new("bash")
-            .arg(crate::repo_path("e2e/stack/coordination.sh"))
-            .args(args)
-            .env("COORDINATION_STATE_DIR", &self.dir)
-            .output()
-            .map_err(|e| format!("coordination.sh {args:?} did not run: {e}"))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!("coordination.sh {args:?} failed:\n{text}"))
-        }
+        crate::run_script(
+            "e2e/stack/coordination.sh",
+            args,
+            ("COORDINATION_STATE_DIR", &self.dir),
+        )
+        .map(|out| crate::output_text(&out))
     }
 
     /// Kills the etcd member of `region` (SIGKILL). The returned guard restarts it when

@@ -155,21 +155,11 @@ impl Stack {
     /// Runs `e2e/stack/stack.sh <args>`; `Err` describes a failure (for use where a panic
     /// would abort, such as `Drop`).
     pub fn try_stack_command(&self, args: &[&str]) -> Result<std::process::Output, String> {
-        let out = std::process::Command::new("bash")
-            .arg(repo_root().join("e2e/stack/stack.sh"))
-            .args(args)
-            .env("TRIBUTARY_STATE_DIR", &self.state_dir)
-            .output()
-            .map_err(|e| format!("stack.sh {args:?} did not run: {e}"))?;
-        if out.status.success() {
-            Ok(out)
-        } else {
-            Err(format!(
-                "stack.sh {args:?} failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        run_script(
+            "e2e/stack/stack.sh",
+            args,
+            ("TRIBUTARY_STATE_DIR", &self.state_dir),
+        )
     }
 
     /// The tail of a process log under the stack's state dir.
@@ -265,6 +255,40 @@ pub fn image_tag() -> String {
 }
 
 /// The repository's root (examples, charts, crds).
+/// Runs one of the stack's scripts (`relative` to the repo) with `args` and one state-dir
+/// variable; `Err` names the script and carries its output when it fails.
+pub fn run_script(
+    relative: &str,
+    args: &[&str],
+    state: (&str, &std::path::Path),
+) -> Result<std::process::Output, String> {
+    let name = relative.rsplit('/').next().unwrap_or(relative);
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join(relative))
+        .args(args)
+        .env(state.0, state.1)
+        .output()
+        .map_err(|e| format!("{name} {args:?} did not run: {e}"))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{name} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The combined stdout and stderr of a script's run.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn repo_path(relative: &str) -> PathBuf {
     repo_root().join(relative)
 }

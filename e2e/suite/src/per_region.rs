@@ -117,22 +117,12 @@ impl PerRegion {
 
     /// Runs `e2e/stack/stack.sh <args>` on this stack; `Err` describes a failure.
     pub fn command(&self, args: &[&str]) -> Result<String, String> {
-        let out = std::process::Command::new("bash")
-            .arg(crate::repo_path("e2e/stack/stack.sh"))
-            .args(args)
-            .env("TRIBUTARY_STATE_DIR", &self.state_dir)
-            .output()
-            .map_err(|e| format!("stack.sh {args:?} did not run: {e}"))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!("stack.sh {args:?} failed:\n{text}"))
-        }
+        crate::run_script(
+            "e2e/stack/stack.sh",
+            args,
+            ("TRIBUTARY_STATE_DIR", &self.state_dir),
+        )
+        .map(|out| crate::output_text(&out))
     }
 
     /// `stack.sh status` (every process of the topology), for failure messages.

@@ -421,3 +421,39 @@ pub async fn patch_spec(api: &Api<ConsumerGroupFailover>, patch: serde_json::Val
         .await
         .expect("patch the ConsumerGroupFailover");
 }
+
+/// The operator as a process of this test (out of cluster, no leader election, probing every
+/// second), `extra` flags after the common ones, with `kubeconfig` as its own cluster and its
+/// output in `log`. `TRIBUTARY_BIN` picks the binary (default: the stack's).
+pub fn operator_process(
+    stack: &Stack,
+    name: &str,
+    extra: &[String],
+    kubeconfig: &std::path::Path,
+    log: std::path::PathBuf,
+) -> tributary_e2e::coordination::Process {
+    let bin = std::env::var_os("TRIBUTARY_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| stack.tributary_bin.clone());
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut args = vec![
+        "operator".to_string(),
+        "--leader-election=false".into(),
+        format!("--listen={listen}"),
+        "--probe-interval=1s".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    tributary_e2e::coordination::Process::start(
+        name,
+        &bin,
+        &args,
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("RUST_LOG", "info,tributary_operator=debug".as_ref()),
+            ("TRIBUTARY_IMAGE", "local/tributary:dev".as_ref()),
+        ],
+        log,
+    )
+}
