@@ -277,9 +277,19 @@ async fn operator_from_the_chart_runs_every_route_and_keeps_them_as_specified() 
             .find_map(|p| p.status.as_ref()?.pod_ip.clone())
             .expect("operator pod IP");
         let op_addr = format!("{op_ip}:8080");
-        let metrics = http_get(&op_addr, "/metrics").await;
+        // The routes gauge follows reconciles: wait for it to catch up with the Ready routes
+        // (a route that flapped under load, or another test's routes going away, settle).
+        let ready_line = format!("tributary_operator_routes{{state=\"Ready\"}} {}", n * n);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let metrics = loop {
+            let metrics = http_get(&op_addr, "/metrics").await;
+            if metrics.contains(&ready_line) || std::time::Instant::now() > deadline {
+                break metrics;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
         assert!(metrics.contains("tributary_operator_reconciles_total{kind=\"AggregateCluster\"}"), "{metrics}");
-        assert!(metrics.contains(&format!("tributary_operator_routes{{state=\"Ready\"}} {}", n * n)), "{metrics}");
+        assert!(metrics.contains(&ready_line), "{metrics}");
         assert!(metrics.lines().any(|l| l == "tributary_operator_leader 1"), "{metrics}");
         assert!(http_get(&op_addr, "/readyz").await.starts_with("HTTP/1.1 200"));
 
