@@ -32,6 +32,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use tributary_api::ConsumerGroupFailover;
 use tributary_e2e::coordination::Process;
+use tributary_e2e::per_region::PerRegion;
 use tributary_e2e::{Coordination, Stack, apply_yaml, wait_until};
 
 /// One region's cluster and its operator.
@@ -41,25 +42,6 @@ struct Region {
     kubeconfig: PathBuf,
     coordination_kubeconfig: PathBuf,
     operator: Option<Process>,
-}
-
-fn region_env(prefix: &str, region: &str) -> PathBuf {
-    let key = format!("{prefix}_{}", region.to_uppercase().replace('-', "_"));
-    PathBuf::from(std::env::var(&key).unwrap_or_else(|_| {
-        panic!("{key} is not set: this test needs `make stack-up TOPOLOGY=per-region` (or run `make per-region-test`), then `source e2e/.state/env`")
-    }))
-}
-
-async fn client_from(path: &std::path::Path) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
-    kube::Client::try_from(config).expect("kube client")
 }
 
 impl Region {
@@ -153,20 +135,16 @@ async fn per_region_operators_fail_over_fence_and_switch_through_the_shared_leas
     let Some(plane) = Coordination::connect().await else {
         return;
     };
-    assert_eq!(
-        std::env::var("TRIBUTARY_TOPOLOGY").as_deref(),
-        Ok("per-region"),
-        "needs `make stack-up TOPOLOGY=per-region` (or `make per-region-test`)"
-    );
+    // Panics with what to run unless TOPOLOGY=per-region is up.
+    let stack_regions = PerRegion::connect().await;
     assert!(stack.regions.len() >= 2, "needs two regions");
     let mut regions = Vec::new();
     for r in &stack.regions {
-        let kubeconfig = region_env("TRIBUTARY_KUBECONFIG", r);
         regions.push(Region {
             name: r.clone(),
-            client: client_from(&kubeconfig).await,
-            kubeconfig,
-            coordination_kubeconfig: region_env("TRIBUTARY_COORDINATION_KUBECONFIG", r),
+            client: stack_regions.cluster(r, Duration::from_secs(30)).await,
+            kubeconfig: stack_regions.kubeconfig(r).to_path_buf(),
+            coordination_kubeconfig: stack_regions.coordination_kubeconfig(r).to_path_buf(),
             operator: None,
         });
     }

@@ -108,11 +108,14 @@ impl PerRegion {
     /// The operator's identity on the coordination apiserver, through `region`'s path, each
     /// request bounded by [`PATH_TIMEOUT`]. A fresh client: no connection of an earlier one.
     pub async fn coordination_via(&self, region: &str) -> kube::Client {
-        let path = self
-            .coordination_kubeconfigs
+        bounded_client(self.coordination_kubeconfig(region), PATH_TIMEOUT).await
+    }
+
+    /// The operator's kubeconfig of the coordination apiserver through `region`'s path.
+    pub fn coordination_kubeconfig(&self, region: &str) -> &std::path::Path {
+        self.coordination_kubeconfigs
             .get(region)
-            .unwrap_or_else(|| panic!("no region {region} in the stack ({:?})", self.regions));
-        bounded_client(path, PATH_TIMEOUT).await
+            .unwrap_or_else(|| panic!("no region {region} in the stack ({:?})", self.regions))
     }
 
     /// Runs `e2e/stack/stack.sh <args>` on this stack; `Err` describes a failure.
