@@ -8,7 +8,10 @@
 #   bash e2e/stack/coordination.sh down              stop every process (data kept; COORDINATION_WIPE=1 wipes)
 #   bash e2e/stack/coordination.sh status            one line per process, then the apiserver's /readyz
 #   bash e2e/stack/coordination.sh member-down REGION   SIGKILL the etcd member of REGION
-#   bash e2e/stack/coordination.sh member-up REGION     restart it (it rejoins from its data dir)
+#   bash e2e/stack/coordination.sh member-up REGION     restart it (it rejoins from its data dir;
+#                                                       after a break-glass: re-added, empty)
+#   bash e2e/stack/coordination.sh break-glass REGION   the quorum is gone for good: REGION's
+#                                                       surviving member becomes the whole cluster
 #   bash e2e/stack/coordination.sh env               print the env line(s) (also in $DIR/env)
 #   bash e2e/stack/coordination.sh bins              print the etcd and kube-apiserver binaries (for tests)
 #   bash e2e/stack/coordination.sh path-kubeconfig FILE URL
@@ -127,8 +130,10 @@ _coord_stop() {
   for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
 }
 
+# _coord_start_member REGION [EXTRA_ETCD_FLAGS...]. $COORD_JOIN (the members' initial-cluster
+# string) starts an empty member joining a running cluster (--initial-cluster-state=existing).
 _coord_start_member() {
-  local r=$1 i data
+  local r=$1 i data; shift
   _coord_etcd_pid "$r" >/dev/null && return 0
   i="$(_coord_index "$r")" || return 1
   data="$COORD_DIR/etcd-$r"
@@ -143,9 +148,10 @@ _coord_start_member() {
     --advertise-client-urls="$(_coord_client_url "$i")" \
     --listen-peer-urls="$(_coord_peer_url "$i")" \
     --initial-advertise-peer-urls="$(_coord_peer_url "$i")" \
-    --initial-cluster="$(_coord_initial_cluster)" \
+    --initial-cluster="${COORD_JOIN:-$(_coord_initial_cluster)}" \
     --initial-cluster-token=tributary-coordination \
-    --initial-cluster-state=new \
+    --initial-cluster-state="$([[ -n "${COORD_JOIN:-}" ]] && echo existing || echo new)" \
+    "$@" \
     --heartbeat-interval=200 \
     --election-timeout=2000 \
     --unsafe-no-fsync=true \
@@ -291,8 +297,16 @@ coordination_up() {
   fi
   echo "$regions" >"$COORD_DIR/regions"
   _coord_pki && _coord_kubeconfigs || return 1
-  for r in $(_coord_members); do _coord_start_member "$r" || return 1; done
+  for r in $(_coord_members); do
+    [[ -f "$COORD_DIR/removed-$r" ]] || _coord_start_member "$r" || return 1
+  done
   _k8s_wait "$timeout" "a coordination etcd quorum ($(_coord_etcd_servers))" _coord_quorum_or_dead || { coordination_status >&2; return 1; }
+  # Members removed by a break-glass come back re-added, once the others have a quorum.
+  for r in $(_coord_members); do
+    [[ -f "$COORD_DIR/removed-$r" ]] || continue
+    _coord_rejoin "$r" || return 1
+    _k8s_wait "$timeout" "etcd member $r healthy" _coord_member_healthy "$r" || return 1
+  done
   for r in $(_coord_members); do
     _coord_etcd_pid "$r" >/dev/null || { _coord_log "etcd member $r exited:"; tail -n 20 "$COORD_DIR/logs/etcd-$r.log" >&2; return 1; }
   done
@@ -364,9 +378,73 @@ coordination_member_up() {
   _coord_vars
   local r="${1:?REGION}"
   [[ -s "$COORD_DIR/regions" ]] || { _coord_log "not initialised"; return 1; }
-  _coord_start_member "$r" || return 1
+  if [[ -f "$COORD_DIR/removed-$r" ]]; then
+    _coord_rejoin "$r" || return 1
+  else
+    _coord_start_member "$r" || return 1
+  fi
   _k8s_wait "${COORDINATION_UP_TIMEOUT:-120}" "etcd member $r healthy" _coord_member_healthy "$r" || return 1
   _coord_log "etcd member of $r up"
+}
+
+# The members not removed by a break-glass, as etcd's initial-cluster string.
+_coord_current_cluster() {
+  local i=0 r out=""
+  for r in $(_coord_members); do
+    [[ -f "$COORD_DIR/removed-$r" ]] || out+="${out:+,}coord-$r=$(_coord_peer_url "$i")"
+    i=$((i + 1))
+  done
+  echo "$out"
+}
+
+# _coord_rejoin REGION: a member removed by a break-glass comes back as a new member: a running
+# member adds its peer URL (etcd's member-add, through the v3 JSON gateway), and it starts with
+# an empty data dir, joining the cluster as it is now (its old data belongs to the old cluster).
+_coord_rejoin() {
+  local r=$1 i live="" m out
+  i="$(_coord_index "$r")" || return 1
+  for m in $(_coord_members); do
+    [[ -f "$COORD_DIR/removed-$m" ]] && continue
+    _coord_member_healthy "$m" && { live=$m; break; }
+  done
+  [[ -n "$live" ]] || { _coord_log "no healthy member to re-add $r to"; return 1; }
+  # etcd refuses a member-add for a few seconds after a member started ("unhealthy cluster").
+  local deadline=$((SECONDS + 60))
+  until out="$(curl -sS --max-time 10 -X POST "$(_coord_client_url "$(_coord_index "$live")")/v3/cluster/member/add" \
+    -d "{\"peerURLs\":[\"$(_coord_peer_url "$i")\"]}" 2>&1)" && [[ "$out" == *'"member"'* ]]; do
+    ((SECONDS < deadline)) || { _coord_log "member-add of $r via $live failed: $out"; return 1; }
+    sleep 1
+  done
+  rm -rf "$COORD_DIR/etcd-$r"
+  rm -f "$COORD_DIR/removed-$r"
+  COORD_JOIN="$(_coord_current_cluster)" _coord_start_member "$r" || return 1
+  _coord_log "etcd member of $r re-added (via $live) with an empty data dir"
+}
+
+# break-glass REGION: a majority of the members is gone for good and REGION's member survives:
+# it becomes a one-member cluster from its own data (etcd --force-new-cluster), so that the
+# Lease can be read and moved again; every other member is removed and comes back through
+# `member-up` (re-added, empty). Refused while another member runs: that is no lost quorum,
+# and forcing one member out of a live cluster would split it in two.
+coordination_break_glass() {
+  _coord_vars
+  local r="${1:?REGION}" m pid
+  [[ -s "$COORD_DIR/regions" ]] || { _coord_log "not initialised"; return 1; }
+  _coord_index "$r" >/dev/null || return 1
+  pid="$(_coord_etcd_pid "$r")" || { _coord_log "the member of $r does not run: nothing to recover from"; return 1; }
+  for m in $(_coord_members); do
+    [[ "$m" == "$r" ]] && continue
+    _coord_etcd_pid "$m" >/dev/null && { _coord_log "the member of $m runs: break-glass is for a quorum that is gone (stop it, or let it rejoin)"; return 1; }
+  done
+  _coord_stop "$pid" "etcd-$r"
+  _coord_start_member "$r" --force-new-cluster || return 1
+  _k8s_wait "${COORDINATION_UP_TIMEOUT:-120}" "etcd member $r healthy on its own" _coord_member_healthy "$r" || return 1
+  # Restarted without the flag, which would otherwise drop re-added members at every start.
+  pid="$(_coord_etcd_pid "$r")" && _coord_stop "$pid" "etcd-$r"
+  for m in $(_coord_members); do [[ "$m" == "$r" ]] || touch "$COORD_DIR/removed-$m"; done
+  _coord_start_member "$r" || return 1
+  _k8s_wait "${COORDINATION_UP_TIMEOUT:-120}" "etcd member $r healthy" _coord_member_healthy "$r" || return 1
+  _coord_log "break-glass: the member of $r is the whole cluster now; the others rejoin with member-up"
 }
 
 coordination_env() {
@@ -382,9 +460,10 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     status) coordination_status ;;
     member-down) shift; coordination_member_down "$@" ;;
     member-up) shift; coordination_member_up "$@" ;;
+    break-glass) shift; coordination_break_glass "$@" ;;
     env) coordination_env ;;
     bins) printf '%s\n' "$ETCD_BIN" "$K8S_BIN_DIR/kube-apiserver" ;;
     path-kubeconfig) shift; coordination_path_kubeconfig "$@" ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,19p' "$0" >&2; exit 2 ;;
   esac
 fi

@@ -31,6 +31,12 @@ use crate::common::{DNS1123_LABEL, DNS1123_SUBDOMAIN, DURATION, TOPIC_NAME};
 )]
 #[x_kube(validation = kube::core::Rule::new("!has(self.activeRegion) || self.regions.exists(r, r.region == self.activeRegion)")
     .message("activeRegion must be one of regions[].region").field_path(".activeRegion"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "size(self.regions) >= 3 || (has(self.failover) && ((has(self.failover.automatic) && !self.failover.automatic) || has(self.failover.witness)))"
+).message(WITNESS_REQUIRED).field_path(".failover.witness"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.failover) || !has(self.failover.witness) || !self.regions.exists(r, r.region == self.failover.witness)"
+).message(WITNESS_IS_A_REGION).field_path(".failover.witness"))]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerGroupFailoverSpec {
     /// The Kafka consumer group id. Immutable: a new group is a new object.
@@ -157,6 +163,38 @@ pub struct FailoverPolicy {
     /// `HoldLast`: the active region keeps consuming; no failover is possible meanwhile.
     #[serde(default)]
     pub coordination_loss: CoordinationLoss,
+    /// The third site that holds a voting member of the quorum the active-region Lease lives
+    /// on (the coordination API server's etcd, or the stretched cluster's), when the group has
+    /// only two regions; a name for the record, not a region of the group. Required for
+    /// `automatic: true` with two regions: without a third voter, losing either region (or the
+    /// link between them) leaves no majority that could tell "the other region is down" from
+    /// "I am cut off", so an automatic move could make two regions active. Three or more
+    /// regions each hold a voter and need none. See docs/coordination.md ("Two regions").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
+    pub witness: Option<String>,
+}
+
+/// The API server's (and the operator's) refusal of automatic failover between two regions
+/// without a witness.
+pub const WITNESS_REQUIRED: &str = "automatic failover between two regions needs failover.witness: the third site holding a voting member of the Lease's quorum; without it, losing one region or the link leaves no majority to tell a dead region from a cut-off one, and both could become active. Name the witness site, or set failover.automatic: false and move by editing activeRegion (break-glass: docs/coordination.md)";
+
+/// The witness must be a third site, not one of the group's regions.
+pub const WITNESS_IS_A_REGION: &str =
+    "failover.witness must be a third site, not one of regions[].region";
+
+impl ConsumerGroupFailoverSpec {
+    /// Why the spec's failover needs no witness, or the refusal: the same rule as the CRD's
+    /// CEL, for objects stored before it (the API server ratchets unchanged objects).
+    pub fn quorum_problem(&self) -> Option<&'static str> {
+        let f = &self.failover;
+        if let Some(w) = &f.witness
+            && self.regions.iter().any(|r| &r.region == w)
+        {
+            return Some(WITNESS_IS_A_REGION);
+        }
+        (f.automatic && self.regions.len() < 3 && f.witness.is_none()).then_some(WITNESS_REQUIRED)
+    }
 }
 
 /// See [`FailoverPolicy::coordination_loss`].
@@ -180,6 +218,7 @@ impl Default for FailoverPolicy {
             lease_duration: default_lease_duration(),
             max_sync_age: default_max_sync_age(),
             coordination_loss: CoordinationLoss::default(),
+            witness: None,
         }
     }
 }
@@ -426,4 +465,45 @@ pub struct SourceWatermark {
     pub partition: i32,
     /// Every record of the source partition below this offset had been consumed.
     pub offset: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(regions: &[&str], failover: serde_json::Value) -> ConsumerGroupFailoverSpec {
+        serde_json::from_value(serde_json::json!({
+            "groupId": "billing",
+            "topics": ["orders"],
+            "mode": "ActivePassive",
+            "regions": regions.iter().map(|r| serde_json::json!({"region": r, "aggregateCluster": r})).collect::<Vec<_>>(),
+            "failover": failover,
+        }))
+        .expect("spec parses")
+    }
+
+    #[test]
+    fn two_regions_fail_over_automatically_only_with_a_witness() {
+        let two = ["east", "west"];
+        assert_eq!(
+            spec(&two, serde_json::json!({})).quorum_problem(),
+            Some(WITNESS_REQUIRED)
+        );
+        assert_eq!(
+            spec(&two, serde_json::json!({"witness": "central"})).quorum_problem(),
+            None
+        );
+        assert_eq!(
+            spec(&two, serde_json::json!({"automatic": false})).quorum_problem(),
+            None
+        );
+        assert_eq!(
+            spec(&two, serde_json::json!({"witness": "west"})).quorum_problem(),
+            Some(WITNESS_IS_A_REGION)
+        );
+        assert_eq!(
+            spec(&["east", "west", "central"], serde_json::json!({})).quorum_problem(),
+            None
+        );
+    }
 }

@@ -23,6 +23,7 @@ spec:
   regions:
     - {{region: east, aggregateCluster: east}}
     - {{region: west, aggregateCluster: west}}
+  failover: {{witness: witness}}
 {}"#,
         active
             .map(|a| format!("  activeRegion: {a}\n"))

@@ -70,6 +70,7 @@ spec:
   regions:
     - {{region: east, aggregateCluster: east}}
     - {{region: west, aggregateCluster: west}}
+  failover: {{witness: witness}}
   activeRegion: east
 "#
             ),

@@ -128,6 +128,9 @@ pub struct Observation {
     pub mode: GroupMode,
     /// `failover.automatic`.
     pub automatic: bool,
+    /// Why automatic moves are refused although `automatic` is set (two regions without a
+    /// witness: no majority to tell a dead region from a cut-off one). Planned moves still go.
+    pub quorum_problem: Option<String>,
     /// The annotation `tributary.dev/accept-data-loss: "true"` is set.
     pub accept_data_loss: bool,
     /// `failover.maxSyncAge`.
@@ -189,7 +192,7 @@ pub enum Step {
     /// on, so that the request is tried again once it can be.
     Abandon { reason: String, forget_intent: bool },
     /// A move is needed but refused; the reason is a condition reason (`FailoverBlocked`,
-    /// `NoHealthyRegion`, `AutomaticFailoverDisabled`).
+    /// `NoHealthyRegion`, `AutomaticFailoverDisabled`, `WitnessRequired`).
     Blocked {
         reason: &'static str,
         message: String,
@@ -525,6 +528,14 @@ fn next_move(o: &Observation) -> Step {
             ),
         };
     }
+    if let Some(problem) = &o.quorum_problem {
+        return Step::Blocked {
+            reason: "WitnessRequired",
+            message: format!(
+                "active region {active} is down and no automatic move is made: {problem}"
+            ),
+        };
+    }
     match failover_target(o, active) {
         Ok(to) => Step::Begin(Move {
             from: Some(active.to_string()),
@@ -603,6 +614,7 @@ mod tests {
         Observation {
             mode: GroupMode::ActivePassive,
             automatic: true,
+            quorum_problem: None,
             accept_data_loss: false,
             max_sync_age: Duration::from_secs(30),
             regions,
@@ -681,6 +693,28 @@ mod tests {
         ));
         o.accept_data_loss = true;
         assert!(matches!(decide(&o), Step::Begin(_)));
+    }
+
+    #[test]
+    fn two_regions_without_a_witness_move_only_on_request() {
+        let mut o = obs(
+            vec![view("east", false, None), view("west", true, Some(1))],
+            Some(("east", 1, true)),
+        );
+        o.quorum_problem = Some("no witness".into());
+        assert!(matches!(
+            decide(&o),
+            Step::Blocked {
+                reason: "WitnessRequired",
+                ..
+            }
+        ));
+        // A person who knows east is gone moves the group by editing spec.activeRegion.
+        o.intent = Some("west".into());
+        let Step::Begin(m) = decide(&o) else {
+            panic!("{:?}", decide(&o))
+        };
+        assert_eq!((m.to.as_str(), m.epoch), ("west", 2));
     }
 
     #[test]

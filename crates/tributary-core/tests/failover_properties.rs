@@ -124,6 +124,7 @@ impl World {
         let o = Observation {
             mode: self.mode,
             automatic: true,
+            quorum_problem: None,
             accept_data_loss: self.accept,
             max_sync_age: Duration::from_secs(MAX_SYNC_AGE),
             regions: REGIONS

@@ -718,6 +718,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let observation = Observation {
         mode: plan.mode,
         automatic: cgf.spec.failover.automatic,
+        quorum_problem: cgf.spec.quorum_problem().map(str::to_string),
         accept_data_loss: cgf
             .annotations()
             .get(names::ACCEPT_DATA_LOSS_ANNOTATION)

@@ -31,8 +31,7 @@ use failover_support::*;
 use kube::api::{Patch, PatchParams};
 use tributary_e2e::{Stack, TestNamespace, wait_until};
 
-const DEFAULTS: &str =
-    "{automatic: true, probePeriod: 5s, failureThreshold: 3, leaseDuration: 15s, maxSyncAge: 30s}";
+const DEFAULTS: &str = "{automatic: true, probePeriod: 5s, failureThreshold: 3, leaseDuration: 15s, maxSyncAge: 30s, witness: witness}";
 /// Records per producer batch and the pause between batches (per region).
 const BATCH: usize = 10;
 const PAUSE: Duration = Duration::from_millis(100);

@@ -280,7 +280,7 @@ async fn a_manual_group_waits_and_a_stale_standby_waits_for_the_override() {
         // The standby syncs once when its Job starts and then every 10 minutes: by the time east
         // dies it has missed more than maxSyncAge of east's progress.
         let group = Group {
-            failover: "{automatic: false, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 5s}",
+            failover: "{automatic: false, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 5s, witness: witness}",
             sync_interval: "10m",
             ..Group::default()
         };

@@ -15,6 +15,12 @@
 //! 5. A planned switchover across clusters (`spec.activeRegion` edited in every cluster, as
 //!    GitOps does): the holder stops when asked in the Lease, the target translates the final
 //!    position and takes the Lease; nothing lost.
+//! 6. Two regions without a witness (`automatic: false`, the witness's etcd member killed):
+//!    the active region dies and takes the Lease's quorum with it. Nothing moves and nothing is
+//!    active (fail closed: the standby cannot read the Lease). The break-glass: the survivor's
+//!    etcd member becomes the whole coordination cluster (`coordination.sh break-glass`), the
+//!    Lease answers again, and `spec.activeRegion` moves the group through it (epoch + 1);
+//!    nothing lost. The dead region returns as a standby, its member re-added.
 //!
 //! Opt-in (`#[ignore]`): `make per-region-test` brings the topology up and runs it. When run
 //! without that topology it fails with what to run.
@@ -159,7 +165,7 @@ async fn per_region_operators_fail_over_fence_and_switch_through_the_shared_leas
     let log_dir = stack.state_dir.join("logs");
     // The same objects in every cluster (the GitOps ApplicationSet pattern).
     let group = Group {
-        failover: "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 6s, maxSyncAge: 30s}",
+        failover: "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 6s, maxSyncAge: 30s, witness: witness}",
         ..Group::default()
     };
     let yaml = manifests(&stack, &suffix, &group);
@@ -179,10 +185,17 @@ async fn per_region_operators_fail_over_fence_and_switch_through_the_shared_leas
     let (east, west) = (stack.regions[0].clone(), stack.regions[1].clone());
     let topic = format!("orders-{suffix}");
 
-    let outcome =
-        std::panic::AssertUnwindSafe(scenarios(&stack, &mut regions, &ns, &east, &west, &topic))
-            .catch_unwind()
-            .await;
+    let outcome = std::panic::AssertUnwindSafe(scenarios(
+        &stack,
+        &plane,
+        &mut regions,
+        &ns,
+        &east,
+        &west,
+        &topic,
+    ))
+    .catch_unwind()
+    .await;
     if let Err(panic) = outcome {
         for r in &regions {
             eprintln!(
@@ -198,6 +211,7 @@ async fn per_region_operators_fail_over_fence_and_switch_through_the_shared_leas
 
 async fn scenarios(
     stack: &Stack,
+    plane: &Coordination,
     regions: &mut [Region],
     ns: &str,
     east: &str,
@@ -377,4 +391,90 @@ async fn scenarios(
     let s = status_of(&regions[1].cgfs(ns)).await;
     let last = s.last_failover.expect("lastFailover");
     assert_eq!(last.plan_origin.as_deref(), Some("Final"), "{last:?}");
+
+    // 6. Two regions without a witness: moves are a person's (automatic: false), and the
+    //    witness's etcd member is gone, so the active region's loss takes the quorum with it.
+    for r in regions.iter() {
+        patch_spec(
+            &r.cgfs(ns),
+            serde_json::json!({"spec": {"failover": {"automatic": false}}}),
+        )
+        .await;
+    }
+    let witness = plane.member_down("witness");
+    let mut guard = RegionGuard {
+        stack,
+        region: west.to_string(),
+        down: true,
+    };
+    stack.stack_command(&["region-down", west]);
+    regions[1].operator = None;
+    wait_until(
+        &format!("{east}'s operator reports the Lease unreachable"),
+        SLOW,
+        || async {
+            (condition(&regions[0].cgfs(ns), "Ready")
+                .await
+                .map(|c| c.1)
+                .as_deref()
+                == Some("CoordinationLost"))
+            .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        replicas_in(&regions[0], ns, &format!("billing-{east}")).await,
+        0,
+        "without the Lease nothing becomes active"
+    );
+    let e = produce_batch(stack, east, topic, "e", 60).await;
+    let broken = Instant::now();
+    plane
+        .command(&["break-glass", east])
+        .unwrap_or_else(|e| panic!("break-glass: {e}"));
+    wait_condition(
+        &regions[0].cgfs(ns),
+        "FailoverBlocked",
+        "True",
+        "AutomaticFailoverDisabled",
+    )
+    .await;
+    patch_spec(
+        &regions[0].cgfs(ns),
+        serde_json::json!({"spec": {"activeRegion": east}}),
+    )
+    .await;
+    wait_active_in(&regions[0], ns, east, 5).await;
+    eprintln!(
+        "break-glass: {east} active at epoch 5 {:.1}s after the quorum was forced on its member",
+        broken.elapsed().as_secs_f64()
+    );
+    acked.extend(e);
+    wait_consumed(
+        stack,
+        ns,
+        "every acknowledged record consumed after the break-glass",
+        &acked,
+    )
+    .await;
+    // The dead region returns (its etcd member re-added, empty) and stays a standby.
+    stack.stack_command(&["region-up", west]);
+    guard.down = false;
+    witness.restore();
+    patch_spec(
+        &regions[1].cgfs(ns),
+        serde_json::json!({"spec": {"activeRegion": east}}),
+    )
+    .await;
+    regions[1].start_operator(stack, &log_dir);
+    wait_active_in(&regions[1], ns, east, 5).await;
+    wait_until(
+        "the returned region's consumers stay at 0",
+        SLOW,
+        || async {
+            (replicas_in(&regions[1], ns, &format!("billing-{west}")).await == 0).then_some(())
+        },
+    )
+    .await;
 }

@@ -104,7 +104,7 @@ spec:
   topics: [orders-{suffix}]
   mode: {mode}
   regions:
-{entries}  failover: {{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}}
+{entries}  failover: {{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s, witness: witness}}
   sync: {{interval: 1s}}
 "#
     ));

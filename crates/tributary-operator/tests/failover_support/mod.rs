@@ -137,8 +137,7 @@ pub struct Group {
     pub operator_sets: Vec<String>,
 }
 
-pub const TIGHT: &str =
-    "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s}";
+pub const TIGHT: &str = "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s, witness: witness}";
 
 impl Default for Group {
     fn default() -> Self {
