@@ -82,6 +82,11 @@ coordination-up: tools ## Start only the coordination plane: a kube-apiserver ov
 coordination-status: ## Show the coordination plane's etcd members and apiserver.
 	$(COORDINATION_SH) status
 
+.PHONY: coordination-break-glass
+coordination-break-glass: ## The coordination quorum is gone for good: REGION=east's surviving etcd member becomes the whole cluster (docs/coordination.md, "Break-glass"); the others rejoin with region-up.
+	@test -n "$(REGION)" || { echo "usage: make coordination-break-glass REGION=east" >&2; exit 2; }
+	$(COORDINATION_SH) break-glass $(REGION)
+
 .PHONY: coordination-down
 coordination-down: ## Stop the coordination plane (data kept under e2e/.state/coordination).
 	$(COORDINATION_SH) down
