@@ -12,9 +12,9 @@
 //!    (consumers stopped, ConfigMap fenced) before the other region takes the Lease, and the
 //!    VerifiableConsumer streams show no moment when both regions consumed (split brain 0).
 //!    Healed, it becomes a standby.
-//! 5. A planned switchover across clusters (`spec.activeRegion` edited in every cluster, as
+//! 5. A planned failback across clusters (`spec.activeRegion` edited in every cluster, as
 //!    GitOps does): the holder stops when asked in the Lease, the target translates the final
-//!    position and takes the Lease; nothing lost.
+//!    position and takes the Lease; nothing lost, 0 duplicates after dedupe.
 //! 6. Two regions without a witness (`automatic: false`, the witness's etcd member killed):
 //!    the active region dies and takes the Lease's quorum with it. Nothing moves and nothing is
 //!    active (fail closed: the standby cannot read the Lease). The break-glass: the survivor's
@@ -391,6 +391,15 @@ async fn scenarios(
     let s = status_of(&regions[1].cgfs(ns)).await;
     let last = s.last_failover.expect("lastFailover");
     assert_eq!(last.plan_origin.as_deref(), Some("Final"), "{last:?}");
+    // Back to where the group ran before the isolation. (The reason says SpecChanged, not
+    // Failback: each cluster's status remembers only the moves its own operator made.) The
+    // final round's watermarks leave nothing to re-deliver after dedupe.
+    assert_eq!(last.kind.as_deref(), Some("Planned"), "{last:?}");
+    assert_eq!(
+        last.max_duplicates_after_dedupe,
+        Some(0),
+        "a planned move's watermarks are exact: {last:?}"
+    );
 
     // 6. Two regions without a witness: moves are a person's (automatic: false), and the
     //    witness's etcd member is gone, so the active region's loss takes the quorum with it.
