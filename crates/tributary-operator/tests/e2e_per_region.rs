@@ -111,6 +111,15 @@ async fn replicas_in(r: &Region, ns: &str, name: &str) -> i32 {
     replicas(&api, name).await
 }
 
+/// Waits until region `r`'s own consumers are scaled to 0 (a standby, or fenced).
+async fn wait_standby(r: &Region, ns: &str, what: &str) {
+    let workload = format!("billing-{}", r.name);
+    wait_until(what, SLOW, || async {
+        (replicas_in(r, ns, &workload).await == 0).then_some(())
+    })
+    .await;
+}
+
 async fn active_configmap(r: &Region, ns: &str) -> BTreeMap<String, String> {
     let api: Api<ConfigMap> = Api::namespaced(r.client.clone(), ns);
     api.get_opt("billing-active")
@@ -269,14 +278,7 @@ async fn scenarios(
     guard.down = false;
     regions[0].start_operator(stack, &log_dir);
     wait_active_in(&regions[0], ns, west, 2).await;
-    wait_until(
-        "the returned region's consumers stay at 0",
-        SLOW,
-        || async {
-            (replicas_in(&regions[0], ns, &format!("billing-{east}")).await == 0).then_some(())
-        },
-    )
-    .await;
+    wait_standby(&regions[0], ns, "the returned region's consumers stay at 0").await;
     let s = status_of(&regions[0].cgfs(ns)).await;
     assert_eq!(s.epoch, Some(2), "the returned region moved nothing");
 
@@ -339,10 +341,7 @@ async fn scenarios(
     }
     stack.stack_command(&["region-heal", west]);
     wait_active_in(&regions[1], ns, east, 3).await;
-    wait_until("the healed region's consumers stay at 0", SLOW, || async {
-        (replicas_in(&regions[1], ns, &format!("billing-{west}")).await == 0).then_some(())
-    })
-    .await;
+    wait_standby(&regions[1], ns, "the healed region's consumers stay at 0").await;
     wait_until(
         "the healed region's ConfigMap names the new holder",
         SLOW,
@@ -478,12 +477,5 @@ async fn scenarios(
     .await;
     regions[1].start_operator(stack, &log_dir);
     wait_active_in(&regions[1], ns, east, 5).await;
-    wait_until(
-        "the returned region's consumers stay at 0",
-        SLOW,
-        || async {
-            (replicas_in(&regions[1], ns, &format!("billing-{west}")).await == 0).then_some(())
-        },
-    )
-    .await;
+    wait_standby(&regions[1], ns, "the returned region's consumers stay at 0").await;
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 
+use crate::blocking::free_port;
+
 /// The running coordination plane.
 #[derive(Clone)]
 pub struct Coordination {
@@ -157,14 +159,6 @@ impl Drop for MemberDown {
             );
         }
     }
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for a test's processes).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped.

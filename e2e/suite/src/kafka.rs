@@ -8,7 +8,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord, ThreadedProducer};
 
 /// One record as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,17 @@ fn config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c
+}
+
+/// An idempotent producer with room for a million queued records, for tests that produce
+/// from plain threads (send, then `flush`).
+pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap_or_else(|e| panic!("producer for {bootstrap}: {e}"))
 }
 
 /// Creates a topic (replication factor 1, as the stack's clusters have one broker).

@@ -5,6 +5,7 @@
 //! Tests that need the stack call [`Stack::connect`]. It fails loudly when the stack's env is
 //! missing, unless `TRIBUTARY_SKIP_E2E=1` (set by `make unit-test`), where it returns `None`.
 
+pub mod blocking;
 pub mod coordination;
 pub mod kafka;
 pub mod kube_util;

@@ -8,16 +8,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tributary_core::dedupe::parse_provenance;
 use tributary_core::{Deduper, Provenance};
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use tributary_e2e::blocking::{
+    free_port, http_get, runtime, unique, wait_for, wait_for_or_show,
+};
+#[allow(unused_imports)]
+pub use tributary_e2e::kafka::producer;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -63,35 +70,6 @@ pub fn tributary_bin() -> PathBuf {
     from_env
         .filter(|p| p.exists())
         .unwrap_or_else(|| tributary_e2e::repo_path("target/debug/tributary"))
-}
-
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A name no other test run uses: `<prefix>-<pid>-<ms>-<n>`.
-pub fn unique(prefix: &str) -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() % 100_000_000);
-    format!(
-        "{prefix}-{}-{ms}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(28998)
 }
 
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
@@ -204,19 +182,6 @@ impl Drop for Process {
     }
 }
 
-pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
-}
-
 /// Starts `tributary replicate` for route `source → dest`.
 pub fn start_replicator(
     source: &Region,
@@ -327,15 +292,6 @@ pub fn run_final(mut command: Command, plan_file: &Path) -> Result<String, Strin
             String::from_utf8_lossy(&output.stderr)
         ))
     }
-}
-
-pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap_or_else(|e| panic!("producer for {bootstrap}: {e}"))
 }
 
 /// Produces `count` records `<tag>-<i>` round-robin over `partitions`, at about `rate`/s.
@@ -580,29 +536,6 @@ pub fn resume_and_read_all(
         "could not read partitions {pending:?} of the standby to their end"
     );
     out
-}
-
-/// Waits until `check` holds, or panics with `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
-    wait_for_or_show(what, timeout, check, String::new);
-}
-
-/// [`wait_for`], showing `context()` (a process log) when it times out.
-pub fn wait_for_or_show(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Counts after a failover: what the group processed in A and B, against what was produced.

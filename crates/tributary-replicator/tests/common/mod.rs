@@ -6,16 +6,21 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tributary_kafka::{ClientSettings, KafkaAdmin, TopicSpec};
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use tributary_e2e::blocking::{free_port, http_get, runtime, unique, wait_for};
+#[allow(unused_imports)]
+pub use tributary_e2e::kafka::producer;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -77,38 +82,9 @@ pub fn stack(test: &str) -> Option<(String, String, String)> {
     }
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A name no other test run uses: `<prefix>-<pid>-<ms>-<n>`.
-pub fn unique(prefix: &str) -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() % 100_000_000);
-    format!(
-        "{prefix}-{}-{ms}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(28999)
-}
-
 pub fn admin(bootstrap: &str) -> KafkaAdmin {
     KafkaAdmin::new(&ClientSettings::plaintext(bootstrap, bootstrap))
         .unwrap_or_else(|e| panic!("admin for {bootstrap}: {e}"))
-}
-
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
 }
 
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: usize) {
@@ -120,16 +96,6 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: usize) {
         configs: vec![],
     }))
     .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
-}
-
-pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap_or_else(|e| panic!("producer for {bootstrap}: {e}"))
 }
 
 /// Produces `count` records to `topic`/`partition` (key `k<i>`, value `<tag>-<i>` padded to
@@ -437,28 +403,6 @@ pub fn http_ok(port: u16, path: &str) -> (bool, String) {
     match http_get(port, path) {
         Ok(response) => (response.starts_with("HTTP/1.1 200"), response),
         Err(e) => (false, e.to_string()),
-    }
-}
-
-pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
-}
-
-/// Waits until `check` holds, or panics with `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
