@@ -7,6 +7,7 @@
 
 pub mod blocking;
 pub mod coordination;
+pub mod failover;
 pub mod kafka;
 pub mod kube_util;
 pub mod per_region;

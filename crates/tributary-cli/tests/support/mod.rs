@@ -3,9 +3,10 @@
 //! afterwards, write objects and their status, and run the `kubectl-tributary` binary.
 //!
 //! Like `e2e/suite` (whose `Stack::connect` this follows), a missing stack is a failure, not a
-//! skip; only `TRIBUTARY_SKIP_E2E=1` (`make unit-test`) skips, and says so. The suite itself is
-//! not used (it links rdkafka); like it, this applies the checkout's CRDs, so the status the
-//! tests write has this checkout's schema.
+//! skip; only `TRIBUTARY_SKIP_E2E=1` (`make unit-test`) skips, and says so. Like it, this
+//! applies the checkout's CRDs, so the status the tests write has this checkout's schema. The
+//! group's manifests are the suite's (`tributary_e2e::failover`), shared with the operator's
+//! failover tests.
 
 #![allow(dead_code)]
 

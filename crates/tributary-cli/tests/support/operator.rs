@@ -6,6 +6,8 @@ use std::process::Command;
 
 use std::time::Duration;
 
+use tributary_e2e::failover::{Group, RegionKafka};
+
 use super::{Stack, repo_dir, stack_var, wait_until};
 
 /// One operator release at a time: every operator watches every namespace.
@@ -29,86 +31,24 @@ pub fn bootstrap(region: &str, role: &str) -> String {
 }
 
 /// The stack's regions with a group `billing` in `mode` (`ActivePassive` | `ActiveActive`) at
-/// the tight failover settings; its workloads run VerifiableConsumer `--verbose`.
-pub fn manifests(suffix: &str, mode: &str) -> String {
-    let mut yaml = String::new();
-    let regions = regions();
-    for r in &regions {
-        let regional = bootstrap(r, "regional");
-        let aggregate = bootstrap(r, "aggregate");
-        yaml.push_str(&format!(
-            r#"---
-apiVersion: tributary.dev/v1alpha1
-kind: RegionalStream
-metadata: {{name: {r}}}
-spec:
-  region: {r}
-  deletionPolicy: Retain
-  kafka: {{bootstrapServers: ["{regional}"]}}
-  topics:
-    - {{name: orders-{suffix}, partitions: 3, replicationFactor: 1}}
----
-apiVersion: tributary.dev/v1alpha1
-kind: AggregateCluster
-metadata: {{name: {r}}}
-spec:
-  region: {r}
-  kafka: {{bootstrapServers: ["{aggregate}"]}}
-  topicNaming: Identity
-  replicator:
-    replicas: 1
-    delivery: AtLeastOnce
-    resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
-  checkpoints: {{interval: 1s, topic: tributary.checkpoints, retention: 168h}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: billing-{r}}}
-spec:
-  replicas: 0
-  selector: {{matchLabels: {{app: billing, region: {r}}}}}
-  template:
-    metadata: {{labels: {{app: billing, region: {r}}}}}
-    spec:
-      affinity:
-        nodeAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            nodeSelectorTerms:
-              - matchExpressions: [{{key: topology.kubernetes.io/region, operator: In, values: [{r}]}}]
-      terminationGracePeriodSeconds: 10
-      containers:
-        - name: consumer
-          image: apache/kafka:4.2.0
-          command: ["/opt/kafka/bin/kafka-verifiable-consumer.sh"]
-          args: ["--bootstrap-server", "{aggregate}", "--topic", "orders-{suffix}",
-                 "--group-id", "billing-{suffix}", "--reset-policy", "earliest", "--verbose",
-                 "--session-timeout", "10000"]
-"#
-        ));
-    }
-    let entries: String = regions
-        .iter()
-        .map(|r| {
-            format!(
-                "    - {{region: {r}, aggregateCluster: {r}, workloadRef: {{kind: Deployment, name: billing-{r}, replicas: 1}}}}\n"
-            )
+/// the tight failover settings (the operator's failover tests' setup).
+pub fn manifests(suffix: &str, mode: &'static str) -> String {
+    let regions: Vec<RegionKafka> = regions()
+        .into_iter()
+        .map(|r| RegionKafka {
+            regional: bootstrap(&r, "regional"),
+            aggregate: bootstrap(&r, "aggregate"),
+            region: r,
         })
         .collect();
-    yaml.push_str(&format!(
-        r#"---
-apiVersion: tributary.dev/v1alpha1
-kind: ConsumerGroupFailover
-metadata: {{name: billing}}
-spec:
-  groupId: billing-{suffix}
-  topics: [orders-{suffix}]
-  mode: {mode}
-  regions:
-{entries}  failover: {{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s, witness: witness}}
-  sync: {{interval: 1s}}
-"#
-    ));
-    yaml
+    tributary_e2e::failover::manifests(
+        &regions,
+        suffix,
+        &Group {
+            mode,
+            ..Group::default()
+        },
+    )
 }
 
 pub fn run(
@@ -169,7 +109,7 @@ impl Drop for Cleanup {
 /// Installs the operator's chart as release `tributary-<suffix>` into `ns` (two replicas,
 /// image local/tributary:$TRIBUTARY_IMAGE_TAG or dev) and applies [`manifests`]; the returned
 /// guard uninstalls it.
-pub fn install(stack: &Stack, ns: &str, suffix: &str, mode: &str) -> Cleanup {
+pub fn install(stack: &Stack, ns: &str, suffix: &str, mode: &'static str) -> Cleanup {
     let release = format!("tributary-{suffix}");
     let helm = stack_var("TRIBUTARY_HELM").expect("the stack's env sets TRIBUTARY_HELM");
     let tag = std::env::var("TRIBUTARY_IMAGE_TAG")

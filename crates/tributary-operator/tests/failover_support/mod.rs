@@ -11,11 +11,12 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use tributary_api::{ConsumerGroupFailover, find_condition};
+#[allow(unused_imports)] // not every test binary uses every one
+pub use tributary_e2e::failover::{Group, PARTITIONS, TIGHT};
 use tributary_e2e::kafka::produce_acked;
 use tributary_e2e::{HelmRelease, Role, Stack, TestNamespace, wait_until};
 
 pub const SLOW: Duration = Duration::from_secs(240);
-pub const PARTITIONS: i32 = 3;
 
 /// Brings a killed region back when the test ends, also on failure (later tests need it).
 pub struct RegionGuard<'a> {
@@ -34,122 +35,9 @@ impl Drop for RegionGuard<'_> {
     }
 }
 
-/// Streams, aggregates, one VerifiableConsumer Deployment per region (replicas 0: the operator
-/// owns the scale) and the ConsumerGroupFailover, with names unique to this run.
+/// [`tributary_e2e::failover::manifests`] for the stack's regions.
 pub fn manifests(stack: &Stack, suffix: &str, group: &Group) -> String {
-    let mut yaml = String::new();
-    for r in &stack.regions {
-        let regional = stack.bootstrap(r, Role::Regional);
-        let aggregate = stack.bootstrap(r, Role::Aggregate);
-        yaml.push_str(&format!(
-            r#"---
-apiVersion: tributary.dev/v1alpha1
-kind: RegionalStream
-metadata: {{name: {r}}}
-spec:
-  region: {r}
-  deletionPolicy: Retain
-  kafka: {{bootstrapServers: ["{regional}"]}}
-  topics:
-    - {{name: orders-{suffix}, partitions: {PARTITIONS}, replicationFactor: 1}}
----
-apiVersion: tributary.dev/v1alpha1
-kind: AggregateCluster
-metadata: {{name: {r}}}
-spec:
-  region: {r}
-  kafka: {{bootstrapServers: ["{aggregate}"]}}
-  topicNaming: Identity
-  replicator:
-    replicas: 1
-    delivery: AtLeastOnce
-    resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
-  checkpoints: {{interval: 1s, topic: tributary.checkpoints, retention: 168h}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: billing-{r}}}
-spec:
-  replicas: 0
-  selector: {{matchLabels: {{app: billing, region: {r}}}}}
-  template:
-    metadata: {{labels: {{app: billing, region: {r}}}}}
-    spec:
-      affinity:
-        nodeAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            nodeSelectorTerms:
-              - matchExpressions: [{{key: topology.kubernetes.io/region, operator: In, values: [{r}]}}]
-      terminationGracePeriodSeconds: 10
-      containers:
-        - name: consumer
-          image: apache/kafka:4.2.0
-          command: ["/opt/kafka/bin/kafka-verifiable-consumer.sh"]
-          args: ["--bootstrap-server", "{aggregate}", "--topic", "orders-{suffix}",
-                 "--group-id", "billing-{suffix}", "--reset-policy", "earliest", "--verbose",
-                 "--session-timeout", "10000"]
-"#
-        ));
-    }
-    let regions: String = stack
-        .regions
-        .iter()
-        .map(|r| {
-            format!(
-                "    - {{region: {r}, aggregateCluster: {r}, workloadRef: {{kind: Deployment, name: billing-{r}, replicas: 1}}}}\n"
-            )
-        })
-        .collect();
-    let Group {
-        mode,
-        failover,
-        sync_interval,
-        ..
-    } = group;
-    yaml.push_str(&format!(
-        r#"---
-apiVersion: tributary.dev/v1alpha1
-kind: ConsumerGroupFailover
-metadata: {{name: billing}}
-spec:
-  groupId: billing-{suffix}
-  topics: [orders-{suffix}]
-  mode: {mode}
-  regions:
-{regions}  failover: {failover}
-  sync: {{interval: {sync_interval}}}
-"#
-    ));
-    yaml
-}
-
-/// The ConsumerGroupFailover's settings under test.
-pub struct Group {
-    pub mode: &'static str,
-    pub failover: &'static str,
-    pub sync_interval: &'static str,
-    /// The operator's `leaderElection.leaseDuration`.
-    pub leader_lease: &'static str,
-    /// Apply the ConsumerGroupFailover before the AggregateClusters it names (GitOps tools
-    /// apply in any order): it must start once they exist.
-    pub group_first: bool,
-    /// More `helm --set key=value` for the operator's release (later ones win).
-    pub operator_sets: Vec<String>,
-}
-
-pub const TIGHT: &str = "{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 5s, maxSyncAge: 30s, witness: witness}";
-
-impl Default for Group {
-    fn default() -> Self {
-        Group {
-            mode: "ActivePassive",
-            failover: TIGHT,
-            sync_interval: "1s",
-            leader_lease: "4s",
-            group_first: false,
-            operator_sets: Vec::new(),
-        }
-    }
+    tributary_e2e::failover::manifests(&stack.region_kafka(), suffix, group)
 }
 
 /// One operator release at a time: every operator watches every namespace.
