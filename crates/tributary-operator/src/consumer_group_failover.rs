@@ -752,10 +752,21 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         acted_intent: old_status.acted_active_region.clone(),
         lease: view.clone(),
         in_progress: in_progress.clone(),
-        previous_active: old_status
-            .last_failover
+        // The Lease says where the group was before the last move; a status only knows the
+        // moves of its own operator (one cluster per region).
+        previous_active: lease
             .as_ref()
-            .and_then(|f| f.from.clone()),
+            .and_then(|l| {
+                l.annotations()
+                    .get(names::PREVIOUS_HOLDER_ANNOTATION)
+                    .cloned()
+            })
+            .or_else(|| {
+                old_status
+                    .last_failover
+                    .as_ref()
+                    .and_then(|f| f.from.clone())
+            }),
         final_sync,
     };
     let mut step = decide(&observation);
@@ -1080,6 +1091,12 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     l.spec = Some(new_lease_spec(to, *epoch, plan.lease_duration));
                     // A handover request ends with the move it asked for (or any other).
                     set_handover(&mut l, None);
+                    if let Some((previous, _)) = expect {
+                        l.metadata
+                            .annotations
+                            .get_or_insert_with(BTreeMap::new)
+                            .insert(names::PREVIOUS_HOLDER_ANNOTATION.into(), previous.clone());
+                    }
                     let post = PostParams::default();
                     let swap = leases.replace(&lease_name, &post, &l);
                     lease_request(ctx, &fence_key, swap).await

@@ -47,6 +47,10 @@ pub const EPOCH_LABEL: &str = "tributary.dev/epoch";
 /// Annotation that lets an automatic failover proceed to a stale or unknown standby.
 pub const ACCEPT_DATA_LOSS_ANNOTATION: &str = "tributary.dev/accept-data-loss";
 
+/// Annotation of the active-region Lease: the holder before the last move. A move back there
+/// is a failback, whichever operator (whose status remembers only its own moves) makes it.
+pub const PREVIOUS_HOLDER_ANNOTATION: &str = "tributary.dev/previous-holder";
+
 /// Labels of the sync Jobs of one ConsumerGroupFailover (the prune selector).
 pub fn failover_selector_labels(failover: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

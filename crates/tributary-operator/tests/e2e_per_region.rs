@@ -390,10 +390,14 @@ async fn scenarios(
     let s = status_of(&regions[1].cgfs(ns)).await;
     let last = s.last_failover.expect("lastFailover");
     assert_eq!(last.plan_origin.as_deref(), Some("Final"), "{last:?}");
-    // Back to where the group ran before the isolation. (The reason says SpecChanged, not
-    // Failback: each cluster's status remembers only the moves its own operator made.) The
-    // final round's watermarks leave nothing to re-deliver after dedupe.
-    assert_eq!(last.kind.as_deref(), Some("Planned"), "{last:?}");
+    // Back to where the group ran before the isolation: a failback (the Lease names the
+    // previous holder; west's own status never saw the move away), whose final round's
+    // watermarks leave nothing to re-deliver after dedupe.
+    assert_eq!(
+        (last.reason.as_str(), last.kind.as_deref()),
+        ("Failback", Some("Planned")),
+        "{last:?}"
+    );
     assert_eq!(
         last.max_duplicates_after_dedupe,
         Some(0),
