@@ -375,7 +375,7 @@ async fn scenarios(
         wait_active_in(r, ns, west, 4).await;
     }
     eprintln!(
-        "planned switchover to {west}: epoch 4 after {:.1}s",
+        "planned failback to {west}: epoch 4 after {:.1}s",
         asked.elapsed().as_secs_f64()
     );
     let d = produce_batch(stack, east, topic, "d", 60).await;
