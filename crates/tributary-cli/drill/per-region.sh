@@ -43,6 +43,9 @@ source "$STATE/env"
 [[ "${TRIBUTARY_TOPOLOGY:-}" == per-region ]] ||
   die "the stack in $STATE is not TOPOLOGY=per-region (TRIBUTARY_TOPOLOGY=${TRIBUTARY_TOPOLOGY:-}): run make stack-up TOPOLOGY=per-region"
 IFS=, read -r -a REGIONS <<<"$TRIBUTARY_REGIONS"
+# region-up restarts the region's node agent: the one built beside the stack's tributary binary
+# (stack.sh looks under CARGO_TARGET_DIR, which a drill's shell may not have set).
+export NODE_AGENT_BIN="${NODE_AGENT_BIN:-$(dirname "$TRIBUTARY_BIN")/tributary-node-agent}"
 
 upper() { local u="${1^^}"; echo "${u//-/_}"; }
 var() { local n="$1"; [[ -n "${!n:-}" ]] || die "$n is not set in $STATE/env"; echo "${!n}"; }
@@ -179,6 +182,9 @@ cmd_setup() {
     say "$r's cluster: the objects of every region into $NS (billing's consumers with --verbose)"
     K "$r" -n "$NS" apply -f - <<<"$yaml" >/dev/null
   done
+  say "the coordination apiserver: namespace $NS (the group's Lease is kept there)"
+  "$TRIBUTARY_KUBECTL" --kubeconfig "$(var TRIBUTARY_COORDINATION_ADMIN_KUBECONFIG)" create namespace "$NS" \
+    --dry-run=client -o yaml | "$TRIBUTARY_KUBECTL" --kubeconfig "$(var TRIBUTARY_COORDINATION_ADMIN_KUBECONFIG)" apply -f - >/dev/null
   for r in "${REGIONS[@]}"; do
     say "$r's operator: tributary operator --region $r (log: $STATE/logs/drill-operator-$r.log)"
     operator_start "$r"

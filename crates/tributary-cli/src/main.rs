@@ -136,7 +136,10 @@ struct DrillArgs {
     aggregate_up_cmd: String,
     /// region-isolate: cuts a region's path to the coordination apiserver ({region} is
     /// replaced); the region keeps running.
-    #[arg(long, default_value = "bash e2e/stack/stack.sh region-isolate {region}")]
+    #[arg(
+        long,
+        default_value = "bash e2e/stack/stack.sh region-isolate {region}"
+    )]
     region_isolate_cmd: String,
     /// region-isolate: restores the path.
     #[arg(long, default_value = "bash e2e/stack/stack.sh region-heal {region}")]

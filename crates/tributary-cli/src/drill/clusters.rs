@@ -268,7 +268,9 @@ pub fn merge(views: &[(String, Option<ConsumerGroupFailover>)]) -> Option<GroupV
         if let Some(p) = s.and_then(|s| s.pending_move.as_ref()) {
             why.push(format!("{r} has a move to {} pending", p.to));
         }
-        if !s.is_some_and(|s| find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")) {
+        if !s.is_some_and(|s| {
+            find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+        }) {
             why.push(format!("{r}'s status is not Ready"));
         }
     }
@@ -294,9 +296,8 @@ pub fn merge(views: &[(String, Option<ConsumerGroupFailover>)]) -> Option<GroupV
                 .and_then(|s| s.regions.iter().find(|e| e.region == entry.region))
                 .and_then(|e| e.last_sync_time.clone());
         }
-        let acted: Vec<Option<&String>> = statuses()
-            .map(|s| s.acted_active_region.as_ref())
-            .collect();
+        let acted: Vec<Option<&String>> =
+            statuses().map(|s| s.acted_active_region.as_ref()).collect();
         if acted.iter().any(|a| *a != acted[0]) || acted.len() < views.len() {
             status.acted_active_region = None;
         }
@@ -312,7 +313,12 @@ mod tests {
     use super::*;
 
     /// `region`'s copy: active in `active` at `epoch`; its own standby synced at `synced`.
-    fn copy(region: &str, active: &str, epoch: i64, extra: serde_json::Value) -> ConsumerGroupFailover {
+    fn copy(
+        region: &str,
+        active: &str,
+        epoch: i64,
+        extra: serde_json::Value,
+    ) -> ConsumerGroupFailover {
         let mut status = serde_json::json!({
             "activeRegion": active,
             "epoch": epoch,
@@ -358,9 +364,15 @@ mod tests {
         let v = merge(&views).expect("a view");
         assert_eq!(v.disagreement, None);
         let s = v.cgf.status.expect("status");
-        assert_eq!((s.active_region.as_deref(), s.epoch), (Some("east"), Some(3)));
+        assert_eq!(
+            (s.active_region.as_deref(), s.epoch),
+            (Some("east"), Some(3))
+        );
         let west = s.regions.iter().find(|r| r.region == "west").expect("west");
-        assert!(west.last_sync_time.is_some(), "west's sync, from west's own status");
+        assert!(
+            west.last_sync_time.is_some(),
+            "west's sync, from west's own status"
+        );
         assert_eq!(s.acted_active_region.as_deref(), Some("east"));
     }
 
@@ -374,8 +386,15 @@ mod tests {
         ];
         let v = merge(&views).expect("a view");
         let s = v.cgf.status.expect("status");
-        assert_eq!(s.pending_move.map(|p| (p.to, p.epoch)), Some(("west".into(), 4)));
-        assert!(v.disagreement.expect("unsettled").contains("west has a move to west pending"));
+        assert_eq!(
+            s.pending_move.map(|p| (p.to, p.epoch)),
+            Some(("west".into(), 4))
+        );
+        assert!(
+            v.disagreement
+                .expect("unsettled")
+                .contains("west has a move to west pending")
+        );
 
         let done = serde_json::json!({"lastFailover": {"from": "east", "to": "west",
             "reason": "SpecChanged", "epoch": 4}});
@@ -385,7 +404,10 @@ mod tests {
         ];
         let v = merge(&views).expect("a view");
         let s = v.cgf.status.expect("status");
-        assert_eq!((s.active_region.as_deref(), s.epoch), (Some("west"), Some(4)));
+        assert_eq!(
+            (s.active_region.as_deref(), s.epoch),
+            (Some("west"), Some(4))
+        );
         assert_eq!(s.last_failover.map(|f| f.epoch), Some(4));
         assert!(
             v.disagreement
@@ -402,7 +424,11 @@ mod tests {
         ];
         let v = merge(&views).expect("west's view");
         assert_eq!(v.cgf.status.as_ref().and_then(|s| s.epoch), Some(3));
-        assert!(v.disagreement.expect("unsettled").contains("east's cluster does not answer"));
+        assert!(
+            v.disagreement
+                .expect("unsettled")
+                .contains("east's cluster does not answer")
+        );
         assert!(v.cgf.status.expect("status").acted_active_region.is_none());
         assert!(merge(&[("east".to_string(), None)]).is_none());
     }
@@ -416,7 +442,11 @@ mod tests {
             ("west".to_string(), Some(copy("west", "east", 3, not_ready))),
         ];
         let v = merge(&views).expect("a view");
-        assert!(v.disagreement.expect("unsettled").contains("west's status is not Ready"));
+        assert!(
+            v.disagreement
+                .expect("unsettled")
+                .contains("west's status is not Ready")
+        );
     }
 
     #[test]

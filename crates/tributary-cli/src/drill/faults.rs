@@ -249,10 +249,7 @@ mod tests {
         assert_eq!("operator-kill".parse::<Fault>(), Ok(Fault::OperatorKill));
         assert_eq!("aggregate-down".parse::<Fault>(), Ok(Fault::AggregateDown));
         assert_eq!("primary-kill".parse::<Fault>(), Ok(Fault::PrimaryKill));
-        assert_eq!(
-            "region-isolate".parse::<Fault>(),
-            Ok(Fault::RegionIsolate)
-        );
+        assert_eq!("region-isolate".parse::<Fault>(), Ok(Fault::RegionIsolate));
         assert!("primary".parse::<Fault>().is_err());
         assert_eq!(
             fault_command("bash e2e/stack/stack.sh region-down {region}", "east"),

@@ -244,7 +244,8 @@ impl Drill {
     }
 
     async fn ready_replicas(&self, region: &str) -> i32 {
-        let (Some(name), Ok(client)) = (self.workloads.get(region), self.clusters.of_region(region))
+        let (Some(name), Ok(client)) =
+            (self.workloads.get(region), self.clusters.of_region(region))
         else {
             return 0;
         };
@@ -315,14 +316,22 @@ impl Drill {
             && let Ok(Some(cm)) = Api::<ConfigMap>::namespaced(client.clone(), &self.ns)
                 .get_opt(&name)
                 .await
-            && cm.data.as_ref().and_then(|d| d.get("fenced")).map(String::as_str) == Some("true")
+            && cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("fenced"))
+                .map(String::as_str)
+                == Some("true")
         {
             run.fenced_ms = Some(now_ms());
         }
         if run.lease_taken_ms.is_none()
             && let Ok(Some(lease)) = self.leases.get_opt(&name).await
             && let Some(spec) = lease.spec
-            && spec.holder_identity.as_deref().is_some_and(|h| !h.is_empty() && h != isolated)
+            && spec
+                .holder_identity
+                .as_deref()
+                .is_some_and(|h| !h.is_empty() && h != isolated)
             && spec.lease_transitions.map(i64::from) == Some(run.epoch_before + 1)
         {
             run.lease_taken_ms = Some(
@@ -557,9 +566,10 @@ impl Drill {
             .map(|r| r.region.clone())
             .collect();
         let planned_to = match fault {
-            Fault::RegionDown | Fault::AggregateDown | Fault::PrimaryKill | Fault::RegionIsolate => {
-                None
-            }
+            Fault::RegionDown
+            | Fault::AggregateDown
+            | Fault::PrimaryKill
+            | Fault::RegionIsolate => None,
             Fault::Switchover | Fault::OperatorKill => dice.pick(&healthy).cloned(),
             Fault::Failback => Some(failback_target(&cgf)?),
         };
@@ -809,12 +819,18 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
     };
     let per_region = clusters.per_region_topology();
     for f in &opts.faults {
-        f.topology_fit(per_region).map_err(|e| anyhow!("--faults {f}: {e}"))?;
+        f.topology_fit(per_region)
+            .map_err(|e| anyhow!("--faults {f}: {e}"))?;
     }
     let cgf = clusters
         .group(&ns, &opts.group)
         .await
-        .with_context(|| format!("the group to drill (--group {}, namespace {ns})", opts.group))?
+        .with_context(|| {
+            format!(
+                "the group to drill (--group {}, namespace {ns})",
+                opts.group
+            )
+        })?
         .cgf;
     let regions: Vec<String> = cgf.spec.regions.iter().map(|r| r.region.clone()).collect();
     clusters.check_regions(&regions)?;
