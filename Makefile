@@ -124,10 +124,20 @@ region-heal: ## TOPOLOGY=per-region: restore REGION=east's path to the coordinat
 	$(STACK) region-heal $(REGION)
 
 .PHONY: per-region-test
-per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, then per-region operators failing over through the shared Lease.
+per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, the short drill (per-region-drill), then per-region operators failing over through the shared Lease.
 	$(MAKE) stack-up TOPOLOGY=per-region REGIONS=$(REGIONS)
 	source $(ENV_FILE) && $(CARGO) test -p tributary-e2e --test per_region_stack -- --ignored --test-threads=1 --nocapture
+	$(MAKE) per-region-drill
 	source $(ENV_FILE) && $(CARGO) test -p tributary-operator --test e2e_per_region -- --ignored
+
+.PHONY: per-region-drill
+per-region-drill: ## On a running TOPOLOGY=per-region stack, the short drill (part of per-region-test): region-isolate then region-down at the tight settings; fails on any failed verdict; the drill's namespace and operators removed after.
+	$(CARGO) build -q -p tributary-cli
+	FAILOVER=tight bash crates/tributary-cli/drill/per-region.sh setup
+	@mkdir -p $(STATE_DIR)/drill
+	rc=0; DRILL_BIN=$(CARGO_TARGET)/debug/kubectl-tributary bash crates/tributary-cli/drill/per-region.sh drill --group billing \
+	  --drills 2 --faults region-isolate,region-down --in-order --seed 1 --report $(STATE_DIR)/drill/per-region-drill.json || rc=$$?; \
+	  bash crates/tributary-cli/drill/per-region.sh clean; exit $$rc
 
 .PHONY: e2e
 e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack.

@@ -11,6 +11,9 @@
 #                                  region-down R
 #   per-region.sh region-up R      the stack's region-up R, then R's operator started again
 #   per-region.sh operators-stop   every region's operator stopped
+#   per-region.sh clean            namespace tributary-drill deleted in every region's cluster (while
+#                                  the operators still run, for their finalizers), then the operators
+#                                  stopped: other operators of the stack (the e2e's) would act on it
 #   per-region.sh drill ARGS...    `kubectl-tributary drill ARGS` ($DRILL_BIN) on this topology:
 #                                  every region's kubeconfig, the coordination apiserver's (admin,
 #                                  direct: the drill's own view is never cut off), and this
@@ -214,6 +217,16 @@ case "${1:-}" in
     operator_start "$2"
     ;;
   operators-stop) for r in "${REGIONS[@]}"; do operator_stop "$r"; done ;;
+  clean)
+    for r in "${REGIONS[@]}"; do
+      K "$r" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null || echo "warning: $r's cluster did not take the delete" >&2
+    done
+    for r in "${REGIONS[@]}"; do
+      K "$r" wait --for=delete "namespace/$NS" --timeout=180s >/dev/null 2>&1 || echo "warning: namespace $NS in $r is not gone after 180s" >&2
+    done
+    "$TRIBUTARY_KUBECTL" --kubeconfig "$(var TRIBUTARY_COORDINATION_ADMIN_KUBECONFIG)" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null || true
+    for r in "${REGIONS[@]}"; do operator_stop "$r"; done
+    ;;
   drill)
     shift
     kubeconfigs=()
@@ -223,5 +236,5 @@ case "${1:-}" in
       "${kubeconfigs[@]}" --coordination-kubeconfig "$(var TRIBUTARY_COORDINATION_ADMIN_KUBECONFIG)" \
       --region-down-cmd "$self region-down {region}" --region-up-cmd "$self region-up {region}" "$@"
     ;;
-  *) die "usage: per-region.sh setup | region-down REGION | region-up REGION | operators-stop | drill ARGS..." ;;
+  *) die "usage: per-region.sh setup | region-down REGION | region-up REGION | operators-stop | clean | drill ARGS..." ;;
 esac

@@ -201,7 +201,14 @@ impl Clusters {
             let cgf = get_group(&api, name, ns).await.with_context(|| {
                 format!("reading {ns}/{name} in the cluster of region {region}")
             })?;
-            set_active_region(&api, &cgf, to, force, say)
+            let say_where = |l: &str| {
+                if region.is_empty() {
+                    say(l)
+                } else {
+                    say(&format!("{region}'s cluster: {l}"))
+                }
+            };
+            set_active_region(&api, &cgf, to, force, &say_where)
                 .await
                 .with_context(|| {
                     if region.is_empty() {

@@ -691,6 +691,37 @@ mod tests {
     }
 
     #[test]
+    fn an_isolated_holder_must_be_seen_fenced_before_the_lease_moves() {
+        let isolated = |fenced_ms: Option<i64>| {
+            let mut r = run(0, Fault::RegionIsolate, 10_000);
+            r.isolated_region = Some("east".into());
+            r.fenced_ms = fenced_ms;
+            r.lease_taken_ms = Some(17_000);
+            r
+        };
+        let fenced_first = judge(&[isolated(Some(14_700))], &[], &[], &[], &[], true);
+        assert_eq!(fenced_first[0].fenced_before_taken, Some(true));
+        assert_eq!(fenced_first[0].fence_lead_s, Some(2.3));
+        assert!(fenced_first[0].passed());
+        for late_or_never in [Some(17_500), None] {
+            let v = judge(&[isolated(late_or_never)], &[], &[], &[], &[], true);
+            assert_eq!(v[0].fenced_before_taken, Some(false));
+            assert!(!v[0].passed());
+            assert!(!Summary::of(&v).passed());
+        }
+        // Other faults carry no fence verdict.
+        let other = judge(
+            &[run(0, Fault::RegionDown, 10_000)],
+            &[],
+            &[],
+            &[],
+            &[],
+            true,
+        );
+        assert_eq!(other[0].fenced_before_taken, None);
+    }
+
+    #[test]
     fn duplicates_below_the_moves_watermarks_are_dropped_by_dedupe() {
         let mut r = run(0, Fault::Switchover, 10_000);
         r.watermarks.insert(("east".into(), 0), 2);
