@@ -12,8 +12,9 @@
 #   per-region.sh region-up R      the stack's region-up R, then R's operator started again
 #   per-region.sh operators-stop   every region's operator stopped
 #   per-region.sh clean            namespace tributary-drill deleted in every region's cluster (while
-#                                  the operators still run, for their finalizers), then the operators
-#                                  stopped: other operators of the stack (the e2e's) would act on it
+#                                  the operators still run, for their finalizers), the Lease on the
+#                                  coordination apiserver deleted, then the operators stopped: other
+#                                  operators of the stack (the e2e's) would act on the objects
 #   per-region.sh drill ARGS...    `kubectl-tributary drill ARGS` ($DRILL_BIN) on this topology:
 #                                  every region's kubeconfig, the coordination apiserver's (admin,
 #                                  direct: the drill's own view is never cut off), and this
@@ -224,7 +225,10 @@ case "${1:-}" in
     for r in "${REGIONS[@]}"; do
       K "$r" wait --for=delete "namespace/$NS" --timeout=180s >/dev/null 2>&1 || echo "warning: namespace $NS in $r is not gone after 180s" >&2
     done
-    "$TRIBUTARY_KUBECTL" --kubeconfig "$(var TRIBUTARY_COORDINATION_ADMIN_KUBECONFIG)" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null || true
+    # Only the Lease: the coordination apiserver runs no namespace controller, so a deleted
+    # namespace would stay Terminating there and refuse the next setup's Lease.
+    "$TRIBUTARY_KUBECTL" --kubeconfig "$(var TRIBUTARY_COORDINATION_ADMIN_KUBECONFIG)" -n "$NS" delete lease billing-active \
+      --ignore-not-found >/dev/null || echo "warning: could not delete Lease $NS/billing-active on the coordination apiserver" >&2
     for r in "${REGIONS[@]}"; do operator_stop "$r"; done
     ;;
   drill)
