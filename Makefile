@@ -104,6 +104,8 @@ stack-status: ## Show every process of the local stack.
 
 .PHONY: stack-down
 stack-down: ## Stop the local stack (data is kept under e2e/.state).
+	@# `make drill TOPOLOGY=per-region` runs an operator process per region: they go first.
+	@if ls $(STATE_DIR)/drill/operators/*.pid >/dev/null 2>&1; then bash crates/tributary-cli/drill/per-region.sh operators-stop || true; fi
 	$(STACK) down
 
 .PHONY: region-down
@@ -127,10 +129,20 @@ region-heal: ## TOPOLOGY=per-region: restore REGION=east's path to the coordinat
 	$(STACK) region-heal $(REGION)
 
 .PHONY: per-region-test
-per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, then per-region operators failing over through the shared Lease.
+per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, the short drill (per-region-drill), then per-region operators failing over through the shared Lease.
 	$(MAKE) stack-up TOPOLOGY=per-region REGIONS=$(REGIONS)
 	source $(ENV_FILE) && $(CARGO) test -p tributary-e2e --test per_region_stack -- --ignored --test-threads=1 --nocapture
+	$(MAKE) per-region-drill
 	source $(ENV_FILE) && $(CARGO) test -p tributary-operator --test e2e_per_region -- --ignored
+
+.PHONY: per-region-drill
+per-region-drill: ## On a running TOPOLOGY=per-region stack, the short drill (part of per-region-test): region-isolate then region-down at the tight settings; fails on any failed verdict; the drill's namespace and operators removed after.
+	$(CARGO) build -q -p tributary-cli
+	FAILOVER=tight bash crates/tributary-cli/drill/per-region.sh setup
+	@mkdir -p $(STATE_DIR)/drill
+	rc=0; DRILL_BIN=$(CARGO_TARGET)/debug/kubectl-tributary bash crates/tributary-cli/drill/per-region.sh drill --group billing \
+	  --drills 2 --faults region-isolate,region-down --in-order --seed 1 --report $(STATE_DIR)/drill/per-region-drill.json || rc=$$?; \
+	  bash crates/tributary-cli/drill/per-region.sh clean; exit $$rc
 
 .PHONY: e2e
 e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack.
@@ -161,16 +173,28 @@ SEED ?= 1
 # re-points at the new primary after each restore.
 GROUP ?= billing
 ACTIVE_PASSIVE_FAULTS := region-down,switchover,failback
-FAULTS ?= $(if $(filter fraud-scoring,$(GROUP)),primary-kill,$(ACTIVE_PASSIVE_FAULTS))
+# TOPOLOGY=per-region: a cluster and an operator per region; region-isolate (the active
+# region cut off from the coordination apiserver) is one of its default faults.
+PER_REGION_FAULTS := region-down,switchover,failback,region-isolate
+FAULTS ?= $(if $(filter fraud-scoring,$(GROUP)),primary-kill,$(if $(filter per-region,$(TOPOLOGY)),$(PER_REGION_FAULTS),$(ACTIVE_PASSIVE_FAULTS)))
+DRILL_ARGS = --drills $(DRILLS) --faults $(FAULTS) --seed $(SEED) \
+  --report $(STATE_DIR)/drill/report.json --timeline $(STATE_DIR)/drill/timeline.svg
 .PHONY: drill
-drill: demo-clean ## DR drills on the three-region example: DRILLS=10 random faults (FAULTS=region-down,switchover,failback, SEED=1; FAILOVER=tight for 1s/2/5s; GROUP=fraud-scoring: the ActiveActive group, FAULTS=primary-kill); report and timeline in e2e/.state/drill/ (docs/drill.md).
+drill: demo-clean ## DR drills on the three-region example: DRILLS=10 random faults (FAULTS=region-down,switchover,failback, SEED=1; FAILOVER=tight for 1s/2/5s; GROUP=fraud-scoring: the ActiveActive group, FAULTS=primary-kill; TOPOLOGY=per-region: a cluster and an operator per region, REGIONS=east,west, FAULTS also region-isolate); report and timeline in e2e/.state/drill/ (docs/drill.md).
+ifeq ($(TOPOLOGY),per-region)
+	$(MAKE) stack-up TOPOLOGY=per-region REGIONS=$(REGIONS)
+	$(CARGO) build -q -p tributary-cli
+	bash crates/tributary-cli/drill/per-region.sh setup
+	@mkdir -p $(STATE_DIR)/drill
+	DRILL_BIN=$(CARGO_TARGET)/debug/kubectl-tributary bash crates/tributary-cli/drill/per-region.sh drill --group billing $(DRILL_ARGS)
+else
 	$(MAKE) stack-up REGIONS=east,west,central
 	$(CARGO) build -q -p tributary-cli
 	DRILL_GROUP=$(GROUP) bash crates/tributary-cli/drill/example.sh
 	@mkdir -p $(STATE_DIR)/drill
 	source $(ENV_FILE) && $(CARGO_TARGET)/debug/kubectl-tributary -n $${DRILL_NAMESPACE:-tributary-drill} drill --group $(GROUP) \
-	  --drills $(DRILLS) --faults $(FAULTS) --seed $(SEED) $(if $(filter fraud-scoring,$(GROUP)),--force) \
-	  --report $(STATE_DIR)/drill/report.json --timeline $(STATE_DIR)/drill/timeline.svg
+	  $(DRILL_ARGS) $(if $(filter fraud-scoring,$(GROUP)),--force)
+endif
 
 .PHONY: bench-translate
 bench-translate: ## Offset translation benchmark: 1000 partitions x 3 sources over a day of 1 s checkpoints; fails above 50 ms (median) or 64 MiB of index.

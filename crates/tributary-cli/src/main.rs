@@ -58,12 +58,6 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
-    /// Randomized disaster-recovery drills against a live group: each drill injects one fault
-    /// (region-down, switchover, failback, aggregate-down, operator-kill), waits for recovery, restores and settles; the
-    /// verdict comes from Kafka's VerifiableProducer (run here, one per region) and the
-    /// group's VerifiableConsumer workloads. Ends with one summary line; exits non-zero when
-    /// anything was lost or skipped, two regions consumed at once, or an epoch rose by other
-    /// than one (docs/drill.md).
     /// A dry run of moving GROUP to REGION: the translation the move would make now (resume
     /// offsets per partition, watermarks, duplicate bounds), read from both regions' aggregate
     /// clusters with the checkpoint sync's own code; nothing is committed.
@@ -83,6 +77,14 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Randomized disaster-recovery drills against a live group: each drill injects one fault
+    /// (region-down, switchover, failback, aggregate-down, operator-kill, region-isolate),
+    /// waits for recovery, restores and settles; the
+    /// verdict comes from Kafka's VerifiableProducer (run here, one per region) and the
+    /// group's VerifiableConsumer workloads. Ends with one summary line; exits non-zero when
+    /// anything was lost or skipped, two regions consumed at once, or an epoch rose by other
+    /// than one (docs/drill.md). With --region-kubeconfig for every region and
+    /// --coordination-kubeconfig: the per-region topology (a cluster and an operator per region).
     Drill(Box<DrillArgs>),
 }
 
@@ -132,6 +134,25 @@ struct DrillArgs {
         default_value = "bash e2e/stack/kafka.sh kafka_start {region}-aggregate"
     )]
     aggregate_up_cmd: String,
+    /// region-isolate: cuts a region's path to the coordination apiserver ({region} is
+    /// replaced); the region keeps running.
+    #[arg(
+        long,
+        default_value = "bash e2e/stack/stack.sh region-isolate {region}"
+    )]
+    region_isolate_cmd: String,
+    /// region-isolate: restores the path.
+    #[arg(long, default_value = "bash e2e/stack/stack.sh region-heal {region}")]
+    region_heal_cmd: String,
+    /// The per-region topology: the kubeconfig of REGION's own cluster (repeat for every
+    /// region, or comma-separate). The drill reads each region's status, ConfigMap and
+    /// workload there and edits spec.activeRegion in every one.
+    #[arg(long, value_name = "REGION=PATH", value_delimiter = ',')]
+    region_kubeconfig: Vec<String>,
+    /// The per-region topology: the coordination apiserver's kubeconfig (the active-region
+    /// Lease; read directly, not through a region's path).
+    #[arg(long, value_name = "PATH")]
+    coordination_kubeconfig: Option<std::path::PathBuf>,
     /// The Java classpath with Kafka's tools (org.apache.kafka.tools.VerifiableProducer).
     #[arg(long, env = "TRIBUTARY_DRILL_KAFKA_CLASSPATH", default_value_t = default_kafka_classpath())]
     kafka_classpath: String,
@@ -195,6 +216,10 @@ impl DrillArgs {
             region_up_cmd: self.region_up_cmd,
             aggregate_down_cmd: self.aggregate_down_cmd,
             aggregate_up_cmd: self.aggregate_up_cmd,
+            region_isolate_cmd: self.region_isolate_cmd,
+            region_heal_cmd: self.region_heal_cmd,
+            region_kubeconfigs: self.region_kubeconfig,
+            coordination_kubeconfig: self.coordination_kubeconfig,
             kafka_classpath: self.kafka_classpath,
             java: self.java,
             rate: self.rate,

@@ -23,16 +23,21 @@ pub enum Fault {
     /// ActiveActive: kill the primary (active) region; a surviving region must become primary
     /// at epoch + 1 with no time in which two regions held the primary role.
     PrimaryKill,
+    /// Per-region topology: cut only the active region's path to the coordination apiserver
+    /// (the region, its cluster, pods and Kafka keep running). It must fence itself before
+    /// another region takes the Lease; that region then moves the group (unplanned).
+    RegionIsolate,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::RegionDown,
         Fault::Switchover,
         Fault::Failback,
         Fault::AggregateDown,
         Fault::OperatorKill,
         Fault::PrimaryKill,
+        Fault::RegionIsolate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +48,7 @@ impl Fault {
             Fault::AggregateDown => "aggregate-down",
             Fault::OperatorKill => "operator-kill",
             Fault::PrimaryKill => "primary-kill",
+            Fault::RegionIsolate => "region-isolate",
         }
     }
 
@@ -50,8 +56,32 @@ impl Fault {
     pub fn planned(self) -> bool {
         !matches!(
             self,
-            Fault::RegionDown | Fault::AggregateDown | Fault::PrimaryKill
+            Fault::RegionDown | Fault::AggregateDown | Fault::PrimaryKill | Fault::RegionIsolate
         )
+    }
+
+    /// Whether the fault needs the per-region topology (a coordination path per region),
+    /// or cannot run there (the operators of the per-region setup are processes, not pods).
+    pub fn topology_fit(self, per_region: bool) -> Result<(), String> {
+        match (self, per_region) {
+            (Fault::RegionIsolate, false) => Err(
+                "region-isolate needs the per-region topology (--region-kubeconfig for every \
+                 region, --coordination-kubeconfig): the stretched one has no path of a \
+                 region's own to a coordination apiserver"
+                    .into(),
+            ),
+            (Fault::OperatorKill, true) => Err(
+                "operator-kill is not built for the per-region topology: it deletes operator \
+                 pods of one cluster, and the per-region setup runs an operator process per region"
+                    .into(),
+            ),
+            (Fault::PrimaryKill, true) => Err(
+                "primary-kill (ActiveActive) is not built for the per-region topology: the \
+                 primary role is sampled from one cluster's ConfigMap"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The region the fault kills, if any (the active one).
@@ -81,7 +111,8 @@ impl FromStr for Fault {
             .ok_or_else(|| {
                 format!(
                     "unknown fault {s:?}: one of region-down, switchover, failback, \
-                     aggregate-down, operator-kill (ActivePassive), primary-kill (ActiveActive)"
+                     aggregate-down, operator-kill, region-isolate (ActivePassive), \
+                     primary-kill (ActiveActive)"
                 )
             })
     }
@@ -133,7 +164,8 @@ pub fn applicable(
             | Fault::Switchover
             | Fault::AggregateDown
             | Fault::OperatorKill
-            | Fault::PrimaryKill => !healthy_others.is_empty(),
+            | Fault::PrimaryKill
+            | Fault::RegionIsolate => !healthy_others.is_empty(),
             Fault::Failback => {
                 failback_to.is_some_and(|r| r != active && healthy_others.iter().any(|h| h == r))
             }
@@ -175,12 +207,15 @@ mod tests {
                 Fault::RegionDown,
                 Fault::Switchover,
                 Fault::AggregateDown,
-                Fault::OperatorKill
+                Fault::OperatorKill,
+                Fault::RegionIsolate
             ]
         );
+        let mut all_but_primary_kill = Fault::ALL[..5].to_vec();
+        all_but_primary_kill.push(Fault::RegionIsolate);
         assert_eq!(
             applicable(&Fault::ALL, "east", &healthy, Some("west"), false),
-            Fault::ALL[..5].to_vec()
+            all_but_primary_kill
         );
         assert!(applicable(&Fault::ALL, "east", &[], Some("west"), false).is_empty());
     }
@@ -197,11 +232,24 @@ mod tests {
     }
 
     #[test]
+    fn isolation_needs_the_per_region_topology_and_pod_kills_the_stretched_one() {
+        assert!(Fault::RegionIsolate.topology_fit(true).is_ok());
+        assert!(Fault::RegionIsolate.topology_fit(false).is_err());
+        assert!(Fault::OperatorKill.topology_fit(true).is_err());
+        assert!(Fault::PrimaryKill.topology_fit(true).is_err());
+        for f in [Fault::RegionDown, Fault::Switchover, Fault::Failback] {
+            assert!(f.topology_fit(true).is_ok() && f.topology_fit(false).is_ok());
+        }
+        assert!(!Fault::RegionIsolate.planned() && !Fault::RegionIsolate.kills_region());
+    }
+
+    #[test]
     fn faults_parse_by_their_names() {
         assert_eq!("region-down".parse::<Fault>(), Ok(Fault::RegionDown));
         assert_eq!("operator-kill".parse::<Fault>(), Ok(Fault::OperatorKill));
         assert_eq!("aggregate-down".parse::<Fault>(), Ok(Fault::AggregateDown));
         assert_eq!("primary-kill".parse::<Fault>(), Ok(Fault::PrimaryKill));
+        assert_eq!("region-isolate".parse::<Fault>(), Ok(Fault::RegionIsolate));
         assert!("primary".parse::<Fault>().is_err());
         assert_eq!(
             fault_command("bash e2e/stack/stack.sh region-down {region}", "east"),

@@ -77,6 +77,8 @@ pub fn render_table(verdicts: &[DrillVerdict]) -> String {
                     .to_string()
                 } else if let Some(e) = &v.error {
                     format!("FAILED: {e}")
+                } else if v.fenced_before_taken == Some(false) {
+                    "FAILED: the Lease moved before the isolated holder was seen fenced".into()
                 } else {
                     "FAILED".to_string()
                 },

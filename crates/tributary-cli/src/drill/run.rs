@@ -15,6 +15,8 @@ use kube::api::{Api, DeleteParams, ListParams};
 use tributary_api::consumer_group_failover::FailoverMode;
 use tributary_api::{ConsumerGroupFailover, RegionalStream, find_condition};
 
+use super::clusters::{Clusters, parse_region_kubeconfigs};
+
 use super::events::{
     Ack, Consumption, SessionMark, Tail, parse_ack, parse_consumption, parse_session_change,
 };
@@ -24,7 +26,6 @@ use super::report::{print_row, print_table, report_json};
 use super::timeline::{Mark, render};
 use super::verdict::{DrillRun, Summary, judge};
 use crate::cluster::Connection;
-use crate::commands::{get_group, set_active_region};
 use crate::failover::{Request, decide, failback_target};
 
 /// What `kubectl tributary drill` was asked to do.
@@ -42,6 +43,15 @@ pub struct DrillOptions {
     pub region_up_cmd: String,
     pub aggregate_down_cmd: String,
     pub aggregate_up_cmd: String,
+    /// region-isolate: cuts a region's path to the coordination apiserver, and restores it.
+    pub region_isolate_cmd: String,
+    pub region_heal_cmd: String,
+    /// The per-region topology: `REGION=PATH`, the kubeconfig of every region's own cluster
+    /// (the same Tributary objects in each, an operator per region), and the coordination
+    /// apiserver's kubeconfig (the Lease). Empty: the stretched topology, the one cluster of
+    /// the connection.
+    pub region_kubeconfigs: Vec<String>,
+    pub coordination_kubeconfig: Option<PathBuf>,
     /// The Java classpath holding Kafka's tools (VerifiableProducer).
     pub kafka_classpath: String,
     pub java: String,
@@ -199,9 +209,13 @@ async fn run_command(cmd: &str) -> Result<()> {
 }
 
 struct Drill {
+    /// The connection's cluster (operator-kill deletes the operator's pods there).
     client: kube::Client,
-    api: Api<ConsumerGroupFailover>,
-    deployments: Api<Deployment>,
+    /// Where the group, its workloads, ConfigMaps and Lease are (one cluster, or per region).
+    clusters: Clusters,
+    ns: String,
+    /// Per region: why the regions' copies of the group did not agree at the last read.
+    disagreement: Option<String>,
     name: String,
     topic: String,
     /// region → its workload's name.
@@ -222,18 +236,20 @@ impl Drill {
         println!("[{:>6.1}s] {line}", self.started.elapsed().as_secs_f64());
     }
 
-    async fn group(&self) -> Result<ConsumerGroupFailover> {
-        self.api
-            .get(&self.name)
-            .await
-            .with_context(|| format!("reading ConsumerGroupFailover {}", self.name))
+    /// The group as every region's cluster tells it ([`super::clusters::merge`]).
+    async fn group(&mut self) -> Result<ConsumerGroupFailover> {
+        let view = self.clusters.group(&self.ns, &self.name).await?;
+        self.disagreement = view.disagreement;
+        Ok(view.cgf)
     }
 
     async fn ready_replicas(&self, region: &str) -> i32 {
-        let Some(name) = self.workloads.get(region) else {
+        let (Some(name), Ok(client)) =
+            (self.workloads.get(region), self.clusters.of_region(region))
+        else {
             return 0;
         };
-        self.deployments
+        Api::<Deployment>::namespaced(client.clone(), &self.ns)
             .get(name)
             .await
             .ok()
@@ -287,6 +303,45 @@ impl Drill {
         self.primary.push(sample);
     }
 
+    /// region-isolate: whether the isolated region's ConfigMap says fenced yet, and whether
+    /// another region holds the Lease at the next epoch on the coordination apiserver (read
+    /// directly, not through any region's path). A read that fails is a sample missed.
+    async fn sample_isolation(&self, run: &mut DrillRun) {
+        let Some(isolated) = run.isolated_region.clone() else {
+            return;
+        };
+        let name = format!("{}-active", self.name);
+        if run.fenced_ms.is_none()
+            && let Ok(client) = self.clusters.of_region(&isolated)
+            && let Ok(Some(cm)) = Api::<ConfigMap>::namespaced(client.clone(), &self.ns)
+                .get_opt(&name)
+                .await
+            && cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("fenced"))
+                .map(String::as_str)
+                == Some("true")
+        {
+            run.fenced_ms = Some(now_ms());
+        }
+        if run.lease_taken_ms.is_none()
+            && let Ok(Some(lease)) = self.leases.get_opt(&name).await
+            && let Some(spec) = lease.spec
+            && spec
+                .holder_identity
+                .as_deref()
+                .is_some_and(|h| !h.is_empty() && h != isolated)
+            && spec.lease_transitions.map(i64::from) == Some(run.epoch_before + 1)
+        {
+            run.lease_taken_ms = Some(
+                spec.acquire_time
+                    .map(|t| t.0.as_millisecond())
+                    .unwrap_or_else(now_ms),
+            );
+        }
+    }
+
     /// Polls `check` every 250 ms (refreshing the load) until it answers, or fails after `timeout`.
     async fn wait_for<T>(
         &mut self,
@@ -301,6 +356,7 @@ impl Drill {
             if self.active_active {
                 self.sample_primary().await;
             }
+            self.sample_isolation(run).await;
             let cgf = self.group().await?;
             if let Some(e) = cgf.status.as_ref().and_then(|s| s.epoch)
                 && run.epochs_seen.last() != Some(&e)
@@ -311,14 +367,22 @@ impl Drill {
                 return Ok(t);
             }
             if Instant::now() >= deadline {
-                bail!("timed out after {}s waiting for {what}", timeout.as_secs());
+                bail!(
+                    "timed out after {}s waiting for {what}{}",
+                    timeout.as_secs(),
+                    self.disagreement
+                        .as_ref()
+                        .map(|d| format!(" (the regions' clusters disagree: {d})"))
+                        .unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
-    fn settled(cgf: &ConsumerGroupFailover, since_ms: i64) -> bool {
-        settled_at(cgf, since_ms, now_ms())
+    /// Settled, and (per region) every region's cluster tells the same.
+    fn settled(&self, cgf: &ConsumerGroupFailover, since_ms: i64) -> bool {
+        self.disagreement.is_none() && settled_at(cgf, since_ms, now_ms())
     }
 
     async fn wait_settled(&mut self, run: &mut DrillRun) -> Result<()> {
@@ -332,7 +396,7 @@ impl Drill {
             "the group to settle (Ready, every region healthy and synced since the move, no move pending)",
             timeout,
             run,
-            async |_, cgf, _| Self::settled(cgf, since).then_some(()),
+            async |d, cgf, _| d.settled(cgf, since).then_some(()),
         )
         .await?;
         // A little steady traffic between drills, so that each drill starts from a steady state.
@@ -340,22 +404,18 @@ impl Drill {
         Ok(())
     }
 
-    /// Sets `spec.activeRegion: to` the way `kubectl tributary failover` does (server-side
-    /// apply, field manager kubectl-tributary); acknowledges the current region first when an
+    /// Sets `spec.activeRegion: to` in every cluster (per region: the same objects in each,
+    /// as GitOps keeps them) the way `kubectl tributary failover` does (server-side apply,
+    /// field manager kubectl-tributary); acknowledges the current region first when an
     /// automatic failover left the spec naming the old one.
     async fn edit_active_region(&mut self, to: &str, run: &mut DrillRun) -> Result<()> {
-        let cgf = get_group(&self.api, &self.name, &self.api_namespace()).await?;
-        let say = |l: &str| self.say(l);
+        let cgf = self.group().await?;
         match decide(&cgf, to)? {
-            Request::Set { to, .. } => {
-                set_active_region(&self.api, &cgf, &to, self.opts.force, &say).await?;
-            }
+            Request::Set { to, .. } => self.set_active_region(&to).await?,
             Request::AcknowledgeThenSet { current, to } => {
-                set_active_region(&self.api, &cgf, &current, self.opts.force, &say).await?;
+                self.set_active_region(&current).await?;
                 self.acknowledged(&current, run).await?;
-                let cgf = self.group().await?;
-                let say = |l: &str| self.say(l);
-                set_active_region(&self.api, &cgf, &to, self.opts.force, &say).await?;
+                self.set_active_region(&to).await?;
             }
             Request::AlreadyActive { region, .. } => {
                 bail!("{} is already active in {region}", self.name)
@@ -365,6 +425,13 @@ impl Drill {
             }
         }
         Ok(())
+    }
+
+    async fn set_active_region(&self, to: &str) -> Result<()> {
+        let say = |l: &str| self.say(l);
+        self.clusters
+            .set_active_region_everywhere(&self.ns, &self.name, to, self.opts.force, &say)
+            .await
     }
 
     /// Deletes every operator pod (no grace) as soon as status shows the move pending (or
@@ -428,18 +495,17 @@ impl Drill {
         Ok(())
     }
 
-    /// What brings back what the drill killed: `(region, command)`.
+    /// What brings back what the drill killed or cut off: `(region, command)`.
     fn restore_command(&self, run: &DrillRun) -> Option<(String, String)> {
         if let Some(r) = &run.killed_region {
             return Some((r.clone(), fault_command(&self.opts.region_up_cmd, r)));
         }
+        if let Some(r) = &run.isolated_region {
+            return Some((r.clone(), fault_command(&self.opts.region_heal_cmd, r)));
+        }
         run.killed_aggregate
             .as_ref()
             .map(|r| (r.clone(), fault_command(&self.opts.aggregate_up_cmd, r)))
-    }
-
-    fn api_namespace(&self) -> String {
-        self.api.namespace().unwrap_or("default").to_string()
     }
 
     async fn acknowledged(&mut self, region: &str, run: &mut DrillRun) -> Result<()> {
@@ -500,7 +566,10 @@ impl Drill {
             .map(|r| r.region.clone())
             .collect();
         let planned_to = match fault {
-            Fault::RegionDown | Fault::AggregateDown | Fault::PrimaryKill => None,
+            Fault::RegionDown
+            | Fault::AggregateDown
+            | Fault::PrimaryKill
+            | Fault::RegionIsolate => None,
             Fault::Switchover | Fault::OperatorKill => dice.pick(&healthy).cloned(),
             Fault::Failback => Some(failback_target(&cgf)?),
         };
@@ -522,6 +591,11 @@ impl Drill {
             Fault::AggregateDown => {
                 run.killed_aggregate = Some(from.clone());
                 let cmd = fault_command(&self.opts.aggregate_down_cmd, &from);
+                Some(tokio::spawn(async move { run_command(&cmd).await }))
+            }
+            Fault::RegionIsolate => {
+                run.isolated_region = Some(from.clone());
+                let cmd = fault_command(&self.opts.region_isolate_cmd, &from);
                 Some(tokio::spawn(async move { run_command(&cmd).await }))
             }
             _ => {
@@ -588,7 +662,7 @@ impl Drill {
         )
         .await?;
         if let Some(injecting) = injecting {
-            injecting.await.context("the region-down command")??;
+            injecting.await.context("the fault's command")??;
         }
         let cgf = self.group().await?;
         run.epoch_after = cgf.status.as_ref().and_then(|s| s.epoch).unwrap_or(0);
@@ -643,8 +717,7 @@ impl Drill {
                 .as_deref()
                 .is_some_and(|a| a != current)
             {
-                let say = |l: &str| self.say(l);
-                set_active_region(&self.api, &cgf, &current, self.opts.force, &say).await?;
+                self.set_active_region(&current).await?;
                 self.acknowledged(&current, run).await?;
             }
         }
@@ -655,12 +728,12 @@ impl Drill {
 
 /// Regional bootstrap servers per region, from the namespace's RegionalStreams (overridable).
 async fn regional_bootstrap(
-    conn: &Connection,
+    client: &kube::Client,
     ns: &str,
     regions: &[String],
     overrides: &[String],
 ) -> Result<BTreeMap<String, String>> {
-    let api: Api<RegionalStream> = Api::namespaced(conn.client.clone(), ns);
+    let api: Api<RegionalStream> = Api::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
     for s in api
         .list(&ListParams::default())
@@ -732,9 +805,35 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         bail!("nothing to drill: --drills must be at least 1 and --faults name at least one fault");
     }
     let ns = conn.default_namespace.clone();
-    let api: Api<ConsumerGroupFailover> = Api::namespaced(conn.client.clone(), &ns);
-    let cgf = get_group(&api, &opts.group, &ns).await?;
+    let clusters = if opts.region_kubeconfigs.is_empty() {
+        Clusters::One(conn.client.clone())
+    } else {
+        let kubeconfigs = parse_region_kubeconfigs(&opts.region_kubeconfigs)?;
+        let coordination = opts.coordination_kubeconfig.as_ref().ok_or_else(|| {
+            anyhow!(
+                "--region-kubeconfig (the per-region topology) needs --coordination-kubeconfig: \
+                 the active-region Lease is on the coordination apiserver"
+            )
+        })?;
+        Clusters::per_region(&kubeconfigs, coordination).await?
+    };
+    let per_region = clusters.per_region_topology();
+    for f in &opts.faults {
+        f.topology_fit(per_region)
+            .map_err(|e| anyhow!("--faults {f}: {e}"))?;
+    }
+    let cgf = clusters
+        .group(&ns, &opts.group)
+        .await
+        .with_context(|| {
+            format!(
+                "the group to drill (--group {}, namespace {ns})",
+                opts.group
+            )
+        })?
+        .cgf;
     let regions: Vec<String> = cgf.spec.regions.iter().map(|r| r.region.clone()).collect();
+    clusters.check_regions(&regions)?;
     let workloads: BTreeMap<String, String> = cgf
         .spec
         .regions
@@ -758,7 +857,15 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         .or_else(|| cgf.spec.topics.first().cloned())
         .ok_or_else(|| anyhow!("{} has no topics", opts.group))?;
     let active_passive = cgf.spec.mode == FailoverMode::ActivePassive;
-    let bootstrap = regional_bootstrap(conn, &ns, &regions, &opts.bootstrap).await?;
+    if per_region && !active_passive {
+        bail!(
+            "{} is ActiveActive: the per-region topology drills ActivePassive groups only (the \
+             primary role is sampled from one cluster's ConfigMap)",
+            opts.group
+        );
+    }
+    let any_cluster = clusters.every()[0].1.clone();
+    let bootstrap = regional_bootstrap(&any_cluster, &ns, &regions, &opts.bootstrap).await?;
     let nonce = (now_ms() / 1000) % 100_000;
     let dir = opts
         .work_dir
@@ -773,10 +880,12 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         producers.push((r.clone(), child, out));
         prefixes.push(prefix);
     }
+    let lease_cluster = clusters.lease_cluster().clone();
     let mut d = Drill {
         client: conn.client.clone(),
-        api,
-        deployments: Api::namespaced(conn.client.clone(), &ns),
+        clusters,
+        ns: ns.clone(),
+        disagreement: None,
         name: opts.group.clone(),
         topic: topic.clone(),
         load: Load {
@@ -797,15 +906,20 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         opts: opts.clone(),
         started: Instant::now(),
         active_active: !active_passive,
-        config_maps: Api::namespaced(conn.client.clone(), &ns),
-        leases: Api::namespaced(conn.client.clone(), &ns),
+        config_maps: Api::namespaced(any_cluster.clone(), &ns),
+        leases: Api::namespaced(lease_cluster, &ns),
         primary: Vec::new(),
     };
     d.say(&format!(
-        "drilling {ns}/{} ({:?}, regions {}) {} times, faults {}, seed {}; load: VerifiableProducer {} records/s per region into {topic}; events in {}",
+        "drilling {ns}/{} ({:?}, regions {}{}) {} times, faults {}, seed {}; load: VerifiableProducer {} records/s per region into {topic}; events in {}",
         opts.group,
         cgf.spec.mode,
         regions.join(","),
+        if per_region {
+            ", a cluster per region"
+        } else {
+            ""
+        },
         opts.drills,
         opts.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
         opts.seed,
@@ -936,7 +1050,7 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
             let acked: HashSet<&str> = d.load.acks.iter().map(|a| a.region.as_str()).collect();
             (regions.iter().all(|r| acked.contains(r.as_str()))
                 && d.load.first_consumed_in(&active, 0).is_some()
-                && Drill::settled(cgf, 0))
+                && d.settled(cgf, 0))
             .then_some(())
         },
     )
@@ -978,7 +1092,7 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
         print_row(&run);
         let failed = run.error.is_some();
         runs.push(run);
-        if failed && !d.group().await.is_ok_and(|c| Drill::settled(&c, 0)) {
+        if failed && !d.group().await.is_ok_and(|c| d.settled(&c, 0)) {
             d.say("the group did not settle after a failed drill: stopping the series");
             break;
         }

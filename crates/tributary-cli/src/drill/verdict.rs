@@ -64,6 +64,13 @@ pub struct DrillRun {
     /// then (status.pendingMove seen: the kill hit the middle of the move).
     pub operator_killed_ms: Option<i64>,
     pub operator_killed_mid_move: Option<bool>,
+    /// region-isolate: the region cut off from the coordination apiserver (healed before the
+    /// drill settled; its cluster, pods and Kafka ran on, so its records count), when its
+    /// `<name>-active` ConfigMap was first seen `fenced: "true"`, and when another region took
+    /// the Lease (its `acquireTime`, else when the drill first saw the new holder).
+    pub isolated_region: Option<String>,
+    pub fenced_ms: Option<i64>,
+    pub lease_taken_ms: Option<i64>,
     /// Settled again: Ready, every region healthy, no move pending.
     pub settled_ms: i64,
     pub epoch_before: i64,
@@ -148,6 +155,10 @@ pub struct DrillVerdict {
     pub rto_s: Option<f64>,
     pub phases: PhaseSplit,
     pub operator_rto_s: Option<f64>,
+    /// region-isolate: whether the isolated holder was seen fenced before another region
+    /// took the Lease (never seen fenced: `false`), and by how many seconds.
+    pub fenced_before_taken: Option<bool>,
+    pub fence_lead_s: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -159,6 +170,7 @@ impl DrillVerdict {
             && self.split_brain_records == 0
             && self.non_monotonic == 0
             && self.epoch_ok
+            && self.fenced_before_taken != Some(false)
             && self.error.is_none()
     }
 }
@@ -317,6 +329,15 @@ pub fn judge(
                 split
             },
             operator_rto_s: r.operator_rto_s,
+            fenced_before_taken: r.isolated_region.as_ref().map(|_| {
+                r.fenced_ms
+                    .zip(r.lease_taken_ms)
+                    .is_some_and(|(fenced, taken)| fenced < taken)
+            }),
+            fence_lead_s: r
+                .isolated_region
+                .as_ref()
+                .and(secs(r.fenced_ms, r.lease_taken_ms)),
             error: r.error.clone(),
         })
         .collect();
@@ -481,6 +502,9 @@ pub struct Summary {
     pub errors: usize,
     /// Drills whose duplicates after dedupe exceeded the plan's bound.
     pub over_bound: usize,
+    /// region-isolate drills in which the Lease moved before the isolated holder was seen
+    /// fenced.
+    pub fence_violations: usize,
 }
 
 impl Summary {
@@ -500,6 +524,10 @@ impl Summary {
             non_monotonic: verdicts.iter().map(|v| v.non_monotonic).sum(),
             epoch_ok: verdicts.iter().all(|v| v.epoch_ok),
             errors: verdicts.iter().filter(|v| v.error.is_some()).count(),
+            fence_violations: verdicts
+                .iter()
+                .filter(|v| v.fenced_before_taken == Some(false))
+                .count(),
             over_bound: verdicts.iter().filter(|v| !v.dups_within_bound).count(),
         }
     }
@@ -513,6 +541,7 @@ impl Summary {
             && self.non_monotonic == 0
             && self.epoch_ok
             && self.errors == 0
+            && self.fence_violations == 0
             && self.n > 0
     }
 
@@ -559,6 +588,11 @@ pub fn by_fault(verdicts: &[DrillVerdict]) -> BTreeMap<String, serde_json::Value
                 "dups_raw_max": vs.iter().map(|v| v.dups_raw).max().unwrap_or(0),
                 "dups_deduped_max": vs.iter().map(|v| v.dups_deduped).max().unwrap_or(0),
                 "non_monotonic": vs.iter().map(|v| v.non_monotonic).sum::<usize>(),
+                "split_brain_s": vs.iter().map(|v| v.split_brain_s).sum::<f64>(),
+                "epoch_ok": vs.iter().all(|v| v.epoch_ok),
+                "fenced_before_taken": vs.iter().filter_map(|v| v.fenced_before_taken)
+                    .reduce(|a, b| a && b),
+                "fence_lead_s_min": vs.iter().filter_map(|v| v.fence_lead_s).reduce(f64::min),
             });
             (k, value)
         })
@@ -654,6 +688,37 @@ mod tests {
         assert_eq!(v[0].lost, 0);
         assert_eq!(v[0].killed_region_unconsumed, 1);
         assert!(v[0].passed());
+    }
+
+    #[test]
+    fn an_isolated_holder_must_be_seen_fenced_before_the_lease_moves() {
+        let isolated = |fenced_ms: Option<i64>| {
+            let mut r = run(0, Fault::RegionIsolate, 10_000);
+            r.isolated_region = Some("east".into());
+            r.fenced_ms = fenced_ms;
+            r.lease_taken_ms = Some(17_000);
+            r
+        };
+        let fenced_first = judge(&[isolated(Some(14_700))], &[], &[], &[], &[], true);
+        assert_eq!(fenced_first[0].fenced_before_taken, Some(true));
+        assert_eq!(fenced_first[0].fence_lead_s, Some(2.3));
+        assert!(fenced_first[0].passed());
+        for late_or_never in [Some(17_500), None] {
+            let v = judge(&[isolated(late_or_never)], &[], &[], &[], &[], true);
+            assert_eq!(v[0].fenced_before_taken, Some(false));
+            assert!(!v[0].passed());
+            assert!(!Summary::of(&v).passed());
+        }
+        // Other faults carry no fence verdict.
+        let other = judge(
+            &[run(0, Fault::RegionDown, 10_000)],
+            &[],
+            &[],
+            &[],
+            &[],
+            true,
+        );
+        assert_eq!(other[0].fenced_before_taken, None);
     }
 
     #[test]
