@@ -151,9 +151,13 @@ spec:
           resources: {requests: {cpu: 50m, memory: 128Mi}, limits: {memory: 384Mi}}
 EOF
   done
-  local failover="{automatic: true, probePeriod: 5s, failureThreshold: 3, leaseDuration: 15s, maxSyncAge: 30s}"
+  # Two regions fail over by themselves only with a witness: the coordination plane's third
+  # etcd member, `witness` on the local stack (e2e/stack/coordination.sh).
+  local witness=""
+  ((${#REGIONS[@]} >= 3)) || witness=", witness: witness"
+  local failover="{automatic: true, probePeriod: 5s, failureThreshold: 3, leaseDuration: 15s, maxSyncAge: 30s$witness}"
   [[ "${FAILOVER:-example}" != tight ]] ||
-    failover="{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 6s, maxSyncAge: 30s}"
+    failover="{automatic: true, probePeriod: 1s, failureThreshold: 2, leaseDuration: 6s, maxSyncAge: 30s$witness}"
   cat <<EOF
 ---
 apiVersion: tributary.dev/v1alpha1
