@@ -35,7 +35,7 @@ use failover_support::*;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use tributary_api::ConsumerGroupFailover;
 use tributary_e2e::coordination::Process;
 use tributary_e2e::per_region::PerRegion;
@@ -205,7 +205,7 @@ async fn per_region_operators_fail_over_fence_and_switch_through_the_shared_leas
     ))
     .catch_unwind()
     .await;
-    if let Err(panic) = outcome {
+    if outcome.is_err() {
         for r in &regions {
             eprintln!(
                 "===== {}'s operator (last 60 lines) =====\n{}",
@@ -214,6 +214,25 @@ async fn per_region_operators_fail_over_fence_and_switch_through_the_shared_leas
             );
         }
         let _ = stack.try_stack_command(&["region-heal", &west]);
+    }
+    // The run's objects go while the operators still run (they hold the streams' finalizers):
+    // a later operator that watches every namespace must not find them.
+    for r in &regions {
+        let namespaces: Api<Namespace> = Api::all(r.client.clone());
+        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+        let gone = async {
+            while namespaces.get_opt(&ns).await.ok().flatten().is_some() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(60), gone)
+            .await
+            .is_err()
+        {
+            eprintln!("namespace {ns} in {} still terminating after 60s", r.name);
+        }
+    }
+    if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
 }
