@@ -18,7 +18,7 @@
 #   exactly-once (issue 13):  vs_ceiling >= 0.8, p99_ms <= 250
 #
 # Environment: BENCH_RECORDS_1K (default 8000000), BENCH_RECORDS_100B (default 24000000),
-# BENCH_LATENCY_SECONDS (10), BENCH_PORT (39092; uses PORT and PORT+100),
+# BENCH_LATENCY_SECONDS (10), BENCH_COPY_TIMEOUT (1200 s per copy), BENCH_PORT (39092; uses PORT and PORT+100),
 # BENCH_STATE_DIR (default /tmp/tributary-bench; deleted at the end unless BENCH_KEEP=1),
 # CARGO_TARGET_DIR (where the release build goes; default <repo>/target),
 # BENCH_SYSTEMS (default "at-least-once exactly-once mm2 mm2-eos"; fewer for a quick look:
@@ -86,7 +86,7 @@ perf() { # BOOTSTRAP TOPIC RECORDS SIZE RATE -> prints the summary line
 # Watches DEST_TOPIC until RECORDS are there; records the window and CPU of PID.
 measure_copy() { # NAME SIZE RECORDS DEST_TOPIC PID
   local name=$1 size=$2 records=$3 dest=$4 pid=$5 line
-  line="$("$PROBE" ends --bootstrap "$DST" --topic "$dest" --target "$records" --pid "$pid" --clk-tck "$CLK_TCK" --timeout 1200)"
+  line="$("$PROBE" ends --bootstrap "$DST" --topic "$dest" --target "$records" --pid "$pid" --clk-tck "$CLK_TCK" --timeout "${BENCH_COPY_TIMEOUT:-1200}")"
   log "$name/$size: $line"
   echo "system=$name size=$size records=$records $line" >>"$OUT/copy.result"
 }
@@ -132,7 +132,8 @@ run_mm2() { # NAME SIZE RECORDS   NAME: mm2 (at-least-once) or mm2-eos (exactly-
     # KIP-618 (dedicated mode since Kafka 3.5): transactional source tasks on the target,
     # a read_committed source consumer; one transaction per 100 ms like ours.
     eos_props="exactly.once.source.support = enabled
-$alias->dst.exactly.once.support = required
+dst.exactly.once.source.support = enabled
+$alias->dst.exactly.once.support = requested
 $alias->dst.transaction.boundary = interval
 $alias->dst.transaction.boundary.interval.ms = ${BENCH_MM2_TXN_MS:-100}
 $alias.consumer.isolation.level = read_committed"

@@ -68,11 +68,28 @@ fn a_resumed_older_instance_is_fenced_and_read_committed_sees_each_record_once()
         std::thread::sleep(Duration::from_millis(250));
     }
     first.resume();
-    wait_for(
-        "the first instance to be fenced",
-        Duration::from_secs(60),
-        || first.metric_sum("tributary_replicator_errors_total{category=\"Fenced\"}") >= 1.0,
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while first.metric_sum("tributary_replicator_errors_total{category=\"Fenced\"}") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first instance was not fenced:\n--- first\n{}\n--- second\n{}",
+            first
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            second
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     // It backs off 30 s before it would fence the second back; stop it there.
     first.kill9();
     for producer in producers {

@@ -26,6 +26,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
@@ -399,6 +400,28 @@ impl Session<'_> {
         }
         tx.open = false;
         tx.jobs = None;
+    }
+}
+
+impl Session<'_> {
+    /// A producer of the route fenced by another instance (librdkafka's fatal error):
+    /// what the session's error is then, whatever call saw it first (a produce or a
+    /// delivery report only says that the producer failed fatally).
+    pub(super) fn fenced(&self) -> Option<KafkaError> {
+        let tx = self.transactions.as_ref()?;
+        tx.producers.iter().find_map(|producer| {
+            let (code, reason) = producer.client().fatal_error()?;
+            matches!(
+                code,
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+            .then(|| KafkaError::Fenced {
+                cluster: self.cfg().dest.name.clone(),
+                detail: format!("{code:?}: {reason}"),
+            })
+        })
     }
 }
 

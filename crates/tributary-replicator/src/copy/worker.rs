@@ -189,7 +189,9 @@ impl RouteReplicator {
             session_stop,
         };
         session.fault.at_session_start(&session.consumer);
-        let end = session.copy(source_admin, topics);
+        let end = session
+            .copy(source_admin, topics)
+            .map_err(|e| session.fenced().unwrap_or(e));
         if session.consumer_stalled {
             // Closing a stalled consumer waits for its coordinator (its final automatic
             // commit), which can take minutes: it is closed on a thread of its own, once the
