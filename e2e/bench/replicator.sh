@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench-replicator`: our replicator (at-least-once and exactly-once) vs MirrorMaker 2
-# (dedicated mode, tuned) vs the destination's ingest ceiling (producer-perf-test), on the
-# same two loopback Kafka clusters and the same data: 16 partitions, 1 KiB and 100 B records.
+# (dedicated mode, tuned; plain and with exactly-once, KIP-618) vs the destination's ingest
+# ceiling (producer-perf-test), on the same two loopback Kafka clusters and the same data:
+# 16 partitions, 1 KiB and 100 B records.
 #
 # Per system and record size: records/s, MB/s and CPU-seconds per GB over the copy window
 # (first record landed → last record landed; process CPU from /proc, so start-up is not
@@ -9,13 +10,19 @@
 # (destination read time − source timestamp, which every system keeps).
 #
 # Ends with one line per delivery mode:
-#   replicator-bench: vs_mm2_per_cpu=<x.xx> vs_ceiling=<y.yy> p99_ms=<z> mode=<mode>
-# vs_mm2_per_cpu = MM2's CPU-s/GB ÷ ours (over both sizes); vs_ceiling = our MB/s ÷ the
-# ceiling's MB/s (the worse size); p99_ms = the worse size.
+#   replicator-bench: vs_mm2_per_cpu=<x.xx> vs_ceiling=<y.yy> p99_ms=<z> mode=<mode> vs=<mm2 run>
+# vs_mm2_per_cpu = MM2's CPU-s/GB ÷ ours (over both sizes; at-least-once against plain MM2,
+# exactly-once against MM2 with exactly-once); vs_ceiling = our MB/s ÷ the ceiling's MB/s
+# (the worse size); p99_ms = the worse size. Exits 1 when a goal is missed:
+#   at-least-once (issue 4):  vs_ceiling >= 0.8, vs_mm2_per_cpu >= 2, p99_ms <= 250
+#   exactly-once (issue 13):  vs_ceiling >= 0.8, p99_ms <= 250
 #
 # Environment: BENCH_RECORDS_1K (default 8000000), BENCH_RECORDS_100B (default 24000000),
-# BENCH_LATENCY_SECONDS (10), BENCH_PORT (39092; uses PORT and PORT+100),
-# BENCH_STATE_DIR (default /tmp/tributary-bench; deleted at the end unless BENCH_KEEP=1).
+# BENCH_LATENCY_SECONDS (10), BENCH_COPY_TIMEOUT (1200 s per copy), BENCH_PORT (39092; uses PORT and PORT+100),
+# BENCH_STATE_DIR (default /tmp/tributary-bench; deleted at the end unless BENCH_KEEP=1),
+# CARGO_TARGET_DIR (where the release build goes; default <repo>/target),
+# BENCH_SYSTEMS (default "at-least-once exactly-once mm2 mm2-eos"; fewer for a quick look:
+# the goals of a mode are checked only when it and its MM2 run are in the list).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -25,6 +32,7 @@ cd "$REPO"
 : "${BENCH_LATENCY_SECONDS:=10}"
 : "${BENCH_PORT:=39092}"
 : "${BENCH_STATE_DIR:=/tmp/tributary-bench}"
+: "${BENCH_SYSTEMS:=at-least-once exactly-once mm2 mm2-eos}"
 export TRIBUTARY_STATE_DIR="$BENCH_STATE_DIR"
 export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}"
 # Copies are only counted, never read back: let the brokers delete them as they go (64 MiB
@@ -57,8 +65,9 @@ trap cleanup EXIT
 
 log "building (release)"
 cargo build -q --release -p tributary-replicator --bin tributary-replicate --example bench_probe
-BIN="$REPO/target/release/tributary-replicate"
-PROBE="$REPO/target/release/examples/bench_probe"
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+BIN="$TARGET/release/tributary-replicate"
+PROBE="$TARGET/release/examples/bench_probe"
 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.result
@@ -77,7 +86,7 @@ perf() { # BOOTSTRAP TOPIC RECORDS SIZE RATE -> prints the summary line
 # Watches DEST_TOPIC until RECORDS are there; records the window and CPU of PID.
 measure_copy() { # NAME SIZE RECORDS DEST_TOPIC PID
   local name=$1 size=$2 records=$3 dest=$4 pid=$5 line
-  line="$("$PROBE" ends --bootstrap "$DST" --topic "$dest" --target "$records" --pid "$pid" --clk-tck "$CLK_TCK" --timeout 1200)"
+  line="$("$PROBE" ends --bootstrap "$DST" --topic "$dest" --target "$records" --pid "$pid" --clk-tck "$CLK_TCK" --timeout "${BENCH_COPY_TIMEOUT:-1200}")"
   log "$name/$size: $line"
   echo "system=$name size=$size records=$records $line" >>"$OUT/copy.result"
 }
@@ -114,17 +123,31 @@ run_ours() { # MODE SIZE RECORDS
   kill -TERM "$pid"; wait "$pid" || true
 }
 
-run_mm2() { # SIZE RECORDS
-  local size=$1 records=$2 cfg="$OUT/mm2-$size.properties" pid=""
-  topic "$SRC" "lat-mm2-$size"
+run_mm2() { # NAME SIZE RECORDS   NAME: mm2 (at-least-once) or mm2-eos (exactly-once, KIP-618)
+  local name=$1 size=$2 records=$3 cfg="$OUT/$1-$2.properties" pid="" alias eos_props=""
+  # Its own source alias per run: the alias prefixes the copies' topics and names MM2's
+  # internal topics, so the two runs do not share a destination topic or connector state.
+  alias=$([[ $name == mm2-eos ]] && echo srceos || echo src)
+  if [[ $name == mm2-eos ]]; then
+    # KIP-618 (dedicated mode since Kafka 3.5): transactional source tasks on the target,
+    # a read_committed source consumer; one transaction per 100 ms like ours.
+    eos_props="exactly.once.source.support = enabled
+dst.exactly.once.source.support = enabled
+$alias->dst.exactly.once.support = requested
+$alias->dst.transaction.boundary = interval
+$alias->dst.transaction.boundary.interval.ms = ${BENCH_MM2_TXN_MS:-100}
+$alias.consumer.isolation.level = read_committed"
+  fi
+  topic "$SRC" "lat-$name-$size"
   # Tuned per the high-volume guidance: big batches, linger, big fetches, more tasks.
   cat >"$cfg" <<EOF
-clusters = src, dst
-src.bootstrap.servers = $SRC
+clusters = $alias, dst
+$alias.bootstrap.servers = $SRC
 dst.bootstrap.servers = $DST
-src->dst.enabled = true
-dst->src.enabled = false
-src->dst.topics = bench-$size|lat-mm2-$size
+$alias->dst.enabled = true
+dst->$alias.enabled = false
+$alias->dst.topics = bench-$size|lat-$name-$size
+$eos_props
 tasks.max = 4
 replication.factor = 1
 checkpoints.topic.replication.factor = 1
@@ -140,13 +163,13 @@ dst.producer.linger.ms = 5
 dst.producer.compression.type = none
 dst.producer.acks = all
 dst.producer.buffer.memory = 134217728
-src.consumer.fetch.min.bytes = 1048576
-src.consumer.fetch.max.wait.ms = 100
-src.consumer.max.partition.fetch.bytes = 4194304
-src.consumer.fetch.max.bytes = 67108864
-src.consumer.max.poll.records = 5000
+$alias.consumer.fetch.min.bytes = 1048576
+$alias.consumer.fetch.max.wait.ms = 100
+$alias.consumer.max.partition.fetch.bytes = 4194304
+$alias.consumer.fetch.max.bytes = 67108864
+$alias.consumer.max.poll.records = 5000
 EOF
-  KAFKA_TOOL_HEAP_OPTS="-Xms1g -Xmx1g" kafka_mm2 "$cfg" >"$OUT/mm2-$size.log" 2>&1 &
+  KAFKA_TOOL_HEAP_OPTS="-Xms1g -Xmx1g" kafka_mm2 "$cfg" >"$OUT/$name-$size.log" 2>&1 &
   local shell_pid=$!
   PIDS+=("$shell_pid")
   for _ in $(seq 1 100); do
@@ -154,10 +177,10 @@ EOF
     [[ -n "$pid" ]] && break
     sleep 0.1
   done
-  [[ -n "$pid" ]] || { log "MirrorMaker 2 did not start (see $OUT/mm2-$size.log)"; return 1; }
+  [[ -n "$pid" ]] || { log "MirrorMaker 2 did not start (see $OUT/$name-$size.log)"; return 1; }
   PIDS+=("$pid")
-  measure_copy mm2 "$size" "$records" "src.bench-$size" "$pid"
-  measure_latency mm2 "$size" "lat-mm2-$size" "src.lat-mm2-$size"
+  measure_copy "$name" "$size" "$records" "$alias.bench-$size" "$pid"
+  measure_latency "$name" "$size" "lat-$name-$size" "$alias.lat-$name-$size"
   kill -TERM "$pid"; wait "$shell_pid" || true
 }
 
@@ -170,9 +193,13 @@ for spec in "1024:$BENCH_RECORDS_1K" "100:$BENCH_RECORDS_100B"; do
   line="$(perf "$DST" "ceiling-$size" "$records" "$size" -1)"
   log "ceiling: $line"
   echo "system=ceiling size=$size records=$records $line" >>"$OUT/copy.result"
-  run_ours at-least-once "$size" "$records"
-  run_ours exactly-once "$size" "$records"
-  run_mm2 "$size" "$records"
+  for system in $BENCH_SYSTEMS; do
+    case $system in
+      at-least-once|exactly-once) run_ours "$system" "$size" "$records" ;;
+      mm2|mm2-eos) run_mm2 "$system" "$size" "$records" ;;
+      *) log "unknown system in BENCH_SYSTEMS: $system"; exit 2 ;;
+    esac
+  done
 done
 
 python3 - "$OUT" <<'PY'
@@ -205,10 +232,36 @@ for (system, size), r in sorted(copy.items(), key=lambda kv: (-kv[0][1], kv[0][0
     print(f"| {system} | {size} B | {r['rps']:,.0f} | {r['mbps']:.1f} | {cpu} | {p50} | {p99} |")
 print()
 sizes = sorted({s for (_, s) in copy})
-for mode in ("at-least-once", "exactly-once"):
-    ours_cpu = sum(copy[(mode, s)]["cpu"] for s in sizes) / sum(copy[(mode, s)]["gb"] for s in sizes)
-    mm2_cpu = sum(copy[("mm2", s)]["cpu"] for s in sizes) / sum(copy[("mm2", s)]["gb"] for s in sizes)
-    vs_ceiling = min(copy[(mode, s)]["mbps"] / copy[("ceiling", s)]["mbps"] for s in sizes)
+# (mode, the MM2 run it is compared with, its goals: min vs_ceiling, min vs_mm2_per_cpu, max p99)
+goals = [("at-least-once", "mm2", 0.8, 2.0, 250), ("exactly-once", "mm2-eos", 0.8, None, 250)]
+missed = []
+ran = {system for (system, _) in copy}
+for mode, anchor, min_ceiling, min_vs_mm2, max_p99 in goals:
+    if mode not in ran:
+        continue
+    ratios = {s: copy[(mode, s)]["mbps"] / copy[("ceiling", s)]["mbps"] for s in sizes}
+    vs_ceiling = min(ratios.values())
     p99 = max(lat[(mode, s)][1] for s in sizes)
-    print(f"replicator-bench: vs_mm2_per_cpu={mm2_cpu / ours_cpu:.2f} vs_ceiling={vs_ceiling:.2f} p99_ms={p99} mode={mode}")
+    line = f"vs_ceiling={vs_ceiling:.2f} p99_ms={p99} mode={mode}"
+    vs_mm2 = None
+    if anchor in ran:
+        ours_cpu = sum(copy[(mode, s)]["cpu"] for s in sizes) / sum(copy[(mode, s)]["gb"] for s in sizes)
+        mm2_cpu = sum(copy[(anchor, s)]["cpu"] for s in sizes) / sum(copy[(anchor, s)]["gb"] for s in sizes)
+        vs_mm2 = mm2_cpu / ours_cpu
+        line = f"vs_mm2_per_cpu={vs_mm2:.2f} {line} vs={anchor}"
+    per_size = " ".join(f"vs_ceiling_{s}B={r:.2f}" for s, r in sorted(ratios.items()))
+    print(f"replicator-bench: {line} {per_size}")
+    if vs_ceiling < min_ceiling:
+        missed.append(f"{mode}: vs_ceiling {vs_ceiling:.2f} < {min_ceiling}")
+    if min_vs_mm2 is not None and vs_mm2 is not None and vs_mm2 < min_vs_mm2:
+        missed.append(f"{mode}: vs_mm2_per_cpu {vs_mm2:.2f} < {min_vs_mm2}")
+    if p99 > max_p99:
+        missed.append(f"{mode}: p99_ms {p99} > {max_p99}")
+for m in missed:
+    print(f"replicator-bench: goal missed: {m}")
+if missed:
+    sys.exit(1)
+if not all(m in ran and a in ran for m, a, *_ in goals):
+    print("replicator-bench: not every system ran (BENCH_SYSTEMS): the goals are not all checked")
+    sys.exit(2)
 PY

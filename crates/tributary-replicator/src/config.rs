@@ -208,10 +208,14 @@ impl RouteConfig {
         format!("tributary.route.{}", self.name)
     }
 
-    /// The transactional id of an exactly-once route: one per route (exactly-once runs one
-    /// copy worker), so a second instance of the route fences every partition of the first.
-    pub fn transactional_id(&self) -> String {
-        format!("tributary.route.{}", self.name)
+    /// The two transactional ids of an exactly-once route (its transactions alternate
+    /// between them, one committing while the other collects records). Both belong to the
+    /// route, not to a worker or a partition set (exactly-once runs one copy worker), so a
+    /// second instance of the route fences every partition of the first. The first is the
+    /// route's id before there were two, so an instance of an older version is fenced too.
+    pub fn transactional_ids(&self) -> [String; 2] {
+        let id = format!("tributary.route.{}", self.name);
+        [id.clone(), format!("{id}.1")]
     }
 
     pub fn from_args(args: &ReplicateArgs) -> anyhow::Result<Self> {
@@ -368,7 +372,10 @@ mod tests {
             "tributary.route.team-a-east-to-west-365af9a2ac"
         );
         assert_ne!(a.group_id(), b.group_id());
-        assert_eq!(a.transactional_id(), a.group_id());
+        assert_eq!(
+            a.transactional_ids(),
+            [a.group_id(), format!("{}.1", a.group_id())]
+        );
         Ok(())
     }
 

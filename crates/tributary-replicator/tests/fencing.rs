@@ -1,7 +1,8 @@
 //! Two live instances of one exactly-once route (issue 13, defect 10): the first is paused
 //! (SIGSTOP) mid-stream, a second starts and takes over, then the first resumes. The first
 //! must be fenced — it writes nothing more that a `read_committed` reader sees — and that
-//! reader sees every source record exactly once.
+//! reader sees every source record exactly once. And a failed transaction commit: the
+//! later transaction is aborted and the copy resumes from the last committed position.
 
 mod common;
 
@@ -67,32 +68,59 @@ fn a_resumed_older_instance_is_fenced_and_read_committed_sees_each_record_once()
         std::thread::sleep(Duration::from_millis(250));
     }
     first.resume();
-    wait_for(
-        "the first instance to be fenced",
-        Duration::from_secs(60),
-        || first.metric_sum("tributary_replicator_errors_total{category=\"Fenced\"}") >= 1.0,
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while first.metric_sum("tributary_replicator_errors_total{category=\"Fenced\"}") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first instance was not fenced:\n--- first\n{}\n--- second\n{}",
+            first
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            second
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     // It backs off 30 s before it would fence the second back; stop it there.
     first.kill9();
     for producer in producers {
         let _ = producer.join();
     }
     let source_ends = end_offsets(&east, &topic);
-    wait_for(
-        "the second instance to copy everything",
-        Duration::from_secs(120),
-        || {
-            let committed = read_all(&west, &dest_topic, true);
-            source_ends.iter().all(|(p, end)| {
-                committed
-                    .get(p)
-                    .and_then(|r| r.iter().filter_map(Read::source_offset).max())
-                    .is_some_and(|max| max + 1 >= *end)
-            })
-        },
+    wait_until_committed(&west, &dest_topic, &source_ends);
+    assert_each_record_once_in_order(&west, &dest_topic, &source_ends);
+    assert!(
+        first.log().to_lowercase().contains("fenced"),
+        "the first instance says it was fenced:\n{}",
+        first
+            .log()
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let committed = read_all(&west, &dest_topic, true);
-    for (p, end) in &source_ends {
+    Ok(())
+}
+
+/// What a `read_committed` reader of `dest_topic` sees: every source offset below the
+/// source's end, once, in order.
+fn assert_each_record_once_in_order(
+    west: &str,
+    dest_topic: &str,
+    source_ends: &BTreeMap<i32, i64>,
+) {
+    let committed = read_all(west, dest_topic, true);
+    for (p, end) in source_ends {
         let seen: Vec<i64> = committed[p]
             .iter()
             .filter_map(Read::source_offset)
@@ -111,17 +139,91 @@ fn a_resumed_older_instance_is_fenced_and_read_committed_sees_each_record_once()
             (0..*end).collect::<Vec<_>>(),
             "partition {p}: every source record exactly once"
         );
+        assert_eq!(
+            seen,
+            (0..*end).collect::<Vec<_>>(),
+            "partition {p}: in source order"
+        );
     }
+}
+
+/// Waits until a `read_committed` reader of `dest_topic` reaches every source end.
+fn wait_until_committed(west: &str, dest_topic: &str, source_ends: &BTreeMap<i32, i64>) {
+    wait_for(
+        "the route to copy everything",
+        Duration::from_secs(120),
+        || {
+            let committed = read_all(west, dest_topic, true);
+            source_ends.iter().all(|(p, end)| {
+                committed
+                    .get(p)
+                    .and_then(|r| r.iter().filter_map(Read::source_offset).max())
+                    .is_some_and(|max| max + 1 >= *end)
+            })
+        },
+    );
+}
+
+/// A transaction commit fails (test fault `fail-commit`, after the copy loop went on into
+/// the next transaction on the route's other producer): that later transaction is aborted,
+/// the session restarts from the last committed position, and a `read_committed` reader
+/// sees every record once, in order — nothing skipped past the failed transaction, nothing
+/// of it or of the later one visible twice.
+#[test]
+fn a_failed_commit_aborts_the_later_transaction_and_read_committed_sees_each_record_once()
+-> TestResult {
+    let Some((east, west, _)) = stack(
+        "a_failed_commit_aborts_the_later_transaction_and_read_committed_sees_each_record_once",
+    ) else {
+        return Ok(());
+    };
+    let topic = unique("failcommit");
+    let dest_topic = format!("{TEST_REGION}.{topic}");
+    let partitions = 2;
+    create_topic(&east, &topic, partitions);
+    let (route, checkpoint_topic) = (unique("failcommit"), unique("checkpoints"));
+    let spec = RouteSpec {
+        route: &route,
+        source_region: TEST_REGION,
+        dest_region: "west",
+        source: &east,
+        dest: &west,
+        topics: &topic,
+        naming: "prefixed",
+        delivery: "exactly-once",
+        checkpoint_topic: &checkpoint_topic,
+        workers: 1,
+    };
+    // Records flow before, during and after the failed commit (~6 s).
+    let per_partition = 3000;
+    let producers: Vec<_> = (0..partitions as i32)
+        .map(|p| {
+            let (east, topic) = (east.clone(), topic.clone());
+            std::thread::spawn(move || produce(&east, &topic, p, "live", per_partition, 50, 500))
+        })
+        .collect();
+    let replicator =
+        Replicator::start_with_env(&spec, &[], &[("TRIBUTARY_TEST_FAULT", "fail-commit:10")]);
+    wait_for(
+        "the failed commit to end the session",
+        Duration::from_secs(60),
+        || replicator.metric_sum("tributary_replicator_errors_total{category=\"Kafka\"}") >= 1.0,
+    );
+    for producer in producers {
+        let _ = producer.join();
+    }
+    let source_ends = end_offsets(&east, &topic);
+    wait_until_committed(&west, &dest_topic, &source_ends);
+    assert_each_record_once_in_order(&west, &dest_topic, &source_ends);
+    let log = replicator.log();
     assert!(
-        first.log().to_lowercase().contains("fenced"),
-        "the first instance says it was fenced:\n{}",
-        first
-            .log()
-            .lines()
-            .rev()
-            .take(10)
-            .collect::<Vec<_>>()
-            .join("\n")
+        log.contains("test fault: transaction commit") && log.contains("copy session failed"),
+        "the commit failed and the session restarted:\n{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        replicator.metric_sum("tributary_replicator_transactions_total") >= 10.0,
+        "transactions committed after the restart"
     );
     Ok(())
 }

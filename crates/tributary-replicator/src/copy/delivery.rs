@@ -1,22 +1,22 @@
 //! What the destination acknowledged, and the position that follows from it: the delivery
-//! ledger, at-least-once commits to the source, exactly-once transactions.
+//! ledger (both modes) and at-least-once's commits to the source. Exactly-once's
+//! transactions are in `transactions`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 use tributary_kafka::{KafkaError, classify};
 
-use crate::config::Delivery;
 use crate::http::Health;
 
 use super::clients::forward_log;
@@ -24,9 +24,12 @@ use super::session::Session;
 use super::{REQUEST_TIMEOUT, RouteReplicator, now_ms};
 
 impl RouteReplicator {
+    /// The destination producer; exactly-once: transactional, with `transactional_id`
+    /// (one of `RouteConfig::transactional_ids`).
     pub(super) fn create_producer(
         &self,
         ledger: Arc<DeliveryLedger>,
+        transactional_id: Option<&str>,
     ) -> Result<RouteProducer, KafkaError> {
         let cfg = &self.config;
         let mut config = cfg.dest.client_config()?;
@@ -52,9 +55,9 @@ impl RouteReplicator {
             // `send_offsets_to_transaction`, and a SIGTERM, past the pod's grace period.
             config.set("socket.timeout.ms", REQUEST_TIMEOUT.as_millis().to_string());
         }
-        if cfg.delivery == Delivery::ExactlyOnce {
+        if let Some(id) = transactional_id {
             config
-                .set("transactional.id", cfg.transactional_id())
+                .set("transactional.id", id)
                 .set("transaction.timeout.ms", "60000");
         }
         config
@@ -230,12 +233,6 @@ impl Session<'_> {
         }
     }
 
-    pub(super) fn position_moved(&self) -> bool {
-        self.slots
-            .iter()
-            .any(|s| s.owned && s.next_offset > s.committed)
-    }
-
     /// ALO: commits, per partition, the position after the last acknowledged record (or
     /// the consumed position when nothing is in flight): `Async` stores it for the
     /// automatic commit, `Sync` (the drain) commits it and waits.
@@ -306,68 +303,5 @@ impl Session<'_> {
                 }
             }
         }
-    }
-
-    /// EOS: the position joins the open transaction, which then commits; checkpoints may
-    /// name what it contained only afterwards. Within `timeout`.
-    pub(super) fn commit_transaction(&mut self, timeout: Duration) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + timeout;
-        let dest = self.replicator.config.dest.name.clone();
-        let mut list = TopicPartitionList::new();
-        for slot in self.slots.iter().filter(|s| s.owned) {
-            if slot.next_offset > slot.committed
-                || (self.refresh_positions && slot.next_offset >= 0)
-            {
-                let route = &self.routes[slot.route];
-                list.add_partition_offset(
-                    &route.dest,
-                    slot.partition,
-                    Offset::Offset(slot.next_offset),
-                )
-                .map_err(|e| classify(&dest, "committing", None, e))?;
-            }
-        }
-        let group = self
-            .dest_group
-            .as_ref()
-            .and_then(|c| c.group_metadata())
-            .ok_or_else(|| KafkaError::Config {
-                cluster: dest.clone(),
-                detail: "no consumer group metadata for the transaction".into(),
-            })?;
-        if list.count() > 0 {
-            self.producer
-                .send_offsets_to_transaction(&list, &group, timeout)
-                .map_err(|e| classify(&dest, "adding the position to the transaction", None, e))?;
-        }
-        self.producer
-            .commit_transaction(deadline.saturating_duration_since(Instant::now()))
-            .map_err(|e| classify(&dest, "committing a transaction", None, e))?;
-        self.replicator.health.metrics.transactions.inc();
-        self.refresh_positions = false;
-        // Every record of the transaction is acknowledged now; serve their reports.
-        loop {
-            serve_deliveries(&self.producer, &self.ledger);
-            let mut state = self.ledger.lock();
-            if let Some(failure) = state.failure.take() {
-                return Err(failure);
-            }
-            if state
-                .slots
-                .iter()
-                .zip(&self.slots)
-                .all(|(a, s)| a.delivered >= s.produced)
-            {
-                break;
-            }
-            drop(state);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let acked = self.ledger.lock().slots.clone();
-        for (slot, a) in self.slots.iter_mut().zip(acked) {
-            slot.durable = a;
-            slot.committed = slot.committed.max(slot.next_offset);
-        }
-        Ok(())
     }
 }

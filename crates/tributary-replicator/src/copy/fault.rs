@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `pause-fetch` tripped in this process: later sessions pause from their start.
 static FETCH_PAUSED: AtomicBool = AtomicBool::new(false);
+/// `fail-commit` tripped in this process (it fails one commit, not one per session).
+static COMMIT_FAILED: AtomicBool = AtomicBool::new(false);
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,11 +17,14 @@ use super::clients::LoggingContext;
 /// real clusters do rarely: `pause-fetch:N` stops fetching after N records, and every later
 /// session's consumer from its start, as a process whose consumers never regain their fetch
 /// (issue 13, the stall after a region came back); `wedge:N` blocks the copy thread after N
-/// records until SIGTERM.
+/// records until SIGTERM; `fail-commit:N` makes the Nth exactly-once transaction commit of
+/// the process fail (aborted on the commit thread after 300 ms, while the copy loop fills
+/// the next transaction).
 #[derive(Default)]
 pub(super) struct TestFault {
     pub(super) pause_fetch_after: Option<u64>,
     pub(super) wedge_after: Option<u64>,
+    pub(super) fail_commit: Option<u64>,
     pub(super) records: u64,
 }
 
@@ -37,8 +42,14 @@ impl TestFault {
         Self {
             pause_fetch_after: after("pause-fetch"),
             wedge_after: after("wedge"),
+            fail_commit: after("fail-commit"),
             records: 0,
         }
+    }
+
+    /// Whether commit number `commit` (1-based, this session's) is the one to fail.
+    pub(super) fn fails_commit(fail_commit: Option<u64>, commit: u64) -> bool {
+        fail_commit.is_some_and(|n| commit >= n) && !COMMIT_FAILED.swap(true, Ordering::Relaxed)
     }
 
     /// At a session's start, once its consumer is assigned.

@@ -8,15 +8,17 @@
 //!   `tributary.route.<route>` only for records the destination acknowledged.
 //! - `ExactlyOnce`: data and position are committed in one transaction on the
 //!   *destination* cluster (group `tributary.route.<route>` there, keyed by the destination
-//!   topic, which exists there whatever the naming), and read back from it on start.
+//!   topic, which exists there whatever the naming), and read back from it on start; the
+//!   transactions alternate between the route's two transactional producers, so copying
+//!   goes on while one commits (`transactions`).
 //! - Checkpoints come from delivery reports (the exact destination offset of a source
 //!   offset) and only name records that are durable (acknowledged, or committed in EOS).
 //!
 //! One concept per module: `topics` (what to copy, destination topics), `worker` (a
 //! session's worker: clients, partition share), `start` (where each partition starts),
 //! `session` (the copy loop, one record at a time), `delivery` (acknowledgements and
-//! positions: at-least-once commits to the source, exactly-once transactions on the
-//! destination), `checkpoints`, `progress` (lag, stall detection, metrics), `probe`
+//! positions, at-least-once commits to the source), `transactions` (exactly-once: what
+//! becomes of a batch, the two producers, the commit thread), `checkpoints`, `progress` (lag, stall detection, metrics), `probe`
 //! (end-offset reads off the copy thread), `slot` (per-partition state), `clients`
 //! (librdkafka contexts and consumers), `fault` (test faults).
 
@@ -30,6 +32,7 @@ mod session;
 mod slot;
 mod start;
 mod topics;
+mod transactions;
 mod worker;
 
 use std::sync::Arc;
@@ -203,8 +206,8 @@ impl RouteReplicator {
             ],
         }))?;
 
-        // 2. Copy workers: partition sets copied in parallel, each with its own clients
-        // (and transactional id). They start and stop together, so a partition never has
+        // 2. Copy workers: partition sets copied in parallel (at-least-once only), each
+        // with its own clients. They start and stop together, so a partition never has
         // two writers: one ending (error, topic change) drains the others first.
         let total_partitions: usize = topics.values().sum();
         let workers = cfg.workers.clamp(1, total_partitions.max(1));

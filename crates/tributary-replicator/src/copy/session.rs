@@ -22,10 +22,8 @@ use super::fault::TestFault;
 use super::probe::FloorProbe;
 use super::slot::{Slot, TopicRoute};
 use super::topics::resolve_topics;
-use super::{
-    COMMIT_INTERVAL, REQUEST_TIMEOUT, RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL,
-    TRANSACTION_INTERVAL, UNREACHABLE_RECHECK,
-};
+use super::transactions::TransactionPipeline;
+use super::{COMMIT_INTERVAL, RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL, UNREACHABLE_RECHECK};
 
 /// What became of one source record handed to the producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +43,11 @@ pub(super) struct Session<'a> {
     pub(super) by_source: HashMap<String, usize>,
     pub(super) slots: Vec<Slot>,
     pub(super) consumer: Arc<BaseConsumer<LoggingContext>>,
-    pub(super) producer: RouteProducer,
+    /// The producer the copy loop writes into (exactly-once: the current one of the
+    /// pipeline's two).
+    pub(super) producer: Arc<RouteProducer>,
+    /// Exactly-once: the route's transactions (`None` in at-least-once).
+    pub(super) transactions: Option<TransactionPipeline>,
     pub(super) ledger: Arc<DeliveryLedger>,
     pub(super) checkpoints: CheckpointWriter,
     pub(super) dest_group: Option<BaseConsumer<LoggingContext>>,
@@ -103,9 +105,6 @@ impl Session<'_> {
         let mut last_commit = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut last_topology = Instant::now();
-        let mut in_transaction = false;
-        let mut transaction_records = 0u64;
-        let mut transaction_started = Instant::now();
         let mut stats_at = Instant::now();
         let mut last_keepalive = Instant::now();
         let keepalive = self.cfg().position_keepalive;
@@ -115,13 +114,8 @@ impl Session<'_> {
             if self.stopping() {
                 break SessionEnd::Stopped;
             }
-            if eos && !in_transaction {
-                self.producer.begin_transaction().map_err(|e| {
-                    classify(&self.cfg().dest.name, "beginning a transaction", None, e)
-                })?;
-                in_transaction = true;
-                transaction_records = 0;
-                transaction_started = Instant::now();
+            if eos {
+                self.begin_transaction_if_idle()?;
             }
             // Copy what has arrived (bounded so the bookkeeping below keeps its pace).
             let mut batch: u64 = 0;
@@ -163,7 +157,6 @@ impl Session<'_> {
                     }
                 }
             }
-            transaction_records += batch;
             serve_deliveries(&self.producer, &self.ledger);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
@@ -192,14 +185,7 @@ impl Session<'_> {
                 }
             }
             if eos {
-                if transaction_started.elapsed() >= TRANSACTION_INTERVAL {
-                    if transaction_records > 0 || self.position_moved() || self.refresh_positions {
-                        self.commit_transaction(REQUEST_TIMEOUT)?;
-                        in_transaction = false;
-                    } else {
-                        transaction_started = Instant::now();
-                    }
-                }
+                self.transaction_upkeep(batch)?;
             } else if last_commit.elapsed() >= COMMIT_INTERVAL {
                 self.commit_source_position(CommitMode::Async)?;
                 last_commit = Instant::now();
@@ -255,9 +241,7 @@ impl Session<'_> {
         self.replicator.health.progress.beat();
         info!(route = %self.cfg().name, "draining in-flight records (up to {drain:?})");
         if eos {
-            if in_transaction {
-                self.commit_transaction(drain)?;
-            }
+            self.finish_transactions(drain)?;
         } else {
             let flushed = self.producer.flush(drain);
             if let Some(failure) = self.ledger.lock().failure.take() {

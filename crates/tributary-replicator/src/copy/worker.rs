@@ -13,11 +13,12 @@ use tributary_kafka::{KafkaAdmin, KafkaError, classify};
 use crate::config::Delivery;
 
 use super::checkpoints::CheckpointWriter;
-use super::delivery::{Acked, DeliveryLedger, LedgerState};
+use super::delivery::{Acked, DeliveryLedger, LedgerState, RouteProducer};
 use super::fault::TestFault;
 use super::probe::FloorProbe;
 use super::session::Session;
 use super::slot::{Slot, TopicRoute};
+use super::transactions::TransactionPipeline;
 use super::{REQUEST_TIMEOUT, RouteReplicator, SessionEnd};
 
 /// Kafka cluster ids of the route's two clusters.
@@ -36,7 +37,31 @@ pub(super) struct WorkerShare {
     pub(super) of: usize,
 }
 
+/// The destination producers of a worker, by delivery mode.
+enum DestProducers {
+    Idempotent(RouteProducer),
+    /// The route's two, `init_transactions` done.
+    Transactional([RouteProducer; 2]),
+}
+
 impl RouteReplicator {
+    fn transactional_producer(
+        &self,
+        ledger: &Arc<DeliveryLedger>,
+        id: &str,
+    ) -> Result<RouteProducer, KafkaError> {
+        let producer = self.create_producer(ledger.clone(), Some(id))?;
+        producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
+            classify(
+                &self.config.dest.name,
+                &format!("initialising transactions (transactional id {id})"),
+                None,
+                e,
+            )
+        })?;
+        Ok(producer)
+    }
+
     /// One worker of a session: copies the partitions of its share.
     pub(super) fn worker(
         &self,
@@ -80,19 +105,26 @@ impl RouteReplicator {
             health: self.health.clone(),
             reports: std::sync::atomic::AtomicU64::new(0),
         });
-        let producer = self.create_producer(ledger.clone())?;
         let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
         let consumer = self.create_source_consumer()?;
         let eos = cfg.delivery == Delivery::ExactlyOnce;
-        let dest_group = if eos {
-            // Fences any other instance of this route and aborts its open transaction,
-            // so the position read below is final.
-            producer
-                .init_transactions(REQUEST_TIMEOUT)
-                .map_err(|e| classify(&cfg.dest.name, "initialising transactions", None, e))?;
-            Some(self.create_dest_group_consumer()?)
+        let (producers, dest_group) = if eos {
+            // Both of the route's ids: fences any other instance of this route (both its
+            // producers) and ends its open transactions, so the position read below is final.
+            let [first, second] = cfg.transactional_ids();
+            let producers = [
+                self.transactional_producer(&ledger, &first)?,
+                self.transactional_producer(&ledger, &second)?,
+            ];
+            (
+                DestProducers::Transactional(producers),
+                Some(self.create_dest_group_consumer()?),
+            )
         } else {
-            None
+            (
+                DestProducers::Idempotent(self.create_producer(ledger.clone(), None)?),
+                None,
+            )
         };
 
         // 3. Where to start.
@@ -121,6 +153,15 @@ impl RouteReplicator {
         self.health.ready.store(true, Ordering::Relaxed);
         self.health.progress.beat();
 
+        let (producer, transactions) = match producers {
+            DestProducers::Transactional(producers) => {
+                let committed = slots.iter().map(|s| s.committed).collect();
+                let fail_commit = TestFault::from_env().fail_commit;
+                let pipeline = TransactionPipeline::start(producers, committed, fail_commit)?;
+                (pipeline.current_producer(), Some(pipeline))
+            }
+            DestProducers::Idempotent(producer) => (Arc::new(producer), None),
+        };
         let mut session = Session {
             replicator: self,
             routes,
@@ -128,6 +169,7 @@ impl RouteReplicator {
             slots,
             consumer: Arc::new(consumer),
             producer,
+            transactions,
             ledger,
             checkpoints,
             dest_group,
@@ -147,7 +189,9 @@ impl RouteReplicator {
             session_stop,
         };
         session.fault.at_session_start(&session.consumer);
-        let end = session.copy(source_admin, topics);
+        let end = session
+            .copy(source_admin, topics)
+            .map_err(|e| session.fenced().unwrap_or(e));
         if session.consumer_stalled {
             // Closing a stalled consumer waits for its coordinator (its final automatic
             // commit), which can take minutes: it is closed on a thread of its own, once the
@@ -173,7 +217,7 @@ impl RouteReplicator {
             } else {
                 Duration::from_secs(5)
             };
-            let _ = session.producer.abort_transaction(abort);
+            session.abandon_transactions(abort);
         }
         end
     }
