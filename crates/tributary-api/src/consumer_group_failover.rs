@@ -184,8 +184,9 @@ pub const WITNESS_IS_A_REGION: &str =
     "failover.witness must be a third site, not one of regions[].region";
 
 impl ConsumerGroupFailoverSpec {
-    /// Why the spec's failover needs no witness, or the refusal: the same rule as the CRD's
-    /// CEL, for objects stored before it (the API server ratchets unchanged objects).
+    /// Why this spec's group must not fail over by itself (`None`: nothing refuses it): the
+    /// CRD's CEL rules on the witness, for objects stored before them (the API server
+    /// ratchets unchanged objects).
     pub fn quorum_problem(&self) -> Option<&'static str> {
         let f = &self.failover;
         if let Some(w) = &f.witness
