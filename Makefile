@@ -145,8 +145,12 @@ per-region-drill: ## On a running TOPOLOGY=per-region stack, the short drill (pa
 	  bash crates/tributary-cli/drill/per-region.sh clean; exit $$rc
 
 .PHONY: e2e
-e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack.
-	source $(ENV_FILE) && $(CARGO) test --workspace --no-fail-fast
+e2e: stack-up demo-clean ## Every test of the workspace (unit, property, e2e) against the running stack; the Kafka-only crates' tests beside the operator's (e2e/test-on-stack.sh); bench_reconcile with a 1-minute window (bench-reconcile: the full one).
+	source $(ENV_FILE) && TRIBUTARY_BENCH_WINDOW_SECS=$${TRIBUTARY_BENCH_WINDOW_SECS:-60} CARGO=$(CARGO) bash e2e/test-on-stack.sh
+
+.PHONY: bench-reconcile
+bench-reconcile: stack-up demo-clean ## The operator's steady-state cost (bench_reconcile) with its full 1-minute warm-up and 2-minute window; results in BENCHMARKS.md.
+	source $(ENV_FILE) && $(CARGO) test -p tributary-operator --test bench_reconcile -- --nocapture
 
 .PHONY: test
 test: lint check-generated monitoring-test e2e per-region-test ## Everything: lint, generated files, alert rule tests, unit and e2e tests on the real stack, then the per-region topology (TOPOLOGY=per-region) and its failover test.
