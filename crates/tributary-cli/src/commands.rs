@@ -303,8 +303,12 @@ pub async fn translate(
     let (aggregates, streams) =
         tokio::try_join!(aggregates.list(&lp), streams.list(&lp)).map_err(explain_list_error)?;
     let inputs = crate::translate::inputs(&cgf, &aggregates.items, &streams.items, to, &overrides)?;
-    let dry =
-        crate::translate::dry_run(crate::translate::sync_config(&inputs, catch_up_timeout)).await?;
+    let (from, to) = tokio::try_join!(
+        crate::translate::client_settings(&conn.client, ns, &inputs.from),
+        crate::translate::client_settings(&conn.client, ns, &inputs.to),
+    )?;
+    let cfg = crate::translate::sync_config(&inputs, from, to, catch_up_timeout);
+    let dry = crate::translate::dry_run(cfg).await?;
     let view = crate::translate::TranslateView::new(&inputs, &dry);
     let text = match output {
         OutputFormat::Json => {

@@ -26,6 +26,7 @@ use tributary_checkpoint_sync::{CheckpointSync, Mode, RoundOutcome, SyncConfig};
 use tributary_core::{
     AggregatePartition, PartitionOutcome, StandbyCommit, TopicNaming, TranslationPlan,
 };
+use tributary_connection::ResolveError;
 use tributary_kafka::ClientSettings;
 
 use crate::table::{Cell, Table};
@@ -41,8 +42,8 @@ pub struct TranslateInputs {
     pub from_region: String,
     pub to_region: String,
     pub epoch: Option<i64>,
-    pub from: ClientSettings,
-    pub to: ClientSettings,
+    pub from: AggregateConnection,
+    pub to: AggregateConnection,
     pub checkpoint_topic: String,
     pub naming: TopicNaming,
     pub sources: Vec<String>,
@@ -73,35 +74,58 @@ pub fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, Strin
     labels_ok && expressions_ok
 }
 
-/// The client settings of one aggregate cluster: its spec's bootstrap servers (or the
-/// `--bootstrap REGION=HOST:PORT` override) and properties. TLS and SASL need the Secrets'
-/// files, which this command does not fetch: refused, naming the cluster.
-fn client_settings(
+/// One aggregate cluster of the dry run as its object declares it (the `--bootstrap
+/// REGION=HOST:PORT` override applied); its Secrets are read when the dry run starts
+/// ([`client_settings`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateConnection {
+    /// `east aggregate cluster (host:port)`: names the cluster in errors.
+    pub name: String,
+    pub kafka: KafkaConnection,
+    /// `AggregateCluster east: spec.kafka`: names the object and field in Secret errors.
+    pub field: String,
+}
+
+fn aggregate_connection(
     region: &str,
     agg: &AggregateCluster,
     overrides: &BTreeMap<String, String>,
-) -> Result<ClientSettings> {
-    let kafka: &KafkaConnection = &agg.spec.kafka;
-    if kafka.tls.is_some() || kafka.sasl.is_some() {
-        bail!(
-            "AggregateCluster {} (region {region}) connects with TLS/SASL; translate reads no Secrets yet: run the dry run where the files are, `tributary checkpoint-sync --once` with the standby Job's flags, or use `kubectl tributary plan` during a move",
-            agg.name_any()
-        );
+) -> AggregateConnection {
+    let mut kafka = agg.spec.kafka.clone();
+    if let Some(bootstrap) = overrides.get(region) {
+        kafka.bootstrap_servers = bootstrap.split(',').map(str::to_string).collect();
     }
-    let bootstrap = overrides
-        .get(region)
-        .cloned()
-        .unwrap_or_else(|| kafka.bootstrap_servers.join(","));
-    let mut settings = ClientSettings::plaintext(
-        format!("{region} aggregate cluster ({bootstrap})"),
-        bootstrap,
-    );
-    settings.properties = kafka
-        .properties
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok(settings)
+    AggregateConnection {
+        name: format!(
+            "{region} aggregate cluster ({})",
+            kafka.bootstrap_servers.join(",")
+        ),
+        kafka,
+        field: format!("AggregateCluster {}: spec.kafka", agg.name_any()),
+    }
+}
+
+/// The client settings of `c`, its TLS material and SASL password read from the Secrets of
+/// `namespace` with the caller's own credentials, as the operator reads them (in memory,
+/// never shown).
+pub async fn client_settings(
+    client: &kube::Client,
+    namespace: &str,
+    c: &AggregateConnection,
+) -> Result<ClientSettings> {
+    let resolved = tributary_connection::resolve(client, namespace, c.name.clone(), &c.kafka, &c.field)
+        .await
+        .map_err(|e| match e {
+            ResolveError::Read {
+                what,
+                source: kube::Error::Api(s),
+            } if s.code == 403 => anyhow!(
+                "reading {what}: forbidden ({}); translate reads the aggregate's Secrets with your own credentials: it needs get on secrets in namespace {namespace}",
+                s.message
+            ),
+            other => anyhow!("{other}"),
+        })?;
+    Ok(resolved.client_settings())
 }
 
 /// Resolves and checks everything a dry run of moving `cgf` to `to` needs. Refuses (fails
@@ -204,8 +228,8 @@ pub fn inputs(
         from_region: from.clone(),
         to_region: to.to_string(),
         epoch: status.epoch,
-        from: client_settings(&from, a, overrides)?,
-        to: client_settings(to, b, overrides)?,
+        from: aggregate_connection(&from, a, overrides),
+        to: aggregate_connection(to, b, overrides),
         checkpoint_topic: b.spec.checkpoints.topic.clone(),
         naming: match b.spec.topic_naming {
             ApiNaming::Identity => TopicNaming::Identity,
@@ -215,10 +239,16 @@ pub fn inputs(
     })
 }
 
-/// The sync configuration of a dry run: a one-shot run (no epoch file: it commits nothing,
-/// so there is nothing to fence) reading the checkpoint topics to their end within
+/// The sync configuration of a dry run between the clusters `from` and `to` (the client
+/// settings of `i.from` and `i.to`): a one-shot run (no epoch file: it commits nothing, so
+/// there is nothing to fence) reading the checkpoint topics to their end within
 /// `catch_up_timeout`.
-pub fn sync_config(i: &TranslateInputs, catch_up_timeout: Duration) -> SyncConfig {
+pub fn sync_config(
+    i: &TranslateInputs,
+    from: ClientSettings,
+    to: ClientSettings,
+    catch_up_timeout: Duration,
+) -> SyncConfig {
     let mut topics = i.topics.clone();
     topics.sort();
     topics.dedup();
@@ -227,8 +257,8 @@ pub fn sync_config(i: &TranslateInputs, catch_up_timeout: Duration) -> SyncConfi
         topics,
         from_region: i.from_region.clone(),
         to_region: i.to_region.clone(),
-        from: i.from.clone(),
-        to: i.to.clone(),
+        from,
+        to,
         checkpoint_topic: i.checkpoint_topic.clone(),
         naming: i.naming,
         sources: i.sources.clone(),

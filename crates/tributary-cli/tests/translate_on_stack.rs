@@ -6,6 +6,7 @@
 //! -o json`, then `failover --to <standby>`, and `status.lastFailover.resumeOffsets` must equal
 //! the plan's `wouldCommit` for every partition. Also the refusals: an unknown region, an
 //! unreachable cluster, checkpoint topics not read to their end, the active region itself.
+//! And a dry run over mutual TLS and SASL/SCRAM with the aggregates' Secrets.
 //!
 //! Needs the stack (`make stack-up`); a missing stack fails the test (`TRIBUTARY_SKIP_E2E=1`
 //! skips and says so).
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 use support::operator::{ONE_OPERATOR, bootstrap, install, regions, wait_first_activation};
 use support::{Stack, run_plugin, stdout_of, wait_until};
+use tributary_e2e::kafka::create_topic;
+use tributary_e2e::secure::{SCRAM_SECRET, SecureCluster};
 
 const RECORDS_PER_REGION: u32 = 150;
 
@@ -220,6 +223,143 @@ async fn the_dry_run_plans_what_the_move_then_commits() {
             assert_eq!(
                 committed, planned,
                 "the move committed what the dry run planned"
+            );
+        })
+        .await;
+}
+
+/// Over mutual TLS and SASL/SCRAM: both regions' AggregateClusters on the stack's `secure`
+/// cluster, their connections' Secrets read by the plugin with the caller's credentials, as
+/// the operator reads them. No operator runs: the group's status is written by the test, and
+/// the group never committed, so every partition is `not_committed` — what matters is that the
+/// dry run reached both clusters through the Secrets. Then the failures: a wrong password
+/// (Kafka refuses; named, the password shown nowhere) and a reference to a missing key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_reads_the_aggregates_tls_and_sasl_secrets() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    // An operator of another test would reconcile this namespace too, and its status.
+    let _one = ONE_OPERATOR.lock().await;
+    let s = stack.clone();
+    stack
+        .in_namespace("translate-secure", move |ns| async move {
+            let stack = s;
+            let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
+            let secure = SecureCluster::from_stack();
+            let user = format!("translate-{suffix}");
+            let password = format!("pw-{suffix}-right");
+            secure.set_scram_password(&user, &password);
+            let topic = format!("orders-{suffix}");
+            let checkpoints = format!("checkpoints-{suffix}");
+            create_topic(&secure.plaintext, &topic, 2).await;
+            create_topic(&secure.plaintext, &checkpoints, 1).await;
+            let connection = secure.connection_yaml(&user);
+            let mut yaml = secure.secrets_yaml(&password);
+            for region in ["east", "west"] {
+                yaml.push_str(&format!(
+                    r#"---
+apiVersion: tributary.dev/v1alpha1
+kind: AggregateCluster
+metadata: {{name: {region}}}
+spec:
+  region: {region}
+  kafka:
+    {connection}
+  topicNaming: Identity
+  checkpoints: {{interval: 1s, topic: {checkpoints}, retention: 168h}}
+"#
+                ));
+            }
+            yaml.push_str(&format!(
+                r#"---
+apiVersion: tributary.dev/v1alpha1
+kind: ConsumerGroupFailover
+metadata: {{name: billing}}
+spec:
+  groupId: billing-{suffix}
+  topics: [{topic}]
+  mode: ActivePassive
+  regions:
+    - {{region: east, aggregateCluster: east, workloadRef: {{kind: Deployment, name: billing-east, replicas: 1}}}}
+    - {{region: west, aggregateCluster: west, workloadRef: {{kind: Deployment, name: billing-west, replicas: 1}}}}
+  failover: {{automatic: false}}
+"#
+            ));
+            tributary_e2e::apply_yaml(&stack.client, &ns, &yaml)
+                .await
+                .expect("apply");
+            stack
+                .apply_status(
+                    &ns,
+                    "ConsumerGroupFailover",
+                    "billing",
+                    "{observedGeneration: 1, activeRegion: east, epoch: 1}",
+                )
+                .await;
+
+            let shows_no_secret = |out: &std::process::Output, secrets: &[&str]| {
+                let all = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                for s in secrets {
+                    assert!(!all.contains(s), "output shows a secret {s:?}:\n{all}");
+                }
+                assert!(!all.contains("PRIVATE KEY"), "output shows the key:\n{all}");
+            };
+            let out = translate(&stack, &ns, &["--to", "west", "-o", "json"]);
+            shows_no_secret(&out, &[&password]);
+            let plan: serde_json::Value =
+                serde_json::from_str(&stdout_of(&out, "translate over TLS + SCRAM")).expect("JSON");
+            assert_eq!(plan["from"], "east");
+            assert_eq!(plan["to"], "west");
+            let parts = plan["partitions"].as_array().expect("partitions");
+            assert_eq!(parts.len(), 2, "both partitions of {topic}: {plan}");
+            assert!(
+                parts.iter().all(|p| p["status"] == "not_committed"),
+                "the group never committed: {plan}"
+            );
+
+            // Kafka refuses a wrong password: the error names the cluster, never the password.
+            let wrong = format!("pw-{suffix}-wrong");
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(stack.client.clone(), &ns);
+            secrets
+                .patch(
+                    SCRAM_SECRET,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"stringData": {"password": wrong}})),
+                )
+                .await
+                .expect("the password Secret updated");
+            let out = translate(&stack, &ns, &["--to", "west"]);
+            shows_no_secret(&out, &[&password, &wrong]);
+            refused(&out, "aggregate cluster (");
+            let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+            assert!(
+                stderr.contains("auth") || stderr.contains("sasl"),
+                "the refusal says authentication failed: {stderr}"
+            );
+
+            // A reference to a key the Secret does not have: named, field and Secret.
+            let aggregates = stack.tributary_api(&ns, "AggregateCluster", "aggregateclusters");
+            aggregates
+                .patch(
+                    "west",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!(
+                        {"spec": {"kafka": {"sasl": {"password": {"key": "nope"}}}}}
+                    )),
+                )
+                .await
+                .expect("west's AggregateCluster patched");
+            refused(
+                &translate(&stack, &ns, &["--to", "west"]),
+                &format!(
+                    "AggregateCluster west: spec.kafka.sasl.password: Secret {SCRAM_SECRET} has no key \"nope\""
+                ),
             );
         })
         .await;

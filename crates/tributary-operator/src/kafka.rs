@@ -2,44 +2,10 @@
 //! logic is tested without brokers. The real implementation speaks through `tributary-kafka`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use futures::future::BoxFuture;
 
-/// A Kafka connection with its Secret material resolved (read from Secrets by the operator,
-/// held in memory only). `Debug` never shows secret values.
-#[derive(Clone, Default, PartialEq)]
-pub struct ResolvedConnection {
-    /// A readable name for errors: `regional cluster of east (RegionalStream ns/east)`.
-    pub name: String,
-    pub bootstrap_servers: Vec<String>,
-    pub properties: BTreeMap<String, String>,
-    pub tls_ca_pem: Option<String>,
-    pub tls_cert_pem: Option<String>,
-    pub tls_key_pem: Option<String>,
-    pub tls: bool,
-    pub sasl: Option<(String, String, String)>,
-    /// Which versions of the referenced Secrets these values came from.
-    pub secret_versions: crate::secrets::SecretVersions,
-}
-
-impl fmt::Debug for ResolvedConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResolvedConnection")
-            .field("name", &self.name)
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("tls", &self.tls)
-            .field("sasl_mechanism", &self.sasl.as_ref().map(|s| &s.0))
-            .finish_non_exhaustive()
-    }
-}
-
-impl ResolvedConnection {
-    /// Identity of the cluster for caches: same servers, same cluster.
-    pub fn key(&self) -> String {
-        self.bootstrap_servers.join(",")
-    }
-}
+pub use tributary_connection::ResolvedConnection;
 
 /// What a cluster has for one topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -283,20 +249,5 @@ mod tests {
         assert_eq!(changes.alter_config.len(), 1);
         assert_eq!(changes.alter_config[0].1.len(), 2);
         assert!(changes.grow.is_empty() && changes.create.is_empty());
-    }
-
-    #[test]
-    fn debug_of_a_connection_never_shows_secrets() {
-        let c = ResolvedConnection {
-            name: "east".into(),
-            tls_key_pem: Some("PRIVATE".into()),
-            sasl: Some(("PLAIN".into(), "user".into(), "hunter2".into())),
-            ..Default::default()
-        };
-        let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("PRIVATE") && !shown.contains("hunter2"),
-            "{shown}"
-        );
     }
 }

@@ -15,7 +15,7 @@ use tributary_kafka::rdkafka::client::DefaultClientContext;
 use tributary_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use tributary_kafka::rdkafka::message::Message;
 use tributary_kafka::rdkafka::{Offset, TopicPartitionList};
-use tributary_kafka::{ClientSettings, KafkaAdmin, KafkaError, TopicSpec};
+use tributary_kafka::{KafkaAdmin, KafkaError, TopicSpec};
 
 use crate::kafka::{
     ClusterAdmin, GroupPosition, KafkaFailure, NewTopic, ObservedTopic, ResolvedConnection,
@@ -52,40 +52,6 @@ pub struct RealClusterAdmin {
 impl std::fmt::Debug for RealClusterAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RealClusterAdmin")
-    }
-}
-
-fn settings(conn: &ResolvedConnection) -> ClientSettings {
-    let mut properties: Vec<(String, String)> = Vec::new();
-    let protocol = match (conn.tls, conn.sasl.is_some()) {
-        (false, false) => "plaintext",
-        (true, false) => "ssl",
-        (false, true) => "sasl_plaintext",
-        (true, true) => "sasl_ssl",
-    };
-    // The operator holds Secret material in memory only: PEM properties, not files.
-    properties.push(("security.protocol".into(), protocol.into()));
-    if let Some(ca) = &conn.tls_ca_pem {
-        properties.push(("ssl.ca.pem".into(), ca.clone()));
-    }
-    if let Some(cert) = &conn.tls_cert_pem {
-        properties.push(("ssl.certificate.pem".into(), cert.clone()));
-    }
-    if let Some(key) = &conn.tls_key_pem {
-        properties.push(("ssl.key.pem".into(), key.clone()));
-    }
-    if let Some((mechanism, username, password)) = &conn.sasl {
-        properties.push(("sasl.mechanism".into(), mechanism.clone()));
-        properties.push(("sasl.username".into(), username.clone()));
-        properties.push(("sasl.password".into(), password.clone()));
-    }
-    properties.extend(conn.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
-    ClientSettings {
-        name: conn.name.clone(),
-        bootstrap_servers: conn.bootstrap_servers.join(","),
-        tls: None,
-        sasl: None,
-        properties,
     }
 }
 
@@ -138,7 +104,7 @@ impl RealClusterAdmin {
         if let Some(a) = c.admins.get(&key) {
             return Ok(a.clone());
         }
-        let a = KafkaAdmin::new(&settings(conn))
+        let a = KafkaAdmin::new(&conn.client_settings())
             .map_err(failure)?
             .with_timeout(TIMEOUT);
         c.admins.insert(key, a.clone());
@@ -154,7 +120,7 @@ impl RealClusterAdmin {
         if let Some(a) = c.raw.get(&key) {
             return Ok(a.clone());
         }
-        let client: AdminClient<DefaultClientContext> = settings(conn)
+        let client: AdminClient<DefaultClientContext> = conn.client_settings()
             .client_config()
             .map_err(failure)?
             .create()
@@ -174,7 +140,7 @@ impl RealClusterAdmin {
         if let Some(f) = c.followers.get(&key) {
             return Ok(f.clone());
         }
-        let mut config = settings(conn).client_config().map_err(failure)?;
+        let mut config = conn.client_settings().client_config().map_err(failure)?;
         config
             .set("group.id", "tributary-operator-checkpoint-probe")
             .set("enable.auto.commit", "false")
@@ -204,7 +170,7 @@ impl RealClusterAdmin {
         if let Some(g) = c.groups.get(&key) {
             return Ok(g.clone());
         }
-        let mut config = settings(conn).client_config().map_err(failure)?;
+        let mut config = conn.client_settings().client_config().map_err(failure)?;
         // The group's own id, so that OffsetFetch reads its offsets; never subscribed, so it
         // never joins (it cannot disturb the group's members).
         config

@@ -1,36 +1,20 @@
-//! Dereference of a Kafka connection: reads the referenced Secrets (in the object's namespace)
-//! into a [`ResolvedConnection`] held in memory. Values never reach status, events or logs.
+//! The operator's side of Secrets: reading a connection's (through `tributary-connection`,
+//! values in memory only, never in status, events or logs), how soon an object that reads
+//! Secrets is looked at again, and the pod annotation that names their versions.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use tributary_api::{KafkaConnection, SaslMechanism, SecretKeyRef};
+use tributary_api::KafkaConnection;
+pub use tributary_connection::{SecretVersions, references_secrets};
+use tributary_connection::ResolveError;
 
 use crate::error::{Error, Result};
 use crate::kafka::ResolvedConnection;
-
-/// The `resourceVersion` of every Secret a connection references, by name: it changes when
-/// a Secret is rotated, so the pods that mounted the old content are replaced (see
-/// [`SecretVersions::annotation`]). Versions, never content: a digest of a password in
-/// an annotation anyone may read could be guessed offline.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SecretVersions(BTreeMap<String, String>);
 
 /// How soon an object whose connection references Secrets is reconciled again, changed or
 /// not: Secrets are not watched (the operator may only `get` them), so this bounds how long a
 /// rotated or fixed Secret takes to reach the pods and conditions that use it.
 pub const SECRET_RECHECK: Duration = Duration::from_secs(30);
-
-/// Whether `conn` reads any Secret (TLS material or a SASL password).
-pub fn references_secrets(conn: &KafkaConnection) -> bool {
-    conn.sasl.is_some()
-        || conn
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.ca.is_some() || t.client_cert.is_some() || t.client_key.is_some())
-}
 
 /// `resync`, or [`SECRET_RECHECK`] when one of `conns` references Secrets.
 pub fn resync_for<'a>(
@@ -44,76 +28,9 @@ pub fn resync_for<'a>(
     }
 }
 
-/// Pod-template annotation naming the Secret versions a pod was started with.
+/// Pod-template annotation naming the Secret versions a pod was started with: they change
+/// when a Secret is rotated, so the pods that mounted the old content are replaced.
 pub const SECRET_VERSIONS_ANNOTATION: &str = "tributary.dev/secret-versions";
-
-impl SecretVersions {
-    /// Both sets (a route reads its source's Secrets and its aggregate's).
-    pub fn merged(&self, other: &SecretVersions) -> SecretVersions {
-        let mut all = self.0.clone();
-        all.extend(other.0.iter().map(|(k, v)| (k.clone(), v.clone())));
-        SecretVersions(all)
-    }
-
-    /// `name=resourceVersion,...` in name order; `None` when no Secret is referenced.
-    pub fn annotation(&self) -> Option<String> {
-        (!self.0.is_empty()).then(|| {
-            self.0
-                .iter()
-                .map(|(name, version)| format!("{name}={version}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-    }
-}
-
-impl FromIterator<(String, String)> for SecretVersions {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
-        SecretVersions(pairs.into_iter().collect())
-    }
-}
-
-async fn read_key(
-    secrets: &Api<Secret>,
-    r: &SecretKeyRef,
-    field: &str,
-    versions: &mut SecretVersions,
-) -> Result<String> {
-    let secret = secrets
-        .get(&r.name)
-        .await
-        .map_err(|source| Error::Dereference {
-            what: format!("Secret {} ({field})", r.name),
-            source,
-        })?;
-    if let Some(version) = &secret.metadata.resource_version {
-        versions.0.insert(r.name.clone(), version.clone());
-    }
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&r.key))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(&r.key))
-                .map(|s| s.clone().into_bytes())
-        })
-        .ok_or_else(|| {
-            Error::InvalidSpec(format!(
-                "{field}: Secret {} has no key {:?}; add it or fix the reference",
-                r.name, r.key
-            ))
-        })?;
-    String::from_utf8(bytes).map_err(|_| {
-        Error::InvalidSpec(format!(
-            "{field}: key {:?} of Secret {} is not UTF-8 text",
-            r.key, r.name
-        ))
-    })
-}
 
 /// Reads what `conn` references. `field` names the connection in errors (`spec.kafka`).
 pub async fn resolve(
@@ -123,75 +40,18 @@ pub async fn resolve(
     conn: &KafkaConnection,
     field: &str,
 ) -> Result<ResolvedConnection> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut resolved = ResolvedConnection {
-        name,
-        bootstrap_servers: conn.bootstrap_servers.clone(),
-        properties: conn.properties.clone(),
-        ..Default::default()
-    };
-    if let Some(tls) = &conn.tls {
-        resolved.tls = true;
-        if let Some(r) = &tls.ca {
-            resolved.tls_ca_pem = Some(
-                read_key(
-                    &secrets,
-                    r,
-                    &format!("{field}.tls.ca"),
-                    &mut resolved.secret_versions,
-                )
-                .await?,
-            );
-        }
-        if let Some(r) = &tls.client_cert {
-            resolved.tls_cert_pem = Some(
-                read_key(
-                    &secrets,
-                    r,
-                    &format!("{field}.tls.clientCert"),
-                    &mut resolved.secret_versions,
-                )
-                .await?,
-            );
-        }
-        if let Some(r) = &tls.client_key {
-            resolved.tls_key_pem = Some(
-                read_key(
-                    &secrets,
-                    r,
-                    &format!("{field}.tls.clientKey"),
-                    &mut resolved.secret_versions,
-                )
-                .await?,
-            );
-        }
-    }
-    if let Some(sasl) = &conn.sasl {
-        let password = read_key(
-            &secrets,
-            &sasl.password,
-            &format!("{field}.sasl.password"),
-            &mut resolved.secret_versions,
-        )
-        .await?;
-        let mechanism = match sasl.mechanism {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        };
-        resolved.sasl = Some((
-            mechanism.into(),
-            sasl.username.clone(),
-            password.trim_end_matches(['\r', '\n']).to_string(),
-        ));
-    }
-    Ok(resolved)
+    tributary_connection::resolve(client, namespace, name, conn, field)
+        .await
+        .map_err(|e| match e {
+            ResolveError::Read { what, source } => Error::Dereference { what, source },
+            ResolveError::Invalid(message) => Error::InvalidSpec(message),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_api::KafkaSasl;
+    use tributary_api::{KafkaSasl, SaslMechanism, SecretKeyRef};
 
     #[test]
     fn objects_reading_secrets_are_looked_at_again_within_the_secret_recheck() {

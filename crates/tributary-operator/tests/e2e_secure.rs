@@ -18,44 +18,17 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use tributary_api::{AggregateCluster, RegionalStream};
 use tributary_e2e::kafka::{end_offset_total, produce};
-use tributary_e2e::{Stack, TestNamespace, apply_yaml, stack_var, wait_until};
+use tributary_e2e::secure::{SCRAM_SECRET, SecureCluster};
+use tributary_e2e::{Stack, TestNamespace, apply_yaml, wait_until};
 
 const SLOW: Duration = Duration::from_secs(180);
 const REPLICATOR: &str = "app.kubernetes.io/component=replicator";
-
-/// Sets the SCRAM-SHA-512 password of `user` on the secure cluster (through its PLAINTEXT
-/// listener, with Kafka's own tool).
-fn set_scram_password(user: &str, password: &str) {
-    let lib = stack_var("TRIBUTARY_KAFKA_LIB");
-    let out = std::process::Command::new("java")
-        .arg("-cp")
-        .arg(format!("{lib}/*"))
-        .arg("kafka.admin.ConfigCommand")
-        .args([
-            "--bootstrap-server",
-            &stack_var("TRIBUTARY_KAFKA_SECURE_PLAINTEXT"),
-            "--alter",
-            "--add-config",
-            &format!("SCRAM-SHA-512=[iterations=4096,password={password}]"),
-            "--entity-type",
-            "users",
-            "--entity-name",
-            user,
-        ])
-        .output()
-        .expect("java runs");
-    assert!(
-        out.status.success(),
-        "setting the SCRAM credential of {user}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn set_secret_password(secrets: &Api<Secret>, password: &str) {
     let patch = serde_json::json!({"stringData": {"password": password}});
     secrets
         .patch(
-            "secure-scram",
+            SCRAM_SECRET,
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
@@ -114,16 +87,13 @@ async fn tls_and_scram_from_secrets_copy_rotate_and_fail_clearly_without_leaking
         let stack = t.stack.clone();
         let ns = t.name.clone();
         let suffix = ns.rsplit('-').next().unwrap_or("x").to_string();
-        let secure = stack_var("TRIBUTARY_KAFKA_SECURE");
-        let plaintext = stack_var("TRIBUTARY_KAFKA_SECURE_PLAINTEXT");
-        let pki = std::path::PathBuf::from(stack_var("TRIBUTARY_KAFKA_SECURE_PKI"));
-        let read = |f: &str| std::fs::read_to_string(pki.join(f)).expect("pki file");
-        let (ca, cert, key) = (read("ca.crt"), read("client.crt"), read("client.key"));
+        let secure = SecureCluster::from_stack();
+        let plaintext = secure.plaintext.clone();
         let user = format!("e2e-{suffix}");
         let first = format!("first-{suffix}-pw");
         let rotated = format!("rotated-{suffix}-pw");
         let wrong = format!("wrong-{suffix}-pw");
-        set_scram_password(&user, &first);
+        secure.set_scram_password(&user, &first);
 
         let _operator = stack.install_operator(
             &format!("tributary-{ns}"),
@@ -133,33 +103,10 @@ async fn tls_and_scram_from_secrets_copy_rotate_and_fail_clearly_without_leaking
         let (source_region, aggregate_region) = (&stack.regions[0], &stack.regions[1]);
         let topic = format!("secure-{suffix}");
         let aggregate_topic = format!("{source_region}.{topic}");
-        let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
-        let connection = format!(
-            r#"bootstrapServers: ["{secure}"]
-    tls:
-      ca: {{name: secure-tls, key: ca.crt}}
-      clientCert: {{name: secure-tls, key: tls.crt}}
-      clientKey: {{name: secure-tls, key: tls.key}}
-    sasl: {{mechanism: SCRAM-SHA-512, username: {user}, password: {{name: secure-scram, key: password}}}}"#
-        );
+        let connection = secure.connection_yaml(&user);
         let yaml = format!(
             r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: secure-tls}}
-stringData:
-  ca.crt: |
-    {ca}
-  tls.crt: |
-    {cert}
-  tls.key: |
-    {key}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: secure-scram}}
-stringData: {{password: "{first}"}}
----
+{secrets}---
 apiVersion: tributary.dev/v1alpha1
 kind: RegionalStream
 metadata: {{name: secure, labels: {{secure-e2e: "true"}}}}
@@ -180,9 +127,7 @@ spec:
   topicNaming: Prefixed
   checkpoints: {{interval: 1s, topic: checkpoints-secure-{suffix}, retention: 168h}}
 "#,
-            ca = indent(&ca),
-            cert = indent(&cert),
-            key = indent(&key),
+            secrets = secure.secrets_yaml(&first),
         );
         apply_yaml(&stack.client, &ns, &yaml).await.expect("apply");
         let streams: Api<RegionalStream> = t.api();
@@ -227,7 +172,7 @@ spec:
         );
 
         // 2. Rotation: Kafka takes the new password, then the Secret; the pod is replaced.
-        set_scram_password(&user, &rotated);
+        secure.set_scram_password(&user, &rotated);
         set_secret_password(&secrets, &rotated).await;
         let rotated_at = std::time::Instant::now();
         let after = wait_until("a new route pod, Ready", SLOW, || async {

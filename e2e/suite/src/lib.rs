@@ -11,6 +11,7 @@ pub mod failover;
 pub mod kafka;
 pub mod kube_util;
 pub mod per_region;
+pub mod secure;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
