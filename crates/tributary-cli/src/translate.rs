@@ -23,10 +23,10 @@ use tributary_api::consumer_group_failover::FailoverMode;
 use tributary_api::{AggregateCluster, ConsumerGroupFailover, KafkaConnection, RegionalStream};
 use tributary_checkpoint_sync::http::Health;
 use tributary_checkpoint_sync::{CheckpointSync, Mode, RoundOutcome, SyncConfig};
+use tributary_connection::ResolveError;
 use tributary_core::{
     AggregatePartition, PartitionOutcome, StandbyCommit, TopicNaming, TranslationPlan,
 };
-use tributary_connection::ResolveError;
 use tributary_kafka::ClientSettings;
 
 use crate::table::{Cell, Table};

@@ -120,7 +120,8 @@ impl RealClusterAdmin {
         if let Some(a) = c.raw.get(&key) {
             return Ok(a.clone());
         }
-        let client: AdminClient<DefaultClientContext> = conn.client_settings()
+        let client: AdminClient<DefaultClientContext> = conn
+            .client_settings()
             .client_config()
             .map_err(failure)?
             .create()

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use tributary_api::KafkaConnection;
-pub use tributary_connection::{SecretVersions, references_secrets};
 use tributary_connection::ResolveError;
+pub use tributary_connection::{SecretVersions, references_secrets};
 
 use crate::error::{Error, Result};
 use crate::kafka::ResolvedConnection;

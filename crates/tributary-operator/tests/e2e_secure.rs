@@ -27,11 +27,7 @@ const REPLICATOR: &str = "app.kubernetes.io/component=replicator";
 async fn set_secret_password(secrets: &Api<Secret>, password: &str) {
     let patch = serde_json::json!({"stringData": {"password": password}});
     secrets
-        .patch(
-            SCRAM_SECRET,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(SCRAM_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("the password Secret updated");
 }
@@ -155,9 +151,7 @@ spec:
         produce(&plaintext, &topic, &batch(0, 100)).await;
         let copied = |n: i64| {
             let (plaintext, aggregate_topic) = (plaintext.clone(), aggregate_topic.clone());
-            async move {
-                (end_offset_total(&plaintext, &aggregate_topic)? >= n).then_some(())
-            }
+            async move { (end_offset_total(&plaintext, &aggregate_topic)? >= n).then_some(()) }
         };
         wait_until("100 records copied over SASL_SSL", SLOW, || copied(100)).await;
         let before = route_pod(&pods).await.expect("one route pod");
@@ -185,9 +179,11 @@ spec:
             rotated_at.elapsed()
         );
         produce(&plaintext, &topic, &batch(100, 50)).await;
-        wait_until("50 more records copied with the rotated password", SLOW, || {
-            copied(150)
-        })
+        wait_until(
+            "50 more records copied with the rotated password",
+            SLOW,
+            || copied(150),
+        )
         .await;
 
         // 3. A wrong password: KafkaAuthFailed, an event, no crash loop.
@@ -207,10 +203,14 @@ spec:
                 .then_some(())
         })
         .await;
-        let failing = wait_until("the route pod replaced for the wrong password", SLOW, || async {
-            let p = route_pod(&pods).await?;
-            (p.uid() != after.uid()).then_some(p)
-        })
+        let failing = wait_until(
+            "the route pod replaced for the wrong password",
+            SLOW,
+            || async {
+                let p = route_pod(&pods).await?;
+                (p.uid() != after.uid()).then_some(p)
+            },
+        )
         .await;
         tokio::time::sleep(Duration::from_secs(20)).await;
         let failing = pods.get(&failing.name_any()).await.expect("the pod");
@@ -219,7 +219,10 @@ spec:
             0,
             "a refused login is retried inside the process, not by restarting it"
         );
-        assert!(!ready(&failing), "a replicator that cannot log in is not Ready");
+        assert!(
+            !ready(&failing),
+            "a replicator that cannot log in is not Ready"
+        );
 
         // 4. Fixed: the condition heals and records flow again.
         set_secret_password(&secrets, &rotated).await;
@@ -237,10 +240,18 @@ spec:
         for region in &stack.regions {
             let dir = stack.state_dir.join(format!("agent-{region}/pods"));
             for pod_dir in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if !pod_dir.file_name().to_string_lossy().starts_with(&format!("{ns}_")) {
+                if !pod_dir
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{ns}_"))
+                {
                     continue;
                 }
-                for file in std::fs::read_dir(pod_dir.path()).into_iter().flatten().flatten() {
+                for file in std::fs::read_dir(pod_dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     let path = file.path();
                     if path.extension().is_some_and(|x| x == "log") {
                         texts.push((
@@ -252,7 +263,10 @@ spec:
             }
         }
         let logs = texts.len();
-        assert!(logs >= 2, "the operator's and the replicators' logs were read ({logs})");
+        assert!(
+            logs >= 2,
+            "the operator's and the replicators' logs were read ({logs})"
+        );
         let out = std::process::Command::new(&stack.kubectl)
             .arg("--kubeconfig")
             .arg(stack.state_dir.join("kubeconfig"))
@@ -270,7 +284,8 @@ spec:
             "status and events".into(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         ));
-        let key_body: BTreeSet<&str> = key
+        let key_body: BTreeSet<&str> = secure
+            .key
             .lines()
             .filter(|l| !l.starts_with("-----") && l.len() > 20)
             .collect();
