@@ -98,9 +98,11 @@ fn server_config(tls: &Tls) -> anyhow::Result<rustls::ServerConfig> {
     {
         roots.add(ca.with_context(|| format!("--client-ca-file {}", tls.client_ca.display()))?)?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -256,8 +258,7 @@ fn since_ns(q: &LogQuery) -> Result<Option<i128>, String> {
             .map_err(|e| format!("sinceTime {t:?} is not an RFC 3339 time: {e}"))?;
         return Ok(Some(t.as_nanosecond()));
     }
-    Ok(q
-        .since_seconds
+    Ok(q.since_seconds
         .map(|s| now_ns() - i128::from(s) * 1_000_000_000))
 }
 
@@ -369,15 +370,15 @@ async fn follow(
         if tx.is_closed() {
             return; // the client went away while there was nothing to send
         }
-        let (lines, r) = match tokio::task::spawn_blocking(move || (reader.read_new(), reader)).await
-        {
-            Ok((Ok(lines), r)) => (lines, r),
-            Ok((Err(e), _)) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-            Err(_) => return,
-        };
+        let (lines, r) =
+            match tokio::task::spawn_blocking(move || (reader.read_new(), reader)).await {
+                Ok((Ok(lines), r)) => (lines, r),
+                Ok((Err(e), _)) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                Err(_) => return,
+            };
         reader = r;
         let mut out = Vec::new();
         let mut restarted = false;
@@ -423,9 +424,15 @@ mod tests {
     #[test]
     fn the_current_run_follows_the_last_start_and_previous_the_one_before() {
         let lines = vec![
-            line(1, "=== 2026 node agent: starting container c (restart 0) as uid=0"),
+            line(
+                1,
+                "=== 2026 node agent: starting container c (restart 0) as uid=0",
+            ),
             line(2, "first run"),
-            line(3, "=== 2026 node agent: starting container c (restart 1) as uid=0"),
+            line(
+                3,
+                "=== 2026 node agent: starting container c (restart 1) as uid=0",
+            ),
             line(4, "second run"),
         ];
         assert_eq!(select_run(&lines, false), Some(&lines[3..]));
@@ -454,7 +461,10 @@ mod tests {
         stamper.stamp(&log, 10).expect("stamp");
         std::fs::write(&log, "a\nb\nc\nunstamped").expect("write");
         let mut r = StampedLog::open(log.clone());
-        assert_eq!(r.read_new().expect("read"), vec![line(10, "a"), line(11, "b")]);
+        assert_eq!(
+            r.read_new().expect("read"),
+            vec![line(10, "a"), line(11, "b")]
+        );
         stamper.stamp(&log, 20).expect("stamp");
         assert_eq!(r.read_new().expect("read"), vec![line(20, "c")]);
         assert_eq!(r.read_new().expect("read"), vec![]);

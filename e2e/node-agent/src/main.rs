@@ -157,7 +157,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
     // Every container log gets per-line stamps, endpoint or not (they are cheap).
     log_stamps::spawn_log_stamper(agent.state_dir.clone());
-    let kubelet_port = match (&cli.tls_cert_file, &cli.tls_private_key_file, &cli.client_ca_file) {
+    let kubelet_port = match (
+        &cli.tls_cert_file,
+        &cli.tls_private_key_file,
+        &cli.client_ca_file,
+    ) {
         (Some(cert), Some(key), Some(ca)) => {
             let tls = log_server::Tls {
                 cert: cert.clone(),
@@ -166,7 +170,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let (port, serve) = log_server::bind(&tls, cli.kubelet_port, agent.clone()).await?;
             tokio::spawn(serve);
-            tracing::info!(port, "container logs served at https://127.0.0.1:{port}/containerLogs/");
+            tracing::info!(
+                port,
+                "container logs served at https://127.0.0.1:{port}/containerLogs/"
+            );
             port
         }
         _ => 0,

@@ -123,7 +123,10 @@ const RETRY: Duration = Duration::from_secs(1);
 impl PodLogStreams {
     /// Starts following the pods of each region's workload (`region` → (its cluster, the
     /// Deployment's name)) in `ns`. Fails when a workload's selector cannot be read.
-    pub async fn start(ns: &str, workloads: BTreeMap<String, (kube::Client, String)>) -> Result<Self> {
+    pub async fn start(
+        ns: &str,
+        workloads: BTreeMap<String, (kube::Client, String)>,
+    ) -> Result<Self> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = watch::channel(false);
         for (region, (client, workload)) in workloads {
@@ -132,8 +135,9 @@ impl PodLogStreams {
                 .get(&workload)
                 .await
                 .with_context(|| format!("reading Deployment {ns}/{workload} (the workload of {region}) for its pod selector"))?;
-            let selector = selector_of(&d)
-                .with_context(|| format!("Deployment {ns}/{workload} (the workload of {region})"))?;
+            let selector = selector_of(&d).with_context(|| {
+                format!("Deployment {ns}/{workload} (the workload of {region})")
+            })?;
             let follow = RegionPods {
                 pods: Api::namespaced(client, ns),
                 ns: ns.to_string(),
@@ -194,11 +198,16 @@ impl RegionPods {
         let mut following: HashSet<(String, String)> = HashSet::new();
         let mut warned = false;
         loop {
-            match self.pods.list(&ListParams::default().labels(&self.selector)).await {
+            match self
+                .pods
+                .list(&ListParams::default().labels(&self.selector))
+                .await
+            {
                 Ok(list) => {
                     warned = false;
                     for p in list.items {
-                        let (Some(name), Some(uid)) = (p.metadata.name.clone(), p.metadata.uid.clone())
+                        let (Some(name), Some(uid)) =
+                            (p.metadata.name.clone(), p.metadata.uid.clone())
                         else {
                             continue;
                         };
@@ -404,7 +413,13 @@ mod tests {
         l.take("2026-12-02T03:00:00.700000000Z two", "s");
         l.take("2026-12-02T03:00:00.700000001Z three", "s");
         l.take("not stamped", "s");
-        let got: Vec<String> = l.lines.lock().expect("lock").iter().map(|c| c.line.clone()).collect();
+        let got: Vec<String> = l
+            .lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|c| c.line.clone())
+            .collect();
         assert_eq!(got, ["one", "two", "three"]);
     }
 }
