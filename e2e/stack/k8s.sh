@@ -166,6 +166,15 @@ _k8s_pki() {
   if [[ $new_ca == 1 ]] || ! _k8s_have_cert kube-controller-manager; then
     _k8s_cert ca kube-controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage = clientAuth" || return 1
   fi
+  # The node agents' log endpoint (the kubelet's `containerLogs`, all agents on 127.0.0.1) and
+  # the apiserver's client certificate for it: `pods/log` goes through them.
+  if [[ $new_ca == 1 ]] || ! _k8s_have_cert node-agent-serving; then
+    _k8s_cert ca node-agent-serving "/CN=tributary-node-agent" "extendedKeyUsage = serverAuth" \
+      "subjectAltName = IP:127.0.0.1, DNS:localhost" || return 1
+  fi
+  if [[ $new_ca == 1 ]] || ! _k8s_have_cert apiserver-kubelet-client; then
+    _k8s_cert ca apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage = clientAuth" || return 1
+  fi
   if [[ $new_fp == 1 ]] || ! _k8s_have_cert front-proxy-client; then
     _k8s_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client" "extendedKeyUsage = clientAuth" || return 1
   fi
@@ -305,6 +314,10 @@ _k8s_start_apiserver() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$p/front-proxy-client.crt" \
     --proxy-client-key-file="$p/front-proxy-client.key" \
+    --kubelet-client-certificate="$p/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$p/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$p/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
     --profiling=false \
     ${K8S_APISERVER_EXTRA_ARGS:-}
 }

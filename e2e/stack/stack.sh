@@ -84,6 +84,9 @@ agent_start() {
   [[ -x "$NODE_AGENT_BIN" ]] || die "no node agent at $NODE_AGENT_BIN (run: cargo build -p tributary-node-agent)"
   [[ -x "$TRIBUTARY_BIN" ]] || die "no tributary binary at $TRIBUTARY_BIN (run: cargo build -p tributary)"
   mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/agent-$region" "$STATE/binaries"
+  # The PKI of the region's cluster (its apiserver reads pod logs from the agent's endpoint).
+  local pki="$STATE/k8s/pki"
+  if per_region; then pki="$(pr_dir "$region")/k8s/pki"; fi
   setsid nohup "$NODE_AGENT_BIN" \
     --kubeconfig "$(region_kubeconfig "$region")" \
     --region "$region" \
@@ -93,6 +96,9 @@ agent_start() {
     --kafka-lib "$(_kafka_cache)/lib" \
     --kafka-log4j "$REPO_ROOT/e2e/kafka/log4j2-tools.properties" \
     --state-dir "$STATE/agent-$region" \
+    --tls-cert-file "$pki/node-agent-serving.crt" \
+    --tls-private-key-file "$pki/node-agent-serving.key" \
+    --client-ca-file "$pki/ca.crt" \
     >>"$STATE/logs/agent-$region.log" 2>&1 </dev/null &
   echo $! >"$(agent_pidfile "$region")"
   local deadline=$((SECONDS + 60))

@@ -165,7 +165,12 @@ struct DrillArgs {
     /// The topic to produce into (default: the group's first topic).
     #[arg(long)]
     topic: Option<String>,
-    /// Where the consumers' pod logs are (the local stack's state dir: agent-*/pods/*/*.log).
+    /// Where the consumers' events are read: `files` (the local stack's node agent files,
+    /// --pod-logs) or `api` (`pods/log` of the workloads' pods, followed; any cluster).
+    #[arg(long, value_enum, default_value = "files")]
+    consumer_events: tributary_cli::drill::consumer_events::ConsumerEventsFrom,
+    /// --consumer-events files: where the consumers' pod logs are (the local stack's state
+    /// dir: agent-*/pods/*/*.log).
     #[arg(long, env = "TRIBUTARY_STATE_DIR", default_value = "e2e/.state")]
     pod_logs: std::path::PathBuf,
     /// Where to keep the producers' event streams (default: a new temporary directory).
@@ -224,6 +229,7 @@ impl DrillArgs {
             java: self.java,
             rate: self.rate,
             topic: self.topic,
+            consumer_events: self.consumer_events,
             pod_logs: self.pod_logs,
             work_dir: self.work_dir,
             bootstrap: self.bootstrap,

@@ -4,7 +4,9 @@
 //! then two drills, a region loss and a planned switchover, must end with nothing lost or
 //! skipped, no split brain and every epoch +1 (the plugin's own summary line and exit code).
 //! The same for an ActiveActive group and `primary-kill`: a new primary at epoch + 1, every
-//! record consumed in every surviving region, no time with two primaries.
+//! record consumed in every surviving region, no time with two primaries; that drill reads
+//! the consumers' events through the Kubernetes API (`--consumer-events api`), the other from
+//! the node agent's files.
 //!
 //! Needs the stack (`make stack-up`); a missing stack fails the test (`TRIBUTARY_SKIP_E2E=1`
 //! skips and says so). It kills and restores a region; a panic brings every region back.
@@ -125,10 +127,19 @@ async fn two_drills_lose_nothing_and_step_the_epoch_by_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_primary_of_an_active_active_group_elects_one_new_primary() {
+    // The consumers' events through the Kubernetes API (`pods/log`, followed) rather than the
+    // node agent's files: the same verdict, at no extra time.
     let Some((summary, passed, json, _)) = drill_on_stack(
         "drill-aa",
         "ActiveActive",
-        &["--drills", "1", "--faults", "primary-kill"],
+        &[
+            "--drills",
+            "1",
+            "--faults",
+            "primary-kill",
+            "--consumer-events",
+            "api",
+        ],
     )
     .await
     else {
@@ -144,6 +155,7 @@ async fn killing_the_primary_of_an_active_active_group_elects_one_new_primary() 
     );
     assert!(passed, "drill failed: {summary}");
     assert_eq!(faults_of(&json), ["primary-kill"]);
+    assert_eq!(json["consumerEvents"], "api", "read through pods/log");
     let verdict = &json["drills"][0]["verdict"];
     assert_eq!(verdict["epoch_after"], 2, "{verdict}");
     assert!(verdict["rto_s"].as_f64().is_some(), "{verdict}");

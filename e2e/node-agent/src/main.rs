@@ -7,6 +7,8 @@
 mod env;
 mod kafka_image;
 mod launch;
+mod log_server;
+mod log_stamps;
 mod mount_exec;
 mod node;
 mod phase;
@@ -72,6 +74,20 @@ struct Cli {
     /// Node name; default `tributary-<region>`.
     #[arg(long)]
     node_name: Option<String>,
+    /// The kubelet's log endpoint (HTTPS, for the apiserver's `pods/log`): its serving
+    /// certificate (for 127.0.0.1). Without it there is no endpoint and the Node reports port 0.
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's key.
+    #[arg(long)]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA whose client certificates may read logs (the apiserver's kubelet client's).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// Port of the log endpoint on 127.0.0.1, reported in the Node's
+    /// `status.daemonEndpoints.kubeletEndpoint`; 0 = a free port (several agents share a host).
+    #[arg(long, default_value_t = 0)]
+    kubelet_port: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,8 +155,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         api,
         procs,
     });
-    let mut registration =
-        NodeRegistration::new(client.clone(), node_name.clone(), cli.region.clone());
+    // Every container log gets per-line stamps, endpoint or not (they are cheap).
+    log_stamps::spawn_log_stamper(agent.state_dir.clone());
+    let kubelet_port = match (
+        &cli.tls_cert_file,
+        &cli.tls_private_key_file,
+        &cli.client_ca_file,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let tls = log_server::Tls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: ca.clone(),
+            };
+            let (port, serve) = log_server::bind(&tls, cli.kubelet_port, agent.clone()).await?;
+            tokio::spawn(serve);
+            tracing::info!(
+                port,
+                "container logs served at https://127.0.0.1:{port}/containerLogs/"
+            );
+            port
+        }
+        _ => 0,
+    };
+    let mut registration = NodeRegistration::new(
+        client.clone(),
+        node_name.clone(),
+        cli.region.clone(),
+        kubelet_port,
+    );
     loop {
         tokio::select! {
             r = registration.register() => match r {

@@ -47,16 +47,19 @@ pub struct NodeRegistration {
     region: String,
     ready_since: Time,
     uid: String,
+    /// Where the apiserver reaches this node's log endpoint (0: none).
+    kubelet_port: u16,
 }
 
 impl NodeRegistration {
-    pub fn new(client: kube::Client, name: String, region: String) -> Self {
+    pub fn new(client: kube::Client, name: String, region: String, kubelet_port: u16) -> Self {
         NodeRegistration {
             client,
             name,
             region,
             ready_since: now(),
             uid: String::new(),
+            kubelet_port,
         }
     }
 
@@ -136,7 +139,7 @@ impl NodeRegistration {
                     pressure("DiskPressure", "KubeletHasNoDiskPressure"),
                     pressure("PIDPressure", "KubeletHasSufficientPID"),
                 ],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
                 "nodeInfo": {
                     "machineID": self.name, "systemUUID": self.name, "bootID": "",
                     "kernelVersion": "", "osImage": "tributary node agent (local processes)",

@@ -92,6 +92,14 @@ impl ProcessTable {
         }
     }
 
+    /// Whether a process of `container` of `pod` (`namespace/name`) is running.
+    pub fn runs(&self, pod: &str, container: &str) -> bool {
+        self.lock()
+            .procs
+            .values()
+            .any(|r| r.pod == pod && r.container == container)
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.lock().stopping
     }

@@ -2,7 +2,8 @@
 //! ConsumerGroupFailover, judged from Kafka's own tools' event streams.
 //!
 //! [`clusters`] is where the group is read and edited (one cluster, or one per region,
-//! merged); [`faults`] picks and names the faults (seeded); [`events`] parses VerifiableProducer's and
+//! merged); [`consumer_events`] is where the consumers' event lines are read (the local
+//! stack's log files, or `pods/log` through the API); [`faults`] picks and names the faults (seeded); [`events`] parses VerifiableProducer's and
 //! VerifiableConsumer's JSON events; [`verdict`] turns them and the observed moves into lost,
 //! skipped, duplicates, split brain, non-monotonic consumption ([`monotonic`]), the primary role of
 //! ActiveActive groups ([`primary`]), epoch steps
@@ -10,6 +11,7 @@
 //! one drill (pure SVG); [`report`] prints the table and writes the JSON; [`run`] is the I/O.
 
 pub mod clusters;
+pub mod consumer_events;
 pub mod events;
 pub mod faults;
 pub mod monotonic;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::consumer_events::ConsumerEventsFrom;
 use super::run::DrillOptions;
 use super::verdict::{DrillRun, DrillVerdict, Summary, by_fault};
 
@@ -134,6 +135,10 @@ pub fn report_json(
         "faults": opts.faults,
         "ratePerRegion": opts.rate,
         "eventsDir": work_dir,
+        "consumerEvents": match opts.consumer_events {
+            ConsumerEventsFrom::Files => "files",
+            ConsumerEventsFrom::Api => "api",
+        },
         "summary": summary,
         "summaryLine": summary.line(),
         "passed": summary.passed(),

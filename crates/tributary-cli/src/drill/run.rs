@@ -16,6 +16,9 @@ use tributary_api::consumer_group_failover::FailoverMode;
 use tributary_api::{ConsumerGroupFailover, RegionalStream, find_condition};
 
 use super::clusters::{Clusters, parse_region_kubeconfigs};
+use super::consumer_events::{
+    ConsumerEvents, ConsumerEventsFrom, ConsumerLine, PodLogFiles, PodLogStreams,
+};
 
 use super::events::{
     Ack, Consumption, SessionMark, Tail, parse_ack, parse_consumption, parse_session_change,
@@ -59,7 +62,9 @@ pub struct DrillOptions {
     pub rate: u32,
     /// The topic to produce to (default: the group's first topic).
     pub topic: Option<String>,
-    /// Where the consumers' logs are: the local stack's state dir (`agent-*/pods/*/`).
+    /// Where the consumers' event lines are read: files or the Kubernetes API.
+    pub consumer_events: ConsumerEventsFrom,
+    /// `files`: where the consumers' logs are, the local stack's state dir (`agent-*/pods/*/`).
     pub pod_logs: PathBuf,
     /// Where the producers' event streams are written (kept).
     pub work_dir: Option<PathBuf>,
@@ -96,9 +101,8 @@ struct Load {
     consumed: Vec<Consumption>,
     /// Rebalances and restarts of the consumer sessions, in log order among `consumed`.
     sessions: Vec<SessionMark>,
-    pod_logs: PathBuf,
-    /// `<namespace>_<workload>-` → region.
-    pod_prefixes: Vec<(String, String)>,
+    /// Where the consumers' event lines come from (`--consumer-events`).
+    consumers: ConsumerEvents,
     prefixes: Vec<String>,
 }
 
@@ -112,41 +116,21 @@ impl Load {
                 }
             }
         }
-        let Ok(agents) = std::fs::read_dir(&self.pod_logs) else {
-            return;
-        };
-        for agent in agents.flatten() {
-            let Ok(pods) = std::fs::read_dir(agent.path().join("pods")) else {
-                continue;
-            };
-            for pod in pods.flatten() {
-                let name = pod.file_name().to_string_lossy().to_string();
-                let Some((_, region)) = self.pod_prefixes.iter().find(|(p, _)| name.starts_with(p))
-                else {
-                    continue;
-                };
-                let Ok(files) = std::fs::read_dir(pod.path()) else {
-                    continue;
-                };
-                for f in files.flatten() {
-                    let path = f.path();
-                    if path.extension().is_none_or(|e| e != "log") {
-                        continue;
-                    }
-                    let session = path.display().to_string();
-                    for line in self.tail.new_lines(&path) {
-                        if let Some(mut c) = parse_consumption(region, &line, &self.prefixes) {
-                            c.session.clone_from(&session);
-                            self.consumed.push(c);
-                        } else if let Some(change) = parse_session_change(&line) {
-                            self.sessions.push(SessionMark {
-                                session: session.clone(),
-                                before: self.consumed.len(),
-                                change,
-                            });
-                        }
-                    }
-                }
+        for ConsumerLine {
+            region,
+            session,
+            line,
+        } in self.consumers.new_lines()
+        {
+            if let Some(mut c) = parse_consumption(&region, &line, &self.prefixes) {
+                c.session = session;
+                self.consumed.push(c);
+            } else if let Some(change) = parse_session_change(&line) {
+                self.sessions.push(SessionMark {
+                    session,
+                    before: self.consumed.len(),
+                    change,
+                });
             }
         }
     }
@@ -880,6 +864,23 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         producers.push((r.clone(), child, out));
         prefixes.push(prefix);
     }
+    let consumers = match opts.consumer_events {
+        ConsumerEventsFrom::Files => ConsumerEvents::Files(PodLogFiles {
+            pod_logs: opts.pod_logs.clone(),
+            pod_prefixes: workloads
+                .iter()
+                .map(|(r, w)| (format!("{ns}_{w}-"), r.clone()))
+                .collect(),
+            tail: Tail::default(),
+        }),
+        ConsumerEventsFrom::Api => {
+            let mut of_region = BTreeMap::new();
+            for (r, w) in &workloads {
+                of_region.insert(r.clone(), (clusters.of_region(r)?.clone(), w.clone()));
+            }
+            ConsumerEvents::Api(PodLogStreams::start(&ns, of_region).await?)
+        }
+    };
     let lease_cluster = clusters.lease_cluster().clone();
     let mut d = Drill {
         client: conn.client.clone(),
@@ -894,11 +895,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
             acks: Vec::new(),
             consumed: Vec::new(),
             sessions: Vec::new(),
-            pod_logs: opts.pod_logs.clone(),
-            pod_prefixes: workloads
-                .iter()
-                .map(|(r, w)| (format!("{ns}_{w}-"), r.clone()))
-                .collect(),
+            consumers,
             prefixes,
         },
         workloads,
@@ -971,6 +968,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    d.load.consumers.stop();
     let verdicts = judge(
         &runs,
         &d.load.acks,
