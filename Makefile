@@ -129,14 +129,13 @@ region-heal: ## TOPOLOGY=per-region: restore REGION=east's path to the coordinat
 	$(STACK) region-heal $(REGION)
 
 .PHONY: per-region-test
-per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, the short drill (per-region-drill), then per-region operators failing over through the shared Lease.
+per-region-test: ## Bring up TOPOLOGY=per-region (REGIONS=east,west): the stack's own test on its real processes, then per-region operators failing over through the shared Lease (the short drill on it is per-region-drill, not part of make test: CI's time budget).
 	$(MAKE) stack-up TOPOLOGY=per-region REGIONS=$(REGIONS)
 	source $(ENV_FILE) && $(CARGO) test -p tributary-e2e --test per_region_stack -- --ignored --test-threads=1 --nocapture
-	$(MAKE) per-region-drill
 	source $(ENV_FILE) && $(CARGO) test -p tributary-operator --test e2e_per_region -- --ignored
 
 .PHONY: per-region-drill
-per-region-drill: ## On a running TOPOLOGY=per-region stack, the short drill (part of per-region-test): region-isolate then region-down at the tight settings; fails on any failed verdict; the drill's namespace and operators removed after.
+per-region-drill: ## On a running TOPOLOGY=per-region stack, the short drill (after per-region-test, or alone): region-isolate then region-down at the tight settings; fails on any failed verdict; the drill's namespace and operators removed after.
 	$(CARGO) build -q -p tributary-cli
 	FAILOVER=tight bash crates/tributary-cli/drill/per-region.sh setup
 	@mkdir -p $(STATE_DIR)/drill
