@@ -5,25 +5,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use tracing::{info, warn};
 use tributary_core::dedupe::{HEADER_DESTINATION_CLUSTER, PROVENANCE_HEADERS, REPLICATOR_HEADERS};
 use tributary_kafka::{KafkaAdmin, KafkaError, classify};
 
-use crate::config::{Delivery, RouteConfig};
+use crate::config::RouteConfig;
 
 use super::checkpoints::CheckpointWriter;
 use super::clients::LoggingContext;
-use super::delivery::{DeliveryLedger, RouteProducer, serve_deliveries};
+use super::delivery::{DeliveryLedger, serve_deliveries};
 use super::fault::TestFault;
+use super::mode::{DeliveryMode, Drained};
 use super::probe::FloorProbe;
 use super::slot::{Slot, TopicRoute};
 use super::topics::resolve_topics;
-use super::transactions::TransactionPipeline;
-use super::{COMMIT_INTERVAL, RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL, UNREACHABLE_RECHECK};
+use super::{RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL, UNREACHABLE_RECHECK};
 
 /// What became of one source record handed to the producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +43,10 @@ pub(super) struct Session<'a> {
     pub(super) by_source: HashMap<String, usize>,
     pub(super) slots: Vec<Slot>,
     pub(super) consumer: Arc<BaseConsumer<LoggingContext>>,
-    /// The producer the copy loop writes into (exactly-once: the current one of the
-    /// pipeline's two).
-    pub(super) producer: Arc<RouteProducer>,
-    /// Exactly-once: the route's transactions (`None` in at-least-once).
-    pub(super) transactions: Option<TransactionPipeline>,
+    /// The delivery mode, with the producer(s) the copy loop writes into.
+    pub(super) delivery: DeliveryMode,
     pub(super) ledger: Arc<DeliveryLedger>,
     pub(super) checkpoints: CheckpointWriter,
-    pub(super) dest_group: Option<BaseConsumer<LoggingContext>>,
     pub(super) source_cluster_id: String,
     /// Stamped on every copy: loop prevention recognises copies by it.
     pub(super) dest_cluster_id: String,
@@ -62,8 +58,6 @@ pub(super) struct Session<'a> {
     /// This worker's index (its stall is reported under it).
     pub(super) worker: usize,
     pub(super) fault: TestFault,
-    /// EOS: the next transaction commits every position, moved or not (keepalive).
-    pub(super) refresh_positions: bool,
     /// A stall was logged (logged once, not at every end-offset answer).
     pub(super) stall_reported: bool,
     /// The session ends because its consumer stalled (see `Session::check_progress`).
@@ -100,9 +94,7 @@ impl Session<'_> {
         source_admin: &KafkaAdmin,
         topics: &BTreeMap<String, usize>,
     ) -> Result<SessionEnd, KafkaError> {
-        let eos = self.cfg().delivery == Delivery::ExactlyOnce;
         let checkpoint_interval = self.cfg().checkpoint_interval;
-        let mut last_commit = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut last_topology = Instant::now();
         let mut stats_at = Instant::now();
@@ -114,9 +106,8 @@ impl Session<'_> {
             if self.stopping() {
                 break SessionEnd::Stopped;
             }
-            if eos {
-                self.begin_transaction_if_idle()?;
-            }
+            let (delivery, mut cx) = self.delivery_parts();
+            delivery.before_batch(&mut cx)?;
             // Copy what has arrived (bounded so the bookkeeping below keeps its pace).
             let mut batch: u64 = 0;
             let consumer = self.consumer.clone();
@@ -146,7 +137,7 @@ impl Session<'_> {
                         self.fault
                             .after_record(&self.consumer, &self.replicator.stop);
                         if batch.is_multiple_of(1024) {
-                            serve_deliveries(&self.producer, &self.ledger);
+                            serve_deliveries(self.delivery.producer(), &self.ledger);
                         }
                     }
                     Some(Err(e)) => {
@@ -157,7 +148,7 @@ impl Session<'_> {
                     }
                 }
             }
-            serve_deliveries(&self.producer, &self.ledger);
+            serve_deliveries(self.delivery.producer(), &self.ledger);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
             }
@@ -174,22 +165,12 @@ impl Session<'_> {
                 }
             }
 
+            let (delivery, mut cx) = self.delivery_parts();
             if last_keepalive.elapsed() >= keepalive {
-                // Positions that did not move are committed again, or Kafka expires them
-                // (`offsets.retention.minutes` after their last commit).
                 last_keepalive = Instant::now();
-                if eos {
-                    self.refresh_positions = true;
-                } else {
-                    self.keep_source_positions_alive();
-                }
+                delivery.keep_positions_alive(&mut cx);
             }
-            if eos {
-                self.transaction_upkeep(batch)?;
-            } else if last_commit.elapsed() >= COMMIT_INTERVAL {
-                self.commit_source_position(CommitMode::Async)?;
-                last_commit = Instant::now();
-            }
+            delivery.after_batch(batch, &mut cx)?;
             if last_checkpoint.elapsed() >= checkpoint_interval {
                 self.write_checkpoints();
                 last_checkpoint = Instant::now();
@@ -240,32 +221,11 @@ impl Session<'_> {
         let drain = self.cfg().drain_timeout;
         self.replicator.health.progress.beat();
         info!(route = %self.cfg().name, "draining in-flight records (up to {drain:?})");
-        if eos {
-            self.finish_transactions(drain)?;
-        } else {
-            let flushed = self.producer.flush(drain);
-            if let Some(failure) = self.ledger.lock().failure.take() {
-                return Err(failure);
-            }
-            // Only up to what the destination acknowledged (see commit_source_position).
-            // A stalled consumer does not reach its coordinator: a synchronous commit would
-            // wait for it (46 s seen in CI). Stored for the automatic commit instead; if that
-            // does not land either, the next session copies those records again.
-            let mode = if self.consumer_stalled {
-                CommitMode::Async
-            } else {
-                CommitMode::Sync
-            };
-            self.commit_source_position(mode)?;
-            if let Err(e) = flushed {
-                warn!(
-                    route = %self.cfg().name,
-                    "{} did not acknowledge every in-flight record within {drain:?} ({e}): committed the position of the acknowledged ones; the rest are copied again by the next run; final checkpoints skipped",
-                    self.cfg().dest.name
-                );
-                self.update_metrics();
-                return Ok(end);
-            }
+        let stalled = self.consumer_stalled;
+        let (delivery, mut cx) = self.delivery_parts();
+        if delivery.drain(drain, stalled, &mut cx)? == Drained::Acknowledged {
+            self.update_metrics();
+            return Ok(end);
         }
         self.write_checkpoints();
         self.checkpoints.flush();
@@ -362,12 +322,12 @@ impl Session<'_> {
         }
         let waiting = Instant::now();
         loop {
-            match self.producer.send(record) {
+            match self.delivery.producer().send(record) {
                 Ok(()) => break,
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Delivered records still count until their report is served; serve
                     // them, and wait for the broker only if that freed nothing.
-                    if !serve_deliveries(&self.producer, &self.ledger) {
+                    if !serve_deliveries(self.delivery.producer(), &self.ledger) {
                         if self.replicator.stop.load(Ordering::Relaxed)
                             || self.session_stop.load(Ordering::Relaxed)
                         {
@@ -380,7 +340,7 @@ impl Session<'_> {
                             slot.next_offset = offset;
                             return Ok(Handoff::QueueFull);
                         }
-                        self.producer.poll(Duration::from_millis(1));
+                        self.delivery.producer().poll(Duration::from_millis(1));
                     }
                     // Waiting for the destination is not a wedge.
                     self.replicator.health.progress.beat();
