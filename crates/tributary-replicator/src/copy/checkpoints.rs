@@ -13,7 +13,7 @@ use tributary_core::checkpoint::{self, CheckpointEntry, CheckpointKey, Checkpoin
 use tributary_core::{OffsetCheckpoint, OffsetRange, RouteOrigin};
 use tributary_kafka::{KafkaError, classify};
 
-use crate::config::{Delivery, RouteConfig};
+use crate::config::RouteConfig;
 use crate::http::Health;
 use crate::metrics::PartitionLabels;
 
@@ -219,14 +219,9 @@ impl CheckpointWriter {
 
 impl Session<'_> {
     pub(super) fn write_checkpoints(&mut self) {
-        if self.cfg().delivery == Delivery::AtLeastOnce {
-            let acked = self.ledger.lock().slots.clone();
-            for (slot, a) in self.slots.iter_mut().zip(acked) {
-                slot.durable = a;
-            }
-        }
+        let (delivery, mut cx) = self.delivery_parts();
+        delivery.note_durable(&mut cx);
         let route = self.cfg().route.clone();
-        let eos = self.cfg().delivery == Delivery::ExactlyOnce;
         let mut floor_requests = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if !slot.owned {
@@ -286,9 +281,9 @@ impl Session<'_> {
             }
             // Idle: everything handed to the producer is durable. Ask for the destination's
             // end offset, to re-emit the last checkpoint (or origin) with a floor.
-            let settled =
-                d.delivered == slot.produced && (!eos || slot.committed >= slot.next_offset);
-            if settled && (slot.last_checkpoint.is_some() || slot.origin.is_some()) {
+            if self.delivery.settled(slot)
+                && (slot.last_checkpoint.is_some() || slot.origin.is_some())
+            {
                 floor_requests.push(FloorRequest {
                     slot: index,
                     topic: self.routes[slot.route].dest.clone(),

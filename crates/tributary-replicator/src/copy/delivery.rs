@@ -1,6 +1,6 @@
-//! What the destination acknowledged, and the position that follows from it: the delivery
-//! ledger (both modes) and at-least-once's commits to the source. Exactly-once's
-//! transactions are in `transactions`.
+//! What the destination acknowledged: the destination producer (both modes) and its
+//! delivery ledger, filled by delivery reports. What follows from an acknowledgement is
+//! the delivery mode's (`mode`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,18 +9,15 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 use tributary_kafka::{KafkaError, classify};
 
 use crate::http::Health;
 
 use super::clients::forward_log;
-use super::session::Session;
 use super::{REQUEST_TIMEOUT, RouteReplicator, now_ms};
 
 impl RouteReplicator {
@@ -200,108 +197,6 @@ impl ProducerContext for LedgerContext {
                 .metrics
                 .replication_latency_seconds
                 .observe(latency);
-        }
-    }
-}
-
-impl Session<'_> {
-    /// ALO: commits every stored position again, moved or not (asynchronously: a refused
-    /// one is sent again at the next keepalive, well within the retention).
-    pub(super) fn keep_source_positions_alive(&mut self) {
-        let mut list = TopicPartitionList::new();
-        for slot in self.slots.iter().filter(|s| s.owned && s.committed >= 0) {
-            let topic = &self.routes[slot.route].source;
-            if list
-                .add_partition_offset(topic, slot.partition, Offset::Offset(slot.committed))
-                .is_err()
-            {
-                return;
-            }
-        }
-        if list.count() == 0 {
-            return;
-        }
-        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
-            let err = classify(
-                &self.cfg().source.name,
-                "committing the route's unchanged positions again",
-                None,
-                e,
-            );
-            self.replicator.health.metrics.error(err.category());
-            warn!("{err}");
-        }
-    }
-
-    /// ALO: commits, per partition, the position after the last acknowledged record (or
-    /// the consumed position when nothing is in flight): `Async` stores it for the
-    /// automatic commit, `Sync` (the drain) commits it and waits.
-    pub(super) fn commit_source_position(&mut self, mode: CommitMode) -> Result<(), KafkaError> {
-        let acked = self.ledger.lock().slots.clone();
-        let mut list = TopicPartitionList::new();
-        let mut moved = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if !slot.owned {
-                continue;
-            }
-            let a = acked[i];
-            slot.durable = a;
-            let position = if a.delivered == slot.produced {
-                slot.next_offset
-            } else if a.source >= 0 {
-                a.source + 1
-            } else {
-                continue;
-            };
-            // The final (synchronous) commit sends every position, also one whose automatic
-            // commit has not succeeded yet.
-            let sync = matches!(mode, CommitMode::Sync);
-            if position > slot.committed || (sync && position >= 0) {
-                let route = &self.routes[slot.route];
-                list.add_partition_offset(&route.source, slot.partition, Offset::Offset(position))
-                    .map_err(|e| {
-                        classify(&self.replicator.config.source.name, "committing", None, e)
-                    })?;
-                moved.push((i, position));
-            }
-        }
-        if moved.is_empty() {
-            return Ok(());
-        }
-        // Stored offsets are what librdkafka's automatic commit sends (every
-        // COMMIT_INTERVAL, again after a refused commit, until the cluster takes it): a
-        // manual asynchronous commit's outcome is never reported to us (rdkafka sets no
-        // offset_commit_cb), so a refused one would have counted as stored for good.
-        // The final synchronous commit stores first, so the automatic commit on close
-        // never sends an older offset after it.
-        let stored = self.consumer.store_offsets(&list);
-        let result = match mode {
-            CommitMode::Async => stored,
-            CommitMode::Sync => stored.and_then(|()| self.consumer.commit(&list, mode)),
-        };
-        match result {
-            Ok(()) => {
-                for (i, position) in moved {
-                    self.slots[i].committed = position;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Not fatal: the next commit carries a later position.
-                let err = classify(
-                    &self.replicator.config.source.name,
-                    "committing the route's position",
-                    None,
-                    e,
-                );
-                self.replicator.health.metrics.error(err.category());
-                warn!("{err}");
-                if matches!(mode, CommitMode::Sync) {
-                    Err(err)
-                } else {
-                    Ok(())
-                }
-            }
         }
     }
 }

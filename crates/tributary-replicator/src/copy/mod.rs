@@ -3,36 +3,39 @@
 //! it is stopped, the source's topics change, or an error ends the session (the
 //! supervisor in [`RouteReplicator::run`] then retries with backoff).
 //!
-//! Position and checkpoints:
-//! - `AtLeastOnce`: the source position is committed to the *source* cluster's group
-//!   `tributary.route.<route>` only for records the destination acknowledged.
-//! - `ExactlyOnce`: data and position are committed in one transaction on the
-//!   *destination* cluster (group `tributary.route.<route>` there, keyed by the destination
-//!   topic, which exists there whatever the naming), and read back from it on start; the
-//!   transactions alternate between the route's two transactional producers, so copying
-//!   goes on while one commits (`transactions`).
+//! Position and checkpoints (the delivery mode, `mode`, one type with one match per event):
+//! - `AtLeastOnce` (`at_least_once`): the source position is committed to the *source*
+//!   cluster's group `tributary.route.<route>` only for records the destination acknowledged.
+//! - `ExactlyOnce` (`exactly_once`): data and position are committed in one transaction on
+//!   the *destination* cluster (group `tributary.route.<route>` there, keyed by the
+//!   destination topic, which exists there whatever the naming), and read back from it on
+//!   start; the transactions alternate between the route's two transactional producers, so
+//!   copying goes on while one commits.
 //! - Checkpoints come from delivery reports (the exact destination offset of a source
 //!   offset) and only name records that are durable (acknowledged, or committed in EOS).
 //!
 //! One concept per module: `topics` (what to copy, destination topics), `worker` (a
 //! session's worker: clients, partition share), `start` (where each partition starts),
-//! `session` (the copy loop, one record at a time), `delivery` (acknowledgements and
-//! positions, at-least-once commits to the source), `transactions` (exactly-once: what
-//! becomes of a batch, the two producers, the commit thread), `checkpoints`, `progress` (lag, stall detection, metrics), `probe`
-//! (end-offset reads off the copy thread), `slot` (per-partition state), `clients`
-//! (librdkafka contexts and consumers), `fault` (test faults).
+//! `session` (the copy loop, one record at a time, no mode branches), `mode` (the delivery
+//! mode: what a batch copied, the keepalive, the drain and an error mean), `delivery` (the
+//! destination producer and its acknowledgements), `at_least_once` and `exactly_once` (what
+//! becomes of a batch in each mode), `checkpoints`, `progress` (lag, stall detection,
+//! metrics), `probe` (end-offset reads off the copy thread), `slot` (per-partition state),
+//! `clients` (librdkafka contexts and consumers), `fault` (test faults).
 
+mod at_least_once;
 mod checkpoints;
 mod clients;
 mod delivery;
+mod exactly_once;
 mod fault;
+mod mode;
 mod probe;
 mod progress;
 mod session;
 mod slot;
 mod start;
 mod topics;
-mod transactions;
 mod worker;
 
 use std::sync::Arc;
@@ -50,6 +53,10 @@ use worker::{ClusterIds, WorkerShare};
 
 /// How long an exactly-once transaction collects records before it commits.
 const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
+/// Records held back at most (exactly-once: a partition's first records of a transaction
+/// wait for the previous transaction's records of it to be acknowledged); the copy loop
+/// stops reading while that many wait.
+const HOLD_LIMIT: usize = 20_000;
 /// How often an at-least-once route commits its source position.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the source's topics are re-listed (new topics, grown partitions).

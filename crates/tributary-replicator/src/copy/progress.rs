@@ -6,7 +6,6 @@ use std::time::Instant;
 use rdkafka::consumer::Consumer;
 use tracing::{error, info};
 
-use crate::config::Delivery;
 use crate::metrics::PartitionLabels;
 
 use super::probe::{FloorRequest, FloorResult};
@@ -160,11 +159,7 @@ impl Session<'_> {
             let topic = &self.routes[slot.route].source;
             let labels = PartitionLabels::new(topic, slot.partition);
             // Durable counts: EOS counts only committed records.
-            let counted = if self.replicator.config.delivery == Delivery::ExactlyOnce {
-                slot.durable
-            } else {
-                a
-            };
+            let counted = self.delivery.counted(slot, a);
             if counted.delivered > slot.reported_copied {
                 metrics
                     .records_copied

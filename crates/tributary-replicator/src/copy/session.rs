@@ -5,25 +5,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use tracing::{info, warn};
 use tributary_core::dedupe::{HEADER_DESTINATION_CLUSTER, PROVENANCE_HEADERS, REPLICATOR_HEADERS};
 use tributary_kafka::{KafkaAdmin, KafkaError, classify};
 
-use crate::config::{Delivery, RouteConfig};
+use crate::config::RouteConfig;
 
 use super::checkpoints::CheckpointWriter;
 use super::clients::LoggingContext;
-use super::delivery::{DeliveryLedger, RouteProducer, serve_deliveries};
+use super::delivery::{DeliveryLedger, serve_deliveries};
 use super::fault::TestFault;
+use super::mode::{DeliveryMode, Drained};
 use super::probe::FloorProbe;
 use super::slot::{Slot, TopicRoute};
 use super::topics::resolve_topics;
-use super::transactions::TransactionPipeline;
-use super::{COMMIT_INTERVAL, RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL, UNREACHABLE_RECHECK};
+use super::{HOLD_LIMIT, RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL, UNREACHABLE_RECHECK};
 
 /// What became of one source record handed to the producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +43,10 @@ pub(super) struct Session<'a> {
     pub(super) by_source: HashMap<String, usize>,
     pub(super) slots: Vec<Slot>,
     pub(super) consumer: Arc<BaseConsumer<LoggingContext>>,
-    /// The producer the copy loop writes into (exactly-once: the current one of the
-    /// pipeline's two).
-    pub(super) producer: Arc<RouteProducer>,
-    /// Exactly-once: the route's transactions (`None` in at-least-once).
-    pub(super) transactions: Option<TransactionPipeline>,
+    /// The delivery mode, with the producer(s) the copy loop writes into.
+    pub(super) delivery: DeliveryMode,
     pub(super) ledger: Arc<DeliveryLedger>,
     pub(super) checkpoints: CheckpointWriter,
-    pub(super) dest_group: Option<BaseConsumer<LoggingContext>>,
     pub(super) source_cluster_id: String,
     /// Stamped on every copy: loop prevention recognises copies by it.
     pub(super) dest_cluster_id: String,
@@ -62,8 +58,6 @@ pub(super) struct Session<'a> {
     /// This worker's index (its stall is reported under it).
     pub(super) worker: usize,
     pub(super) fault: TestFault,
-    /// EOS: the next transaction commits every position, moved or not (keepalive).
-    pub(super) refresh_positions: bool,
     /// A stall was logged (logged once, not at every end-offset answer).
     pub(super) stall_reported: bool,
     /// The session ends because its consumer stalled (see `Session::check_progress`).
@@ -100,27 +94,27 @@ impl Session<'_> {
         source_admin: &KafkaAdmin,
         topics: &BTreeMap<String, usize>,
     ) -> Result<SessionEnd, KafkaError> {
-        let eos = self.cfg().delivery == Delivery::ExactlyOnce;
         let checkpoint_interval = self.cfg().checkpoint_interval;
-        let mut last_commit = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut last_topology = Instant::now();
         let mut stats_at = Instant::now();
         let mut last_keepalive = Instant::now();
         let keepalive = self.cfg().position_keepalive;
 
+        let consumer = self.consumer.clone();
+        // Records the delivery mode holds back (exactly-once: a partition's first records
+        // of a transaction wait for the previous one's), in consumed order.
+        let mut held: Vec<BorrowedMessage<'_>> = Vec::new();
         let end = 'copying: loop {
             self.replicator.health.progress.beat();
             if self.stopping() {
                 break SessionEnd::Stopped;
             }
-            if eos {
-                self.begin_transaction_if_idle()?;
-            }
+            let (delivery, mut cx) = self.delivery_parts();
+            delivery.before_batch(&mut cx)?;
             // Copy what has arrived (bounded so the bookkeeping below keeps its pace).
             let mut batch: u64 = 0;
-            let consumer = self.consumer.clone();
-            while batch < 10_000 {
+            while batch < 10_000 && held.len() < HOLD_LIMIT {
                 let timeout = if batch == 0 {
                     Duration::from_millis(50)
                 } else {
@@ -132,13 +126,17 @@ impl Session<'_> {
                         if batch == 0 && !self.replicator.health.ready.load(Ordering::Relaxed) {
                             self.replicator.health.ready.store(true, Ordering::Relaxed);
                         }
-                        let handoff = loop {
-                            match self.copy_record(&message)? {
-                                Handoff::QueueFull => self.while_destination_full(),
-                                handoff => break handoff,
-                            }
+                        let Some(index) = self.slot_of(&message) else {
+                            continue;
                         };
-                        if handoff == Handoff::Left {
+                        if self.slots[index].held > 0 || self.holds_back(index) {
+                            // After the ones held before it (order within a partition).
+                            self.slots[index].held += 1;
+                            held.push(message);
+                            batch += 1;
+                            continue;
+                        }
+                        if self.hand_off(&message, index)? == Handoff::Left {
                             // Stopping while the destination takes nothing: drain now.
                             break;
                         }
@@ -146,7 +144,7 @@ impl Session<'_> {
                         self.fault
                             .after_record(&self.consumer, &self.replicator.stop);
                         if batch.is_multiple_of(1024) {
-                            serve_deliveries(&self.producer, &self.ledger);
+                            serve_deliveries(self.delivery.producer(), &self.ledger);
                         }
                     }
                     Some(Err(e)) => {
@@ -157,7 +155,14 @@ impl Session<'_> {
                     }
                 }
             }
-            serve_deliveries(&self.producer, &self.ledger);
+            if !held.is_empty() {
+                self.release_held(&mut held)?;
+                if held.len() >= HOLD_LIMIT {
+                    // Full: wait a little for the acknowledgements that release them.
+                    self.delivery.producer().poll(Duration::from_millis(1));
+                }
+            }
+            serve_deliveries(self.delivery.producer(), &self.ledger);
             if let Some(failure) = self.ledger.lock().failure.take() {
                 return Err(failure);
             }
@@ -174,22 +179,12 @@ impl Session<'_> {
                 }
             }
 
+            let (delivery, mut cx) = self.delivery_parts();
             if last_keepalive.elapsed() >= keepalive {
-                // Positions that did not move are committed again, or Kafka expires them
-                // (`offsets.retention.minutes` after their last commit).
                 last_keepalive = Instant::now();
-                if eos {
-                    self.refresh_positions = true;
-                } else {
-                    self.keep_source_positions_alive();
-                }
+                delivery.keep_positions_alive(&mut cx);
             }
-            if eos {
-                self.transaction_upkeep(batch)?;
-            } else if last_commit.elapsed() >= COMMIT_INTERVAL {
-                self.commit_source_position(CommitMode::Async)?;
-                last_commit = Instant::now();
-            }
+            delivery.after_batch(batch, !held.is_empty(), &mut cx)?;
             if last_checkpoint.elapsed() >= checkpoint_interval {
                 self.write_checkpoints();
                 last_checkpoint = Instant::now();
@@ -240,32 +235,11 @@ impl Session<'_> {
         let drain = self.cfg().drain_timeout;
         self.replicator.health.progress.beat();
         info!(route = %self.cfg().name, "draining in-flight records (up to {drain:?})");
-        if eos {
-            self.finish_transactions(drain)?;
-        } else {
-            let flushed = self.producer.flush(drain);
-            if let Some(failure) = self.ledger.lock().failure.take() {
-                return Err(failure);
-            }
-            // Only up to what the destination acknowledged (see commit_source_position).
-            // A stalled consumer does not reach its coordinator: a synchronous commit would
-            // wait for it (46 s seen in CI). Stored for the automatic commit instead; if that
-            // does not land either, the next session copies those records again.
-            let mode = if self.consumer_stalled {
-                CommitMode::Async
-            } else {
-                CommitMode::Sync
-            };
-            self.commit_source_position(mode)?;
-            if let Err(e) = flushed {
-                warn!(
-                    route = %self.cfg().name,
-                    "{} did not acknowledge every in-flight record within {drain:?} ({e}): committed the position of the acknowledged ones; the rest are copied again by the next run; final checkpoints skipped",
-                    self.cfg().dest.name
-                );
-                self.update_metrics();
-                return Ok(end);
-            }
+        let stalled = self.consumer_stalled;
+        let (delivery, mut cx) = self.delivery_parts();
+        if delivery.drain(drain, stalled, &mut cx)? == Drained::Acknowledged {
+            self.update_metrics();
+            return Ok(end);
         }
         self.write_checkpoints();
         self.checkpoints.flush();
@@ -274,18 +248,70 @@ impl Session<'_> {
         Ok(end)
     }
 
+    /// The slot of a consumed record (`None`: not a topic of the route).
+    fn slot_of(&self, message: &BorrowedMessage<'_>) -> Option<usize> {
+        let &route = self.by_source.get(message.topic())?;
+        Some(self.routes[route].base + message.partition() as usize)
+    }
+
+    /// Whether the delivery mode holds back the next record of `index`.
+    fn holds_back(&mut self, index: usize) -> bool {
+        let produced = self.slots[index].produced;
+        self.delivery.holds_back(index, produced, &self.ledger)
+    }
+
+    /// Copies a record, asking again while the destination's queue is full.
+    fn hand_off(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        index: usize,
+    ) -> Result<Handoff, KafkaError> {
+        loop {
+            match self.copy_record(message, index)? {
+                Handoff::QueueFull => self.while_destination_full(),
+                handoff => return Ok(handoff),
+            }
+        }
+    }
+
+    /// Copies the held records of every partition the delivery mode lets go now (in
+    /// consumed order); the others stay held. Stops at a `Handoff::Left`.
+    fn release_held<'m>(&mut self, held: &mut Vec<BorrowedMessage<'m>>) -> Result<(), KafkaError> {
+        // Decided once per partition and pass: a partition let go mid-pass must not send a
+        // later record before an earlier one kept.
+        let mut released: Vec<Option<bool>> = vec![None; self.slots.len()];
+        let mut kept = Vec::new();
+        let mut left = false;
+        for message in std::mem::take(held) {
+            let index = self
+                .slot_of(&message)
+                .expect("only the route's records are held");
+            let go = !left && *released[index].get_or_insert_with(|| !self.holds_back(index));
+            if !go {
+                kept.push(message);
+                continue;
+            }
+            match self.hand_off(&message, index)? {
+                Handoff::Left => {
+                    left = true;
+                    kept.push(message);
+                }
+                _ => self.slots[index].held -= 1,
+            }
+        }
+        *held = kept;
+        Ok(())
+    }
+
     /// Hands one source record to the producer (or skips it), waiting for room in its
     /// queue up to a second at a time (`Handoff::QueueFull`: ask again).
     pub(super) fn copy_record(
         &mut self,
         message: &BorrowedMessage<'_>,
+        index: usize,
     ) -> Result<Handoff, KafkaError> {
-        let Some(&route_index) = self.by_source.get(message.topic()) else {
-            return Ok(Handoff::Taken);
-        };
-        let route = &self.routes[route_index];
-        let index = route.base + message.partition() as usize;
         let slot = &mut self.slots[index];
+        let route = &self.routes[slot.route];
         let offset = message.offset();
         slot.next_offset = offset + 1;
         if let Some(ts) = message.timestamp().to_millis() {
@@ -362,12 +388,12 @@ impl Session<'_> {
         }
         let waiting = Instant::now();
         loop {
-            match self.producer.send(record) {
+            match self.delivery.producer().send(record) {
                 Ok(()) => break,
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Delivered records still count until their report is served; serve
                     // them, and wait for the broker only if that freed nothing.
-                    if !serve_deliveries(&self.producer, &self.ledger) {
+                    if !serve_deliveries(self.delivery.producer(), &self.ledger) {
                         if self.replicator.stop.load(Ordering::Relaxed)
                             || self.session_stop.load(Ordering::Relaxed)
                         {
@@ -380,7 +406,7 @@ impl Session<'_> {
                             slot.next_offset = offset;
                             return Ok(Handoff::QueueFull);
                         }
-                        self.producer.poll(Duration::from_millis(1));
+                        self.delivery.producer().poll(Duration::from_millis(1));
                     }
                     // Waiting for the destination is not a wedge.
                     self.replicator.health.progress.beat();

@@ -6,20 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::Producer;
 use tracing::{info, warn};
 use tributary_kafka::{KafkaAdmin, KafkaError, classify};
 
-use crate::config::Delivery;
-
 use super::checkpoints::CheckpointWriter;
-use super::delivery::{Acked, DeliveryLedger, LedgerState, RouteProducer};
+use super::delivery::{Acked, DeliveryLedger, LedgerState};
 use super::fault::TestFault;
 use super::probe::FloorProbe;
 use super::session::Session;
 use super::slot::{Slot, TopicRoute};
-use super::transactions::TransactionPipeline;
-use super::{REQUEST_TIMEOUT, RouteReplicator, SessionEnd};
+use super::{RouteReplicator, SessionEnd};
 
 /// Kafka cluster ids of the route's two clusters.
 #[derive(Clone, Copy, Debug)]
@@ -37,31 +33,7 @@ pub(super) struct WorkerShare {
     pub(super) of: usize,
 }
 
-/// The destination producers of a worker, by delivery mode.
-enum DestProducers {
-    Idempotent(RouteProducer),
-    /// The route's two, `init_transactions` done.
-    Transactional([RouteProducer; 2]),
-}
-
 impl RouteReplicator {
-    fn transactional_producer(
-        &self,
-        ledger: &Arc<DeliveryLedger>,
-        id: &str,
-    ) -> Result<RouteProducer, KafkaError> {
-        let producer = self.create_producer(ledger.clone(), Some(id))?;
-        producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
-            classify(
-                &self.config.dest.name,
-                &format!("initialising transactions (transactional id {id})"),
-                None,
-                e,
-            )
-        })?;
-        Ok(producer)
-    }
-
     /// One worker of a session: copies the partitions of its share.
     pub(super) fn worker(
         &self,
@@ -107,32 +79,16 @@ impl RouteReplicator {
         });
         let checkpoints = CheckpointWriter::new(cfg, self.health.clone())?;
         let consumer = self.create_source_consumer()?;
-        let eos = cfg.delivery == Delivery::ExactlyOnce;
-        let (producers, dest_group) = if eos {
-            // Both of the route's ids: fences any other instance of this route (both its
-            // producers) and ends its open transactions, so the position read below is final.
-            let [first, second] = cfg.transactional_ids();
-            let producers = [
-                self.transactional_producer(&ledger, &first)?,
-                self.transactional_producer(&ledger, &second)?,
-            ];
-            (
-                DestProducers::Transactional(producers),
-                Some(self.create_dest_group_consumer()?),
-            )
-        } else {
-            (
-                DestProducers::Idempotent(self.create_producer(ledger.clone(), None)?),
-                None,
-            )
-        };
+        // Exactly-once: fences any other instance of this route (both its producers) and
+        // ends its open transactions, so the position read below is final.
+        let prepared = self.prepare_delivery(&ledger)?;
 
         // 3. Where to start.
         let assignment = self.start_positions(
             &routes,
             &mut slots,
             &consumer,
-            dest_group.as_ref(),
+            prepared.dest_group(),
             &checkpoints,
             source_admin,
             dest_admin,
@@ -153,26 +109,16 @@ impl RouteReplicator {
         self.health.ready.store(true, Ordering::Relaxed);
         self.health.progress.beat();
 
-        let (producer, transactions) = match producers {
-            DestProducers::Transactional(producers) => {
-                let committed = slots.iter().map(|s| s.committed).collect();
-                let fail_commit = TestFault::from_env().fail_commit;
-                let pipeline = TransactionPipeline::start(producers, committed, fail_commit)?;
-                (pipeline.current_producer(), Some(pipeline))
-            }
-            DestProducers::Idempotent(producer) => (Arc::new(producer), None),
-        };
+        let delivery = prepared.start(&slots)?;
         let mut session = Session {
             replicator: self,
             routes,
             by_source,
             slots,
             consumer: Arc::new(consumer),
-            producer,
-            transactions,
+            delivery,
             ledger,
             checkpoints,
-            dest_group,
             source_cluster_id: cluster_ids.source.to_owned(),
             dest_cluster_id: cluster_ids.dest.to_owned(),
             floors: FloorProbe::start(&cfg.dest, None)?,
@@ -183,15 +129,15 @@ impl RouteReplicator {
             source_ends_asked: None,
             worker: share.index,
             fault: TestFault::from_env(),
-            refresh_positions: false,
             stall_reported: false,
             consumer_stalled: false,
             session_stop,
         };
         session.fault.at_session_start(&session.consumer);
-        let end = session
-            .copy(source_admin, topics)
-            .map_err(|e| session.fenced().unwrap_or(e));
+        let end = session.copy(source_admin, topics).map_err(|e| {
+            let (delivery, cx) = session.delivery_parts();
+            delivery.fenced(&cx).unwrap_or(e)
+        });
         if session.consumer_stalled {
             // Closing a stalled consumer waits for its coordinator (its final automatic
             // commit), which can take minutes: it is closed on a thread of its own, once the
@@ -209,15 +155,10 @@ impl RouteReplicator {
                 warn!(route = %cfg.name, "closing the stalled consumer on the copy thread: {e}");
             }
         }
-        if end.is_err() && eos {
-            // Stopping: keep within the drain; the next instance's `init_transactions` (or
-            // `transaction.timeout.ms`) aborts what is left open.
-            let abort = if self.stop.load(Ordering::Relaxed) {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(5)
-            };
-            session.abandon_transactions(abort);
+        if end.is_err() {
+            let stopping = self.stop.load(Ordering::Relaxed);
+            let (delivery, cx) = session.delivery_parts();
+            delivery.abandon(stopping, &cx);
         }
         end
     }

@@ -1,16 +1,21 @@
-//! Exactly-once delivery: records and the source position commit together in transactions
+//! Exactly-once delivery (`DeliveryMode::ExactlyOnce`): records and the source position commit together in transactions
 //! on the destination, pipelined over the route's two transactional producers so that the
 //! copy loop goes on copying while the previous transaction commits.
 //!
 //! What becomes of a batch in exactly-once, in order (all of it is here):
 //! 1. The copy loop produces it into the open transaction of the *current* producer.
 //! 2. After `TRANSACTION_INTERVAL`, once the other producer's commit has ended, the loop
-//!    waits until the destination acknowledged every record produced so far — the next
-//!    transaction's records of a partition must land after these, and two producers do not
-//!    keep each other's order — then notes each partition's position and what was
-//!    acknowledged, hands the transaction to the commit thread (position into it, commit)
-//!    and copies on into the other producer, whose previous transaction has committed.
-//! 3. The commit thread's success makes the positions committed and the records durable
+//!    notes each partition's position, hands the transaction to the commit thread
+//!    (position into it, wait for its acknowledgements, commit) and copies on into the
+//!    other producer, whose previous transaction has committed — without waiting for the
+//!    handed-over records' acknowledgements.
+//! 3. Two producers do not keep each other's order, so a partition's records of the new
+//!    transaction must land after its records of the previous one: the first record of a
+//!    partition written by the other producer than its last is held back
+//!    ([`TransactionPipeline::holds_back`]; the copy loop keeps it, and every later one of
+//!    that partition, in consumed order) until the destination acknowledged every record of
+//!    that partition before it. Other partitions copy on meanwhile.
+//! 4. The commit thread's success makes the positions committed and the records durable
 //!    (metrics, checkpoints). Its failure ends the session: the open transaction is aborted
 //!    and the next session starts from the positions of the last committed transaction
 //!    (read back after `init_transactions` of both ids has ended what is left open).
@@ -32,16 +37,19 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 use tributary_kafka::{KafkaError, classify};
 
-use super::delivery::{Acked, RouteProducer, serve_deliveries};
+use rdkafka::consumer::BaseConsumer;
+
+use super::clients::LoggingContext;
+use super::delivery::{Acked, DeliveryLedger, RouteProducer, serve_deliveries};
 use super::fault::TestFault;
-use super::session::Session;
+use super::mode::DeliveryContext;
 use super::{REQUEST_TIMEOUT, TRANSACTION_INTERVAL};
 
 /// The route's two transactional producers, the open transaction and the committing one.
 pub(super) struct TransactionPipeline {
     /// Initialised producers, transactional ids `RouteConfig::transactional_ids`.
     producers: [Arc<RouteProducer>; 2],
-    /// The producer the copy loop writes into (`Session::producer` is the same one).
+    /// The producer the copy loop writes into.
     current: usize,
     /// The current producer has begun a transaction.
     open: bool,
@@ -52,6 +60,12 @@ pub(super) struct TransactionPipeline {
     committing: Option<Handover>,
     /// Per slot: the position of the last transaction handed over (-1: none).
     handed_over: Vec<i64>,
+    /// Per slot: the producer that wrote its last record.
+    writers: Vec<usize>,
+    /// The next transaction commits every position, moved or not (keepalive).
+    refresh_positions: bool,
+    /// The destination group the transactions commit positions to.
+    dest_group: BaseConsumer<LoggingContext>,
     jobs: Option<Sender<CommitJob>>,
     outcomes: Receiver<Result<(), KafkaError>>,
 }
@@ -60,8 +74,10 @@ pub(super) struct TransactionPipeline {
 struct Handover {
     /// (slot, position) of every position in it.
     positions: Vec<(usize, i64)>,
-    /// The ledger when it was handed over: every record in it, acknowledged.
-    acked: Vec<Acked>,
+    /// Per slot, what the ledger holds of this transaction once all of its records are in
+    /// (filled when the slot is let go to the other producer; `None`: the ledger at the
+    /// commit's end — no record of the slot came after it).
+    acked: Vec<Option<Acked>>,
 }
 
 struct CommitJob {
@@ -76,6 +92,7 @@ impl TransactionPipeline {
     /// `fail_commit`: the test fault `fail-commit:N` ([`TestFault`]).
     pub(super) fn start(
         producers: [RouteProducer; 2],
+        dest_group: BaseConsumer<LoggingContext>,
         committed: Vec<i64>,
         fail_commit: Option<u64>,
     ) -> Result<Self, KafkaError> {
@@ -92,6 +109,7 @@ impl TransactionPipeline {
                     if TestFault::fails_commit(fail_commit, commits) {
                         warn!("test fault: transaction commit {commits} fails (aborted)");
                         std::thread::sleep(Duration::from_millis(300));
+                        await_in_flight(&job.producer, Instant::now() + REQUEST_TIMEOUT);
                         let _ = job.producer.abort_transaction(REQUEST_TIMEOUT);
                         let failed = Err(KafkaError::Kafka {
                             cluster: job.cluster.clone(),
@@ -128,20 +146,61 @@ impl TransactionPipeline {
             started: Instant::now(),
             records: 0,
             committing: None,
+            writers: vec![0; committed.len()],
             handed_over: committed,
+            refresh_positions: false,
+            dest_group,
             jobs: Some(jobs),
             outcomes,
         })
     }
 
     /// The producer the copy loop writes into.
-    pub(super) fn current_producer(&self) -> Arc<RouteProducer> {
-        self.producers[self.current].clone()
+    pub(super) fn producer(&self) -> &RouteProducer {
+        &self.producers[self.current]
+    }
+
+    /// Whether the next record of `slot` (`produced` handed over so far) must wait: it is
+    /// the first for the current producer after records of the other one, and those are
+    /// not all acknowledged yet. Once they are, the slot belongs to the current producer.
+    pub(super) fn holds_back(
+        &mut self,
+        slot: usize,
+        produced: u64,
+        ledger: &DeliveryLedger,
+    ) -> bool {
+        if self.writers[slot] == self.current {
+            return false;
+        }
+        let acked = ledger.lock().slots[slot];
+        if acked.delivered < produced {
+            return true;
+        }
+        if let Some(committing) = &mut self.committing {
+            // Every record of the committing transaction for this slot is in.
+            committing.acked[slot] = Some(acked);
+        }
+        self.writers[slot] = self.current;
+        false
+    }
+
+    /// The keepalive is due: the next transaction commits every position.
+    pub(super) fn refresh_positions(&mut self) {
+        self.refresh_positions = true;
     }
 }
 
-/// The transaction's position, then its commit (which finds every record acknowledged:
-/// the hand-over waited for that), within `timeout`.
+/// Serves the producer's delivery reports (they fill the ledger) until none is in flight
+/// or `deadline`, 1 ms at a time: `BaseProducer::flush`, which `commit_transaction` calls
+/// first, polls 100 ms at a time.
+fn await_in_flight(producer: &RouteProducer, deadline: Instant) {
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
+    }
+}
+
+/// The transaction's position, its records' acknowledgements, then its commit, within
+/// `timeout`.
 fn commit(
     producer: &RouteProducer,
     positions: &TopicPartitionList,
@@ -155,110 +214,116 @@ fn commit(
             .send_offsets_to_transaction(positions, group, timeout)
             .map_err(|e| classify(cluster, "adding the position to the transaction", None, e))?;
     }
+    await_in_flight(producer, deadline);
     producer
         .commit_transaction(deadline.saturating_duration_since(Instant::now()))
         .map_err(|e| classify(cluster, "committing a transaction", None, e))
 }
 
-impl Session<'_> {
-    fn pipeline(&mut self) -> &mut TransactionPipeline {
-        self.transactions
-            .as_mut()
-            .expect("exactly-once sessions have a transaction pipeline")
-    }
-
+impl TransactionPipeline {
     /// At the top of every loop iteration: the current producer has an open transaction.
-    pub(super) fn begin_transaction_if_idle(&mut self) -> Result<(), KafkaError> {
-        let dest = self.cfg().dest.name.clone();
-        let tx = self.pipeline();
-        if !tx.open {
-            tx.producers[tx.current]
+    pub(super) fn begin_if_idle(&mut self, cx: &mut DeliveryContext<'_>) -> Result<(), KafkaError> {
+        if !self.open {
+            self.producers[self.current]
                 .begin_transaction()
-                .map_err(|e| classify(&dest, "beginning a transaction", None, e))?;
-            tx.open = true;
-            tx.records = 0;
-            tx.started = Instant::now();
+                .map_err(|e| classify(&cx.cfg().dest.name, "beginning a transaction", None, e))?;
+            self.open = true;
+            self.records = 0;
+            self.started = Instant::now();
         }
         Ok(())
     }
 
     /// After each batch of the copy loop: takes the commit thread's outcome, and hands the
     /// open transaction over once it is due and the previous one has committed.
-    pub(super) fn transaction_upkeep(&mut self, copied: u64) -> Result<(), KafkaError> {
-        self.pipeline().records += copied;
-        self.take_commit_outcome(None)?;
-        let refresh = self.refresh_positions;
-        let tx = self.pipeline();
-        if !tx.open || tx.committing.is_some() || tx.started.elapsed() < TRANSACTION_INTERVAL {
+    /// `holding`: the copy loop holds records back, which go into this transaction first.
+    pub(super) fn upkeep(
+        &mut self,
+        copied: u64,
+        holding: bool,
+        cx: &mut DeliveryContext<'_>,
+    ) -> Result<(), KafkaError> {
+        self.records += copied;
+        self.take_commit_outcome(None, cx)?;
+        if !self.open
+            || holding
+            || self.committing.is_some()
+            || self.started.elapsed() < TRANSACTION_INTERVAL
+        {
             return Ok(());
         }
-        if tx.records == 0 && !refresh && !self.position_moved() {
+        if self.records == 0 && !self.refresh_positions && !self.position_moved(cx) {
             // Nothing to commit: the (empty) transaction stays open for the next interval.
-            self.pipeline().started = Instant::now();
+            self.started = Instant::now();
             return Ok(());
         }
-        self.hand_over(Instant::now() + REQUEST_TIMEOUT)
+        self.hand_over(cx)
     }
 
     /// A position not yet handed over in a transaction.
-    fn position_moved(&self) -> bool {
-        let Some(tx) = self.transactions.as_ref() else {
-            return false;
-        };
-        self.slots
+    fn position_moved(&self, cx: &DeliveryContext<'_>) -> bool {
+        cx.slots
             .iter()
-            .zip(&tx.handed_over)
+            .zip(&self.handed_over)
             .any(|(s, &handed)| s.owned && s.next_offset > handed)
     }
 
     /// Applies the commit thread's outcome: waits for it up to `wait` (`None`: only if it
     /// is there). A failed commit is the session's error.
-    fn take_commit_outcome(&mut self, wait: Option<Duration>) -> Result<bool, KafkaError> {
-        let tx = self.pipeline();
-        if tx.committing.is_none() {
+    fn take_commit_outcome(
+        &mut self,
+        wait: Option<Duration>,
+        cx: &mut DeliveryContext<'_>,
+    ) -> Result<bool, KafkaError> {
+        if self.committing.is_none() {
             return Ok(true);
         }
         let outcome = match wait {
-            None => match tx.outcomes.try_recv() {
+            None => match self.outcomes.try_recv() {
                 Ok(outcome) => outcome,
                 Err(TryRecvError::Empty) => return Ok(false),
-                Err(TryRecvError::Disconnected) => Err(commit_thread_gone(&self.cfg().dest.name)),
+                Err(TryRecvError::Disconnected) => Err(commit_thread_gone(&cx.cfg().dest.name)),
             },
-            Some(wait) => match tx.outcomes.recv_timeout(wait) {
+            Some(wait) => match self.outcomes.recv_timeout(wait) {
                 Ok(outcome) => outcome,
                 Err(RecvTimeoutError::Timeout) => return Ok(false),
-                Err(RecvTimeoutError::Disconnected) => {
-                    Err(commit_thread_gone(&self.cfg().dest.name))
-                }
+                Err(RecvTimeoutError::Disconnected) => Err(commit_thread_gone(&cx.cfg().dest.name)),
             },
         };
-        let handover = self.pipeline().committing.take().expect("checked above");
+        let handover = self.committing.take().expect("checked above");
         outcome?;
         for (index, position) in handover.positions {
-            let slot = &mut self.slots[index];
+            let slot = &mut cx.slots[index];
             slot.committed = slot.committed.max(position);
         }
-        for (slot, acked) in self.slots.iter_mut().zip(handover.acked) {
-            slot.durable = acked;
+        // The commit waited for every acknowledgement of its records.
+        let now = cx.ledger.lock().slots.clone();
+        for ((slot, acked), now) in cx.slots.iter_mut().zip(handover.acked).zip(now) {
+            slot.durable = acked.unwrap_or(now);
         }
-        self.replicator.health.metrics.transactions.inc();
+        cx.replicator.health.metrics.transactions.inc();
         Ok(true)
     }
 
     /// Waits until the destination acknowledged every record produced so far (within
     /// `deadline`): what the hand-over needs before the other producer writes.
-    fn await_acknowledgements(&mut self, deadline: Instant) -> Result<(), KafkaError> {
+    fn await_acknowledgements(
+        &self,
+        deadline: Instant,
+        cx: &DeliveryContext<'_>,
+    ) -> Result<(), KafkaError> {
+        let producer = self.producer();
         loop {
-            serve_deliveries(&self.producer, &self.ledger);
+            serve_deliveries(producer, cx.ledger);
             {
-                let mut state = self.ledger.lock();
+                let mut state = cx.ledger.lock();
                 if let Some(failure) = state.failure.take() {
                     return Err(failure);
                 }
                 if state
                     .slots
                     .iter()
-                    .zip(&self.slots)
+                    .zip(cx.slots.iter())
                     .all(|(a, s)| a.delivered >= s.produced)
                 {
                     return Ok(());
@@ -266,150 +331,157 @@ impl Session<'_> {
             }
             if Instant::now() >= deadline {
                 return Err(KafkaError::Unreachable {
-                    cluster: self.cfg().dest.name.clone(),
+                    cluster: cx.cfg().dest.name.clone(),
                     detail: "it did not acknowledge the transaction's records in time".into(),
                 });
             }
             // Waiting for the destination is not a wedge.
-            self.replicator.health.progress.beat();
+            cx.replicator.health.progress.beat();
             // `BaseProducer::poll` blocks for its whole timeout: keep it short.
-            self.producer.poll(Duration::from_millis(1));
+            producer.poll(Duration::from_millis(1));
         }
     }
 
     /// The positions the next transaction carries: every owned partition that moved
     /// since the last hand-over (all of them when the keepalive is due).
-    fn transaction_positions(&self) -> Result<(TopicPartitionList, Vec<(usize, i64)>), KafkaError> {
-        let tx = self.transactions.as_ref().expect("exactly-once");
+    fn transaction_positions(
+        &self,
+        cx: &DeliveryContext<'_>,
+    ) -> Result<(TopicPartitionList, Vec<(usize, i64)>), KafkaError> {
         let mut list = TopicPartitionList::new();
         let mut positions = Vec::new();
-        for (index, slot) in self.slots.iter().enumerate() {
+        for (index, slot) in cx.slots.iter().enumerate() {
             if !slot.owned {
                 continue;
             }
-            let moved = slot.next_offset > tx.handed_over[index];
+            let moved = slot.next_offset > self.handed_over[index];
             if moved || (self.refresh_positions && slot.next_offset >= 0) {
-                let route = &self.routes[slot.route];
+                let route = &cx.routes[slot.route];
                 list.add_partition_offset(
                     &route.dest,
                     slot.partition,
                     Offset::Offset(slot.next_offset),
                 )
-                .map_err(|e| classify(&self.cfg().dest.name, "committing", None, e))?;
+                .map_err(|e| classify(&cx.cfg().dest.name, "committing", None, e))?;
                 positions.push((index, slot.next_offset));
             }
         }
         Ok((list, positions))
     }
 
-    fn group_metadata(&self) -> Result<ConsumerGroupMetadata, KafkaError> {
+    fn group_metadata(
+        &self,
+        cx: &DeliveryContext<'_>,
+    ) -> Result<ConsumerGroupMetadata, KafkaError> {
         self.dest_group
-            .as_ref()
-            .and_then(|c| c.group_metadata())
+            .group_metadata()
             .ok_or_else(|| KafkaError::Config {
-                cluster: self.cfg().dest.name.clone(),
+                cluster: cx.cfg().dest.name.clone(),
                 detail: "no consumer group metadata for the transaction".into(),
             })
     }
 
-    /// Hands the open transaction to the commit thread (its records acknowledged first,
-    /// within `deadline`) and switches the copy loop to the other producer.
-    fn hand_over(&mut self, deadline: Instant) -> Result<(), KafkaError> {
-        self.await_acknowledgements(deadline)?;
-        let (list, positions) = self.transaction_positions()?;
-        let group = self.group_metadata()?;
-        let acked = self.ledger.lock().slots.clone();
-        let cluster = self.cfg().dest.name.clone();
+    /// Hands the open transaction to the commit thread and switches the copy loop to the
+    /// other producer (its records' acknowledgements are the commit thread's to wait for).
+    fn hand_over(&mut self, cx: &mut DeliveryContext<'_>) -> Result<(), KafkaError> {
+        let (list, positions) = self.transaction_positions(cx)?;
+        let group = self.group_metadata(cx)?;
+        // A slot this transaction's producer did not write last has every record in
+        // already (the transaction before committed): the ledger now is final for it.
+        let acked = cx
+            .ledger
+            .lock()
+            .slots
+            .iter()
+            .zip(&self.writers)
+            .map(|(&a, &writer)| (writer != self.current).then_some(a))
+            .collect();
+        let cluster = cx.cfg().dest.name.clone();
         self.refresh_positions = false;
-        let tx = self.pipeline();
         for &(index, position) in &positions {
-            tx.handed_over[index] = position;
+            self.handed_over[index] = position;
         }
         let job = CommitJob {
-            producer: tx.producers[tx.current].clone(),
+            producer: self.producers[self.current].clone(),
             positions: list,
             group,
             cluster: cluster.clone(),
         };
-        let sent = tx.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
         if !sent {
             return Err(commit_thread_gone(&cluster));
         }
-        tx.committing = Some(Handover { positions, acked });
-        tx.open = false;
-        tx.current = 1 - tx.current;
-        let next = tx.producers[tx.current].clone();
-        self.producer = next;
+        self.committing = Some(Handover { positions, acked });
+        self.open = false;
+        self.current = 1 - self.current;
         Ok(())
     }
 
     /// The drain: the commit under way ends, then the open transaction commits — all
-    /// within `timeout`. An error leaves the open transaction to
-    /// [`Self::abandon_transactions`].
-    pub(super) fn finish_transactions(&mut self, timeout: Duration) -> Result<(), KafkaError> {
+    /// within `timeout`. An error leaves the open transaction to [`Self::abandon`].
+    pub(super) fn finish(
+        &mut self,
+        timeout: Duration,
+        cx: &mut DeliveryContext<'_>,
+    ) -> Result<(), KafkaError> {
         let deadline = Instant::now() + timeout;
-        while !self.take_commit_outcome(Some(Duration::from_millis(100)))? {
-            self.replicator.health.progress.beat();
+        while !self.take_commit_outcome(Some(Duration::from_millis(100)), cx)? {
+            cx.replicator.health.progress.beat();
             if Instant::now() >= deadline {
                 return Err(KafkaError::Unreachable {
-                    cluster: self.cfg().dest.name.clone(),
+                    cluster: cx.cfg().dest.name.clone(),
                     detail: format!("a transaction commit did not end within {timeout:?}"),
                 });
             }
         }
-        if !self.pipeline().open {
+        if !self.open {
             return Ok(());
         }
-        self.await_acknowledgements(deadline)?;
-        let (list, positions) = self.transaction_positions()?;
-        let group = self.group_metadata()?;
-        let cluster = self.cfg().dest.name.clone();
-        let producer = self.producer.clone();
-        let acked = self.ledger.lock().slots.clone();
+        self.await_acknowledgements(deadline, cx)?;
+        let (list, positions) = self.transaction_positions(cx)?;
+        let group = self.group_metadata(cx)?;
+        let cluster = cx.cfg().dest.name.clone();
+        let acked = cx.ledger.lock().slots.clone();
         let left = deadline.saturating_duration_since(Instant::now());
-        commit(&producer, &list, &group, &cluster, left)?;
-        let tx = self.pipeline();
-        tx.open = false;
+        commit(self.producer(), &list, &group, &cluster, left)?;
+        self.open = false;
         for &(index, position) in &positions {
-            tx.handed_over[index] = position;
+            self.handed_over[index] = position;
         }
-        tx.committing = None;
+        self.committing = None;
         self.refresh_positions = false;
         for (index, position) in positions {
-            let slot = &mut self.slots[index];
+            let slot = &mut cx.slots[index];
             slot.committed = slot.committed.max(position);
         }
-        for (slot, acked) in self.slots.iter_mut().zip(acked) {
+        for (slot, acked) in cx.slots.iter_mut().zip(acked) {
             slot.durable = acked;
         }
-        self.replicator.health.metrics.transactions.inc();
+        cx.replicator.health.metrics.transactions.inc();
         Ok(())
     }
 
     /// The session ends with an error: the open transaction is aborted (within `timeout`)
     /// or left to the next `init_transactions`. A commit still under way on the commit
     /// thread is left to end: it holds only records below its own positions.
-    pub(super) fn abandon_transactions(&mut self, timeout: Duration) {
-        let Some(tx) = self.transactions.as_mut() else {
-            return;
-        };
-        if tx.open
-            && let Err(e) = tx.producers[tx.current].abort_transaction(timeout)
+    pub(super) fn abandon(&mut self, timeout: Duration, cx: &DeliveryContext<'_>) {
+        if self.open
+            && let Err(e) = self.producers[self.current].abort_transaction(timeout)
         {
-            warn!(route = %self.replicator.config.name, "could not abort the open transaction ({e}); the next instance's init_transactions aborts it");
+            warn!(route = %cx.cfg().name, "could not abort the open transaction ({e}); the next instance's init_transactions aborts it");
         }
-        tx.open = false;
-        tx.jobs = None;
+        self.open = false;
+        self.jobs = None;
     }
-}
 
-impl Session<'_> {
     /// A producer of the route fenced by another instance (librdkafka's fatal error):
     /// what the session's error is then, whatever call saw it first (a produce or a
     /// delivery report only says that the producer failed fatally).
-    pub(super) fn fenced(&self) -> Option<KafkaError> {
-        let tx = self.transactions.as_ref()?;
-        tx.producers.iter().find_map(|producer| {
+    pub(super) fn fenced(&self, cx: &DeliveryContext<'_>) -> Option<KafkaError> {
+        self.producers.iter().find_map(|producer| {
             let (code, reason) = producer.client().fatal_error()?;
             matches!(
                 code,
@@ -418,7 +490,7 @@ impl Session<'_> {
                     | RDKafkaErrorCode::InvalidProducerEpoch
             )
             .then(|| KafkaError::Fenced {
-                cluster: self.cfg().dest.name.clone(),
+                cluster: cx.cfg().dest.name.clone(),
                 detail: format!("{code:?}: {reason}"),
             })
         })
