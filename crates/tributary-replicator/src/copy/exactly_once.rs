@@ -5,17 +5,12 @@
 //! What becomes of a batch in exactly-once, in order (all of it is here):
 //! 1. The copy loop produces it into the open transaction of the *current* producer.
 //! 2. After `TRANSACTION_INTERVAL`, once the other producer's commit has ended, the loop
-//!    notes each partition's position, hands the transaction to the commit thread
-//!    (position into it, wait for its acknowledgements, commit) and copies on into the
-//!    other producer, whose previous transaction has committed — without waiting for the
-//!    handed-over records' acknowledgements.
-//! 3. Two producers do not keep each other's order, so a partition's records of the new
-//!    transaction must land after its records of the previous one: the first record of a
-//!    partition written by the other producer than its last is held back
-//!    ([`TransactionPipeline::holds_back`]; the copy loop keeps it, and every later one of
-//!    that partition, in consumed order) until the destination acknowledged every record of
-//!    that partition before it. Other partitions copy on meanwhile.
-//! 4. The commit thread's success makes the positions committed and the records durable
+//!    waits until the destination acknowledged every record produced so far — the next
+//!    transaction's records of a partition must land after these, and two producers do not
+//!    keep each other's order — then notes each partition's position and what was
+//!    acknowledged, hands the transaction to the commit thread (position into it, commit)
+//!    and copies on into the other producer, whose previous transaction has committed.
+//! 3. The commit thread's success makes the positions committed and the records durable
 //!    (metrics, checkpoints). Its failure ends the session: the open transaction is aborted
 //!    and the next session starts from the positions of the last committed transaction
 //!    (read back after `init_transactions` of both ids has ended what is left open).
@@ -40,7 +35,7 @@ use tributary_kafka::{KafkaError, classify};
 use rdkafka::consumer::BaseConsumer;
 
 use super::clients::LoggingContext;
-use super::delivery::{Acked, DeliveryLedger, RouteProducer, serve_deliveries};
+use super::delivery::{Acked, RouteProducer, serve_deliveries};
 use super::fault::TestFault;
 use super::mode::DeliveryContext;
 use super::{REQUEST_TIMEOUT, TRANSACTION_INTERVAL};
@@ -60,8 +55,6 @@ pub(super) struct TransactionPipeline {
     committing: Option<Handover>,
     /// Per slot: the position of the last transaction handed over (-1: none).
     handed_over: Vec<i64>,
-    /// Per slot: the producer that wrote its last record.
-    writers: Vec<usize>,
     /// The next transaction commits every position, moved or not (keepalive).
     refresh_positions: bool,
     /// The destination group the transactions commit positions to.
@@ -74,10 +67,8 @@ pub(super) struct TransactionPipeline {
 struct Handover {
     /// (slot, position) of every position in it.
     positions: Vec<(usize, i64)>,
-    /// Per slot, what the ledger holds of this transaction once all of its records are in
-    /// (filled when the slot is let go to the other producer; `None`: the ledger at the
-    /// commit's end — no record of the slot came after it).
-    acked: Vec<Option<Acked>>,
+    /// The ledger when it was handed over: every record in it, acknowledged.
+    acked: Vec<Acked>,
 }
 
 struct CommitJob {
@@ -109,7 +100,6 @@ impl TransactionPipeline {
                     if TestFault::fails_commit(fail_commit, commits) {
                         warn!("test fault: transaction commit {commits} fails (aborted)");
                         std::thread::sleep(Duration::from_millis(300));
-                        await_in_flight(&job.producer, Instant::now() + REQUEST_TIMEOUT);
                         let _ = job.producer.abort_transaction(REQUEST_TIMEOUT);
                         let failed = Err(KafkaError::Kafka {
                             cluster: job.cluster.clone(),
@@ -146,7 +136,6 @@ impl TransactionPipeline {
             started: Instant::now(),
             records: 0,
             committing: None,
-            writers: vec![0; committed.len()],
             handed_over: committed,
             refresh_positions: false,
             dest_group,
@@ -160,47 +149,14 @@ impl TransactionPipeline {
         &self.producers[self.current]
     }
 
-    /// Whether the next record of `slot` (`produced` handed over so far) must wait: it is
-    /// the first for the current producer after records of the other one, and those are
-    /// not all acknowledged yet. Once they are, the slot belongs to the current producer.
-    pub(super) fn holds_back(
-        &mut self,
-        slot: usize,
-        produced: u64,
-        ledger: &DeliveryLedger,
-    ) -> bool {
-        if self.writers[slot] == self.current {
-            return false;
-        }
-        let acked = ledger.lock().slots[slot];
-        if acked.delivered < produced {
-            return true;
-        }
-        if let Some(committing) = &mut self.committing {
-            // Every record of the committing transaction for this slot is in.
-            committing.acked[slot] = Some(acked);
-        }
-        self.writers[slot] = self.current;
-        false
-    }
-
     /// The keepalive is due: the next transaction commits every position.
     pub(super) fn refresh_positions(&mut self) {
         self.refresh_positions = true;
     }
 }
 
-/// Serves the producer's delivery reports (they fill the ledger) until none is in flight
-/// or `deadline`, 1 ms at a time: `BaseProducer::flush`, which `commit_transaction` calls
-/// first, polls 100 ms at a time.
-fn await_in_flight(producer: &RouteProducer, deadline: Instant) {
-    while producer.in_flight_count() > 0 && Instant::now() < deadline {
-        producer.poll(Duration::from_millis(1));
-    }
-}
-
-/// The transaction's position, its records' acknowledgements, then its commit, within
-/// `timeout`.
+/// The transaction's position, then its commit (which finds every record acknowledged:
+/// the hand-over waited for that), within `timeout`.
 fn commit(
     producer: &RouteProducer,
     positions: &TopicPartitionList,
@@ -214,7 +170,6 @@ fn commit(
             .send_offsets_to_transaction(positions, group, timeout)
             .map_err(|e| classify(cluster, "adding the position to the transaction", None, e))?;
     }
-    await_in_flight(producer, deadline);
     producer
         .commit_transaction(deadline.saturating_duration_since(Instant::now()))
         .map_err(|e| classify(cluster, "committing a transaction", None, e))
@@ -236,19 +191,14 @@ impl TransactionPipeline {
 
     /// After each batch of the copy loop: takes the commit thread's outcome, and hands the
     /// open transaction over once it is due and the previous one has committed.
-    /// `holding`: the copy loop holds records back, which go into this transaction first.
     pub(super) fn upkeep(
         &mut self,
         copied: u64,
-        holding: bool,
         cx: &mut DeliveryContext<'_>,
     ) -> Result<(), KafkaError> {
         self.records += copied;
         self.take_commit_outcome(None, cx)?;
-        if !self.open
-            || holding
-            || self.committing.is_some()
-            || self.started.elapsed() < TRANSACTION_INTERVAL
+        if !self.open || self.committing.is_some() || self.started.elapsed() < TRANSACTION_INTERVAL
         {
             return Ok(());
         }
@@ -257,7 +207,7 @@ impl TransactionPipeline {
             self.started = Instant::now();
             return Ok(());
         }
-        self.hand_over(cx)
+        self.hand_over(Instant::now() + REQUEST_TIMEOUT, cx)
     }
 
     /// A position not yet handed over in a transaction.
@@ -296,10 +246,8 @@ impl TransactionPipeline {
             let slot = &mut cx.slots[index];
             slot.committed = slot.committed.max(position);
         }
-        // The commit waited for every acknowledgement of its records.
-        let now = cx.ledger.lock().slots.clone();
-        for ((slot, acked), now) in cx.slots.iter_mut().zip(handover.acked).zip(now) {
-            slot.durable = acked.unwrap_or(now);
+        for (slot, acked) in cx.slots.iter_mut().zip(handover.acked) {
+            slot.durable = acked;
         }
         cx.replicator.health.metrics.transactions.inc();
         Ok(true)
@@ -381,21 +329,17 @@ impl TransactionPipeline {
             })
     }
 
-    /// Hands the open transaction to the commit thread and switches the copy loop to the
-    /// other producer (its records' acknowledgements are the commit thread's to wait for).
-    fn hand_over(&mut self, cx: &mut DeliveryContext<'_>) -> Result<(), KafkaError> {
+    /// Hands the open transaction to the commit thread (its records acknowledged first,
+    /// within `deadline`) and switches the copy loop to the other producer.
+    fn hand_over(
+        &mut self,
+        deadline: Instant,
+        cx: &mut DeliveryContext<'_>,
+    ) -> Result<(), KafkaError> {
+        self.await_acknowledgements(deadline, cx)?;
         let (list, positions) = self.transaction_positions(cx)?;
         let group = self.group_metadata(cx)?;
-        // A slot this transaction's producer did not write last has every record in
-        // already (the transaction before committed): the ledger now is final for it.
-        let acked = cx
-            .ledger
-            .lock()
-            .slots
-            .iter()
-            .zip(&self.writers)
-            .map(|(&a, &writer)| (writer != self.current).then_some(a))
-            .collect();
+        let acked = cx.ledger.lock().slots.clone();
         let cluster = cx.cfg().dest.name.clone();
         self.refresh_positions = false;
         for &(index, position) in &positions {

@@ -53,10 +53,6 @@ use worker::{ClusterIds, WorkerShare};
 
 /// How long an exactly-once transaction collects records before it commits.
 const TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
-/// Records held back at most (exactly-once: a partition's first records of a transaction
-/// wait for the previous transaction's records of it to be acknowledged); the copy loop
-/// stops reading while that many wait.
-const HOLD_LIMIT: usize = 20_000;
 /// How often an at-least-once route commits its source position.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the source's topics are re-listed (new topics, grown partitions).

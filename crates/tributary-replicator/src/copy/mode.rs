@@ -133,22 +133,6 @@ impl DeliveryMode {
         }
     }
 
-    /// Whether the next record of `slot` (`produced` handed to the producer so far) must
-    /// wait: exactly-once holds back a partition's first records of a transaction until
-    /// the previous transaction's records of it are acknowledged (the two producers do not
-    /// keep each other's order). Called for every record: the common answer is cheap.
-    pub(super) fn holds_back(
-        &mut self,
-        slot: usize,
-        produced: u64,
-        ledger: &DeliveryLedger,
-    ) -> bool {
-        match self {
-            Self::AtLeastOnce(_) => false,
-            Self::ExactlyOnce(eos) => eos.holds_back(slot, produced, ledger),
-        }
-    }
-
     /// Before each batch of the copy loop.
     pub(super) fn before_batch(&mut self, cx: &mut DeliveryContext<'_>) -> Result<(), KafkaError> {
         match self {
@@ -157,17 +141,16 @@ impl DeliveryMode {
         }
     }
 
-    /// After each batch of the copy loop (`copied` records consumed; `holding`: some are
-    /// held back): what the destination acknowledged becomes a stored position when due.
+    /// After each batch of the copy loop (`copied` records handed to the producer): what
+    /// the destination acknowledged becomes a stored position when due.
     pub(super) fn after_batch(
         &mut self,
         copied: u64,
-        holding: bool,
         cx: &mut DeliveryContext<'_>,
     ) -> Result<(), KafkaError> {
         match self {
             Self::AtLeastOnce(alo) => alo.commit_if_due(cx),
-            Self::ExactlyOnce(eos) => eos.upkeep(copied, holding, cx),
+            Self::ExactlyOnce(eos) => eos.upkeep(copied, cx),
         }
     }
 

@@ -23,7 +23,7 @@ use super::mode::{DeliveryMode, Drained};
 use super::probe::FloorProbe;
 use super::slot::{Slot, TopicRoute};
 use super::topics::resolve_topics;
-use super::{HOLD_LIMIT, RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL, UNREACHABLE_RECHECK};
+use super::{RouteReplicator, SessionEnd, TOPOLOGY_INTERVAL, UNREACHABLE_RECHECK};
 
 /// What became of one source record handed to the producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +101,6 @@ impl Session<'_> {
         let mut last_keepalive = Instant::now();
         let keepalive = self.cfg().position_keepalive;
 
-        let consumer = self.consumer.clone();
-        // Records the delivery mode holds back (exactly-once: a partition's first records
-        // of a transaction wait for the previous one's), in consumed order.
-        let mut held: Vec<BorrowedMessage<'_>> = Vec::new();
         let end = 'copying: loop {
             self.replicator.health.progress.beat();
             if self.stopping() {
@@ -114,7 +110,8 @@ impl Session<'_> {
             delivery.before_batch(&mut cx)?;
             // Copy what has arrived (bounded so the bookkeeping below keeps its pace).
             let mut batch: u64 = 0;
-            while batch < 10_000 && held.len() < HOLD_LIMIT {
+            let consumer = self.consumer.clone();
+            while batch < 10_000 {
                 let timeout = if batch == 0 {
                     Duration::from_millis(50)
                 } else {
@@ -126,17 +123,13 @@ impl Session<'_> {
                         if batch == 0 && !self.replicator.health.ready.load(Ordering::Relaxed) {
                             self.replicator.health.ready.store(true, Ordering::Relaxed);
                         }
-                        let Some(index) = self.slot_of(&message) else {
-                            continue;
+                        let handoff = loop {
+                            match self.copy_record(&message)? {
+                                Handoff::QueueFull => self.while_destination_full(),
+                                handoff => break handoff,
+                            }
                         };
-                        if self.slots[index].held > 0 || self.holds_back(index) {
-                            // After the ones held before it (order within a partition).
-                            self.slots[index].held += 1;
-                            held.push(message);
-                            batch += 1;
-                            continue;
-                        }
-                        if self.hand_off(&message, index)? == Handoff::Left {
+                        if handoff == Handoff::Left {
                             // Stopping while the destination takes nothing: drain now.
                             break;
                         }
@@ -153,13 +146,6 @@ impl Session<'_> {
                         }
                         break;
                     }
-                }
-            }
-            if !held.is_empty() {
-                self.release_held(&mut held)?;
-                if held.len() >= HOLD_LIMIT {
-                    // Full: wait a little for the acknowledgements that release them.
-                    self.delivery.producer().poll(Duration::from_millis(1));
                 }
             }
             serve_deliveries(self.delivery.producer(), &self.ledger);
@@ -184,7 +170,7 @@ impl Session<'_> {
                 last_keepalive = Instant::now();
                 delivery.keep_positions_alive(&mut cx);
             }
-            delivery.after_batch(batch, !held.is_empty(), &mut cx)?;
+            delivery.after_batch(batch, &mut cx)?;
             if last_checkpoint.elapsed() >= checkpoint_interval {
                 self.write_checkpoints();
                 last_checkpoint = Instant::now();
@@ -248,70 +234,18 @@ impl Session<'_> {
         Ok(end)
     }
 
-    /// The slot of a consumed record (`None`: not a topic of the route).
-    fn slot_of(&self, message: &BorrowedMessage<'_>) -> Option<usize> {
-        let &route = self.by_source.get(message.topic())?;
-        Some(self.routes[route].base + message.partition() as usize)
-    }
-
-    /// Whether the delivery mode holds back the next record of `index`.
-    fn holds_back(&mut self, index: usize) -> bool {
-        let produced = self.slots[index].produced;
-        self.delivery.holds_back(index, produced, &self.ledger)
-    }
-
-    /// Copies a record, asking again while the destination's queue is full.
-    fn hand_off(
-        &mut self,
-        message: &BorrowedMessage<'_>,
-        index: usize,
-    ) -> Result<Handoff, KafkaError> {
-        loop {
-            match self.copy_record(message, index)? {
-                Handoff::QueueFull => self.while_destination_full(),
-                handoff => return Ok(handoff),
-            }
-        }
-    }
-
-    /// Copies the held records of every partition the delivery mode lets go now (in
-    /// consumed order); the others stay held. Stops at a `Handoff::Left`.
-    fn release_held<'m>(&mut self, held: &mut Vec<BorrowedMessage<'m>>) -> Result<(), KafkaError> {
-        // Decided once per partition and pass: a partition let go mid-pass must not send a
-        // later record before an earlier one kept.
-        let mut released: Vec<Option<bool>> = vec![None; self.slots.len()];
-        let mut kept = Vec::new();
-        let mut left = false;
-        for message in std::mem::take(held) {
-            let index = self
-                .slot_of(&message)
-                .expect("only the route's records are held");
-            let go = !left && *released[index].get_or_insert_with(|| !self.holds_back(index));
-            if !go {
-                kept.push(message);
-                continue;
-            }
-            match self.hand_off(&message, index)? {
-                Handoff::Left => {
-                    left = true;
-                    kept.push(message);
-                }
-                _ => self.slots[index].held -= 1,
-            }
-        }
-        *held = kept;
-        Ok(())
-    }
-
     /// Hands one source record to the producer (or skips it), waiting for room in its
     /// queue up to a second at a time (`Handoff::QueueFull`: ask again).
     pub(super) fn copy_record(
         &mut self,
         message: &BorrowedMessage<'_>,
-        index: usize,
     ) -> Result<Handoff, KafkaError> {
+        let Some(&route_index) = self.by_source.get(message.topic()) else {
+            return Ok(Handoff::Taken);
+        };
+        let route = &self.routes[route_index];
+        let index = route.base + message.partition() as usize;
         let slot = &mut self.slots[index];
-        let route = &self.routes[slot.route];
         let offset = message.offset();
         slot.next_offset = offset + 1;
         if let Some(ts) = message.timestamp().to_millis() {

@@ -18,8 +18,6 @@ pub(super) struct Slot {
     pub(super) next_offset: i64,
     /// Records handed to the producer in this session.
     pub(super) produced: u64,
-    /// Consumed records held back by the delivery mode, not yet handed to the producer.
-    pub(super) held: u32,
     /// Position last committed (ALO: to the source group; EOS: in a transaction).
     pub(super) committed: i64,
     /// Durable (acknowledged / committed) copy, for checkpoints.
@@ -57,7 +55,6 @@ impl Slot {
             partition_text: partition.to_string(),
             next_offset: 0,
             produced: 0,
-            held: 0,
             committed: -1,
             durable: Acked::default(),
             checkpointed_source: -1,
