@@ -204,9 +204,11 @@ fn a_failed_commit_aborts_the_later_transaction_and_read_committed_sees_each_rec
         .collect();
     let replicator =
         Replicator::start_with_env(&spec, &[], &[("TRIBUTARY_TEST_FAULT", "fail-commit:10")]);
+    // Ten commits take a few seconds; the bound is for a loaded machine, where starting the
+    // session's two transactional producers alone took most of a minute.
     wait_for(
         "the failed commit to end the session",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || replicator.metric_sum("tributary_replicator_errors_total{category=\"Kafka\"}") >= 1.0,
     );
     for producer in producers {
