@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 
@@ -134,6 +135,31 @@ impl Coordination {
     /// `coordination.sh status`: one line per process and the apiserver's readiness.
     pub fn status(&self) -> String {
         self.command(&["status"]).unwrap_or_else(|e| e)
+    }
+
+    /// For a failed test's output: the Leases of namespace `ns` (holder, epoch, renewal,
+    /// annotations), or why they could not be read.
+    pub async fn lease_dump(&self, ns: &str) -> String {
+        let leases: Api<Lease> = Api::namespaced(self.admin.clone(), ns);
+        match leases.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .map(|l| {
+                    let spec = l.spec.clone().unwrap_or_default();
+                    format!(
+                        "{}: holder {:?}, epoch (leaseTransitions) {:?}, renewed {:?}, annotations {:?}",
+                        l.metadata.name.as_deref().unwrap_or_default(),
+                        spec.holder_identity,
+                        spec.lease_transitions,
+                        spec.renew_time.map(|t| t.0.to_string()),
+                        l.metadata.annotations.clone().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("listing Leases in {ns} on the coordination apiserver: {e}"),
+        }
     }
 }
 

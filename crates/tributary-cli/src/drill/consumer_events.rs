@@ -20,6 +20,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, LogParams};
+use kube::core::Selector;
 use tokio::sync::watch;
 
 use super::events::Tail;
@@ -156,31 +157,17 @@ impl PodLogStreams {
     }
 }
 
-/// `matchLabels` and `matchExpressions` as a label selector string.
-fn selector_of(d: &Deployment) -> Result<String> {
-    let Some(s) = d.spec.as_ref().map(|s| &s.selector) else {
+/// The Deployment's pod selector (kube's own parsing of `matchLabels` and
+/// `matchExpressions`); one that selects every pod of the namespace is refused.
+fn selector_of(d: &Deployment) -> Result<Selector> {
+    let Some(s) = d.spec.as_ref().map(|s| s.selector.clone()) else {
         bail!("has no spec.selector");
     };
-    let mut parts: Vec<String> = s
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in s.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            "DoesNotExist" => format!("!{}", e.key),
-            other => bail!("spec.selector: unknown operator {other}"),
-        });
-    }
-    if parts.is_empty() {
+    let selector = Selector::try_from(s).context("spec.selector")?;
+    if selector.selects_all() {
         bail!("spec.selector selects every pod of the namespace");
     }
-    Ok(parts.join(","))
+    Ok(selector)
 }
 
 /// Lists a region's workload pods and starts a [`ContainerLog`] for each new container.
@@ -188,7 +175,7 @@ struct RegionPods {
     pods: Api<Pod>,
     ns: String,
     region: String,
-    selector: String,
+    selector: Selector,
     lines: Arc<Mutex<Vec<ConsumerLine>>>,
     stopped: watch::Receiver<bool>,
 }
@@ -200,7 +187,7 @@ impl RegionPods {
         loop {
             match self
                 .pods
-                .list(&ListParams::default().labels(&self.selector))
+                .list(&ListParams::default().labels_from(&self.selector))
                 .await
             {
                 Ok(list) => {
@@ -421,5 +408,30 @@ mod tests {
             .map(|c| c.line.clone())
             .collect();
         assert_eq!(got, ["one", "two", "three"]);
+    }
+
+    fn deployment(selector: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "billing-east"},
+            "spec": {"selector": selector, "template": {}}
+        }))
+        .expect("deployment")
+    }
+
+    #[test]
+    fn the_pod_selector_is_the_deployments_labels_and_expressions() {
+        let d = deployment(serde_json::json!({
+            "matchLabels": {"app": "billing"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["consumer"]}]
+        }));
+        let s = selector_of(&d).expect("selector").to_string();
+        assert!(s.contains("app=billing"), "{s}");
+        assert!(s.contains("tier in (consumer)"), "{s}");
+    }
+
+    #[test]
+    fn a_selector_of_every_pod_is_refused() {
+        let err = selector_of(&deployment(serde_json::json!({}))).expect_err("refused");
+        assert!(err.to_string().contains("every pod"), "{err}");
     }
 }
