@@ -183,7 +183,7 @@ FAULTS ?= $(if $(filter fraud-scoring,$(GROUP)),primary-kill,$(if $(filter per-r
 DRILL_ARGS = --drills $(DRILLS) --faults $(FAULTS) --seed $(SEED) \
   --report $(STATE_DIR)/drill/report.json --timeline $(STATE_DIR)/drill/timeline.svg
 .PHONY: drill
-drill: demo-clean ## DR drills on the three-region example: DRILLS=10 random faults (FAULTS=region-down,switchover,failback, SEED=1; FAILOVER=tight for 1s/2/5s; GROUP=fraud-scoring: the ActiveActive group, FAULTS=primary-kill; TOPOLOGY=per-region: a cluster and an operator per region, REGIONS=east,west, FAULTS also region-isolate); report and timeline in e2e/.state/drill/ (docs/drill.md).
+drill: demo-clean ## DR drills on the three-region example: DRILLS=10 random faults (FAULTS=region-down,switchover,failback, SEED=1; FAILOVER=tight for 1s/2/5s; STANDBY=warm: consumers wait behind the active gate (standbyReplicas); GROUP=fraud-scoring: the ActiveActive group, FAULTS=primary-kill; TOPOLOGY=per-region: a cluster and an operator per region, REGIONS=east,west, FAULTS also region-isolate); report and timeline in e2e/.state/drill/ (docs/drill.md).
 ifeq ($(TOPOLOGY),per-region)
 	$(MAKE) stack-up TOPOLOGY=per-region REGIONS=$(REGIONS)
 	$(CARGO) build -q -p tributary-cli

@@ -16,8 +16,8 @@ if ((${#need_pkgs[@]})); then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-for tool in go java mvn cargo; do
-  command -v "$tool" >/dev/null || { echo "[prereqs] $tool is missing: install it (see README, Requirements)" >&2; exit 1; }
+for tool in go java javac jar mvn cargo; do
+  command -v "$tool" >/dev/null || { echo "[prereqs] $tool is missing: install it (see README: what a fresh machine needs)" >&2; exit 1; }
 done
 
 installed="$(rustup component list --installed 2>/dev/null || true)"

@@ -95,7 +95,8 @@ pub struct FailoverRegion {
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub aggregate_cluster: String,
     /// The group's consumer workload in this region. In `ActivePassive` the operator scales it
-    /// to `replicas` in the active region and to zero elsewhere.
+    /// to `replicas` in the active region, to zero in the region a move leaves, and to
+    /// `standbyReplicas` (default 0) elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_ref: Option<WorkloadRef>,
 }
@@ -112,6 +113,18 @@ pub struct WorkloadRef {
     /// Replicas while this region is active.
     #[schemars(range(min = 0, max = 10000))]
     pub replicas: i32,
+    /// Warm standby (ActivePassive): replicas kept running while this region is not active
+    /// and no move is leaving it. Their pods must wait for the active gate before they join
+    /// the group (docs/active-gate.md, "Warm standby"): a standby pod that joins holds up
+    /// every planned move into this region and the standby's offset commits. Default 0: the
+    /// workload is scaled from zero when the region becomes active.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub standby_replicas: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// Kinds a workloadRef may name.

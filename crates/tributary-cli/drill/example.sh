@@ -7,6 +7,9 @@
 # example's own settings. DRILL_GROUP=fraud-scoring (the example's ActiveActive group, which
 # names no workloads) also gets VerifiableConsumer Deployments fraud-scoring-<region> (one
 # replica each, --verbose) as its workloadRefs, so that the drill sees every region consume.
+# STANDBY=warm (billing): every region keeps its two consumer pods running behind the active
+# gate (`standbyReplicas: 2`; the `tributary active-gate` sidecar and the gate agent in the
+# VerifiableConsumer's JVM, docs/active-gate.md "Warm standby"); default: scaled from 0.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
@@ -53,6 +56,35 @@ if [[ "$GROUP" == fraud-scoring ]]; then
     {"region":"west","aggregateCluster":"west","workloadRef":{"kind":"Deployment","name":"fraud-scoring-west","replicas":1}},
     {"region":"east","aggregateCluster":"east","workloadRef":{"kind":"Deployment","name":"fraud-scoring-east","replicas":1}},
     {"region":"central","aggregateCluster":"central","workloadRef":{"kind":"Deployment","name":"fraud-scoring-central","replicas":1}}]}}' >/dev/null
+fi
+if [[ "${STANDBY:-cold}" == warm && "$GROUP" == billing ]]; then
+  AGENT_JAR="$(bash crates/tributary-active-gate/agent/build.sh)"
+  say "warm standby: billing's consumers wait behind the active gate ($AGENT_JAR), standbyReplicas 2"
+  K -n "$NS" apply -f examples/active-gate/rbac.yaml >/dev/null
+  for r in east west central; do
+    # The local stack's pods share the host's network: the gate listens on a free port and
+    # the agent reads its file.
+    K -n "$NS" patch deployment "billing-$r" --type strategic -p "$(cat <<JSON
+{"spec": {"template": {"spec": {
+  "serviceAccountName": "billing-consumer",
+  "volumes": [{"name": "active", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+              {"name": "gate-agent", "hostPath": {"path": "$(dirname "$AGENT_JAR")", "type": "Directory"}}],
+  "containers": [
+    {"name": "consumer",
+     "env": [{"name": "KAFKA_OPTS", "value": "-javaagent:/opt/tributary/tributary-gate-agent.jar=file=/var/run/tributary/active.json"}],
+     "volumeMounts": [{"name": "active", "mountPath": "/var/run/tributary", "readOnly": true},
+                      {"name": "gate-agent", "mountPath": "/opt/tributary", "readOnly": true}]},
+    {"name": "active-gate", "image": "local/tributary:$TAG",
+     "args": ["active-gate", "--configmap=billing-active", "--region=$r", "--port=0", "--file=/var/run/tributary/active.json"],
+     "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+     "volumeMounts": [{"name": "active", "mountPath": "/var/run/tributary"}]}]}}}}
+JSON
+)" >/dev/null
+  done
+  K -n "$NS" patch consumergroupfailover billing --type json -p '[
+    {"op": "add", "path": "/spec/regions/0/workloadRef/standbyReplicas", "value": 2},
+    {"op": "add", "path": "/spec/regions/1/workloadRef/standbyReplicas", "value": 2},
+    {"op": "add", "path": "/spec/regions/2/workloadRef/standbyReplicas", "value": 2}]' >/dev/null
 fi
 if [[ "${FAILOVER:-example}" == tight ]]; then
   K -n "$NS" patch consumergroupfailover "$GROUP" --type merge \

@@ -199,10 +199,15 @@ pub enum Step {
     },
 }
 
-/// Whether a region's workload runs now.
+/// What a region's workload does now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consumers {
+    /// Consume: `replicas` pods.
     Run,
+    /// Warm standby: `standbyReplicas` pods that wait for the active gate and are not
+    /// members of the group (0 pods unless the workload asks for a warm standby).
+    Standby,
+    /// No pods: the region is being moved away from (or is the holder during a move).
     Stop,
 }
 
@@ -548,24 +553,29 @@ fn next_move(o: &Observation) -> Step {
     }
 }
 
-/// Whether each region's consumers run (in `o.regions` order). ActiveActive: everywhere.
-/// ActivePassive: only the Lease's holder, and nobody while a move is under way (the target
-/// starts only after it holds the Lease, the source stops before anything else happens).
+/// What each region's consumers do (in `o.regions` order). ActiveActive: run everywhere.
+/// ActivePassive: only the Lease's holder runs, and nobody while a move is under way (the
+/// target consumes only after it holds the Lease, the source stops before anything else
+/// happens); every other region keeps its warm standby, which the active gate holds back.
 pub fn desired_consumers(o: &Observation) -> Vec<(String, Consumers)> {
     o.regions
         .iter()
         .map(|r| {
-            let run = match o.mode {
-                GroupMode::ActiveActive => true,
-                GroupMode::ActivePassive => {
-                    o.in_progress.is_none()
-                        && o.lease.as_ref().is_some_and(|l| l.holder == r.region)
+            let holder = o.lease.as_ref().is_some_and(|l| l.holder == r.region);
+            let consumers = match (o.mode, &o.in_progress) {
+                (GroupMode::ActiveActive, _) => Consumers::Run,
+                (GroupMode::ActivePassive, None) if holder => Consumers::Run,
+                (GroupMode::ActivePassive, None) => Consumers::Standby,
+                // A move stops the region it leaves (and whoever holds the Lease) before
+                // anything else; every other region's standby stays warm and gated.
+                (GroupMode::ActivePassive, Some(m))
+                    if holder || m.from.as_deref() == Some(r.region.as_str()) =>
+                {
+                    Consumers::Stop
                 }
+                (GroupMode::ActivePassive, Some(_)) => Consumers::Standby,
             };
-            (
-                r.region.clone(),
-                if run { Consumers::Run } else { Consumers::Stop },
-            )
+            (r.region.clone(), consumers)
         })
         .collect()
 }
@@ -752,6 +762,42 @@ mod tests {
     }
 
     #[test]
+    fn standbys_stay_warm_except_where_a_move_leaves() {
+        let mut o = obs(
+            vec![
+                view("east", false, Some(1)),
+                view("west", true, Some(1)),
+                view("central", true, Some(1)),
+            ],
+            Some(("east", 3, false)),
+        );
+        let what = |o: &Observation| {
+            desired_consumers(o)
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect::<Vec<_>>()
+        };
+        use Consumers::{Run, Standby, Stop};
+        assert_eq!(what(&o), [Run, Standby, Standby]);
+        // East is down: the unplanned move stops east (its pods must not return with it);
+        // west, the target, and central stay warm behind the gate.
+        o.in_progress = Some(Move {
+            from: Some("east".into()),
+            to: "west".into(),
+            reason: MoveReason::RegionDown,
+            kind: MoveKind::Unplanned,
+            epoch: 4,
+        });
+        assert_eq!(what(&o), [Stop, Standby, Standby]);
+        // The Lease moved and the move finished: west runs, east is a standby again.
+        o.in_progress = None;
+        o.lease.as_mut().expect("a lease").holder = "west".into();
+        assert_eq!(what(&o), [Standby, Run, Standby]);
+        o.mode = GroupMode::ActiveActive;
+        assert_eq!(what(&o), [Run, Run, Run]);
+    }
+
+    #[test]
     fn a_planned_move_drains_translates_then_takes_the_lease() {
         let mut o = obs(
             vec![view("east", true, Some(1)), view("west", true, Some(1))],
@@ -764,10 +810,12 @@ mod tests {
         };
         assert_eq!(m.kind, MoveKind::Planned);
         o.in_progress = Some(m);
-        assert!(
-            desired_consumers(&o)
-                .iter()
-                .all(|(_, c)| *c == Consumers::Stop)
+        assert_eq!(
+            desired_consumers(&o),
+            vec![
+                ("east".to_string(), Consumers::Stop),
+                ("west".to_string(), Consumers::Standby)
+            ]
         );
         o.regions[0].running_consumers = 2;
         assert!(matches!(decide(&o), Step::WaitForGroupEmpty { .. }));

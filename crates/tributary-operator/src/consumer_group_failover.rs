@@ -1546,10 +1546,10 @@ async fn apply_consumers(
         else {
             continue;
         };
-        let replicas = if consumers == Consumers::Run {
-            w.replicas
-        } else {
-            0
+        let replicas = match consumers {
+            Consumers::Run => w.replicas,
+            Consumers::Standby => w.standby_replicas,
+            Consumers::Stop => 0,
         };
         if let Some((_, true)) = workload(ctx, ns, w, Some(replicas)).await? {
             tracing::info!(

@@ -10,7 +10,8 @@
 //! planned switchover, nothing lost → re-applying the manifests changes nothing the operator
 //! owns. Then, each on its own: `automatic: false` and a stale standby (`FailoverBlocked`
 //! until the data-loss annotation), ActiveActive (only the primary moves), and an operator
-//! killed in the middle of a switchover (the move completes, epoch + 1 exactly once).
+//! killed in the middle of a switchover (the move completes, epoch + 1 exactly once), and a
+//! warm standby (`standbyReplicas`) whose waiting pod takes a planned switchover over.
 
 mod failover_support;
 
@@ -461,6 +462,139 @@ async fn an_operator_killed_mid_switchover_finishes_the_move_once() {
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(status_of(&s.cgfs).await.epoch, Some(2), "no second move");
+    })
+    .await;
+}
+
+/// Warm standby (`workloadRef.standbyReplicas`): the standby region keeps a consumer pod whose
+/// VerifiableConsumer waits behind the active gate (the `tributary active-gate` sidecar and
+/// the gate agent, docs/active-gate.md) and is no member of the group, so the standby sync
+/// keeps committing to it. A planned switchover is taken over by that very pod, without a
+/// pod start, nothing lost; the region left keeps a gated standby pod of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_standby_waits_behind_the_gate_and_takes_over_without_a_pod_start() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let _one = ONE_OPERATOR.lock().await;
+    TestNamespace::run(&stack, "e2e-warm-standby", |t| async move {
+        let stack = &t.stack;
+        let group = Group {
+            warm_standby: true,
+            ..Group::default()
+        };
+        let Setup {
+            _release,
+            ns,
+            topic,
+            east,
+            west,
+            cgfs,
+            deployments,
+            ..
+        } = setup(&t, &group, 1).await;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = t.api();
+        let gated_pod = |region: String| {
+            let (pods, ns) = (pods.clone(), ns.clone());
+            async move {
+                wait_until(
+                    &format!("a running billing pod in {region} waiting behind the gate"),
+                    SLOW,
+                    || async {
+                        let list = pods
+                            .list(&ListParams::default().labels(&format!("app=billing,region={region}")))
+                            .await
+                            .ok()?;
+                        list.items
+                            .iter()
+                            .filter(|p| p.metadata.deletion_timestamp.is_none())
+                            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                            .map(|p| p.name_any())
+                            .find(|name| {
+                                pod_log(stack, &ns, &region, name, "consumer")
+                                    .contains("tributary-gate-agent: waiting")
+                            })
+                    },
+                )
+                .await
+            }
+        };
+        let members_and_sync = |region: String| {
+            let cgfs = cgfs.clone();
+            async move {
+                let s = status_of(&cgfs).await;
+                let r = s.regions.iter().find(|r| r.region == region).cloned();
+                r.map(|r| (r.members, r.last_sync_time.map(|t| t.0)))
+            }
+        };
+
+        // West's standby: one pod running, held back by the gate, no member of the group;
+        // the standby sync still commits there (it could not with a member in the group).
+        let standby = gated_pod(west.clone()).await;
+        assert_eq!(replicas(&deployments, &format!("billing-{west}")).await, 1);
+        assert_eq!(replicas(&deployments, &format!("billing-{east}")).await, 1);
+        let pod_seen = k8s_openapi::jiff::Timestamp::now();
+        wait_until("west synced while its warm pod waits (0 members there)", SLOW, || async {
+            let (members, synced) = members_and_sync(west.clone()).await?;
+            (members == Some(0) && synced.is_some_and(|t| t > pod_seen)).then_some(())
+        })
+        .await;
+        let mut before = Vec::new();
+        for r in [&east, &west] {
+            before.extend(produce_batch(stack, r, &topic, "warm-before", 40).await);
+        }
+        wait_consumed(stack, &ns, "records consumed in east", &before).await;
+        assert!(
+            consumed_by_pod(stack, &ns, &west)
+                .get(&standby)
+                .is_none_or(|c| c.is_empty()),
+            "the gated standby pod {standby} consumed while east was active"
+        );
+
+        // The planned switchover: the waiting pod takes over.
+        let edit_ms = now_ms();
+        patch_spec(&cgfs, serde_json::json!({"spec": {"activeRegion": west}})).await;
+        wait_active(&cgfs, &west, 2).await;
+        let mut after = Vec::new();
+        for r in [&east, &west] {
+            after.extend(produce_batch(stack, r, &topic, "warm-after", 40).await);
+        }
+        let expected: Vec<String> = before.iter().chain(&after).cloned().collect();
+        wait_consumed(stack, &ns, "every record consumed, the last ones in west", &after).await;
+        let in_west = consumed_by_pod(stack, &ns, &west);
+        let first_ms = in_west
+            .get(&standby)
+            .and_then(|c| c.iter().map(|c| c.at_ms).min())
+            .unwrap_or_else(|| panic!("the standby pod {standby} did not take over: {:?}", in_west.keys()));
+        assert_eq!(
+            in_west.keys().collect::<Vec<_>>(),
+            vec![&standby],
+            "west consumed only with its warm pod (no pod start)"
+        );
+        let consumed: BTreeSet<String> = all_consumed(stack, &ns).into_iter().map(|c| c.value).collect();
+        let lost: Vec<&String> = expected.iter().filter(|v| !consumed.contains(*v)).collect();
+        assert!(lost.is_empty(), "lost {} records: {lost:?}", lost.len());
+        let s = status_of(&cgfs).await;
+        eprintln!(
+            "warm planned switchover: edit -> first record in {west} {:.2}s, by the standby pod {standby} (operator rtoSeconds {:?})",
+            (first_ms - edit_ms) as f64 / 1000.0,
+            s.last_failover.as_ref().and_then(|l| l.rto_seconds)
+        );
+
+        // East, the region left, is a gated standby again.
+        let east_standby = gated_pod(east.clone()).await;
+        assert_eq!(replicas(&deployments, &format!("billing-{east}")).await, 1);
+        wait_until("east holds no member of the group", SLOW, || async {
+            let (members, _) = members_and_sync(east.clone()).await?;
+            (members == Some(0)).then_some(())
+        })
+        .await;
+        assert!(
+            consumed_by_pod(stack, &ns, &east)
+                .get(&east_standby)
+                .is_none_or(|c| c.is_empty()),
+            "east's new standby pod {east_standby} consumed while west was active"
+        );
     })
     .await;
 }

@@ -257,7 +257,6 @@ pub fn image_tag() -> String {
         .unwrap_or_else(|| "dev".into())
 }
 
-/// The repository's root (examples, charts, crds).
 /// Runs one of the stack's scripts (`relative` to the repo) with `args` and one state-dir
 /// variable; `Err` names the script and carries its output when it fails.
 pub fn run_script(
@@ -292,6 +291,7 @@ pub fn output_text(out: &std::process::Output) -> String {
     )
 }
 
+/// A path in the repository (examples, charts, crds).
 pub fn repo_path(relative: &str) -> PathBuf {
     repo_root().join(relative)
 }

@@ -104,23 +104,35 @@ pub struct Consumed {
 /// Every record consumed by the billing pods of `region` in this namespace, from the pods'
 /// log files (kept by the node agent after the pods are gone).
 pub fn consumed_in(stack: &Stack, ns: &str, region: &str) -> Vec<Consumed> {
+    consumed_by_pod(stack, ns, region)
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+/// [`consumed_in`] per pod (by pod name).
+pub fn consumed_by_pod(stack: &Stack, ns: &str, region: &str) -> BTreeMap<String, Vec<Consumed>> {
     let dir = stack.state_dir.join(format!("agent-{region}/pods"));
-    let mut out = Vec::new();
+    let mut out = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return out;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if !name.starts_with(&format!("{ns}_billing-")) {
+        let Some(pod) = name
+            .strip_prefix(&format!("{ns}_"))
+            .filter(|p| p.starts_with("billing-"))
+        else {
             continue;
-        }
+        };
         let text = std::fs::read_to_string(e.path().join("consumer.log")).unwrap_or_default();
+        let consumed: &mut Vec<Consumed> = out.entry(pod.to_string()).or_default();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
             if v["name"] == "record_data" {
-                out.push(Consumed {
+                consumed.push(Consumed {
                     value: v["value"].as_str().unwrap_or_default().to_string(),
                     at_ms: v["timestamp"].as_i64().unwrap_or_default(),
                 });
@@ -128,6 +140,14 @@ pub fn consumed_in(stack: &Stack, ns: &str, region: &str) -> Vec<Consumed> {
         }
     }
     out
+}
+
+/// A billing pod's container log as the node agent keeps it (`""` when there is none yet).
+pub fn pod_log(stack: &Stack, ns: &str, region: &str, pod: &str, container: &str) -> String {
+    let path = stack
+        .state_dir
+        .join(format!("agent-{region}/pods/{ns}_{pod}/{container}.log"));
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 pub fn all_consumed(stack: &Stack, ns: &str) -> Vec<Consumed> {
