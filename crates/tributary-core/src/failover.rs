@@ -566,10 +566,12 @@ pub fn desired_consumers(o: &Observation) -> Vec<(String, Consumers)> {
                 (GroupMode::ActiveActive, _) => Consumers::Run,
                 (GroupMode::ActivePassive, None) if holder => Consumers::Run,
                 (GroupMode::ActivePassive, None) => Consumers::Standby,
-                // A move stops the region it leaves (and whoever holds the Lease) before
-                // anything else; every other region's standby stays warm and gated.
+                // A move stops the region it leaves (and any other holder of the Lease) before
+                // anything else; the target (which holds the Lease between `TakeLease` and
+                // `Finish`) and every other region keep their warm standby, gated.
                 (GroupMode::ActivePassive, Some(m))
-                    if holder || m.from.as_deref() == Some(r.region.as_str()) =>
+                    if r.region != m.to
+                        && (holder || m.from.as_deref() == Some(r.region.as_str())) =>
                 {
                     Consumers::Stop
                 }
@@ -789,9 +791,12 @@ mod tests {
             epoch: 4,
         });
         assert_eq!(what(&o), [Stop, Standby, Standby]);
-        // The Lease moved and the move finished: west runs, east is a standby again.
-        o.in_progress = None;
+        // The Lease moved (TakeLease), the move is not finished yet: west's standby stays
+        // (a scale-down here would kill the very pods that are about to take over).
         o.lease.as_mut().expect("a lease").holder = "west".into();
+        assert_eq!(what(&o), [Stop, Standby, Standby]);
+        // Finished: west runs, east is a standby again.
+        o.in_progress = None;
         assert_eq!(what(&o), [Standby, Run, Standby]);
         o.mode = GroupMode::ActiveActive;
         assert_eq!(what(&o), [Run, Run, Run]);

@@ -125,7 +125,10 @@ pub fn consumed_by_pod(stack: &Stack, ns: &str, region: &str) -> BTreeMap<String
         else {
             continue;
         };
-        let text = std::fs::read_to_string(e.path().join("consumer.log")).unwrap_or_default();
+        // Pods without a `consumer` container (the sync Jobs' `billing-sync-*`) are not consumers.
+        let Ok(text) = std::fs::read_to_string(e.path().join("consumer.log")) else {
+            continue;
+        };
         let consumed: &mut Vec<Consumed> = out.entry(pod.to_string()).or_default();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
