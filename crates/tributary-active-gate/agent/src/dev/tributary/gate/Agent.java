@@ -21,7 +21,9 @@ import java.nio.charset.StandardCharsets;
  * <p>Arguments (comma-separated): {@code url=} (default http://127.0.0.1:9477/active) or
  * {@code file=} (the gate's {@code --file}; for pods on the host network, where the gate
  * listens on {@code --port 0}), {@code poll=} milliseconds (default 100), {@code preload=}
- * classes to load, separated by {@code ;} (default: the Kafka consumer's).
+ * classes to load, separated by {@code ;} (default: the Kafka consumer's), {@code warmup=}
+ * {@code consumer} (default: also build and close one KafkaConsumer that connects nowhere,
+ * which loads and links its whole construction path) or {@code none}.
  */
 public final class Agent {
     static final int EXIT_GATE_CLOSED = 3;
@@ -45,6 +47,7 @@ public final class Agent {
         String file = null;
         long poll = 100;
         String preload = DEFAULT_PRELOAD;
+        boolean warmup = true;
         if (args != null && !args.isEmpty()) {
             for (String kv : args.split(",")) {
                 int eq = kv.indexOf('=');
@@ -55,19 +58,27 @@ public final class Agent {
                     case "file": file = v; break;
                     case "poll": poll = Long.parseLong(v); break;
                     case "preload": preload = v; break;
+                    case "warmup":
+                        if (!v.equals("consumer") && !v.equals("none")) {
+                            System.err.println("tributary-gate-agent: warmup=" + v + ": consumer or none");
+                            System.exit(2);
+                        }
+                        warmup = v.equals("consumer");
+                        break;
                     default:
                         System.err.println("tributary-gate-agent: unknown argument " + k
-                                + " (url=, file=, poll=, preload=)");
+                                + " (url=, file=, poll=, preload=, warmup=)");
                         System.exit(2);
                 }
             }
         }
         long start = System.nanoTime();
         int loaded = preload(preload);
+        String warmed = warmup ? warmUpConsumer() : "no warm-up";
         final String gate = file != null ? file : url;
         final boolean fromFile = file != null;
-        log("loaded " + loaded + " classes in " + (System.nanoTime() - start) / 1_000_000
-                + " ms; waiting for " + gate);
+        log("loaded " + loaded + " classes, " + warmed + ", in "
+                + (System.nanoTime() - start) / 1_000_000 + " ms; waiting for " + gate);
         String last = null;
         while (true) {
             Answer a = fromFile ? read(gate) : ask(gate);
@@ -122,6 +133,29 @@ public final class Agent {
             }
         }
         return n;
+    }
+
+    /**
+     * Builds and closes a KafkaConsumer (by reflection: the agent has no Kafka dependency)
+     * whose bootstrap server is never contacted: construction does not connect. Its client id
+     * is its own, so the application's ids and metrics are untouched.
+     */
+    static String warmUpConsumer() {
+        try {
+            Class<?> consumer = Class.forName("org.apache.kafka.clients.consumer.KafkaConsumer");
+            java.util.Properties p = new java.util.Properties();
+            p.put("bootstrap.servers", "127.0.0.1:9");
+            p.put("client.id", "tributary-gate-agent-warmup");
+            p.put("key.deserializer", "org.apache.kafka.common.serialization.ByteArrayDeserializer");
+            p.put("value.deserializer", "org.apache.kafka.common.serialization.ByteArrayDeserializer");
+            Object c = consumer.getConstructor(java.util.Properties.class).newInstance(p);
+            consumer.getMethod("close").invoke(c);
+            return "a KafkaConsumer built and closed";
+        } catch (ClassNotFoundException e) {
+            return "no KafkaConsumer on the class path";
+        } catch (Throwable e) {
+            return "the KafkaConsumer warm-up failed (" + e + ")";
+        }
     }
 
     static final class Answer {
