@@ -845,9 +845,10 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     let regarding = cgf.object_ref(&());
     let mut status = old_status.clone();
     let mut lease_now = lease.clone();
-    let mut requeue = (plan.lease_duration / 3)
+    let renew_interval = (plan.lease_duration / 3)
         .min(plan.probe_period)
         .max(Duration::from_secs(1));
+    let mut requeue = renew_interval;
     let mut blocked: Option<(&'static str, String)> = None;
     // The holder renews: one operator when the decision says so; per region, the holder's
     // operator whenever its region answers (a move to another region is that region's to
@@ -855,6 +856,13 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     // holder's answer to a handover request.
     let renew = match (ctx.region.as_deref(), &step) {
         (None, Step::Steady { renew, .. }) => *renew,
+        // The move's last pass renews for the new holder at once: consumers (and their active
+        // gates) count freshness from the Lease's renewTime, which was set at `TakeLease`,
+        // a loaded pass or two ago.
+        (None, Step::Finish(m)) => observation
+            .regions
+            .iter()
+            .any(|r| r.region == m.to && r.answering),
         (None, _) => false,
         (Some(_), _) => holding.is_some_and(|me| {
             observation
@@ -864,6 +872,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         }),
     };
     let mut renewed = false;
+    let mut renewal_sent: Option<Instant> = None;
     if renew && let Some(l) = &lease {
         let mut l = l.clone();
         if let Some(spec) = l.spec.as_mut() {
@@ -883,6 +892,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         let renewal = leases.replace(&lease_name, &post, &l);
         match lease_request(ctx, &fence_key, renewal).await {
             Ok(l) => {
+                renewal_sent = Some(sent);
                 if let Some(holder) = view.as_ref().map(|v| v.holder.as_str()) {
                     ctx.fences
                         .renewed(&fence_key, holder, sent, fence_ttl(plan.lease_duration));
@@ -1333,6 +1343,15 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         );
     }
     status_util::write_status(&cgf, ctx, status).await?;
+    // Renewals one interval apart, whatever this pass cost after its renewal (on a loaded
+    // node a pass takes seconds, and the gates' fresh window is only 2/3 of the Lease).
+    if let Some(sent) = renewal_sent {
+        requeue = requeue.min(
+            renew_interval
+                .saturating_sub(sent.elapsed())
+                .max(Duration::from_millis(100)),
+        );
+    }
     Ok(Action::requeue(requeue))
 }
 
