@@ -56,7 +56,17 @@ public final class Agent {
                 switch (k) {
                     case "url": url = v; break;
                     case "file": file = v; break;
-                    case "poll": poll = Long.parseLong(v); break;
+                    case "poll":
+                        try {
+                            poll = Long.parseLong(v);
+                        } catch (NumberFormatException e) {
+                            poll = 0;
+                        }
+                        if (poll <= 0) {
+                            System.err.println("tributary-gate-agent: poll=" + v + ": a positive number of milliseconds");
+                            System.exit(2);
+                        }
+                        break;
                     case "preload": preload = v; break;
                     case "warmup":
                         if (!v.equals("consumer") && !v.equals("none")) {
