@@ -854,24 +854,22 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     // operator whenever its region answers (a move to another region is that region's to
     // make, and the holder keeps the Lease alive meanwhile). The renewal carries the
     // holder's answer to a handover request.
+    let answering = |region: &str| {
+        observation
+            .regions
+            .iter()
+            .any(|r| r.region == region && r.answering)
+    };
     let renew = match (ctx.region.as_deref(), &step) {
         (None, Step::Steady { renew, .. }) => *renew,
         // The move's last pass renews for the new holder at once: consumers (and their active
         // gates) count freshness from the Lease's renewTime, which was set at `TakeLease`,
         // a loaded pass or two ago.
-        (None, Step::Finish(m)) => observation
-            .regions
-            .iter()
-            .any(|r| r.region == m.to && r.answering),
+        (None, Step::Finish(m)) => answering(&m.to),
         (None, _) => false,
-        (Some(_), _) => holding.is_some_and(|me| {
-            observation
-                .regions
-                .iter()
-                .any(|r| r.region == me && r.answering)
-        }),
+        (Some(_), _) => holding.is_some_and(answering),
     };
-    let mut renewed = false;
+    // When this pass's renewal was sent (`None`: not renewed).
     let mut renewal_sent: Option<Instant> = None;
     if renew && let Some(l) = &lease {
         let mut l = l.clone();
@@ -898,7 +896,6 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                         .renewed(&fence_key, holder, sent, fence_ttl(plan.lease_duration));
                 }
                 lease_now = Some(l);
-                renewed = true;
                 if let HolderAnswer::Decline(why) = &answer {
                     ctx.event(
                         &regarding,
@@ -1229,7 +1226,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         .as_ref()
         .and_then(|l| lease_view(l, plan.lease_duration, Duration::ZERO));
     // A fenced holder's ConfigMap stays fenced until a renewal of this pass lifts it.
-    let fenced_now = fence_due && !renewed;
+    let fenced_now = fence_due && renewal_sent.is_none();
     if let (Some(l), Some(spec), false) = (
         &fact,
         lease_now.as_ref().and_then(|l| l.spec.as_ref()),
