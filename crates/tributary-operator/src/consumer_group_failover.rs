@@ -270,10 +270,42 @@ async fn write_handover(
     lease: &Lease,
     handover: Option<&Handover>,
 ) -> kube::Result<Lease> {
-    let mut l = lease.clone();
-    set_handover(&mut l, handover);
+    swap_lease(ctx, fence_key, leases, lease, |l| set_handover(l, handover)).await
+}
+
+fn lease_duration_seconds(lease: &Lease) -> Option<i32> {
+    lease.spec.as_ref()?.lease_duration_seconds
+}
+
+/// Replaces the Lease as `read` with `change` applied, by compare-and-swap on its
+/// resourceVersion. A conflict that only a renewal caused (the Lease is as read but for its
+/// `renewTime` and resourceVersion) is tried once more on the Lease as it is now: the
+/// renewer (`crate::renewer`) renews between passes, and a handover request or its answer
+/// must not lose to it.
+async fn swap_lease(
+    ctx: &Context,
+    fence_key: &str,
+    leases: &Api<Lease>,
+    read: &Lease,
+    change: impl Fn(&mut Lease),
+) -> kube::Result<Lease> {
     let post = PostParams::default();
-    lease_request(ctx, fence_key, leases.replace(&lease.name_any(), &post, &l)).await
+    let name = read.name_any();
+    let mut l = read.clone();
+    change(&mut l);
+    let err = match lease_request(ctx, fence_key, leases.replace(&name, &post, &l)).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => kube::Error::Api(e),
+        answer => return answer,
+    };
+    let Some(now) = lease_request(ctx, fence_key, leases.get_opt(&name)).await? else {
+        return Err(err);
+    };
+    if !crate::renewer::only_renewed(read, &now) {
+        return Err(err);
+    }
+    let mut l = now;
+    change(&mut l);
+    lease_request(ctx, fence_key, leases.replace(&name, &post, &l)).await
 }
 
 fn set_handover(lease: &mut Lease, handover: Option<&Handover>) {
@@ -459,6 +491,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         // server, so a re-created object continues the epoch sequence.
         ctx.group_prober.forget(&obj_ref);
         ctx.fences.forget(&crate::fence::key(&ns, &name));
+        ctx.renewer.forget(&crate::fence::key(&ns, &name));
         return Ok(Action::await_change());
     }
     // The status is the memory of a move: read it fresh, not from the watch cache.
@@ -839,17 +872,9 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             HolderAnswer::Stop | HolderAnswer::MarkStopped | HolderAnswer::Wait
         );
 
-    // Apply: the workloads first (a move stops the source before anything else happens).
-    apply_consumers(ctx, &ns, &name, &plan, &observation, stop_mine).await?;
-
-    let regarding = cgf.object_ref(&());
-    let mut status = old_status.clone();
-    let mut lease_now = lease.clone();
     let renew_interval = (plan.lease_duration / 3)
         .min(plan.probe_period)
         .max(Duration::from_secs(1));
-    let mut requeue = renew_interval;
-    let mut blocked: Option<(&'static str, String)> = None;
     // The holder renews: one operator when the decision says so; per region, the holder's
     // operator whenever its region answers (a move to another region is that region's to
     // make, and the holder keeps the Lease alive meanwhile). The renewal carries the
@@ -869,28 +894,65 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         (None, _) => false,
         (Some(_), _) => holding.is_some_and(answering),
     };
-    // When this pass's renewal was sent (`None`: not renewed).
+    // Between passes the renewer keeps renewing what this decision allows, and nothing else
+    // (`crate::renewer`): revoked before anything of another decision happens.
+    match view.as_ref().filter(|_| renew) {
+        Some(v) => {
+            let licence = crate::renewer::Licence {
+                group: obj_ref.clone(),
+                holder: v.holder.clone(),
+                epoch: v.epoch,
+                lease_duration: plan.lease_duration,
+                interval: renew_interval,
+            };
+            ctx.renewer.grant(&fence_key, licence).await;
+        }
+        None => ctx.renewer.revoke(&fence_key).await,
+    }
+
+    // Apply: the workloads first (a move stops the source before anything else happens).
+    apply_consumers(ctx, &ns, &name, &plan, &observation, stop_mine).await?;
+
+    let regarding = cgf.object_ref(&());
+    let mut status = old_status.clone();
+    let mut lease_now = lease.clone();
+    let mut requeue = renew_interval;
+    let mut blocked: Option<(&'static str, String)> = None;
+    // When this pass's renewal was sent (`None`: not renewed). A renewal that carries
+    // nothing but the time is the renewer's; the pass renews only as its backstop, when the
+    // renewer has not renewed within two intervals (the first pass, a licence run out).
     let mut renewal_sent: Option<Instant> = None;
-    if renew && let Some(l) = &lease {
-        let mut l = l.clone();
-        if let Some(spec) = l.spec.as_mut() {
-            spec.renew_time = Some(MicroTime(Timestamp::now()));
-            spec.lease_duration_seconds = Some(plan.lease_duration.as_secs() as i32);
-        }
-        match &answer {
-            HolderAnswer::MarkStopped => {
-                let marked = handover.clone().map(|h| Handover { stopped: true, ..h });
-                set_handover(&mut l, marked.as_ref());
+    let carries_answer = matches!(answer, HolderAnswer::MarkStopped | HolderAnswer::Decline(_));
+    let renew_here = renew
+        && (carries_answer
+            || lease_now.as_ref().is_some_and(|l| {
+                lease_duration_seconds(l) != Some(plan.lease_duration.as_secs() as i32)
+            })
+            || !view.as_ref().is_some_and(|v| {
+                ctx.renewer
+                    .renewed_within(&fence_key, &v.holder, v.epoch, renew_interval * 2)
+            }));
+    if renew_here && let Some(l) = &lease {
+        let change = |l: &mut Lease| {
+            if let Some(spec) = l.spec.as_mut() {
+                spec.renew_time = Some(MicroTime(Timestamp::now()));
+                spec.lease_duration_seconds = Some(plan.lease_duration.as_secs() as i32);
             }
-            HolderAnswer::Decline(_) => set_handover(&mut l, None),
-            _ => {}
-        }
+            match &answer {
+                HolderAnswer::MarkStopped => {
+                    let marked = handover.clone().map(|h| Handover { stopped: true, ..h });
+                    set_handover(l, marked.as_ref());
+                }
+                HolderAnswer::Decline(_) => set_handover(l, None),
+                _ => {}
+            }
+        };
         let sent = Instant::now();
-        let post = PostParams::default();
-        let renewal = leases.replace(&lease_name, &post, &l);
-        match lease_request(ctx, &fence_key, renewal).await {
+        match swap_lease(ctx, &fence_key, &leases, l, change).await {
             Ok(l) => {
                 renewal_sent = Some(sent);
+                ctx.renewer.renewed(&fence_key, sent, &l);
+                ctx.metrics.count_renewal("pass");
                 if let Some(holder) = view.as_ref().map(|v| v.holder.as_str()) {
                     ctx.fences
                         .renewed(&fence_key, holder, sent, fence_ttl(plan.lease_duration));
@@ -1221,7 +1283,10 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         }
     }
 
-    // The ConfigMap mirrors the Lease (the fact) for consumers.
+    // The ConfigMap mirrors the Lease (the fact) for consumers, with the newest renewal: no
+    // renewal lands between choosing it and the write (which would set the gates back).
+    let paused = ctx.renewer.pause(&fence_key).await;
+    let lease_now = ctx.renewer.newest(&fence_key, lease_now);
     let fact = lease_now
         .as_ref()
         .and_then(|l| lease_view(l, plan.lease_duration, Duration::ZERO));
@@ -1233,11 +1298,6 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         fenced_now,
     ) {
         let active_kafka = plan.regions.iter().find(|r| r.region == l.holder);
-        let renew = spec
-            .renew_time
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(names::active_name(&name)),
@@ -1255,7 +1315,13 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                         .map(|r| r.kafka.bootstrap_servers.join(","))
                         .unwrap_or_default(),
                 ),
-                ("renewTime".to_string(), renew),
+                (
+                    "renewTime".to_string(),
+                    lease_now
+                        .as_ref()
+                        .map(crate::renewer::renew_time_text)
+                        .unwrap_or_default(),
+                ),
                 // The fence (crate::fence) sets it; every confirmed apply lifts it.
                 ("fenced".to_string(), "false".to_string()),
                 (
@@ -1277,6 +1343,8 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             source,
         })?;
     }
+
+    drop(paused);
 
     // Standby sync Jobs: one per standby region at the current epoch; Jobs of other epochs
     // and failed ones go (a failed one is replaced next pass).
@@ -1388,31 +1456,14 @@ async fn report_zombies(
         .await;
 }
 
-/// A request to the Lease server, bounded on a separate coordination server by what is left
-/// of the holder's fence TTL: a hanging request must not carry the holder past its fence.
+/// A request to the Lease server, bounded by the holder's fence TTL
+/// ([`crate::coordination::lease_request`]).
 async fn lease_request<T>(
     ctx: &Context,
     fence_key: &str,
     request: impl std::future::Future<Output = kube::Result<T>>,
 ) -> kube::Result<T> {
-    if !ctx.coordination.separate {
-        return request.await;
-    }
-    let bound = ctx.fences.request_bound(
-        fence_key,
-        Duration::from_millis(500),
-        crate::coordination::REQUEST_TIMEOUT,
-    );
-    match tokio::time::timeout(bound, request).await {
-        Ok(answer) => answer,
-        Err(_) => Err(kube::Error::Service(
-            format!(
-                "request timed out after {:.1}s (the holder's fence is due then)",
-                bound.as_secs_f64()
-            )
-            .into(),
-        )),
-    }
+    crate::coordination::lease_request(&ctx.coordination, &ctx.fences, fence_key, request).await
 }
 
 /// A Lease request failed (`message` names the server and the request): the error to

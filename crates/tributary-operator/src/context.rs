@@ -20,7 +20,9 @@ pub struct Context {
     /// default, or the one of `--coordination-kubeconfig`.
     pub coordination: crate::coordination::LeaseServer,
     /// Until when each group's holder may act without a confirmed renewal.
-    pub fences: crate::fence::Fences,
+    pub fences: Arc<crate::fence::Fences>,
+    /// Renews the Leases between passes, as the passes allow.
+    pub renewer: crate::renewer::Renewer,
     /// Region health of every ConsumerGroupFailover.
     pub group_prober: crate::group_prober::GroupProber,
     pub admin: Arc<dyn ClusterAdmin>,

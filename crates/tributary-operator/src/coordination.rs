@@ -33,6 +33,30 @@ impl std::fmt::Debug for LeaseServer {
     }
 }
 
+/// A request to the Lease server, bounded on a separate coordination server by what is left
+/// of the holder's fence TTL: a hanging request must not carry the holder past its fence.
+pub async fn lease_request<T>(
+    server: &LeaseServer,
+    fences: &crate::fence::Fences,
+    fence_key: &str,
+    request: impl std::future::Future<Output = kube::Result<T>>,
+) -> kube::Result<T> {
+    if !server.separate {
+        return request.await;
+    }
+    let bound = fences.request_bound(fence_key, Duration::from_millis(500), REQUEST_TIMEOUT);
+    match tokio::time::timeout(bound, request).await {
+        Ok(answer) => answer,
+        Err(_) => Err(kube::Error::Service(
+            format!(
+                "request timed out after {:.1}s (the holder's fence is due then)",
+                bound.as_secs_f64()
+            )
+            .into(),
+        )),
+    }
+}
+
 /// The Lease server: `kubeconfig`'s cluster, else the operator's own (`own`, unchanged).
 pub async fn lease_server(
     own: &kube::Client,

@@ -24,6 +24,7 @@ pub mod model;
 pub mod names;
 pub mod prober;
 pub mod regional_stream;
+pub mod renewer;
 pub mod replicator;
 pub mod run;
 pub mod secrets;

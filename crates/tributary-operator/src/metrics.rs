@@ -32,6 +32,12 @@ pub struct RegionLabels {
     pub region: String,
 }
 
+/// Who renewed a Lease: `pass` (a reconcile pass) or `renewer` (the task between passes).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabels {
+    pub by: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
@@ -53,6 +59,8 @@ pub struct Metrics {
     pub failovers: Family<ReasonLabels, Counter>,
     /// The highest epoch of any group's Lease this operator wrote.
     pub active_epoch: Gauge,
+    /// Confirmed renewals of active-region Leases, by who renewed.
+    pub lease_renewals: Family<RenewalLabels, Counter>,
     /// 1 while the region's aggregate cluster answers the group probes.
     pub region_healthy: Family<RegionLabels, Gauge>,
     /// Age of the region's standby offsets (the stalest over the groups seen last).
@@ -82,6 +90,7 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let failovers = Family::<ReasonLabels, Counter>::default();
         let active_epoch = Gauge::default();
+        let lease_renewals = Family::<RenewalLabels, Counter>::default();
         let region_healthy = Family::<RegionLabels, Gauge>::default();
         let standby_sync_age =
             Family::<RegionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -94,6 +103,11 @@ impl Default for Metrics {
             "active_epoch",
             "Highest active-region epoch written by this operator",
             active_epoch.clone(),
+        );
+        registry.register(
+            "lease_renewals",
+            "Confirmed renewals of active-region Leases, by who renewed (pass, renewer)",
+            lease_renewals.clone(),
         );
         registry.register(
             "region_healthy",
@@ -131,6 +145,7 @@ impl Default for Metrics {
             leader,
             failovers,
             active_epoch,
+            lease_renewals,
             region_healthy,
             standby_sync_age,
             route_counts: Mutex::default(),
@@ -149,6 +164,13 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// A confirmed Lease renewal by `by` (`pass` or `renewer`).
+    pub fn count_renewal(&self, by: &'static str) {
+        self.lease_renewals
+            .get_or_create(&RenewalLabels { by })
             .inc();
     }
 

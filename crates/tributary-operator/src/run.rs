@@ -236,10 +236,19 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     );
     let prober_for_task = prober.clone();
     let admin_for_prober = admin.clone();
+    let fences = Arc::new(crate::fence::Fences::default());
+    let renewer = crate::renewer::Renewer::new(
+        coordination.clone(),
+        client.clone(),
+        group_prober.clone(),
+        fences.clone(),
+        metrics.clone(),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         coordination,
-        fences: Default::default(),
+        fences,
+        renewer,
         group_prober,
         admin,
         prober,

@@ -539,6 +539,12 @@ async fn a_warm_standby_waits_behind_the_gate_and_takes_over_without_a_pod_start
             (members == Some(0) && synced.is_some_and(|t| t > pod_seen)).then_some(())
         })
         .await;
+        // Between passes the renewer keeps the Lease (and the gates) fresh.
+        let renewer = "tributary_operator_lease_renewals_total{by=\"renewer\"}";
+        wait_until("renewals by the renewer between passes", SLOW, || async {
+            (operator_counter(stack, &ns, renewer).await > 0.0).then_some(())
+        })
+        .await;
         let mut before = Vec::new();
         for r in [&east, &west] {
             before.extend(produce_batch(stack, r, &topic, "warm-before", 40).await);
@@ -571,6 +577,8 @@ async fn a_warm_standby_waits_behind_the_gate_and_takes_over_without_a_pod_start
             vec![&standby],
             "west consumed only with its warm pod (no pod start)"
         );
+        // The gate never said Stale to it: the agent would have ended the JVM (exit 3).
+        assert_eq!(restarts(stack, &ns, &standby, "consumer").await, 0, "the standby pod {standby} restarted");
         let consumed: BTreeSet<String> = all_consumed(stack, &ns).into_iter().map(|c| c.value).collect();
         let lost: Vec<&String> = expected.iter().filter(|v| !consumed.contains(*v)).collect();
         assert!(lost.is_empty(), "lost {} records: {lost:?}", lost.len());

@@ -367,3 +367,50 @@ pub fn operator_process(
         log,
     )
 }
+
+/// A counter of the chart's operator pod in `ns` (`/metrics` on the pod's IP, port 8080):
+/// the sample whose line starts with `series` (name and labels), 0 when it has none yet.
+pub async fn operator_counter(stack: &Stack, ns: &str, series: &str) -> f64 {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(stack.client.clone(), ns);
+    let ip = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+        .await
+        .expect("list the operator pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .expect("a running operator pod");
+    let series = series.to_string();
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        Some(body)
+    })
+    .await
+    .expect("scrape task")
+    .expect("GET /metrics of the operator");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Restarts of `container` of a pod (0 when the pod does not report it yet).
+pub async fn restarts(stack: &Stack, ns: &str, pod: &str, container: &str) -> i32 {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(stack.client.clone(), ns);
+    pods.get(pod)
+        .await
+        .ok()
+        .and_then(|p| p.status?.container_statuses)
+        .and_then(|cs| cs.into_iter().find(|c| c.name == container))
+        .map(|c| c.restart_count)
+        .unwrap_or(0)
+}
