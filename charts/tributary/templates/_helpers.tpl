@@ -56,5 +56,5 @@ Kafka TLS/SASL (read by name only) and the active-region Leases of ConsumerGroup
   verbs: ["get"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update"]
+  verbs: ["get", "create", "update", "patch"]
 {{- end -}}

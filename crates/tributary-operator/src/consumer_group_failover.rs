@@ -61,6 +61,12 @@ impl Reconciled for ConsumerGroupFailover {
         reconcile_inner(self, ctx).await
     }
 
+    /// A paused group's Lease is not renewed (docs/failover.md, "Pausing").
+    async fn paused(&self, ctx: &Context) {
+        let key = crate::fence::key(&self.namespace().unwrap_or_default(), &self.name_any());
+        ctx.renewer.revoke(&key).await;
+    }
+
     async fn report_failure(&self, ctx: &Context, error: &Error) {
         let mut status = self.status.clone().unwrap_or_default();
         let wanted = [

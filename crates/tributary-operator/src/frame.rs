@@ -35,6 +35,11 @@ pub trait Reconciled: Resource + Send + Sync + 'static {
     fn region(&self) -> Option<&str> {
         None
     }
+
+    /// The object is paused: stop what acts for it between passes.
+    fn paused(&self, _ctx: &Context) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 fn failure_key<K: Reconciled>(obj: &impl Resource) -> String {
@@ -97,6 +102,7 @@ where
             name = valid.name_any(),
             "paused by annotation; not reconciling"
         );
+        valid.paused(&ctx).await;
         return Ok(Action::await_change());
     }
     let started = Instant::now();

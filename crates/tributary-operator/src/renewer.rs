@@ -115,6 +115,8 @@ struct Slot {
     granted: Arc<AsyncMutex<Option<Granted>>>,
     /// The last confirmed renewal, by a pass or the task: when it was sent, and the Lease.
     last: Mutex<Option<(Instant, Lease)>>,
+    /// A renewal was refused for lack of the `patch` verb (warned once).
+    forbidden: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
@@ -338,6 +340,16 @@ async fn renew_once(deps: &Deps, key: &str, slot: &Slot, l: &Licence) -> Renewal
         Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409 | 422) => {
             tracing::debug!(group = key, holder = l.holder, error = %e, "renewal superseded");
             return Renewal::Superseded;
+        }
+        // Not the passes' problem (they update, the renewer patches): said once.
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            if !slot
+                .forbidden
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(group = key, error = %e, "the operator may not patch the Lease (RBAC: leases needs get, create, update, patch): renewed only by reconcile passes");
+            }
+            return Renewal::Failed;
         }
         Err(e) => {
             tracing::debug!(group = key, holder = l.holder, error = %e, "renewal failed (the pass retries and reports)");
