@@ -488,6 +488,14 @@ fn is_standby_job(job: &Job) -> bool {
         .is_some_and(|c| c == crate::sync_job::COMPONENT)
 }
 
+/// What runs for a group between passes stops: its probes, its fence, its renewals.
+fn forget_group(ctx: &Context, obj: &ObjectRef<ConsumerGroupFailover>) {
+    let key = crate::fence::key(obj.namespace.as_deref().unwrap_or(""), &obj.name);
+    ctx.group_prober.forget(obj);
+    ctx.fences.forget(&key);
+    ctx.renewer.forget(&key);
+}
+
 async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Result<Action> {
     let name = cached.name_any();
     let ns = cached.namespace().unwrap_or_default();
@@ -495,9 +503,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     if cached.meta().deletion_timestamp.is_some() {
         // Jobs and the ConfigMap go with their owner; the Lease stays on the coordination
         // server, so a re-created object continues the epoch sequence.
-        ctx.group_prober.forget(&obj_ref);
-        ctx.fences.forget(&crate::fence::key(&ns, &name));
-        ctx.renewer.forget(&crate::fence::key(&ns, &name));
+        forget_group(ctx, &obj_ref);
         return Ok(Action::await_change());
     }
     // The status is the memory of a move: read it fresh, not from the watch cache.
@@ -510,6 +516,8 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
             source,
         })?
     else {
+        // Gone without a deletion seen (no finalizer): nothing probes or renews for it.
+        forget_group(ctx, &obj_ref);
         return Ok(Action::await_change());
     };
     let plan = validate(&cgf, ctx).await?;
