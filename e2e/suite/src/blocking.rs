@@ -38,8 +38,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// `GET path` on 127.0.0.1:`port`; the whole response, status line and headers included.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    http_get_from(("127.0.0.1", port), path)
+}
+
+/// `GET path` on `addr`; the whole response, status line and headers included.
+pub fn http_get_from(addr: impl std::net::ToSocketAddrs, path: &str) -> std::io::Result<String> {
     use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,

@@ -383,17 +383,7 @@ pub async fn operator_counter(stack: &Stack, ns: &str, series: &str) -> f64 {
         .expect("a running operator pod");
     let series = series.to_string();
     let body = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080)).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).ok()?;
-        Some(body)
+        tributary_e2e::blocking::http_get_from((ip.as_str(), 8080), "/metrics").ok()
     })
     .await
     .expect("scrape task")
