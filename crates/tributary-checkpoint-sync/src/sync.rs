@@ -1326,8 +1326,7 @@ fn read_commits(
     for (topic, partition) in partitions {
         list.add_partition(topic, *partition);
     }
-    let list = consumer
-        .committed_offsets(list, REQUEST_TIMEOUT)
+    let list = tributary_kafka::group::committed_offsets(consumer, &list, REQUEST_TIMEOUT)
         .map_err(|e| classify(cluster, "reading the group's committed offsets", None, e))?;
     for element in list.elements() {
         if let Err(e) = element.error() {

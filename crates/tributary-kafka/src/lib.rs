@@ -10,6 +10,7 @@
 pub mod admin;
 mod args;
 mod error;
+pub mod group;
 pub mod redact;
 mod settings;
 

@@ -222,8 +222,7 @@ fn read_group_position(
     if tpl.count() == 0 {
         return Ok(position);
     }
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
+    let committed = tributary_kafka::group::committed_offsets(consumer, &tpl, timeout)
         .map_err(|e| rd_failure(conn, "reading committed offsets", None, e))?;
     for e in committed.elements() {
         if let Offset::Offset(o) = e.offset() {

@@ -411,16 +411,6 @@ pub fn consume_and_commit(
     out
 }
 
-fn is_transient_coordinator_error(e: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            Code::NotCoordinator | Code::CoordinatorLoadInProgress | Code::CoordinatorNotAvailable
-        )
-    )
-}
-
 /// Committed offsets of `group` on `topic` (partitions `0..partitions`) in a cluster.
 pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -433,20 +423,9 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
     for p in 0..partitions {
         list.add_partition(topic, p);
     }
-    // The group coordinator may move or still be loading on a busy broker
-    // (NotCoordinator, CoordinatorLoadInProgress): those answers are retried, not failures.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let list = loop {
-        match consumer.committed_offsets(list.clone(), Duration::from_secs(10)) {
-            Ok(list) => break list,
-            Err(e)
-                if std::time::Instant::now() < deadline && is_transient_coordinator_error(&e) =>
-            {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("committed offsets of {group} on {bootstrap}: {e}"),
-        }
-    };
+    // The group coordinator may move or still be loading on a busy broker: asked again.
+    let list = tributary_kafka::group::committed_offsets(&consumer, &list, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("committed offsets of {group} on {bootstrap}: {e}"));
     list.elements()
         .iter()
         .filter_map(|e| match e.offset() {

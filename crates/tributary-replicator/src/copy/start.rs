@@ -40,10 +40,11 @@ impl RouteReplicator {
             let topic = if eos { &route.dest } else { &route.source };
             wanted.add_partition(topic, slot.partition);
         }
-        let committed = match dest_group {
-            Some(group) => group.committed_offsets(wanted, REQUEST_TIMEOUT),
-            None => consumer.committed_offsets(wanted, REQUEST_TIMEOUT),
-        }
+        let committed = tributary_kafka::group::committed_offsets(
+            dest_group.unwrap_or(consumer),
+            &wanted,
+            REQUEST_TIMEOUT,
+        )
         .map_err(|e| {
             let cluster = if eos {
                 &cfg.dest.name
