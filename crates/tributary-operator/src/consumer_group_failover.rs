@@ -790,7 +790,7 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
                     sync_age: last_synced
                         .get(&r.region)
                         .map(|ts| Duration::from_secs_f64((fresh_as_of - ts).max(0.0))),
-                    group_members: h.position.as_ref().map(|p| p.members),
+                    group_members: h.position.as_ref().map(|p| p.members.len() as u32),
                     running_consumers: running.get(&r.region).copied().unwrap_or(0),
                 }
             })
@@ -1404,6 +1404,9 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
     }
 
     // Status.
+    let standby_members = standby_members_note(&plan, fact.as_ref(), &health, SystemTime::now());
+    let reported_members = conditions::state_of(&status.conditions, condition_type::DEGRADED)
+        .is_some_and(|(_, reason)| reason == STANDBY_HAS_MEMBERS);
     let status = build_status(
         &cgf,
         &plan,
@@ -1413,7 +1416,22 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         &last_synced,
         blocked,
         moving,
+        standby_members.clone(),
     );
+    if let Some(note) = standby_members.filter(|_| !reported_members)
+        && conditions::state_of(&status.conditions, condition_type::DEGRADED)
+            .is_some_and(|(_, reason)| reason == STANDBY_HAS_MEMBERS)
+    {
+        tracing::warn!(namespace = ns, name, "{note}");
+        ctx.event(
+            &cgf.object_ref(&()),
+            true,
+            STANDBY_HAS_MEMBERS,
+            "Probe",
+            note,
+        )
+        .await;
+    }
     for r in &status.regions {
         ctx.metrics.set_region(
             &r.region,
@@ -1688,6 +1706,67 @@ async fn delete_job(api: &Api<Job>, ns: &str, name: &str) -> Result<()> {
     }
 }
 
+/// The Degraded reason and event reason for [`standby_members_note`].
+const STANDBY_HAS_MEMBERS: &str = "StandbyHasMembers";
+
+/// How long a standby region of an ActivePassive group may show members before it is
+/// reported: the members of a region the group just left go within their session timeout
+/// (45 s by default), so members past this are consumers that should not run there, or
+/// members a restarted broker loaded that nothing owns.
+const STANDBY_MEMBERS_GRACE: Duration = Duration::from_secs(120);
+
+/// `Some(message)` when a standby region of an ActivePassive group has had members for longer
+/// than [`STANDBY_MEMBERS_GRACE`] (and no move is under way): its standby sync commits nothing
+/// there (it never commits over members) and a planned move there waits for them. Pure.
+fn standby_members_note(
+    plan: &Plan,
+    lease: Option<&LeaseView>,
+    health: &BTreeMap<String, RegionHealth>,
+    now: SystemTime,
+) -> Option<String> {
+    if plan.mode != GroupMode::ActivePassive {
+        return None;
+    }
+    let holder = lease.map(|l| l.holder.as_str());
+    let notes: Vec<String> = plan
+        .regions
+        .iter()
+        .filter(|r| Some(r.region.as_str()) != holder)
+        .filter_map(|r| {
+            let h = health.get(&r.region)?;
+            let since = now.duration_since(h.members_since?).ok()?;
+            let members = &h.position.as_ref()?.members;
+            (h.healthy && !members.is_empty() && since >= STANDBY_MEMBERS_GRACE).then(|| {
+                // A few are enough to find them; the note must stay within 1 KiB.
+                let shown = members
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = members.len().saturating_sub(3);
+                format!(
+                    "standby region {} has had {} member(s) of the group for {}s ({shown}{})",
+                    r.region,
+                    members.len(),
+                    since.as_secs(),
+                    if more > 0 {
+                        format!(", {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+        })
+        .collect();
+    (!notes.is_empty()).then(|| {
+        format!(
+            "{}; the standby sync commits nothing over members and a planned move there waits for them to leave. Stop consumers of the group that run there; if none runs (outside its gate), the members are left over, e.g. loaded by a restarted broker: remove them (Admin removeMembersFromConsumerGroup) or restart the broker that coordinates the group",
+            notes.join("; ")
+        )
+    })
+}
+
 /// The status from what was observed and done. Pure.
 #[allow(clippy::too_many_arguments)]
 fn build_status(
@@ -1699,6 +1778,7 @@ fn build_status(
     last_synced: &BTreeMap<String, f64>,
     blocked: Option<(&'static str, String)>,
     moving: Option<(String, String)>,
+    standby_members: Option<String>,
 ) -> ConsumerGroupFailoverStatus {
     status.observed_generation = cgf.meta().generation;
     status.active_region = lease.map(|l| l.holder.clone());
@@ -1717,7 +1797,7 @@ fn build_status(
                 last_sync_time: last_synced
                     .get(&r.region)
                     .map(|ts| to_time(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(*ts))),
-                members: h.position.as_ref().map(|p| p.members as i32),
+                members: h.position.as_ref().map(|p| p.members.len() as i32),
                 role: Some(
                     if !h.healthy {
                         "Down"
@@ -1800,16 +1880,123 @@ fn build_status(
         ),
         None => Wanted::new(condition_type::FAILOVER_BLOCKED, false, "AsExpected", ""),
     });
-    wanted.push(if down.is_empty() {
-        Wanted::new(condition_type::DEGRADED, false, "AsExpected", "")
-    } else {
-        Wanted::new(
+    let standby_members = standby_members.filter(|_| moving.is_none());
+    wanted.push(match (down.is_empty(), standby_members) {
+        (true, None) => Wanted::new(condition_type::DEGRADED, false, "AsExpected", ""),
+        (true, Some(note)) => {
+            Wanted::new(condition_type::DEGRADED, true, STANDBY_HAS_MEMBERS, note)
+        }
+        (false, note) => Wanted::new(
             condition_type::DEGRADED,
             true,
             "RegionDown",
-            down.join("; "),
-        )
+            down.into_iter().chain(note).collect::<Vec<_>>().join("; "),
+        ),
     });
     status.conditions = conditions::merge(&status.conditions, &wanted, cgf.meta().generation);
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::GroupPosition;
+
+    fn plan(mode: GroupMode) -> Plan {
+        let region = |name: &str| RegionPlan {
+            region: name.into(),
+            kafka: KafkaConnection::default(),
+            checkpoint_topic: "tributary.checkpoints".into(),
+            naming: TopicNaming::Identity,
+            sources: vec![name.into()],
+            workload: None,
+        };
+        Plan {
+            mode,
+            probe_period: Duration::from_secs(1),
+            lease_duration: Duration::from_secs(5),
+            max_sync_age: Duration::from_secs(60),
+            regions: vec![region("east"), region("west")],
+        }
+    }
+
+    fn answered(members: &[&str], since: Option<SystemTime>) -> RegionHealth {
+        RegionHealth {
+            probed: true,
+            healthy: true,
+            position: Some(GroupPosition {
+                members: members.iter().map(|m| m.to_string()).collect(),
+                ..Default::default()
+            }),
+            members_since: since,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn standby_members_are_reported_only_past_the_grace_and_never_for_the_holder() {
+        let now = SystemTime::now();
+        let long_ago = now - STANDBY_MEMBERS_GRACE - Duration::from_secs(1);
+        let lease = LeaseView {
+            holder: "west".into(),
+            epoch: 3,
+            expired: false,
+        };
+        let members = ["c1 from /10.0.0.1 (m-1)", "c2 from /10.0.0.2 (m-2)"];
+        let health = |east_since| {
+            BTreeMap::from([
+                ("east".to_string(), answered(&members, east_since)),
+                ("west".to_string(), answered(&members, Some(long_ago))),
+            ])
+        };
+        let ap = plan(GroupMode::ActivePassive);
+
+        let note = standby_members_note(&ap, Some(&lease), &health(Some(long_ago)), now)
+            .expect("east has had members past the grace");
+        assert!(
+            note.contains("standby region east has had 2 member(s)"),
+            "{note}"
+        );
+        assert!(note.contains("c2 from /10.0.0.2 (m-2)"), "{note}");
+        assert!(
+            !note.contains("region west"),
+            "the holder's members are its consumers: {note}"
+        );
+
+        let recent = now - STANDBY_MEMBERS_GRACE / 2;
+        assert_eq!(
+            standby_members_note(&ap, Some(&lease), &health(Some(recent)), now),
+            None
+        );
+        assert_eq!(
+            standby_members_note(
+                &plan(GroupMode::ActiveActive),
+                Some(&lease),
+                &health(Some(long_ago)),
+                now
+            ),
+            None,
+            "every region consumes in ActiveActive"
+        );
+        let mut empty = health(Some(long_ago));
+        empty.insert("east".into(), answered(&[], None));
+        assert_eq!(standby_members_note(&ap, Some(&lease), &empty, now), None);
+    }
+
+    #[test]
+    fn members_since_starts_at_the_first_answer_with_members_and_ends_without() {
+        let mut h = RegionHealth::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let with = |n: usize| GroupPosition {
+            members: (0..n).map(|i| format!("m-{i}")).collect(),
+            ..Default::default()
+        };
+        h.answered(with(0), t0);
+        assert_eq!(h.members_since, None);
+        h.answered(with(2), t0);
+        h.answered(with(1), t0 + Duration::from_secs(5));
+        assert_eq!(h.members_since, Some(t0));
+        h.answered(with(0), t0 + Duration::from_secs(9));
+        assert_eq!(h.members_since, None);
+    }
 }

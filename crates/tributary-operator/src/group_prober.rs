@@ -39,6 +39,20 @@ pub struct RegionHealth {
     pub failing_since: Option<SystemTime>,
     /// The last failure, phrased for a person.
     pub last_error: Option<String>,
+    /// Since when the answers have named members of the group (reset by an answer without).
+    pub members_since: Option<SystemTime>,
+}
+
+impl RegionHealth {
+    /// Records an answer probed at `at`.
+    pub(crate) fn answered(&mut self, position: GroupPosition, at: SystemTime) {
+        if position.members.is_empty() {
+            self.members_since = None;
+        } else {
+            self.members_since.get_or_insert(at);
+        }
+        self.position = Some(position);
+    }
 }
 
 struct Probing {
@@ -149,11 +163,11 @@ impl GroupProber {
             return;
         };
         let entry = all.entry(k).or_default();
-        for (region, _, result) in results {
+        for (region, started, result) in results {
             if let (Ok(position), Some(h)) = (result, entry.get_mut(&region))
                 && h.healthy
             {
-                h.position = Some(position);
+                h.answered(position, started);
             }
         }
     }
@@ -206,14 +220,18 @@ impl GroupProber {
                 let mut changed = false;
                 for (region, started, result) in results {
                     let h = entry.entry(region).or_default();
-                    let before = (h.healthy, h.probed, h.position.as_ref().map(|p| p.members));
+                    let before = (
+                        h.healthy,
+                        h.probed,
+                        h.position.as_ref().map(|p| p.members.len()),
+                    );
                     match result {
                         Ok(position) => {
                             h.consecutive_failures = 0;
                             h.healthy = true;
                             h.failing_since = None;
                             h.last_error = None;
-                            h.position = Some(position);
+                            h.answered(position, started);
                         }
                         Err(e) => {
                             h.consecutive_failures += 1;
@@ -224,14 +242,19 @@ impl GroupProber {
                                 h.healthy = false;
                                 h.probed = true;
                                 h.position = None;
+                                h.members_since = None;
                             }
                         }
                     }
                     if h.healthy {
                         h.probed = true;
                     }
-                    changed |=
-                        before != (h.healthy, h.probed, h.position.as_ref().map(|p| p.members));
+                    changed |= before
+                        != (
+                            h.healthy,
+                            h.probed,
+                            h.position.as_ref().map(|p| p.members.len()),
+                        );
                 }
                 changed
             };

@@ -46,8 +46,9 @@ pub struct RouteProgress {
 /// Where a consumer group stands on one cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupPosition {
-    /// Members of the group (classic protocol, DescribeGroups).
-    pub members: u32,
+    /// Members of the group (classic protocol, DescribeGroups), each as
+    /// `<client id> from <host> (<member id>)`.
+    pub members: Vec<String>,
     /// `(topic, partition)` → committed offset, for partitions the group committed.
     pub committed: BTreeMap<(String, i32), i64>,
     /// Log end minus committed offset, summed over the committed partitions.

@@ -202,8 +202,13 @@ fn read_group_position(
         .groups()
         .iter()
         .find(|g| g.name() == group)
-        .map(|g| g.members().len() as u32)
-        .unwrap_or(0);
+        .map(|g| {
+            g.members()
+                .iter()
+                .map(|m| format!("{} from {} ({})", m.client_id(), m.client_host(), m.id()))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
         let metadata = consumer

@@ -606,3 +606,60 @@ async fn a_warm_standby_waits_behind_the_gate_and_takes_over_without_a_pod_start
     })
     .await;
 }
+
+/// A member of the group in the standby region (a consumer that should not run there, or one a
+/// restarted broker loaded that nothing owns) blocks that region's standby sync: after the
+/// grace it is reported by `Degraded` (`StandbyHasMembers`) and an event that name it, and the
+/// report ends when the member leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_in_the_standby_region_is_reported_by_name_until_it_leaves() {
+    let Some(stack) = Stack::connect().await else {
+        return;
+    };
+    let _one = ONE_OPERATOR.lock().await;
+    TestNamespace::run(&stack, "e2e-failover-stray", |t| async move {
+        let stack = &t.stack;
+        let s = setup(&t, &Group::default(), 1).await;
+        let suffix = s.ns.rsplit('-').next().unwrap_or("x").to_string();
+        let west_aggregate = stack
+            .region_kafka()
+            .into_iter()
+            .find(|r| r.region == s.west)
+            .expect("west is a region of the stack")
+            .aggregate;
+        let member = tributary_e2e::kafka::GroupMember::join(
+            &west_aggregate,
+            &format!("billing-{suffix}"),
+            &s.topic,
+            "stray-consumer",
+        );
+        wait_until("west shows the stray member", SLOW, || async {
+            let st = status_of(&s.cgfs).await;
+            st.regions
+                .iter()
+                .any(|r| r.region == s.west && r.members == Some(1))
+                .then_some(())
+        })
+        .await;
+        let seen = Instant::now();
+        wait_condition(&s.cgfs, "Degraded", "True", "StandbyHasMembers").await;
+        let after = seen.elapsed();
+        assert!(
+            after >= Duration::from_secs(100),
+            "reported {after:?} after the member appeared: the grace lets a region the group just left drain first"
+        );
+        let st = status_of(&s.cgfs).await;
+        let message = &tributary_api::find_condition(&st.conditions, "Degraded").expect("Degraded").message;
+        assert!(
+            message.contains(&format!("standby region {} has had 1 member(s)", s.west))
+                && message.contains("stray-consumer from"),
+            "the message names the region and the member: {message}"
+        );
+        assert!(has_event(stack, &s.ns, "StandbyHasMembers").await, "a Warning event says it too");
+        assert_eq!(st.epoch, Some(1), "a stray member moves nothing");
+
+        drop(member);
+        wait_condition(&s.cgfs, "Degraded", "False", "AsExpected").await;
+    })
+    .await;
+}

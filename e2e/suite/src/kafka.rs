@@ -159,3 +159,46 @@ pub fn end_offset_total(bootstrap: &str, topic: &str) -> Option<i64> {
     }
     Some(total)
 }
+
+/// A consumer that joins `group` on a cluster (subscribed to `topic`, committing nothing) and
+/// stays a member, polling on its own thread, until dropped; dropping it leaves the group.
+pub struct GroupMember {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupMember {
+    pub fn join(bootstrap: &str, group: &str, topic: &str, client_id: &str) -> Self {
+        let consumer: BaseConsumer = config(bootstrap)
+            .set("group.id", group)
+            .set("client.id", client_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap_or_else(|e| panic!("consumer of {group} on {bootstrap}: {e}"));
+        consumer
+            .subscribe(&[topic])
+            .unwrap_or_else(|e| panic!("subscribing {group} to {topic}: {e}"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                // Records and errors alike are ignored: only the membership matters.
+                let _ = consumer.poll(Duration::from_millis(200));
+            }
+            consumer.unsubscribe();
+        });
+        GroupMember {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
