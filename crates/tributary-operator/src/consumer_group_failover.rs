@@ -965,12 +965,8 @@ async fn reconcile_inner(cached: &ConsumerGroupFailover, ctx: &Context) -> Resul
         match swap_lease(ctx, &fence_key, &leases, l, change).await {
             Ok(l) => {
                 renewal_sent = Some(sent);
-                ctx.renewer.renewed(&fence_key, sent, &l);
-                ctx.metrics.count_renewal("pass");
-                if let Some(holder) = view.as_ref().map(|v| v.holder.as_str()) {
-                    ctx.fences
-                        .renewed(&fence_key, holder, sent, fence_ttl(plan.lease_duration));
-                }
+                ctx.renewer
+                    .renewed_by_pass(&fence_key, sent, &l, plan.lease_duration);
                 lease_now = Some(l);
                 if let HolderAnswer::Decline(why) = &answer {
                     ctx.event(
@@ -1761,7 +1757,7 @@ fn standby_members_note(
         .collect();
     (!notes.is_empty()).then(|| {
         format!(
-            "{}; the standby sync commits nothing over members and a planned move there waits for them to leave. Stop consumers of the group that run there; if none runs (outside its gate), the members are left over, e.g. loaded by a restarted broker: remove them (Admin removeMembersFromConsumerGroup) or restart the broker that coordinates the group",
+            "{}; the standby sync commits nothing over members and a planned move there waits for them to leave. Stop consumers of the group that run there; if none runs (outside its gate), the members are left over, e.g. loaded by a restarted broker: stop and start the broker that coordinates the group (a clean stop, not a kill), or remove them (Admin removeMembersFromConsumerGroup)",
             notes.join("; ")
         )
     })

@@ -140,6 +140,38 @@ struct Deps {
     metrics: Arc<Metrics>,
 }
 
+impl Deps {
+    /// Books a renewal the coordination server confirmed, whoever sent it: the holder's fence
+    /// deadline moves on, `slot` remembers the newest renewal, the count by `by` rises.
+    #[allow(clippy::too_many_arguments)]
+    fn confirmed(
+        &self,
+        key: &str,
+        slot: Option<&Slot>,
+        sent: Instant,
+        lease: &Lease,
+        lease_duration: Duration,
+        by: &'static str,
+    ) {
+        if let Some(holder) = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+        {
+            self.fences.renewed(
+                key,
+                holder,
+                sent,
+                tributary_core::failover::fence_ttl(lease_duration),
+            );
+        }
+        if let Some(slot) = slot {
+            slot.record(sent, lease);
+        }
+        self.metrics.count_renewal(by);
+    }
+}
+
 /// A group's slot and the task that renews from it.
 type Running = (Arc<Slot>, tokio::task::JoinHandle<()>);
 
@@ -215,11 +247,17 @@ impl Renewer {
         }
     }
 
-    /// A pass renewed (or acquired) the Lease itself.
-    pub fn renewed(&self, key: &str, sent: Instant, lease: &Lease) {
-        if let Some(slot) = self.slot(key) {
-            slot.record(sent, lease);
-        }
+    /// A pass renewed the Lease itself (sent at `sent`; `lease` as the server returned it).
+    pub fn renewed_by_pass(
+        &self,
+        key: &str,
+        sent: Instant,
+        lease: &Lease,
+        lease_duration: Duration,
+    ) {
+        let slot = self.slot(key);
+        self.deps
+            .confirmed(key, slot.as_deref(), sent, lease, lease_duration, "pass");
     }
 
     /// Whether a renewal of `holder` at `epoch` was sent within `within`.
@@ -356,14 +394,7 @@ async fn renew_once(deps: &Deps, key: &str, slot: &Slot, l: &Licence) -> Renewal
             return Renewal::Failed;
         }
     };
-    deps.fences.renewed(
-        key,
-        &l.holder,
-        sent,
-        tributary_core::failover::fence_ttl(l.lease_duration),
-    );
-    slot.record(sent, &lease);
-    deps.metrics.count_renewal("renewer");
+    deps.confirmed(key, Some(slot), sent, &lease, l.lease_duration, "renewer");
     // The ConfigMap, if it still says what the licence does (a fenced one stays fenced).
     let patch = json!([
         {"op": "test", "path": "/data/activeRegion", "value": l.holder},
