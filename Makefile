@@ -180,6 +180,9 @@ ACTIVE_PASSIVE_FAULTS := region-down,switchover,failback
 # region cut off from the coordination apiserver) is one of its default faults.
 PER_REGION_FAULTS := region-down,switchover,failback,region-isolate
 FAULTS ?= $(if $(filter fraud-scoring,$(GROUP)),primary-kill,$(if $(filter per-region,$(TOPOLOGY)),$(PER_REGION_FAULTS),$(ACTIVE_PASSIVE_FAULTS)))
+# A broker restarted by a fault can load members of the group that nothing owns and never
+# expires (docs/failover.md, "StandbyHasMembers"): the drill restarts it cleanly and reports it.
+STANDBY_MEMBERS_REPAIR := bash e2e/stack/kafka.sh kafka_stop {region}-aggregate && bash e2e/stack/kafka.sh kafka_start {region}-aggregate
 DRILL_ARGS = --drills $(DRILLS) --faults $(FAULTS) --seed $(SEED) \
   --report $(STATE_DIR)/drill/report.json --timeline $(STATE_DIR)/drill/timeline.svg
 .PHONY: drill
@@ -196,7 +199,8 @@ else
 	DRILL_GROUP=$(GROUP) bash crates/tributary-cli/drill/example.sh
 	@mkdir -p $(STATE_DIR)/drill
 	source $(ENV_FILE) && $(CARGO_TARGET)/debug/kubectl-tributary -n $${DRILL_NAMESPACE:-tributary-drill} drill --group $(GROUP) \
-	  $(DRILL_ARGS) $(if $(filter fraud-scoring,$(GROUP)),--force)
+	  $(DRILL_ARGS) $(if $(filter fraud-scoring,$(GROUP)),--force) \
+	  --standby-members-repair-cmd '$(STANDBY_MEMBERS_REPAIR)'
 endif
 
 .PHONY: bench-translate

@@ -192,6 +192,11 @@ pub struct FailoverPolicy {
 /// without a witness.
 pub const WITNESS_REQUIRED: &str = "automatic failover between two regions needs failover.witness: the third site holding a voting member of the Lease's quorum; without it, losing one region or the link leaves no majority to tell a dead region from a cut-off one, and both could become active. Name the witness site, or set failover.automatic: false and move by editing activeRegion (break-glass: docs/coordination.md)";
 
+/// The `Degraded` reason (and event reason) when a standby region of an ActivePassive group
+/// has had members for longer than the operator's grace: its standby sync commits nothing
+/// there, and a planned move there waits for them (docs/failover.md, "StandbyHasMembers").
+pub const STANDBY_HAS_MEMBERS: &str = "StandbyHasMembers";
+
 /// The witness must be a third site, not one of the group's regions.
 pub const WITNESS_IS_A_REGION: &str =
     "failover.witness must be a third site, not one of regions[].region";

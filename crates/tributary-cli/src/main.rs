@@ -144,6 +144,12 @@ struct DrillArgs {
     /// region-isolate: restores the path.
     #[arg(long, default_value = "bash e2e/stack/stack.sh region-heal {region}")]
     region_heal_cmd: String,
+    /// While the group settles: when the operator reports members of the group in a
+    /// standby region (Degraded StandbyHasMembers), run this once per region and drill
+    /// ({region} is replaced), e.g. a clean restart of that region's aggregate broker.
+    /// Reported in the report and the summary line. Default: no repair.
+    #[arg(long)]
+    standby_members_repair_cmd: Option<String>,
     /// The per-region topology: the kubeconfig of REGION's own cluster (repeat for every
     /// region, or comma-separate). The drill reads each region's status, ConfigMap and
     /// workload there and edits spec.activeRegion in every one.
@@ -223,6 +229,7 @@ impl DrillArgs {
             aggregate_up_cmd: self.aggregate_up_cmd,
             region_isolate_cmd: self.region_isolate_cmd,
             region_heal_cmd: self.region_heal_cmd,
+            standby_members_repair_cmd: self.standby_members_repair_cmd,
             region_kubeconfigs: self.region_kubeconfig,
             coordination_kubeconfig: self.coordination_kubeconfig,
             kafka_classpath: self.kafka_classpath,

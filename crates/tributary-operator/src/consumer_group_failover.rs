@@ -24,7 +24,7 @@ use serde_json::json;
 use tributary_api::aggregate_cluster::TopicNaming;
 use tributary_api::consumer_group_failover::{
     CoordinationLoss, FailoverMode, FailoverRecord, PartitionOffset, PendingMove, RegionStatus,
-    WorkloadKind, WorkloadRef,
+    STANDBY_HAS_MEMBERS, WorkloadKind, WorkloadRef,
 };
 use tributary_api::{
     AggregateCluster, ConsumerGroupFailover, ConsumerGroupFailoverStatus, KafkaConnection,
@@ -1701,9 +1701,6 @@ async fn delete_job(api: &Api<Job>, ns: &str, name: &str) -> Result<()> {
         }),
     }
 }
-
-/// The Degraded reason and event reason for [`standby_members_note`].
-const STANDBY_HAS_MEMBERS: &str = "StandbyHasMembers";
 
 /// How long a standby region of an ActivePassive group may show members before it is
 /// reported: the members of a region the group just left go within their session timeout

@@ -12,8 +12,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams};
-use tributary_api::consumer_group_failover::FailoverMode;
-use tributary_api::{ConsumerGroupFailover, RegionalStream, find_condition};
+use tributary_api::consumer_group_failover::{FailoverMode, STANDBY_HAS_MEMBERS};
+use tributary_api::{ConsumerGroupFailover, RegionalStream, condition_type, find_condition};
 
 use super::clusters::{Clusters, parse_region_kubeconfigs};
 use super::consumer_events::{
@@ -27,7 +27,7 @@ use super::faults::{Dice, Fault, applicable, fault_command};
 use super::primary::{PrimarySample, first_named};
 use super::report::{print_row, print_table, report_json};
 use super::timeline::{Mark, render};
-use super::verdict::{DrillRun, Summary, judge};
+use super::verdict::{DrillRun, StandbyMemberRepair, Summary, judge};
 use crate::cluster::Connection;
 use crate::failover::{Request, decide, failback_target};
 
@@ -49,6 +49,13 @@ pub struct DrillOptions {
     /// region-isolate: cuts a region's path to the coordination apiserver, and restores it.
     pub region_isolate_cmd: String,
     pub region_heal_cmd: String,
+    /// Restarts a region's aggregate broker ({region} is replaced) when the operator reports
+    /// members of the group in that standby region (`Degraded` `StandbyHasMembers`) while
+    /// the drill waits for the group to settle: a broker restarted by a fault can load
+    /// members that nothing owns and never expires them (docs/failover.md). `None`: no
+    /// repair, the settle times out. Live members rejoin after the restart, so the drill
+    /// still fails on them.
+    pub standby_members_repair_cmd: Option<String>,
     /// The per-region topology: `REGION=PATH`, the kubeconfig of every region's own cluster
     /// (the same Tributary objects in each, an operator per region), and the coordination
     /// apiserver's kubeconfig (the Lease). Empty: the stretched topology, the one cluster of
@@ -172,6 +179,22 @@ fn settled_at(cgf: &ConsumerGroupFailover, since_ms: i64, now_ms: i64) -> bool {
                     || !standbys_synced
                     || ms(&r.last_sync_time).is_some_and(|t| now_ms - t <= 10_000 && t >= since_ms))
         })
+}
+
+/// The standby regions with members while the operator reports them (`Degraded`
+/// `StandbyHasMembers`): `(region, members)`, and the condition's message. Pure.
+fn reported_standby_members(cgf: &ConsumerGroupFailover) -> Option<(Vec<(String, i32)>, String)> {
+    let s = cgf.status.as_ref()?;
+    let degraded = find_condition(&s.conditions, condition_type::DEGRADED)
+        .filter(|c| c.status == "True" && c.reason == STANDBY_HAS_MEMBERS)?;
+    let active = s.active_region.as_deref();
+    let regions: Vec<(String, i32)> = s
+        .regions
+        .iter()
+        .filter(|r| Some(r.region.as_str()) != active)
+        .filter_map(|r| r.members.filter(|m| *m > 0).map(|m| (r.region.clone(), m)))
+        .collect();
+    (!regions.is_empty()).then(|| (regions, degraded.message.clone()))
 }
 
 /// Runs `cmd` with `sh -c`; fails with its output when it fails.
@@ -369,6 +392,44 @@ impl Drill {
         self.disagreement.is_none() && settled_at(cgf, since_ms, now_ms())
     }
 
+    /// `--standby-members-repair-cmd`: restarts the aggregate broker of each standby region
+    /// the operator reports members in, once per region and drill.
+    async fn repair_standby_members(&self, cgf: &ConsumerGroupFailover, run: &mut DrillRun) {
+        let (Some(cmd), Some((regions, message))) = (
+            self.opts.standby_members_repair_cmd.as_deref(),
+            reported_standby_members(cgf),
+        ) else {
+            return;
+        };
+        for (region, members) in regions {
+            if run
+                .standby_member_repairs
+                .iter()
+                .any(|r| r.region == region)
+            {
+                continue;
+            }
+            self.say(&format!(
+                "drill {}: {members} member(s) in standby region {region} ({message}): restarting its aggregate broker",
+                run.index + 1
+            ));
+            let error = run_command(&fault_command(cmd, &region))
+                .await
+                .err()
+                .map(|e| format!("{e:#}"));
+            if let Some(e) = &error {
+                self.say(&format!("drill {}: the repair failed: {e}", run.index + 1));
+            }
+            run.standby_member_repairs.push(StandbyMemberRepair {
+                region,
+                at_ms: now_ms(),
+                members,
+                message: message.clone(),
+                error,
+            });
+        }
+    }
+
     async fn wait_settled(&mut self, run: &mut DrillRun) -> Result<()> {
         let timeout = self.opts.settle_timeout;
         let since = run
@@ -380,7 +441,13 @@ impl Drill {
             "the group to settle (Ready, every region healthy and synced since the move, no move pending)",
             timeout,
             run,
-            async |d, cgf, _| d.settled(cgf, since).then_some(()),
+            async |d, cgf, run| {
+                if d.settled(cgf, since) {
+                    return Some(());
+                }
+                d.repair_standby_members(cgf, run).await;
+                None
+            },
         )
         .await?;
         // A little steady traffic between drills, so that each drill starts from a steady state.
@@ -1043,7 +1110,8 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
         "every region's producer acknowledged and the group consuming this drill's records",
         timeout,
         &mut warmup,
-        async |d, cgf, _| {
+        async |d, cgf, warmup| {
+            d.repair_standby_members(cgf, warmup).await;
             let active = cgf.status.as_ref()?.active_region.clone()?;
             let acked: HashSet<&str> = d.load.acks.iter().map(|a| a.region.as_str()).collect();
             (regions.iter().all(|r| acked.contains(r.as_str()))
@@ -1146,6 +1214,35 @@ mod tests {
         assert!(
             !settled_at(&pending, synced - 1_000, synced + 2_000),
             "a move is pending"
+        );
+    }
+
+    #[test]
+    fn only_reported_members_of_a_standby_region_are_repaired() {
+        let mut g = group("2026-12-01T12:00:05Z", false);
+        let s = g.status.as_mut().expect("status");
+        s.regions[0].members = Some(2);
+        s.regions[1].members = Some(2);
+        assert_eq!(
+            reported_standby_members(&g),
+            None,
+            "members, but the operator reports none (within its grace)"
+        );
+        let degraded = |reason: &str| {
+            serde_json::from_value(serde_json::json!({
+                "type": "Degraded", "status": "True", "reason": reason,
+                "message": "west: 2 members", "lastTransitionTime": "2026-12-01T12:02:05Z"}))
+            .expect("a condition")
+        };
+        let s = g.status.as_mut().expect("status");
+        s.conditions.push(degraded("RegionDown"));
+        assert_eq!(reported_standby_members(&g), None, "another reason");
+        let s = g.status.as_mut().expect("status");
+        s.conditions[1] = degraded(STANDBY_HAS_MEMBERS);
+        assert_eq!(
+            reported_standby_members(&g),
+            Some((vec![("west".into(), 2)], "west: 2 members".into())),
+            "the standby region, never the active one"
         );
     }
 }

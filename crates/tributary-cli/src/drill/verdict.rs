@@ -89,6 +89,22 @@ pub struct DrillRun {
     pub operator_rto_s: Option<f64>,
     /// Why the drill did not complete (a timeout), if it did not.
     pub error: Option<String>,
+    /// Standby regions whose group members the operator reported (`StandbyHasMembers`) and
+    /// the drill repaired with `--standby-members-repair-cmd`: an environment fault (members
+    /// a restarted broker loaded and never expires), not part of the verdict.
+    pub standby_member_repairs: Vec<StandbyMemberRepair>,
+}
+
+/// One repair of a standby region's reported members.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StandbyMemberRepair {
+    pub region: String,
+    pub at_ms: i64,
+    /// The members status counted there, and the Degraded condition's message.
+    pub members: i32,
+    pub message: String,
+    /// The repair command's failure, if it failed.
+    pub error: Option<String>,
 }
 
 /// The watermarks as `[{sourceRegion, partition, offset}]`, sorted (JSON has no tuple keys).
@@ -160,6 +176,8 @@ pub struct DrillVerdict {
     pub fenced_before_taken: Option<bool>,
     pub fence_lead_s: Option<f64>,
     pub error: Option<String>,
+    /// Standby regions whose reported members the drill repaired ([`StandbyMemberRepair`]).
+    pub standby_member_repairs: usize,
 }
 
 impl DrillVerdict {
@@ -305,6 +323,7 @@ pub fn judge(
             dups_raw_bound: r.max_duplicates,
             dups_deduped_bound: r.max_duplicates_after_dedupe,
             dups_within_bound: true,
+            standby_member_repairs: r.standby_member_repairs.len(),
             split_brain_s: 0.0,
             split_brain_records: 0,
             non_monotonic: 0,
@@ -505,6 +524,8 @@ pub struct Summary {
     /// region-isolate drills in which the Lease moved before the isolated holder was seen
     /// fenced.
     pub fence_violations: usize,
+    /// Standby members reported and repaired by a broker restart (environment faults).
+    pub standby_member_repairs: usize,
 }
 
 impl Summary {
@@ -529,6 +550,7 @@ impl Summary {
                 .filter(|v| v.fenced_before_taken == Some(false))
                 .count(),
             over_bound: verdicts.iter().filter(|v| !v.dups_within_bound).count(),
+            standby_member_repairs: verdicts.iter().map(|v| v.standby_member_repairs).sum(),
         }
     }
 
@@ -546,11 +568,13 @@ impl Summary {
     }
 
     /// `drill: n=.. lost=.. skipped=.. dups_raw_max=.. dups_deduped_max=.. rto_p50_s=..
-    /// rto_p99_s=.. split_brain_s=.. non_monotonic=.. epoch_ok=..`
+    /// rto_p99_s=.. split_brain_s=.. non_monotonic=.. epoch_ok=.. over_bound=..
+    /// standby_member_repairs=..` (the last two are reported, not failed: a drill over the
+    /// plan's duplicate bound shows in its row, a repair in the report).
     pub fn line(&self) -> String {
         let s = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "nan".into());
         format!(
-            "drill: n={} lost={} skipped={} dups_raw_max={} dups_deduped_max={} rto_p50_s={} rto_p99_s={} split_brain_s={:.1} non_monotonic={} epoch_ok={}",
+            "drill: n={} lost={} skipped={} dups_raw_max={} dups_deduped_max={} rto_p50_s={} rto_p99_s={} split_brain_s={:.1} non_monotonic={} epoch_ok={} over_bound={} standby_member_repairs={}",
             self.n,
             self.lost,
             self.skipped,
@@ -560,7 +584,9 @@ impl Summary {
             s(self.rto_p99_s),
             self.split_brain_s,
             self.non_monotonic,
-            self.epoch_ok
+            self.epoch_ok,
+            self.over_bound,
+            self.standby_member_repairs
         )
     }
 }
@@ -840,7 +866,7 @@ mod tests {
         assert!(s.passed());
         assert_eq!(
             s.line(),
-            "drill: n=2 lost=0 skipped=0 dups_raw_max=0 dups_deduped_max=0 rto_p50_s=2.0 rto_p99_s=8.0 split_brain_s=0.0 non_monotonic=0 epoch_ok=true"
+            "drill: n=2 lost=0 skipped=0 dups_raw_max=0 dups_deduped_max=0 rto_p50_s=2.0 rto_p99_s=8.0 split_brain_s=0.0 non_monotonic=0 epoch_ok=true over_bound=0 standby_member_repairs=0"
         );
     }
 
