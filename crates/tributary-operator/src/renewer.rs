@@ -143,7 +143,6 @@ struct Deps {
 impl Deps {
     /// Books a renewal the coordination server confirmed, whoever sent it: the holder's fence
     /// deadline moves on, `slot` remembers the newest renewal, the count by `by` rises.
-    #[allow(clippy::too_many_arguments)]
     fn confirmed(
         &self,
         key: &str,
