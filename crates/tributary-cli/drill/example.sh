@@ -10,6 +10,8 @@
 # STANDBY=warm (billing): every region keeps its two consumer pods running behind the active
 # gate (`standbyReplicas: 2`; the `tributary active-gate` sidecar and the gate agent in the
 # VerifiableConsumer's JVM, docs/active-gate.md "Warm standby"); default: scaled from 0.
+# CONSUMER_HEARTBEAT_MS=N (billing): the consumers' `heartbeat.interval.ms` (a ConfigMap
+# billing-consumer-config passed with --command-config); default: the client's (3000).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
@@ -37,15 +39,30 @@ if [[ "$(K get namespace "$NS" -o jsonpath='{.status.phase}' 2>/dev/null)" == Te
 fi
 K create namespace "$NS" --dry-run=client -o yaml | K apply -f - >/dev/null
 say "examples/three-regions into $NS (billing's consumers with --verbose)"
+CONSUMER_CONFIG=/etc/billing-consumer/consumer.properties
 for f in examples/three-regions/*.yaml; do
   if [[ "$f" == */consumers.yaml ]]; then
-    sed 's/"--reset-policy", "earliest",/"--reset-policy", "earliest", "--verbose",/' "$f"
+    extra='"--verbose",'
+    [[ -z "${CONSUMER_HEARTBEAT_MS:-}" ]] || extra+=" \"--command-config\", \"$CONSUMER_CONFIG\","
+    sed "s|\"--reset-policy\", \"earliest\",|\"--reset-policy\", \"earliest\", $extra|" "$f"
   else
     cat "$f"
   fi
   echo "---"
 done | K -n "$NS" apply -f - >/dev/null
 GROUP="${DRILL_GROUP:-billing}"
+if [[ -n "${CONSUMER_HEARTBEAT_MS:-}" ]]; then
+  say "billing's consumers: heartbeat.interval.ms=$CONSUMER_HEARTBEAT_MS"
+  K -n "$NS" create configmap billing-consumer-config \
+    --from-literal=consumer.properties="heartbeat.interval.ms=$CONSUMER_HEARTBEAT_MS" \
+    --dry-run=client -o yaml | K -n "$NS" apply -f - >/dev/null
+  for r in east west central; do
+    K -n "$NS" patch deployment "billing-$r" --type strategic -p '{"spec": {"template": {"spec": {
+      "volumes": [{"name": "consumer-config", "configMap": {"name": "billing-consumer-config"}}],
+      "containers": [{"name": "consumer", "volumeMounts": [
+        {"name": "consumer-config", "mountPath": "'"$(dirname "$CONSUMER_CONFIG")"'", "readOnly": true}]}]}}}}' >/dev/null
+  done
+fi
 if [[ "$GROUP" == fraud-scoring ]]; then
   say "fraud-scoring (ActiveActive): VerifiableConsumer workloads in every region"
   sed -e 's/billing-\(east\|west\|central\)/fraud-scoring-\1/' -e 's/app: billing/app: fraud-scoring/g' \

@@ -2,7 +2,8 @@
 //!
 //! - `ends`: watches the destination topic's end offsets; prints when the first record
 //!   landed and when `--target` records are there, with the CPU seconds the process `--pid`
-//!   had used at both moments (from /proc), so the script measures the copy window only.
+//!   (the copier) and, with `--broker-pid`, the destination broker had used at both moments
+//!   (from /proc), so the script measures the copy window only.
 //! - `latency`: reads the destination topic from its current end and prints p50/p99 of
 //!   (time read − record timestamp) over `--count` records. Replicators keep the source
 //!   timestamp, so this is end-to-end replication latency.
@@ -78,11 +79,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ends" => {
             let target: i64 = arg(&args, "--target").ok_or("--target")?.parse()?;
             let pid = arg(&args, "--pid").ok_or("--pid")?;
+            let broker = arg(&args, "--broker-pid");
+            let broker_cpu = |clk| broker.as_deref().map_or(-1.0, |b| cpu_seconds(b, clk));
             let clk: f64 = arg(&args, "--clk-tck")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(100.0);
             let c = consumer(&bootstrap)?;
-            let mut first: Option<(i64, f64)> = None;
+            let mut first: Option<(i64, f64, f64)> = None;
             while started.elapsed() < timeout {
                 let total: i64 = match partitions(&c, &topic) {
                     Ok(ps) if !ps.is_empty() => ps
@@ -95,14 +98,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     _ => 0,
                 };
                 if total > 0 && first.is_none() {
-                    first = Some((now_ms(), cpu_seconds(&pid, clk)));
+                    first = Some((now_ms(), cpu_seconds(&pid, clk), broker_cpu(clk)));
                 }
                 if total >= target {
-                    let (first_ms, first_cpu) = first.unwrap_or((now_ms(), 0.0));
+                    let (first_ms, first_cpu, first_broker) = first.unwrap_or((now_ms(), 0.0, 0.0));
                     println!(
-                        "first_ms={first_ms} done_ms={} cpu_first={first_cpu:.3} cpu_done={:.3} records={total}",
+                        "first_ms={first_ms} done_ms={} cpu_first={first_cpu:.3} cpu_done={:.3} \
+                         broker_cpu_first={first_broker:.3} broker_cpu_done={:.3} records={total}",
                         now_ms(),
-                        cpu_seconds(&pid, clk)
+                        cpu_seconds(&pid, clk),
+                        broker_cpu(clk)
                     );
                     return Ok(());
                 }

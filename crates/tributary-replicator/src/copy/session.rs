@@ -320,7 +320,8 @@ impl Session<'_> {
         if let Some(ts) = message.timestamp().to_millis() {
             record = record.timestamp(ts);
         }
-        let waiting = Instant::now();
+        // Read the clock only once the queue is full (not per record: it is not free).
+        let mut waiting: Option<Instant> = None;
         loop {
             match self.delivery.producer().send(record) {
                 Ok(()) => break,
@@ -336,7 +337,9 @@ impl Session<'_> {
                             slot.next_offset = offset;
                             return Ok(Handoff::Left);
                         }
-                        if waiting.elapsed() >= Duration::from_secs(1) {
+                        if waiting.get_or_insert_with(Instant::now).elapsed()
+                            >= Duration::from_secs(1)
+                        {
                             slot.next_offset = offset;
                             return Ok(Handoff::QueueFull);
                         }
