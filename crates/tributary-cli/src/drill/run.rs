@@ -236,6 +236,9 @@ struct Drill {
     config_maps: Api<ConfigMap>,
     leases: Api<Lease>,
     primary: Vec<PrimarySample>,
+    /// Standby members repaired while the warm-up waited for the group, before the first
+    /// drill (counted in the summary line, listed in the report).
+    warmup_repairs: Vec<StandbyMemberRepair>,
 }
 
 impl Drill {
@@ -973,6 +976,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         config_maps: Api::namespaced(any_cluster.clone(), &ns),
         leases: Api::namespaced(lease_cluster, &ns),
         primary: Vec::new(),
+        warmup_repairs: Vec::new(),
     };
     d.say(&format!(
         "drilling {ns}/{} ({:?}, regions {}{}) {} times, faults {}, seed {}; load: VerifiableProducer {} records/s per region into {topic}; events in {}",
@@ -1044,7 +1048,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         &d.primary,
         active_passive,
     );
-    let summary = Summary::of(&verdicts);
+    let summary = Summary::of(&verdicts).with_warmup_repairs(std::mem::take(&mut d.warmup_repairs));
     print_table(&verdicts);
     if let Some(path) = &opts.report {
         let json = report_json(&ns, &opts, &topic, &dir, &runs, &verdicts, &summary);
@@ -1121,6 +1125,7 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
         },
     )
     .await?;
+    d.warmup_repairs = warmup.standby_member_repairs;
     d.say("load running, group settled: starting");
     let mut dice = Dice::new(d.opts.seed);
     let mut runs = Vec::new();

@@ -96,7 +96,7 @@ pub struct DrillRun {
 }
 
 /// One repair of a standby region's reported members.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct StandbyMemberRepair {
     pub region: String,
     pub at_ms: i64,
@@ -526,6 +526,9 @@ pub struct Summary {
     pub fence_violations: usize,
     /// Standby members reported and repaired by a broker restart (environment faults).
     pub standby_member_repairs: usize,
+    /// The repairs made while the warm-up waited for the group, before the first drill
+    /// (the summary line counts them with the drills' own).
+    pub warmup_standby_member_repairs: Vec<StandbyMemberRepair>,
 }
 
 impl Summary {
@@ -551,6 +554,15 @@ impl Summary {
                 .count(),
             over_bound: verdicts.iter().filter(|v| !v.dups_within_bound).count(),
             standby_member_repairs: verdicts.iter().map(|v| v.standby_member_repairs).sum(),
+            warmup_standby_member_repairs: Vec::new(),
+        }
+    }
+
+    /// The series' figures with the warm-up's repairs.
+    pub fn with_warmup_repairs(self, repairs: Vec<StandbyMemberRepair>) -> Self {
+        Self {
+            warmup_standby_member_repairs: repairs,
+            ..self
         }
     }
 
@@ -570,7 +582,8 @@ impl Summary {
     /// `drill: n=.. lost=.. skipped=.. dups_raw_max=.. dups_deduped_max=.. rto_p50_s=..
     /// rto_p99_s=.. split_brain_s=.. non_monotonic=.. epoch_ok=.. over_bound=..
     /// standby_member_repairs=..` (the last two are reported, not failed: a drill over the
-    /// plan's duplicate bound shows in its row, a repair in the report).
+    /// plan's duplicate bound shows in its row, a repair — the drills' and the warm-up's —
+    /// in the report).
     pub fn line(&self) -> String {
         let s = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "nan".into());
         format!(
@@ -586,7 +599,7 @@ impl Summary {
             self.non_monotonic,
             self.epoch_ok,
             self.over_bound,
-            self.standby_member_repairs
+            self.standby_member_repairs + self.warmup_standby_member_repairs.len()
         )
     }
 }
@@ -867,6 +880,18 @@ mod tests {
         assert_eq!(
             s.line(),
             "drill: n=2 lost=0 skipped=0 dups_raw_max=0 dups_deduped_max=0 rto_p50_s=2.0 rto_p99_s=8.0 split_brain_s=0.0 non_monotonic=0 epoch_ok=true over_bound=0 standby_member_repairs=0"
+        );
+        // A repair while the warm-up waited counts too (and is no failure).
+        let s = s.with_warmup_repairs(vec![StandbyMemberRepair {
+            region: "east".into(),
+            members: 1,
+            ..StandbyMemberRepair::default()
+        }]);
+        assert!(s.passed());
+        assert!(
+            s.line().ends_with(" standby_member_repairs=1"),
+            "{}",
+            s.line()
         );
     }
 
