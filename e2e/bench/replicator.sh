@@ -93,9 +93,9 @@ topic() { # BOOTSTRAP NAME [--config K=V]
   kafka_topics --bootstrap-server "$1" --create --if-not-exists --topic "$2" --partitions 16 "${@:3}" >/dev/null
 }
 
-perf() { # BOOTSTRAP TOPIC RECORDS SIZE RATE -> prints the summary line
+perf() { # BOOTSTRAP TOPIC RECORDS SIZE RATE [PRODUCER_PROP...] -> prints the summary line
   kafka_producer_perf --topic "$2" --num-records "$3" --record-size "$4" --throughput "$5" \
-    --producer-props bootstrap.servers="$1" "${BATCH_PROPS[@]}" 2>/dev/null | tail -n 1
+    --producer-props bootstrap.servers="$1" "${BATCH_PROPS[@]}" "${@:6}" 2>/dev/null | tail -n 1
 }
 
 # Watches DEST_TOPIC until RECORDS are there; records the window and the CPU of PID and of
@@ -135,9 +135,7 @@ warm_up() { # SOURCE_TOPIC DEST_TOPIC PID
   local before
   before="$("$PROBE" ends --bootstrap "$DST" --topic "$2" --target 0 --pid "$3" --clk-tck "$CLK_TCK" --timeout 300 |
     sed -n 's/.*records=\([0-9]*\).*/\1/p')"
-  kafka_producer_perf --topic "$1" --num-records 2000 --record-size 100 --throughput 200 \
-    --producer-props bootstrap.servers="$SRC" "${BATCH_PROPS[@]}" \
-    partitioner.class=org.apache.kafka.clients.producer.RoundRobinPartitioner >/dev/null 2>&1
+  perf "$SRC" "$1" 2000 100 200 partitioner.class=org.apache.kafka.clients.producer.RoundRobinPartitioner >/dev/null
   "$PROBE" ends --bootstrap "$DST" --topic "$2" --target "$((before + 2000))" --pid "$3" --clk-tck "$CLK_TCK" --timeout 300 >/dev/null
   sleep 15
 }

@@ -79,11 +79,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ends" => {
             let target: i64 = arg(&args, "--target").ok_or("--target")?.parse()?;
             let pid = arg(&args, "--pid").ok_or("--pid")?;
-            let broker = arg(&args, "--broker-pid");
-            let broker_cpu = |clk| broker.as_deref().map_or(-1.0, |b| cpu_seconds(b, clk));
             let clk: f64 = arg(&args, "--clk-tck")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(100.0);
+            let broker = arg(&args, "--broker-pid");
+            let broker_cpu = || broker.as_deref().map_or(-1.0, |b| cpu_seconds(b, clk));
             let c = consumer(&bootstrap)?;
             let mut first: Option<(i64, f64, f64)> = None;
             while started.elapsed() < timeout {
@@ -98,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     _ => 0,
                 };
                 if total > 0 && first.is_none() {
-                    first = Some((now_ms(), cpu_seconds(&pid, clk), broker_cpu(clk)));
+                    first = Some((now_ms(), cpu_seconds(&pid, clk), broker_cpu()));
                 }
                 if total >= target {
                     let (first_ms, first_cpu, first_broker) = first.unwrap_or((now_ms(), 0.0, 0.0));
@@ -107,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                          broker_cpu_first={first_broker:.3} broker_cpu_done={:.3} records={total}",
                         now_ms(),
                         cpu_seconds(&pid, clk),
-                        broker_cpu(clk)
+                        broker_cpu()
                     );
                     return Ok(());
                 }

@@ -236,9 +236,6 @@ struct Drill {
     config_maps: Api<ConfigMap>,
     leases: Api<Lease>,
     primary: Vec<PrimarySample>,
-    /// Standby members repaired while the warm-up waited for the group, before the first
-    /// drill (counted in the summary line, listed in the report).
-    warmup_repairs: Vec<StandbyMemberRepair>,
 }
 
 impl Drill {
@@ -976,7 +973,6 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         config_maps: Api::namespaced(any_cluster.clone(), &ns),
         leases: Api::namespaced(lease_cluster, &ns),
         primary: Vec::new(),
-        warmup_repairs: Vec::new(),
     };
     d.say(&format!(
         "drilling {ns}/{} ({:?}, regions {}{}) {} times, faults {}, seed {}; load: VerifiableProducer {} records/s per region into {topic}; events in {}",
@@ -996,7 +992,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
     ));
     let result = series(&mut d).await;
     d.load.stop().await;
-    let runs = result?;
+    let (warmup_repairs, runs) = result?;
     // Drain: every acknowledged record should reach the group (ActiveActive: every region's).
     let deadline = Instant::now() + opts.drain_timeout;
     loop {
@@ -1048,7 +1044,7 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
         &d.primary,
         active_passive,
     );
-    let summary = Summary::of(&verdicts).with_warmup_repairs(std::mem::take(&mut d.warmup_repairs));
+    let summary = Summary::of(&verdicts).with_warmup_repairs(warmup_repairs);
     print_table(&verdicts);
     if let Some(path) = &opts.report {
         let json = report_json(&ns, &opts, &topic, &dir, &runs, &verdicts, &summary);
@@ -1105,8 +1101,9 @@ pub async fn drill(conn: &Connection, opts: DrillOptions) -> Result<bool> {
     Ok(summary.passed())
 }
 
-/// Warm-up, then the drills; stops early when the group no longer settles.
-async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
+/// Warm-up, then the drills; stops early when the group no longer settles. Also returns
+/// the standby members repaired while the warm-up waited.
+async fn series(d: &mut Drill) -> Result<(Vec<StandbyMemberRepair>, Vec<DrillRun>)> {
     let mut warmup = DrillRun::default();
     let timeout = d.opts.settle_timeout;
     let regions = d.regions.clone();
@@ -1125,7 +1122,6 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
         },
     )
     .await?;
-    d.warmup_repairs = warmup.standby_member_repairs;
     d.say("load running, group settled: starting");
     let mut dice = Dice::new(d.opts.seed);
     let mut runs = Vec::new();
@@ -1168,7 +1164,7 @@ async fn series(d: &mut Drill) -> Result<Vec<DrillRun>> {
             break;
         }
     }
-    Ok(runs)
+    Ok((warmup.standby_member_repairs, runs))
 }
 
 #[cfg(test)]
